@@ -1,0 +1,3 @@
+from uvbench.cli import main
+
+raise SystemExit(main())

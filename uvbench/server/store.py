@@ -1,0 +1,321 @@
+"""What the local server remembers about calls: the REST view, messages, events, ground truth.
+
+Plain data, no I/O: every method that changes a call takes the monotonic time (ns) it happened
+at, so the REST layer, the websocket session and tests all drive it the same way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from uvbench.protocol.durations import format_duration, parse_duration
+from uvbench.server.config import AgentBehaviour, Faults
+from uvbench.server.truth import GroundTruth
+
+DEFAULT_JOIN_TIMEOUT = "30s"
+DEFAULT_MAX_DURATION = "3600s"
+DEFAULT_MODEL = "ultravox-v0.7"
+DEFAULT_VOICE = "Mark"
+DEFAULT_CLIENT_BUFFER_MS = 60
+SEVERITIES = ("debug", "info", "warning", "error")
+
+
+class LiveSession(Protocol):
+    """The running websocket session of a joined call, as REST's send_data_message sees it."""
+
+    def deliver_data_message(self, message: dict[str, Any]) -> None: ...
+
+
+class Clock:
+    """Maps the host's monotonic clock onto wall time with one anchor taken at start."""
+
+    def __init__(self) -> None:
+        self.anchor_ns = time.monotonic_ns()
+        self.anchor_wall = dt.datetime.now(dt.UTC)
+
+    def now_ns(self) -> int:
+        return time.monotonic_ns()
+
+    def wall(self, ns: int) -> dt.datetime:
+        return self.anchor_wall + dt.timedelta(microseconds=(ns - self.anchor_ns) / 1000)
+
+
+def iso(ts: dt.datetime | None) -> str | None:
+    if ts is None:
+        return None
+    return ts.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+@dataclass
+class CallRecord:
+    call_id: str
+    request: dict[str, Any]
+    """The validated create-call body, camelCase, with medium defaults filled in."""
+    created_ns: int
+    created: dt.datetime
+    join_url: str
+    agent: AgentBehaviour
+    faults: Faults
+    agent_id: str | None = None
+    prior_call_id: str | None = None
+    joined_ns: int | None = None
+    joined: dt.datetime | None = None
+    ended_ns: int | None = None
+    ended: dt.datetime | None = None
+    end_reason: str | None = None
+    client_version: str | None = None
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    """Message objects (ultravox.v1.Message) of the call, initial messages first."""
+    initial_message_count: int = 0
+    events: list[dict[str, Any]] = field(default_factory=list)
+    truth: GroundTruth = field(default_factory=GroundTruth)
+    recording_wav: bytes | None = None
+    session: LiveSession | None = None
+    connected: bool = False
+    """A websocket is (or was) attached: a second connection is refused."""
+
+    # -- derived -------------------------------------------------------------------------------
+    @property
+    def live(self) -> bool:
+        return self.joined_ns is not None and self.ended_ns is None
+
+    @property
+    def medium(self) -> dict[str, Any]:
+        return self.request.get("medium", {}).get("serverWebSocket", {})
+
+    @property
+    def input_sample_rate(self) -> int:
+        return int(self.medium["inputSampleRate"])
+
+    @property
+    def output_sample_rate(self) -> int:
+        return int(self.medium.get("outputSampleRate") or self.input_sample_rate)
+
+    @property
+    def client_buffer_ms(self) -> int:
+        return int(self.medium.get("clientBufferSizeMs") or DEFAULT_CLIENT_BUFFER_MS)
+
+    @property
+    def join_timeout_s(self) -> float:
+        return parse_duration(self.request.get("joinTimeout", DEFAULT_JOIN_TIMEOUT))
+
+    @property
+    def max_duration_s(self) -> float:
+        return parse_duration(self.request.get("maxDuration", DEFAULT_MAX_DURATION))
+
+    @property
+    def recording_enabled(self) -> bool:
+        return bool(self.request.get("recordingEnabled", False))
+
+    # -- changes -------------------------------------------------------------------------------
+    def add_event(
+        self,
+        ns: int,
+        wall: dt.datetime,
+        severity: str,
+        type_: str,
+        text: str,
+        extras: dict[str, Any] | None = None,
+    ) -> None:
+        since_start = (ns - self.created_ns) / 1e9
+        since_join = None if self.joined_ns is None else (ns - self.joined_ns) / 1e9
+        self.events.append(
+            {
+                "callId": self.call_id,
+                "callStageId": self.call_stage_id,
+                "callTimestamp": format_duration(round(since_start, 3)),
+                "wallClockTimestamp": None if since_join is None else format_duration(round(since_join, 3)),
+                "severity": severity,
+                "type": type_[:50],
+                "text": text,
+                "extras": extras,
+                "_ns": ns,
+                "_wall": iso(wall),
+            }
+        )
+
+    @property
+    def call_stage_id(self) -> str:
+        # One stage per call: the stage id is derived from the call id so it is stable.
+        return str(uuid.uuid5(uuid.UUID(self.call_id), "stage-0"))
+
+    # -- REST view -----------------------------------------------------------------------------
+    def billed_duration(self) -> str | None:
+        if self.ended_ns is None:
+            return None
+        if self.joined_ns is None:
+            return "0s"
+        seconds = (self.ended_ns - self.joined_ns) / 1e9
+        # Billing is in deciminutes (DOCS FAQ): round up to the next 6 s.
+        deciminutes = -(-seconds // 6)
+        return format_duration(deciminutes * 6)
+
+    def to_api(self) -> dict[str, Any]:
+        """The full `Call` object (every required key of the official schema)."""
+        req = self.request
+        first_speaker_settings = req.get("firstSpeakerSettings") or (
+            {"user": {}} if req.get("firstSpeaker") == "FIRST_SPEAKER_USER" else {"agent": {}}
+        )
+        first_speaker = "FIRST_SPEAKER_USER" if "user" in first_speaker_settings else "FIRST_SPEAKER_AGENT"
+        output_medium = req.get("initialOutputMedium") or "MESSAGE_MEDIUM_VOICE"
+        if output_medium == "MESSAGE_MEDIUM_UNSPECIFIED":
+            output_medium = "MESSAGE_MEDIUM_VOICE"
+        if self.ended_ns is None:
+            billing = "BILLING_STATUS_PENDING"
+        elif self.joined_ns is None:
+            billing = "BILLING_STATUS_FREE_ZERO_EFFECTIVE_DURATION"
+        else:
+            billing = "BILLING_STATUS_BILLED"
+        body: dict[str, Any] = {
+            "callId": self.call_id,
+            "clientVersion": self.client_version,
+            "created": iso(self.created),
+            "joined": iso(self.joined),
+            "ended": iso(self.ended),
+            "endReason": self.end_reason,
+            "billedDuration": self.billed_duration(),
+            "billedSideInputTokens": None,
+            "billedSideOutputTokens": None,
+            "billingStatus": billing,
+            "firstSpeaker": first_speaker,
+            "firstSpeakerSettings": first_speaker_settings,
+            "inactivityMessages": req.get("inactivityMessages", []),
+            "initialOutputMedium": output_medium,
+            "joinTimeout": req.get("joinTimeout", DEFAULT_JOIN_TIMEOUT),
+            "joinUrl": self.join_url,
+            "languageHint": req.get("languageHint"),
+            "maxDuration": req.get("maxDuration", DEFAULT_MAX_DURATION),
+            "medium": req.get("medium"),
+            "model": req.get("model", DEFAULT_MODEL),
+            "recordingEnabled": self.recording_enabled,
+            "retentionPolicy": None,
+            "systemPrompt": req.get("systemPrompt"),
+            "temperature": float(req.get("temperature", 0.0)),
+            "timeExceededMessage": req.get("timeExceededMessage"),
+            "voice": req.get("voice", None if "externalVoice" in req else DEFAULT_VOICE),
+            "transcriptOptional": req.get("transcriptOptional", True),
+            "vadSettings": req.get("vadSettings"),
+            "shortSummary": None,
+            "summary": None,
+            "agent": None if self.agent_id is None else {"agentId": self.agent_id, "name": "agent"},
+            "agentId": self.agent_id,
+            "experimentalSettings": req.get("experimentalSettings"),
+            "metadata": req.get("metadata", {}),
+            "initialState": req.get("initialState", {}),
+            "requestContext": None,
+            "sipDetails": None,
+        }
+        for optional in ("externalVoice", "voiceOverrides", "callbacks"):
+            if optional in req:
+                body[optional] = req[optional]
+        if "dataConnection" in req:
+            body["dataConnectionConfig"] = req["dataConnection"]
+        return body
+
+
+@dataclass
+class ConcurrencySample:
+    ns: int
+    total: int
+    joined: int
+
+
+class CallStore:
+    """All calls of one server, in creation order, and the concurrency they made over time."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
+        self.calls: dict[str, CallRecord] = {}
+        self.deleted: set[str] = set()
+        self.concurrency: list[ConcurrencySample] = [ConcurrencySample(self.clock.now_ns(), 0, 0)]
+
+    def add(self, record: CallRecord) -> None:
+        self.calls[record.call_id] = record
+        self._sample(record.created_ns)
+
+    def get(self, call_id: str) -> CallRecord | None:
+        return self.calls.get(call_id)
+
+    def delete(self, call_id: str) -> None:
+        self.calls.pop(call_id, None)
+        self.deleted.add(call_id)
+
+    def mark_joined(self, record: CallRecord, ns: int, client_version: str | None) -> None:
+        record.joined_ns = ns
+        record.joined = self.clock.wall(ns)
+        record.client_version = client_version
+        self._sample(ns)
+
+    def mark_ended(self, record: CallRecord, ns: int, reason: str) -> bool:
+        """Ends the call once; False when it had already ended (the first reason stands)."""
+        if record.ended_ns is not None:
+            return False
+        record.ended_ns = ns
+        record.ended = self.clock.wall(ns)
+        record.end_reason = reason
+        self._sample(ns)
+        return True
+
+    def active_counts(self) -> tuple[int, int]:
+        total = joined = 0
+        for call in self.calls.values():
+            if call.ended_ns is None:
+                total += 1
+                if call.joined_ns is not None:
+                    joined += 1
+        return total, joined
+
+    def _sample(self, ns: int) -> None:
+        total, joined = self.active_counts()
+        self.concurrency.append(ConcurrencySample(ns, total, joined))
+
+    def concurrency_series(self, bucket_s: float, start_ns: int, end_ns: int) -> list[dict[str, Any]]:
+        """ConcurrencyBucket objects from start to end: peak and time-weighted mean per bucket."""
+        bucket_ns = int(bucket_s * 1e9)
+        if end_ns <= start_ns or bucket_ns <= 0:
+            return []
+        samples = self.concurrency
+        # Align buckets to whole multiples of the bucket size on the wall clock, like the API.
+        start_wall = self.clock.wall(start_ns)
+        epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+        offset_ns = int((start_wall - epoch).total_seconds() * 1e9) % bucket_ns
+        first = start_ns - offset_ns
+        out = []
+        index = 0
+        level = samples[0]
+        for b_start in range(first, end_ns, bucket_ns):
+            b_end = b_start + bucket_ns
+            # Advance to the level in force at b_start.
+            while index + 1 < len(samples) and samples[index + 1].ns <= b_start:
+                index += 1
+            level = samples[index]
+            max_total, max_joined = level.total, level.joined
+            area_total = area_joined = 0.0
+            cursor = b_start
+            j = index
+            while j + 1 < len(samples) and samples[j + 1].ns < b_end:
+                nxt = samples[j + 1]
+                span = max(0, nxt.ns - cursor)
+                area_total += samples[j].total * span
+                area_joined += samples[j].joined * span
+                cursor = max(cursor, nxt.ns)
+                j += 1
+                max_total = max(max_total, nxt.total)
+                max_joined = max(max_joined, nxt.joined)
+            span = b_end - cursor
+            area_total += samples[j].total * span
+            area_joined += samples[j].joined * span
+            out.append(
+                {
+                    "timestamp": iso(self.clock.wall(b_start)),
+                    "maxTotalCalls": max_total,
+                    "maxJoinedCalls": max_joined,
+                    "avgTotalCalls": area_total / bucket_ns,
+                    "avgJoinedCalls": area_joined / bucket_ns,
+                }
+            )
+        return out

@@ -1,0 +1,114 @@
+"""The server's own record of what it did in a call, on the host's monotonic clock (ns).
+
+This is the ground truth uvbench's client-side figures are held against (METRICS.md, "Ground
+truth"). It is written by the server's agent only, never computed from the client's code, so a
+test of one against the other proves something. Stream positions are in input samples (user
+audio) or output samples (agent audio) as the server counted them.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class TurnTruth:
+    """A user turn as the server's endpointing saw it."""
+
+    index: int
+    kind: str
+    """"voice" (endpointed from audio) or "text" (a user_text_message)."""
+    speech_start_sample: int | None = None
+    speech_end_sample: int | None = None
+    speech_start_detected_ns: int | None = None
+    end_decided_ns: int | None = None
+    """When the server decided the user's turn ended (sent state: thinking)."""
+    reply_index: int | None = None
+
+
+@dataclass
+class ReplyTruth:
+    """One agent utterance: greeting, reply, tool reply, forced message, goodbye."""
+
+    index: int
+    kind: str
+    text: str
+    medium: str
+    turn_index: int | None = None
+    decided_ns: int | None = None
+    latency_ms: float | None = None
+    """The response latency drawn for it (with any fault added)."""
+    total_samples: int = 0
+    first_byte_ns: int | None = None
+    last_byte_ns: int | None = None
+    sent_samples: int = 0
+    played_samples: int = 0
+    """Samples the server's playback model says the client had played when it ended."""
+    playback_end_ns: int | None = None
+    interrupted: bool = False
+    clear_sent_ns: int | None = None
+    cancelled: bool = False
+    """Interrupted before its first byte (while thinking)."""
+
+
+@dataclass
+class ClearTruth:
+    sent_ns: int
+    reply_index: int
+    cause: str
+    """"barge_in", "user_text_message" or "forced_agent_message"."""
+    speech_start_sample: int | None = None
+    """For a barge-in: stream position of the first speech sample of the interrupting speech."""
+    speech_start_detected_ns: int | None = None
+
+
+@dataclass
+class InputTruth:
+    first_audio_ns: int | None = None
+    last_audio_ns: int | None = None
+    samples_received: int = 0
+    frames_received: int = 0
+    empty_frames: int = 0
+    max_deficit_ms: float = 0.0
+    """Most the client's audio fell behind the wall clock (underflow)."""
+    max_surplus_ms: float = 0.0
+    """Most the client's audio ran ahead of the wall clock (overflow)."""
+
+
+@dataclass
+class GroundTruth:
+    joined_ns: int | None = None
+    call_started_sent_ns: int | None = None
+    input: InputTruth = field(default_factory=InputTruth)
+    turns: list[TurnTruth] = field(default_factory=list)
+    replies: list[ReplyTruth] = field(default_factory=list)
+    clears: list[ClearTruth] = field(default_factory=list)
+    pacing_lateness_ms: array = field(default_factory=lambda: array("d"))
+    """For each agent audio frame: how late it left against the pacer's own schedule."""
+
+    def pacing_summary(self) -> dict[str, Any]:
+        values = sorted(self.pacing_lateness_ms)
+        if not values:
+            return {"count": 0, "p50_ms": None, "p99_ms": None, "max_ms": None}
+
+        def pct(p: float) -> float:
+            return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+        return {"count": len(values), "p50_ms": pct(50), "p99_ms": pct(99), "max_ms": values[-1]}
+
+    def to_dict(self, *, lateness_values: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "clock": "CLOCK_MONOTONIC, nanoseconds",
+            "joined_ns": self.joined_ns,
+            "call_started_sent_ns": self.call_started_sent_ns,
+            "input": asdict(self.input),
+            "turns": [asdict(t) for t in self.turns],
+            "replies": [asdict(r) for r in self.replies],
+            "clears": [asdict(c) for c in self.clears],
+            "pacing": self.pacing_summary(),
+        }
+        if lateness_values:
+            out["pacing"]["lateness_ms"] = list(self.pacing_lateness_ms)
+        return out
