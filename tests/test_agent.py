@@ -1,0 +1,381 @@
+"""The simulated agent as a sans-I/O machine, driven with a fake clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from uvbench.server.agent import Agent
+from uvbench.server.config import AgentBehaviour, Faults, Latency, Stall, ToolCall
+from uvbench.server.store import CallRecord
+
+MS = 1_000_000
+T0 = 1_000_000 * MS  # an arbitrary monotonic origin
+
+
+@dataclass(frozen=True)
+class FakeSpeech:
+    pcm: np.ndarray
+    sample_rate: int
+    text: str
+    words: tuple[str, ...]
+    word_starts: tuple[int, ...]
+
+
+def fake_synth(text: str, rate: int, wpm: int) -> FakeSpeech:
+    """Speech of 300 ms a word (a loud tone), words starting on those boundaries."""
+    words = tuple(text.split())
+    per_word = int(0.3 * rate)
+    t = np.arange(per_word * len(words)) / rate
+    pcm = (np.sin(2 * np.pi * 220 * t) * 8000).astype(np.int16)
+    return FakeSpeech(pcm, rate, text, words, tuple(i * per_word for i in range(len(words))))
+
+
+def make_agent(
+    *,
+    rate: int = 16000,
+    out_rate: int | None = None,
+    buffer_ms: int = 60,
+    latency_ms: float = 200.0,
+    greeting: str = "hello there friend",
+    replies: tuple[str, ...] = ("one two three four five six",),
+    first_speaker: str = "agent",
+    tool_calls: tuple[ToolCall, ...] = (),
+    faults: Faults | None = None,
+    **request: object,
+) -> Agent:
+    medium = {"inputSampleRate": rate, "outputSampleRate": out_rate or rate, "clientBufferSizeMs": buffer_ms}
+    body = {"medium": {"serverWebSocket": medium}, **request}
+    if first_speaker == "user":
+        body["firstSpeakerSettings"] = {"user": {}}
+    record = CallRecord(
+        call_id="00000000-0000-4000-8000-000000000001",
+        request=body,
+        created_ns=T0,
+        created=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        join_url="ws://x",
+        agent=AgentBehaviour(
+            greeting=greeting,
+            replies=replies,
+            latency=Latency(kind="fixed", ms=latency_ms),
+            tool_calls=tool_calls,
+        ),
+        faults=faults or Faults(),
+    )
+    return Agent(record, fake_synth, wall=lambda ns: dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+
+
+@dataclass
+class Sent:
+    at: int
+    kind: str
+    payload: object
+
+
+class Driver:
+    """Runs an agent against a scripted client: audio in 20 ms chunks, timers honoured exactly."""
+
+    def __init__(self, agent: Agent, rate: int = 16000, chunk_ms: int = 20) -> None:
+        self.agent = agent
+        self.rate = rate
+        self.chunk = rate * chunk_ms // 1000
+        self.chunk_ns = chunk_ms * MS
+        self.now = T0
+        self.sent: list[Sent] = []
+        self.audio_plan: list[np.ndarray] = []
+        self.next_audio_ns = T0 + self.chunk_ns  # a chunk leaves once its last sample exists
+        self.stream = np.zeros(0, dtype=np.int16)
+        self.stream_pos = 0
+        agent.start(self.now)
+        self._collect()
+
+    def _collect(self) -> None:
+        for item in self.agent.drain():
+            self.sent.append(Sent(self.now, item.kind, item.payload))
+
+    def say(self, seconds: float, amplitude: int = 8000) -> tuple[int, int]:
+        """Queue speech (a tone) on the input stream; returns its stream sample bounds."""
+        n = int(seconds * self.rate)
+        t = np.arange(n) / self.rate
+        start = self.stream.size
+        self.stream = np.concatenate((self.stream, (np.sin(2 * np.pi * 300 * t) * amplitude).astype(np.int16)))
+        return start, start + n
+
+    def silence(self, seconds: float) -> None:
+        self.stream = np.concatenate((self.stream, np.zeros(int(seconds * self.rate), dtype=np.int16)))
+
+    def run_until(self, end_ns: int) -> None:
+        while self.now < end_ns and not self.agent.ended:
+            deadline = self.agent.next_deadline_ns()
+            if deadline is not None and deadline <= self.next_audio_ns and deadline <= end_ns:
+                self.now = max(self.now, deadline)
+                self.agent.tick(self.now)
+            elif self.next_audio_ns <= end_ns:
+                self.now = self.next_audio_ns
+                piece = self.stream[self.stream_pos : self.stream_pos + self.chunk]
+                if piece.size < self.chunk:
+                    piece = np.concatenate((piece, np.zeros(self.chunk - piece.size, dtype=np.int16)))
+                self.stream_pos += self.chunk
+                self.agent.on_audio(self.now, piece.tobytes())
+                self.next_audio_ns += self.chunk_ns
+            else:
+                self.now = end_ns
+            self._collect()
+
+    def run_for(self, seconds: float) -> None:
+        self.run_until(self.now + int(seconds * 1e9))
+
+    def messages(self, type_: str | None = None) -> list[Sent]:
+        return [s for s in self.sent if s.kind == "json" and (type_ is None or s.payload["type"] == type_)]
+
+    def audio(self) -> list[Sent]:
+        return [s for s in self.sent if s.kind == "audio"]
+
+    def states(self) -> list[str]:
+        return [s.payload["state"] for s in self.messages("state")]
+
+    def send(self, message: dict) -> None:
+        self.agent.on_text(self.now, json.dumps(message))
+        self._collect()
+
+    def stream_ns(self, sample: int) -> int:
+        """When the client's stream delivered `sample` (its chunk's send time)."""
+        return T0 + (sample // self.chunk + 1) * self.chunk_ns
+
+
+def test_greeting_is_paced_to_the_client_buffer():
+    agent = make_agent(buffer_ms=60, latency_ms=200)
+    d = Driver(agent)
+    d.run_for(2.0)
+    assert d.messages()[0].payload == {"type": "call_started", "callId": agent.record.call_id}
+    audio = d.audio()
+    greeting = agent.truth.replies[0]
+    assert greeting.first_byte_ns == T0 + 200 * MS
+    assert audio[0].at == T0 + 200 * MS
+    # 60 ms buffer, 20 ms chunks: three chunks at once, then one every 20 ms of playback.
+    assert [a.at - audio[0].at for a in audio[:6]] == [0, 0, 0, 20 * MS, 40 * MS, 60 * MS]
+    assert sum(len(a.payload) for a in audio) // 2 == greeting.total_samples == 3 * int(0.3 * 16000)
+    # Playback ends 900 ms after the first byte; then the final transcript and "listening".
+    assert greeting.playback_end_ns == T0 + 1100 * MS
+    final = d.messages("transcript")[-1]
+    assert final.payload == {"type": "transcript", "role": "agent", "medium": "voice", "text": "hello there friend", "final": True, "ordinal": 0}
+    assert final.at == T0 + 1100 * MS
+    assert d.states() == ["listening", "speaking", "listening"]
+    assert max(agent.truth.pacing_lateness_ms) == 0
+
+
+def test_large_buffer_sends_the_whole_utterance_at_once_and_deltas_follow_playback():
+    agent = make_agent(buffer_ms=30000, latency_ms=100)
+    d = Driver(agent)
+    d.run_for(2.0)
+    audio = d.audio()
+    assert {a.at for a in audio} == {T0 + 100 * MS}
+    deltas = [m for m in d.messages("transcript") if not m.payload["final"]]
+    assert [m.payload["delta"] for m in deltas] == ["hello", " there", " friend"]
+    assert [m.at - T0 for m in deltas] == [100 * MS, 400 * MS, 700 * MS]
+
+
+def test_user_turn_is_endpointed_after_the_endpoint_delay_and_answered_after_the_latency():
+    agent = make_agent(first_speaker="user", latency_ms=250)
+    d = Driver(agent)
+    d.silence(0.5)
+    _, end = d.say(1.0)
+    d.silence(3.0)
+    d.run_for(4.0)
+    turn = agent.truth.turns[0]
+    # The speech ends at 1.5 s = 46.875 frames of 512 samples: frame 46 holds the end and counts
+    # as speech, then 12 silent frames (384 ms) end the turn.
+    assert end == 24000 and turn.speech_end_sample == 47 * 512
+    frames_end_sample = (47 + 12) * 512
+    assert turn.end_decided_ns == d.stream_ns(frames_end_sample - 1)
+    user = d.messages("transcript")[0]
+    assert user.payload["role"] == "user" and user.payload["final"] and user.at == turn.end_decided_ns
+    reply = agent.truth.replies[turn.reply_index]
+    assert reply.first_byte_ns == turn.end_decided_ns + 250 * MS
+    assert d.states() == ["listening", "thinking", "speaking", "listening"]
+    assert d.messages("transcript")[-1].payload["ordinal"] == 1
+
+
+def test_barge_in_clears_the_buffer_and_truncates_the_transcript():
+    agent = make_agent(buffer_ms=30000, latency_ms=100, greeting="a b c d e f g h i j")
+    d = Driver(agent)
+    d.silence(1.0)  # the greeting plays from 100 ms
+    start, _ = d.say(0.5)
+    d.silence(2.0)
+    d.run_for(2.5)
+    clear = d.messages("playback_clear_buffer")
+    assert len(clear) == 1
+    truth = agent.truth.clears[0]
+    first_frame = start // 512
+    assert truth.cause == "barge_in" and truth.speech_start_sample == first_frame * 512
+    # 0.09 s minimum interruption = 3 speech frames (96 ms): decided when the third one arrives.
+    assert truth.sent_ns == d.stream_ns((first_frame + 3) * 512 - 1)
+    greeting = agent.truth.replies[0]
+    assert greeting.interrupted and greeting.clear_sent_ns == truth.sent_ns
+    played_s = greeting.played_samples / 16000
+    assert played_s == pytest.approx((truth.sent_ns - greeting.first_byte_ns) / 1e9)
+    final = [m for m in d.messages("transcript") if m.payload["role"] == "agent" and m.payload["final"]][0]
+    heard = int(played_s // 0.3) + 1
+    assert final.payload["text"] == " ".join("a b c d e f g h i j".split()[:heard])
+    after_clear = [m.payload for m in d.messages() if m.at >= truth.sent_ns][:3]
+    assert [m["type"] for m in after_clear] == ["playback_clear_buffer", "state", "transcript"]
+    assert after_clear[1]["state"] == "listening"
+    # The interrupting speech is a turn of its own and gets a reply.
+    assert agent.truth.turns[0].speech_start_sample == first_frame * 512
+    assert agent.truth.replies[1].first_byte_ns is not None
+
+
+def test_short_speech_over_the_agent_does_not_interrupt():
+    agent = make_agent(buffer_ms=30000, latency_ms=100, greeting="a b c d e f g h i j")
+    d = Driver(agent)
+    d.silence(1.0)
+    d.say(0.03)  # at most two 32 ms frames: below the 90 ms minimum
+    d.silence(3.0)
+    d.run_for(3.5)
+    assert not d.messages("playback_clear_buffer")
+    assert not agent.truth.turns
+    assert not agent.truth.replies[0].interrupted
+
+
+def test_client_tool_round_trip():
+    tool = {"temporaryTool": {"modelToolName": "lookupOrder", "description": "x", "client": {}, "timeout": "5s"}}
+    agent = make_agent(first_speaker="user", latency_ms=100, tool_calls=(ToolCall(1, "lookupOrder", {"id": "42"}),), selectedTools=[tool])
+    d = Driver(agent)
+    d.say(0.5)
+    d.silence(1.0)
+    d.run_for(1.2)
+    invocation = d.messages("client_tool_invocation")
+    assert len(invocation) == 1
+    payload = invocation[0].payload
+    assert payload["toolName"] == "lookupOrder" and payload["parameters"] == {"id": "42"}
+    assert not d.audio()
+    d.send({"type": "client_tool_result", "invocationId": payload["invocationId"], "result": "shipped"})
+    d.silence(3.0)
+    d.run_for(3.0)
+    reply = agent.truth.replies[-1]
+    assert reply.kind == "tool_reply" and reply.text == "The tool answered: shipped"
+    assert reply.first_byte_ns is not None
+    roles = [m["role"] for m in agent.record.messages]
+    assert roles == ["MESSAGE_ROLE_USER", "MESSAGE_ROLE_TOOL_CALL", "MESSAGE_ROLE_TOOL_RESULT", "MESSAGE_ROLE_AGENT"]
+
+
+def test_client_tool_timeout_and_hang_up_result():
+    tool = {"temporaryTool": {"modelToolName": "slow", "client": {}, "timeout": "1s"}}
+    agent = make_agent(first_speaker="user", latency_ms=100, tool_calls=(ToolCall(1, "slow"),), selectedTools=[tool])
+    d = Driver(agent)
+    d.say(0.5)
+    d.silence(4.0)
+    d.run_for(4.0)
+    assert [e["type"] for e in agent.record.events if e["type"] == "tool_timeout"] == ["tool_timeout"]
+    assert agent.truth.replies[-1].text == "Sorry, that took too long."
+
+    agent = make_agent(first_speaker="user", latency_ms=100, tool_calls=(ToolCall(1, "slow"),), selectedTools=[tool])
+    d = Driver(agent)
+    d.say(0.5)
+    d.silence(1.0)
+    d.run_for(1.2)
+    invocation = d.messages("client_tool_invocation")[0].payload
+    d.send({"type": "client_tool_result", "invocationId": invocation["invocationId"], "result": "{}", "responseType": "hang-up"})
+    assert agent.ended and agent.end_reason == "agent_hangup"
+    assert d.sent[-1].kind == "close"
+
+
+def test_ping_text_messages_and_bad_input():
+    agent = make_agent(first_speaker="user", latency_ms=100)
+    d = Driver(agent)
+    d.send({"type": "ping", "timestamp": 12345.678901})
+    assert d.messages("pong")[0].payload == {"type": "pong", "timestamp": 12345.678901}
+    d.agent.on_text(d.now, "{not json")
+    d.send({"type": "no_such_message"})
+    d.send({"no": "type"})
+    d._collect()
+    errors = [m.payload["message"] for m in d.messages("error")]
+    assert len(errors) == 3
+    assert "not JSON" in errors[0] and "'no_such_message'" in errors[1] and "type" in errors[2]
+    d.send({"type": "user_text_message", "text": "hi there", "urgency": "soon"})
+    echo = d.messages("transcript")[0].payload
+    assert echo == {"type": "transcript", "role": "user", "medium": "text", "text": "hi there", "final": True, "ordinal": 0}
+    d.run_for(0.5)
+    assert agent.truth.replies[0].first_byte_ns == T0 + 100 * MS
+    # Legacy form with deferResponse: recorded, no reply.
+    d.send({"type": "input_text_message", "text": "later", "deferResponse": True})
+    assert len(agent.truth.replies) == 1
+
+
+def test_text_output_medium_sends_text_and_no_audio():
+    agent = make_agent(first_speaker="agent", latency_ms=100, initialOutputMedium="MESSAGE_MEDIUM_TEXT")
+    d = Driver(agent)
+    d.run_for(0.5)
+    assert not d.audio()
+    finals = [m.payload for m in d.messages("transcript") if m.payload["final"]]
+    assert finals == [{"type": "transcript", "role": "agent", "medium": "text", "text": "hello there friend", "final": True, "ordinal": 0}]
+
+
+def test_disabled_data_messages_are_not_sent():
+    agent = make_agent(latency_ms=100)
+    agent.settings.data_messages["state"] = False
+    d = Driver(agent)
+    d.run_for(1.5)
+    assert not d.messages("state")
+    assert d.messages("transcript")
+
+
+def test_max_duration_speaks_the_message_then_closes():
+    agent = make_agent(first_speaker="user", maxDuration="1s", timeExceededMessage="time is up")
+    d = Driver(agent)
+    d.run_for(3.0)
+    assert agent.end_reason == "timeout"
+    assert d.sent[-1].kind == "close" and d.sent[-1].payload == (1000, "call ended: timeout")
+    said = agent.truth.replies[-1]
+    assert said.text == "time is up" and said.first_byte_ns == T0 + 1000 * MS
+    assert d.sent[-1].at == said.playback_end_ns
+
+
+def test_hang_up_message_speaks_then_ends_agent_hangup():
+    agent = make_agent(first_speaker="user")
+    d = Driver(agent)
+    d.send({"type": "hang_up", "message": "bye now"})
+    d.run_for(2.0)
+    assert agent.end_reason == "agent_hangup"
+    assert agent.truth.replies[-1].text == "bye now"
+
+
+def test_output_stall_fault_delays_audio_and_shows_in_playback():
+    faults = Faults(output_stalls=(Stall(after_ms=200, duration_ms=300),))
+    agent = make_agent(buffer_ms=60, latency_ms=100, faults=faults)
+    d = Driver(agent)
+    d.run_for(2.0)
+    audio = d.audio()
+    gaps = [b.at - a.at for a, b in zip(audio, audio[1:])]
+    assert max(gaps) >= 300 * MS
+    # The client underflowed: playback ended later than 900 ms of audio would take.
+    greeting = agent.truth.replies[0]
+    assert greeting.playback_end_ns - greeting.first_byte_ns > 1100 * MS
+
+
+def test_odd_length_frames_are_stitched_and_reported_once():
+    agent = make_agent(first_speaker="user")
+    d = Driver(agent)
+    agent.on_audio(d.now, b"\x01\x02\x03")
+    agent.on_audio(d.now, b"\x04\x05\x06")
+    agent.on_audio(d.now, b"")
+    d._collect()
+    assert agent.truth.input.samples_received == 3
+    assert agent.truth.input.empty_frames == 1
+    assert len(d.messages("error")) == 1
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 22050, 44100, 48000])
+def test_vad_frames_are_exact_on_every_rate(rate):
+    agent = make_agent(rate=rate, first_speaker="user", latency_ms=100)
+    d = Driver(agent, rate=rate, chunk_ms=10)
+    start, end = d.say(0.8)
+    d.silence(1.0)
+    d.run_for(1.5)
+    turn = agent.truth.turns[0]
+    assert turn.speech_start_sample == start == 0
+    assert abs(turn.speech_end_sample - end) <= rate * 0.032

@@ -1,0 +1,980 @@
+"""The simulated voice agent of one call, as a sans-I/O state machine.
+
+The websocket session feeds it what arrives (`on_audio`, `on_text`, `on_message`) and wakes it
+at `next_deadline_ns()` (`tick`), always passing the monotonic time; it answers with outgoing
+items taken by `drain()`. It never reads a clock, touches a socket or sleeps, so every behaviour
+here (endpointing, output pacing against `clientBufferSizeMs`, barge-in, tools) is testable with a
+fake clock, and the same object runs hundreds of calls per core.
+
+Output pacing follows PROTOCOL.md §6.5: the agent models the client's playback (it starts at the
+first byte and plays at 1x while it has audio) and sends ahead of it up to `clientBufferSizeMs`,
+then at real time. What it did is written to the call's ground truth as it happens.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import uuid
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from uvbench.protocol.durations import DurationError, format_duration, parse_duration
+from uvbench.server.config import ToolCall
+from uvbench.server.store import CallRecord
+from uvbench.server.truth import ClearTruth, ReplyTruth, TurnTruth
+from uvbench.server.vad import SpeechLasted, SpeechStarted, TurnDetector, TurnEnded, VadSettings
+
+if TYPE_CHECKING:
+    from uvbench.audio.tts import Speech
+
+NS = 1_000_000_000
+EARLY_NS = 1_000_000
+"""A deadline counts as reached this close before it: timers may fire a hair early."""
+INPUT_CHECK_NS = NS
+INPUT_WARN_MS = 250.0
+"""Input audio this far behind or ahead of the wall clock raises a warning call event."""
+DEFAULT_TOOL_TIMEOUT_S = 2.5
+MAX_TOOL_TIMEOUT_S = 40.0
+MIN_MEDIA_IDLE_S = 10.0
+
+# Data message type -> its flag in medium.serverWebSocket.dataMessages, and whether it is on by
+# default (OpenAPI EnabledDataMessages; PROTOCOL.md §12.6). Types not listed are always sent.
+MESSAGE_FLAGS: dict[str, tuple[str, bool]] = {
+    "pong": ("pong", True),
+    "state": ("state", True),
+    "transcript": ("transcript", True),
+    "client_tool_invocation": ("clientToolInvocation", True),
+    "playback_clear_buffer": ("playbackClearBuffer", True),
+    "call_started": ("callStarted", True),
+    "debug": ("debug", False),
+    "call_event": ("callEvent", False),
+    "user_started_speaking": ("userStartedSpeaking", False),
+    "user_stopped_speaking": ("userStoppedSpeaking", False),
+}
+
+Synthesizer = Callable[[str, int, int], "Speech"]
+
+
+@dataclass
+class Outgoing:
+    kind: str
+    """"json" (payload: dict), "raw" (payload: str, sent as is), "audio" (payload: bytes),
+    "close" (payload: (code, reason)) or "abort" (drop the connection without a close frame)."""
+    payload: Any = None
+
+
+@dataclass
+class Utterance:
+    """Agent speech being delivered, with the server's model of the client's playback."""
+
+    reply: ReplyTruth
+    ordinal: int
+    medium: str
+    words: tuple[str, ...]
+    word_starts: tuple[int, ...]
+    pcm: bytes = b""
+    total: int = 0
+    interruptible: bool = True
+    then: str | None = None
+    """What follows its end: "agent_hangup" or "timeout" end the call."""
+    sent: int = 0
+    play_pos: float = 0.0
+    play_ns: int | None = None
+    """When play_pos was last brought up to date; None before the first byte."""
+    next_due_ns: int | None = None
+    words_emitted: int = 0
+    stall_done: int = 0
+    start_stream_s: float = 0.0
+
+
+@dataclass
+class PendingReply:
+    due_ns: int
+    reply: ReplyTruth
+    interruptible: bool = True
+    then: str | None = None
+    tool: ToolCall | None = None
+    """When set, the agent invokes this client tool at due time instead of speaking."""
+
+
+@dataclass
+class ToolWait:
+    invocation_id: str
+    name: str
+    deadline_ns: int
+    turn_index: int | None
+
+
+@dataclass
+class VoiceSegment:
+    """Agent audio as the server's playback model says the client heard it (for the recording)."""
+
+    start_ns: int
+    pcm: bytes
+
+
+@dataclass
+class AgentSettings:
+    """What the agent needs from the create-call body, read once."""
+
+    input_rate: int
+    output_rate: int
+    buffer_ms: int
+    vad: VadSettings
+    data_messages: dict[str, bool]
+    output_medium: str
+    first_speaker: dict[str, Any]
+    max_duration_s: float
+    media_idle_s: float | None
+    time_exceeded_message: str | None
+    tools: dict[str, float]
+    """Client tools selected for the call: name -> timeout in seconds."""
+    recording: bool
+
+    @classmethod
+    def from_record(cls, record: CallRecord, experimental_messages: set[str]) -> AgentSettings:
+        req = record.request
+        medium = record.medium
+        flags = {flag: default for flag, default in MESSAGE_FLAGS.values()}
+        flags.update({k: bool(v) for k, v in (medium.get("dataMessages") or {}).items()})
+        if "debug" in experimental_messages:
+            flags["debug"] = True
+        if req.get("firstSpeakerSettings"):
+            first = req["firstSpeakerSettings"]
+        elif req.get("firstSpeaker") == "FIRST_SPEAKER_USER":
+            first = {"user": {}}
+        else:
+            first = {"agent": {}}
+        idle = medium.get("mediaIdleTimeout")
+        return cls(
+            input_rate=record.input_sample_rate,
+            output_rate=record.output_sample_rate,
+            buffer_ms=record.client_buffer_ms,
+            vad=VadSettings.from_api(req.get("vadSettings")),
+            data_messages=flags,
+            output_medium="text" if req.get("initialOutputMedium") == "MESSAGE_MEDIUM_TEXT" else "voice",
+            first_speaker=first,
+            max_duration_s=record.max_duration_s,
+            media_idle_s=None if idle is None else max(MIN_MEDIA_IDLE_S, parse_duration(idle)),
+            time_exceeded_message=req.get("timeExceededMessage"),
+            tools=_client_tools(req.get("selectedTools") or []),
+            recording=record.recording_enabled,
+        )
+
+
+def _client_tools(selected: list[dict[str, Any]]) -> dict[str, float]:
+    tools: dict[str, float] = {}
+    for item in selected:
+        temporary = item.get("temporaryTool")
+        if temporary is not None:
+            if "client" not in temporary:
+                continue  # http and data-connection tools are not simulated by the local server
+            name = item.get("nameOverride") or temporary.get("modelToolName")
+            timeout = temporary.get("timeout")
+        else:
+            # A durable tool by name: the local server has no tool registry, so it is treated as
+            # a client tool of that name.
+            name = item.get("nameOverride") or item.get("toolName")
+            timeout = None
+        if not name:
+            continue
+        seconds = DEFAULT_TOOL_TIMEOUT_S
+        if timeout:
+            try:
+                seconds = min(MAX_TOOL_TIMEOUT_S, parse_duration(timeout))
+            except DurationError:
+                pass
+        tools[name] = seconds
+    return tools
+
+
+class Agent:
+    def __init__(
+        self,
+        record: CallRecord,
+        synthesize: Synthesizer,
+        *,
+        wall: Callable[[int], Any],
+        experimental_messages: set[str] | None = None,
+    ) -> None:
+        self.record = record
+        self.truth = record.truth
+        self.behaviour = record.agent
+        self.faults = record.faults
+        self.settings = AgentSettings.from_record(record, experimental_messages or set())
+        self._synthesize = synthesize
+        self._wall = wall
+        seed = self.behaviour.seed
+        if seed is None:
+            seed = zlib.crc32(record.call_id.encode())
+        self.rng = random.Random(seed)
+        s = self.settings
+        self.vad = TurnDetector(s.input_rate, s.vad)
+        self.chunk_samples = max(1, s.output_rate * self.behaviour.chunk_ms // 1000)
+        self.buffer_samples = max(self.chunk_samples, s.output_rate * s.buffer_ms // 1000)
+        self.out: list[Outgoing] = []
+        self.ended = False
+        self.end_reason: str | None = None
+        self.state: str | None = None
+        self.output_medium = s.output_medium
+        self._ordinal = 0
+        self.utterance: Utterance | None = None
+        self.pending: PendingReply | None = None
+        self.queued: list[PendingReply] = []
+        self.tool_wait: ToolWait | None = None
+        self.user_turns = 0
+        self._odd_byte = b""
+        self._segment_interrupted = False
+        self._segment_started_ns: int | None = None
+        self._segment_during_agent = False
+        self._joined_ns = 0
+        self._fallback_due_ns: int | None = None
+        self._fallback: dict[str, Any] | None = None
+        self._max_duration_due_ns: int | None = None
+        self._drop_due_ns: int | None = None
+        self._next_input_check_ns: int | None = None
+        self._input_warning: str | None = None
+        self._reported_odd = False
+        self._time_exceeded = False
+        self.input_pcm = bytearray() if s.recording else None
+        self.voice_segments: list[VoiceSegment] = []
+
+    # ------------------------------------------------------------------------------------------
+    # Lifecycle
+
+    def start(self, now: int) -> None:
+        """The client joined: greet it and arm the call's timers."""
+        self._joined_ns = now
+        self.truth.joined_ns = now
+        self._send(now, {"type": "call_started", "callId": self.record.call_id})
+        self.truth.call_started_sent_ns = now
+        self._event(now, "info", "call_joined", "Client joined the call.")
+        if self.faults.malformed_messages:
+            self.out.append(Outgoing("raw", "{this is not json"))
+        if self.faults.unknown_messages:
+            self._send(now, {"type": "uvbench_unknown_message", "note": "fault injection"})
+        self._set_state(now, "listening")
+        self._max_duration_due_ns = now + int(self.settings.max_duration_s * NS)
+        if self.faults.drop_socket_after_ms is not None:
+            self._drop_due_ns = now + int(self.faults.drop_socket_after_ms * 1e6)
+        self._next_input_check_ns = now + INPUT_CHECK_NS
+        first = self.settings.first_speaker
+        if "agent" in first:
+            agent = first["agent"] or {}
+            delay = _seconds(agent.get("delay"), 0.0)
+            text = agent.get("text") or self.behaviour.greeting
+            reply = self._new_reply("greeting", text, None)
+            self._plan_reply(now, reply, extra_ns=int(delay * NS), interruptible=not agent.get("uninterruptible"))
+        else:
+            fallback = (first.get("user") or {}).get("fallback")
+            if fallback:
+                self._fallback = fallback
+                self._fallback_due_ns = now + int(_seconds(fallback.get("delay"), 0.0) * NS)
+
+    def on_client_closed(self, now: int) -> None:
+        if not self.ended:
+            self._finish(now, "hangup", close=False)
+
+    def end(self, now: int, reason: str) -> None:
+        """End the call from outside (REST DELETE, server shutdown)."""
+        if not self.ended:
+            self._finish(now, reason, close=True)
+
+    def drain(self) -> list[Outgoing]:
+        out, self.out = self.out, []
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    # Input
+
+    def on_audio(self, now: int, data: bytes) -> None:
+        if self.ended:
+            return
+        inp = self.truth.input
+        inp.frames_received += 1
+        if not data:
+            inp.empty_frames += 1
+            return
+        if self._odd_byte:
+            data = self._odd_byte + data
+            self._odd_byte = b""
+        if len(data) % 2:
+            # s16le split mid-sample by the client: keep the stray byte for the next frame.
+            self._odd_byte = data[-1:]
+            data = data[:-1]
+            if not self._reported_odd:
+                self._reported_odd = True
+                self._client_error(now, "binary frame of odd length: audio must be s16le (2 bytes a sample)")
+        if inp.first_audio_ns is None:
+            inp.first_audio_ns = now
+        inp.last_audio_ns = now
+        samples = np.frombuffer(data, dtype="<i2")
+        inp.samples_received += samples.size
+        if self.input_pcm is not None:
+            self.input_pcm += data
+        self._check_input_clock(now)
+        for event in self.vad.feed(samples):
+            if isinstance(event, SpeechLasted):
+                self._on_speech_lasted(now, event)
+            elif isinstance(event, SpeechStarted):
+                self._on_speech_started(now, event)
+            elif isinstance(event, TurnEnded):
+                self._on_turn_ended(now, event)
+            if self.ended:
+                return
+
+    def on_text(self, now: int, text: str) -> None:
+        if self.ended:
+            return
+        try:
+            message = json.loads(text)
+        except ValueError as exc:
+            self._client_error(now, f"text frame is not JSON ({exc.msg} at position {exc.pos})")
+            return
+        self.on_message(now, message)
+
+    def on_message(self, now: int, message: Any) -> None:
+        """A client data message, from the socket or from REST send_data_message."""
+        if self.ended:
+            return
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            self._client_error(now, "data message must be a JSON object with a string \"type\"")
+            return
+        kind = message["type"]
+        handler = self._handlers.get(kind)
+        if handler is None:
+            self._client_error(now, f"unknown data message type {kind!r}")
+            return
+        handler(self, now, message)
+
+    # ------------------------------------------------------------------------------------------
+    # Time
+
+    def next_deadline_ns(self) -> int | None:
+        if self.ended:
+            return None
+        candidates = [
+            self._max_duration_due_ns,
+            self._drop_due_ns,
+            self._next_input_check_ns,
+            self._fallback_due_ns,
+            self.pending.due_ns if self.pending else None,
+            self.tool_wait.deadline_ns if self.tool_wait else None,
+        ]
+        if self.settings.media_idle_s is not None:
+            last = self.truth.input.last_audio_ns or self._joined_ns
+            candidates.append(last + int(self.settings.media_idle_s * NS))
+        u = self.utterance
+        if u is not None:
+            candidates.append(u.next_due_ns)
+            candidates.append(self._next_word_ns(u))
+            candidates.append(self._playback_end_ns(u))
+        return min((c for c in candidates if c is not None), default=None)
+
+    def tick(self, now: int) -> None:
+        if self.ended:
+            return
+        due = now + EARLY_NS
+        if self._drop_due_ns is not None and self._drop_due_ns <= due:
+            self._drop_due_ns = None
+            self._event(now, "warning", "fault_socket_dropped", "Fault injection: socket dropped.")
+            self.out.append(Outgoing("abort"))
+            self._finish(now, "connection_error", close=False)
+            return
+        if self._max_duration_due_ns is not None and self._max_duration_due_ns <= due:
+            self._max_duration_due_ns = None
+            self._on_max_duration(now)
+        if self.settings.media_idle_s is not None:
+            last = self.truth.input.last_audio_ns or self._joined_ns
+            if last + int(self.settings.media_idle_s * NS) <= due:
+                self._event(now, "error", "media_idle_timeout", "No audio received within mediaIdleTimeout.")
+                self._finish(now, "connection_error", close=True)
+                return
+        if self._next_input_check_ns is not None and self._next_input_check_ns <= due:
+            self._next_input_check_ns = now + INPUT_CHECK_NS
+            self._check_input_clock(now)
+        if self._fallback_due_ns is not None and self._fallback_due_ns <= due:
+            self._fallback_due_ns = None
+            fallback = self._fallback or {}
+            reply = self._new_reply("fallback", fallback.get("text") or self.behaviour.greeting, None)
+            self._plan_reply(now, reply)
+        if self.tool_wait is not None and self.tool_wait.deadline_ns <= due:
+            self._on_tool_timeout(now)
+        if self.pending is not None and self.pending.due_ns <= due:
+            self._on_pending_due(now)
+        if self.utterance is not None:
+            self._pump_utterance(now)
+
+    # ------------------------------------------------------------------------------------------
+    # Turns
+
+    def _on_speech_started(self, now: int, event: SpeechStarted) -> None:
+        self._segment_interrupted = False
+        self._segment_started_ns = now
+        self._segment_during_agent = self._agent_audible(now) or self.pending is not None
+        self._fallback_due_ns = None
+        self._send(now, {"type": "user_started_speaking"})
+
+    def _on_speech_lasted(self, now: int, event: SpeechLasted) -> None:
+        if self._segment_interrupted or event.speech_s + 1e-9 < self.settings.vad.interruption_s:
+            return
+        u = self.utterance
+        if u is not None and u.interruptible and self._agent_audible(now):
+            self._segment_interrupted = True
+            self._interrupt(now, "barge_in", speech_start_sample=event.start_sample)
+        elif self.pending is not None and self.pending.interruptible and self.tool_wait is None:
+            # "thinking" can be interrupted too: the reply is dropped before its first byte.
+            self._segment_interrupted = True
+            self.pending.reply.cancelled = True
+            self._event(now, "info", "reply_cancelled", "User spoke before the agent's reply started.")
+            self.pending = None
+            self._set_state(now, "listening")
+
+    def _on_turn_ended(self, now: int, event: TurnEnded) -> None:
+        self._send(now, {"type": "user_stopped_speaking"})
+        if not event.is_turn:
+            self._event(now, "debug", "speech_ignored", f"{event.speech_s:.3f} s of speech is below minimumTurnDuration.")
+            return
+        if self._segment_during_agent and not self._segment_interrupted:
+            # Speech over the agent that did not interrupt it (a backchannel) is not a turn.
+            return
+        if self.tool_wait is not None:
+            return  # the conversation is frozen while a client tool runs
+        rate = self.settings.input_rate
+        self.user_turns += 1
+        turn = TurnTruth(
+            index=len(self.truth.turns),
+            kind="voice",
+            speech_start_sample=event.start_sample,
+            speech_end_sample=event.end_sample,
+            speech_start_detected_ns=self._segment_started_ns,
+            end_decided_ns=now,
+        )
+        self.truth.turns.append(turn)
+        speech_s = (event.end_sample - event.start_sample) / rate
+        text = f"[{speech_s:.2f} s of speech]"
+        ordinal = self._next_ordinal()
+        self._send(now, {"type": "transcript", "role": "user", "medium": "voice", "text": text, "final": True, "ordinal": ordinal})
+        self._add_message(
+            "MESSAGE_ROLE_USER",
+            text,
+            "MESSAGE_MEDIUM_VOICE",
+            stream=(event.start_sample / rate, event.end_sample / rate),
+            wall=(self._segment_started_ns or now, now),
+        )
+        self._event(now, "debug", "user_turn_ended", f"User turn {turn.index} ended ({speech_s:.3f} s).")
+        self._respond_to_turn(now, turn)
+
+    def _respond_to_turn(self, now: int, turn: TurnTruth) -> None:
+        self._set_state(now, "thinking")
+        tool = next((t for t in self.behaviour.tool_calls if t.turn == self.user_turns), None)
+        if tool is not None and tool.name in self.settings.tools:
+            reply = self._new_reply("tool_call", "", turn.index)
+            turn.reply_index = reply.index
+            self._plan_reply(now, reply, tool=tool)
+            return
+        if tool is not None:
+            self._event(now, "warning", "tool_not_selected", f"Tool {tool.name!r} is not a client tool of this call.")
+        replies = self.behaviour.replies
+        text = replies[(self.user_turns - 1) % len(replies)]
+        reply = self._new_reply("reply", text, turn.index)
+        turn.reply_index = reply.index
+        self._plan_reply(now, reply)
+
+    # ------------------------------------------------------------------------------------------
+    # Replies
+
+    def _new_reply(self, kind: str, text: str, turn_index: int | None) -> ReplyTruth:
+        reply = ReplyTruth(index=len(self.truth.replies), kind=kind, text=text, medium=self.output_medium, turn_index=turn_index)
+        self.truth.replies.append(reply)
+        return reply
+
+    def _plan_reply(
+        self,
+        now: int,
+        reply: ReplyTruth,
+        *,
+        extra_ns: int = 0,
+        interruptible: bool = True,
+        then: str | None = None,
+        tool: ToolCall | None = None,
+        immediate: bool = False,
+    ) -> None:
+        latency_ms = 0.0 if immediate else self.behaviour.latency.draw(self.rng) + self.faults.extra_latency_ms
+        reply.decided_ns = now
+        reply.latency_ms = latency_ms
+        pending = PendingReply(now + extra_ns + int(latency_ms * 1e6), reply, interruptible, then, tool)
+        if self.pending is not None or self.utterance is not None or self.tool_wait is not None:
+            self.queued.append(pending)
+        else:
+            self.pending = pending
+
+    def _on_pending_due(self, now: int) -> None:
+        pending, self.pending = self.pending, None
+        assert pending is not None
+        if pending.tool is not None:
+            self._invoke_tool(now, pending)
+            return
+        self._start_utterance(now, pending)
+
+    def _start_utterance(self, now: int, pending: PendingReply) -> None:
+        reply = pending.reply
+        reply.medium = self.output_medium
+        ordinal = self._next_ordinal()
+        words = tuple(reply.text.split())
+        if self.output_medium == "text" or not reply.text:
+            # Text output: the whole reply at once, no audio.
+            self._set_state(now, "speaking")
+            reply.first_byte_ns = reply.last_byte_ns = reply.playback_end_ns = now
+            if reply.text:
+                self._send(now, {"type": "transcript", "role": "agent", "medium": "text", "delta": reply.text, "final": False, "ordinal": ordinal})
+            self._send(now, {"type": "transcript", "role": "agent", "medium": "text", "text": reply.text, "final": True, "ordinal": ordinal})
+            self._add_message("MESSAGE_ROLE_AGENT", reply.text, "MESSAGE_MEDIUM_TEXT", stream=(self._stream_s(), self._stream_s()), wall=(now, now))
+            self._after_utterance(now, pending.then)
+            return
+        speech = self._synthesize(reply.text, self.settings.output_rate, self.behaviour.voice_wpm)
+        pcm = speech.pcm.astype("<i2", copy=False).tobytes()
+        u = Utterance(
+            reply=reply,
+            ordinal=ordinal,
+            medium="voice",
+            words=speech.words or words,
+            word_starts=speech.word_starts or tuple(0 for _ in words),
+            pcm=pcm,
+            total=len(pcm) // 2,
+            interruptible=pending.interruptible,
+            then=pending.then,
+            next_due_ns=now,
+            start_stream_s=self._stream_s(),
+        )
+        reply.total_samples = u.total
+        self.utterance = u
+        self._pump_utterance(now)
+
+    def _pump_utterance(self, now: int) -> None:
+        u = self.utterance
+        assert u is not None
+        rate = self.settings.output_rate
+        due_limit = now + EARLY_NS
+        while u.next_due_ns is not None and u.next_due_ns <= due_limit:
+            self.truth.pacing_lateness_ms.append((now - u.next_due_ns) / 1e6)
+            self._advance_play(u, now)
+            if u.play_ns is None:
+                u.play_ns = now
+                u.reply.first_byte_ns = now
+                self._set_state(now, "speaking")
+            n = min(self.chunk_samples, u.total - u.sent)
+            self.out.append(Outgoing("audio", u.pcm[u.sent * 2 : (u.sent + n) * 2]))
+            u.sent += n
+            u.reply.sent_samples = u.sent
+            u.reply.last_byte_ns = now
+            u.next_due_ns = self._next_due(u, now)
+        self._advance_play(u, now)
+        self._emit_words(u, now)
+        end_ns = self._playback_end_ns(u)
+        if end_ns is not None and end_ns <= due_limit:
+            self._finish_utterance(now, interrupted=False)
+
+    def _next_due(self, u: Utterance, now: int) -> int | None:
+        if u.sent >= u.total:
+            return None
+        rate = self.settings.output_rate
+        buffered = u.sent - u.play_pos
+        excess = buffered + self.chunk_samples - self.buffer_samples
+        due = now if excess <= 0 else now + int(excess / rate * NS)
+        stalls = self.faults.output_stalls
+        while u.stall_done < len(stalls) and u.sent >= stalls[u.stall_done].after_ms * rate / 1000:
+            due = max(due, now + int(stalls[u.stall_done].duration_ms * 1e6))
+            u.stall_done += 1
+        if self.faults.output_jitter_ms > 0:
+            due += int(self.rng.uniform(0, self.faults.output_jitter_ms) * 1e6)
+        return due
+
+    def _advance_play(self, u: Utterance, now: int) -> None:
+        if u.play_ns is None or now <= u.play_ns:
+            return
+        u.play_pos = min(float(u.sent), u.play_pos + (now - u.play_ns) * self.settings.output_rate / NS)
+        u.play_ns = now
+
+    def _time_of_position(self, u: Utterance, position: float) -> int | None:
+        """When the modelled playback reaches `position`, if the audio up to it has been sent."""
+        if u.play_ns is None or position > u.sent:
+            return None
+        if position <= u.play_pos:
+            return u.play_ns
+        return u.play_ns + int((position - u.play_pos) / self.settings.output_rate * NS)
+
+    def _next_word_ns(self, u: Utterance) -> int | None:
+        if u.words_emitted >= len(u.words):
+            return None
+        return self._time_of_position(u, u.word_starts[u.words_emitted])
+
+    def _playback_end_ns(self, u: Utterance) -> int | None:
+        if u.sent < u.total:
+            return None
+        return self._time_of_position(u, u.total)
+
+    def _emit_words(self, u: Utterance, now: int) -> None:
+        # Agent transcript deltas follow the playback the client hears, word by word.
+        while u.words_emitted < len(u.words):
+            at = self._time_of_position(u, u.word_starts[u.words_emitted])
+            if at is None or at > now + EARLY_NS:
+                break
+            word = u.words[u.words_emitted]
+            delta = word if u.words_emitted == 0 else " " + word
+            u.words_emitted += 1
+            self._send(now, {"type": "transcript", "role": "agent", "medium": "voice", "delta": delta, "final": False, "ordinal": u.ordinal})
+
+    def _finish_utterance(self, now: int, *, interrupted: bool) -> None:
+        u = self.utterance
+        assert u is not None
+        self.utterance = None
+        self._advance_play(u, now)
+        played = int(u.play_pos)
+        reply = u.reply
+        reply.played_samples = played
+        reply.playback_end_ns = now
+        if interrupted:
+            heard = sum(1 for start in u.word_starts if start < played)
+            text = " ".join(u.words[:heard])
+        else:
+            text = reply.text
+        if self.settings.recording and u.play_ns is not None:
+            self.voice_segments.append(VoiceSegment(reply.first_byte_ns or now, u.pcm[: played * 2]))
+        if interrupted:
+            self._set_state(now, "listening")
+        self._send(now, {"type": "transcript", "role": "agent", "medium": "voice", "text": text, "final": True, "ordinal": u.ordinal})
+        self._add_message(
+            "MESSAGE_ROLE_AGENT",
+            text,
+            "MESSAGE_MEDIUM_VOICE",
+            stream=(u.start_stream_s, self._stream_s()),
+            wall=(reply.first_byte_ns or now, now),
+        )
+        if not interrupted:
+            self._after_utterance(now, u.then)
+
+    def _after_utterance(self, now: int, then: str | None) -> None:
+        if then is not None:
+            self._finish(now, then, close=True)
+            return
+        if self.queued:
+            nxt = self.queued.pop(0)
+            # Its latency counts from now: the agent could not speak while it was talking.
+            if nxt.tool is None and nxt.due_ns < now:
+                nxt.due_ns = now
+            self.pending = nxt
+            if nxt.due_ns <= now:
+                self._on_pending_due(now)
+                return
+            self._set_state(now, "thinking")
+            return
+        self._set_state(now, "listening")
+
+    def _agent_audible(self, now: int) -> bool:
+        u = self.utterance
+        if u is None or u.play_ns is None:
+            return False
+        end = self._playback_end_ns(u)
+        return end is None or end > now
+
+    def _interrupt(self, now: int, cause: str, *, speech_start_sample: int | None = None) -> None:
+        """Stop the agent mid-utterance: clear the client's buffer, listen, finalize the text."""
+        u = self.utterance
+        if u is None:
+            return
+        u.reply.interrupted = True
+        u.reply.clear_sent_ns = now
+        self.truth.clears.append(
+            ClearTruth(
+                sent_ns=now,
+                reply_index=u.reply.index,
+                cause=cause,
+                speech_start_sample=speech_start_sample,
+                speech_start_detected_ns=self._segment_started_ns if cause == "barge_in" else None,
+            )
+        )
+        self.queued.clear()
+        self._send(now, {"type": "playback_clear_buffer"})
+        self._event(now, "info", "agent_interrupted", f"Agent interrupted ({cause}).")
+        self._finish_utterance(now, interrupted=True)
+
+    # ------------------------------------------------------------------------------------------
+    # Tools
+
+    def _invoke_tool(self, now: int, pending: PendingReply) -> None:
+        tool = pending.tool
+        assert tool is not None
+        invocation_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+        self._send(now, {"type": "client_tool_invocation", "toolName": tool.name, "invocationId": invocation_id, "parameters": tool.parameters})
+        self._add_message("MESSAGE_ROLE_TOOL_CALL", json.dumps(tool.parameters), "MESSAGE_MEDIUM_VOICE", stream=(self._stream_s(), self._stream_s()), wall=(now, now), invocation_id=invocation_id, tool_name=tool.name)
+        pending.reply.first_byte_ns = now
+        timeout = self.settings.tools.get(tool.name, DEFAULT_TOOL_TIMEOUT_S)
+        self.tool_wait = ToolWait(invocation_id, tool.name, now + int(timeout * NS), pending.reply.turn_index)
+
+    def _on_tool_result(self, now: int, message: dict[str, Any]) -> None:
+        wait = self.tool_wait
+        invocation_id = message.get("invocationId")
+        if wait is None or invocation_id != wait.invocation_id:
+            self._client_error(now, f"client_tool_result for unknown invocationId {invocation_id!r}")
+            return
+        self.tool_wait = None
+        result = message.get("result")
+        error_type = message.get("errorType")
+        self._add_message(
+            "MESSAGE_ROLE_TOOL_RESULT",
+            result if isinstance(result, str) else json.dumps(result),
+            "MESSAGE_MEDIUM_VOICE",
+            stream=(self._stream_s(), self._stream_s()),
+            wall=(now, now),
+            invocation_id=wait.invocation_id,
+            tool_name=wait.name,
+            error=message.get("errorMessage") if error_type else None,
+        )
+        if message.get("responseType") == "hang-up":
+            self._finish(now, "agent_hangup", close=True)
+            return
+        if message.get("agentReaction") == "listens":
+            self._after_utterance(now, None)
+            return
+        if error_type:
+            text = "Sorry, I could not complete that."
+        else:
+            text = self.behaviour.tool_reply.format(result=result if isinstance(result, str) else json.dumps(result))
+        self._set_state(now, "thinking")
+        self._plan_reply(now, self._new_reply("tool_reply", text, wait.turn_index))
+
+    def _on_tool_timeout(self, now: int) -> None:
+        wait = self.tool_wait
+        assert wait is not None
+        self.tool_wait = None
+        self._event(now, "warning", "tool_timeout", f"Client tool {wait.name!r} did not answer in time.")
+        self._plan_reply(now, self._new_reply("tool_reply", "Sorry, that took too long.", wait.turn_index))
+
+    # ------------------------------------------------------------------------------------------
+    # Client data messages
+
+    def _on_ping(self, now: int, message: dict[str, Any]) -> None:
+        self._send(now, {"type": "pong", "timestamp": message.get("timestamp")})
+
+    def _on_user_text(self, now: int, message: dict[str, Any]) -> None:
+        text = message.get("text")
+        if not isinstance(text, str):
+            self._client_error(now, f"{message['type']} needs a string \"text\"")
+            return
+        if message["type"] == "input_text_message":
+            urgency = "later" if message.get("deferResponse") else "soon"
+        else:
+            urgency = message.get("urgency") or "soon"
+            if urgency not in ("immediate", "soon", "later"):
+                self._client_error(now, f"urgency {urgency!r} is not one of immediate, soon, later")
+                return
+            if message.get("deferResponse"):
+                urgency = "later" if urgency != "immediate" else urgency
+        if text:
+            ordinal = self._next_ordinal()
+            self._send(now, {"type": "transcript", "role": "user", "medium": "text", "text": text, "final": True, "ordinal": ordinal})
+            self._add_message("MESSAGE_ROLE_USER", text, "MESSAGE_MEDIUM_TEXT", stream=(self._stream_s(), self._stream_s()), wall=(now, now))
+        if urgency == "immediate":
+            if self.utterance is not None and self._agent_audible(now):
+                self._interrupt(now, "user_text_message")
+            elif self.utterance is not None:
+                self.utterance = None
+            self.pending = None
+            self.queued.clear()
+        if urgency == "later" or not text:
+            return
+        if self.tool_wait is not None:
+            return
+        self.user_turns += 1
+        turn = TurnTruth(index=len(self.truth.turns), kind="text", end_decided_ns=now)
+        self.truth.turns.append(turn)
+        if self.utterance is None and self.pending is None:
+            self._respond_to_turn(now, turn)
+        else:
+            replies = self.behaviour.replies
+            reply = self._new_reply("reply", replies[(self.user_turns - 1) % len(replies)], turn.index)
+            turn.reply_index = reply.index
+            self._plan_reply(now, reply)
+
+    def _on_set_output_medium(self, now: int, message: dict[str, Any]) -> None:
+        medium = message.get("medium")
+        if medium not in ("voice", "text"):
+            self._client_error(now, f"set_output_medium needs medium \"voice\" or \"text\", got {medium!r}")
+            return
+        # Takes effect from the next agent utterance.
+        self.output_medium = medium
+
+    def _on_forced_agent_message(self, now: int, message: dict[str, Any]) -> None:
+        content = message.get("content") or ""
+        urgency = message.get("urgency") or "soon"
+        if urgency == "immediate":
+            if self.utterance is not None and self._agent_audible(now):
+                self._interrupt(now, "forced_agent_message")
+            self.pending = None
+            self.queued.clear()
+        reply = self._new_reply("forced", content, None)
+        self._plan_reply(now, reply, interruptible=not message.get("uninterruptible"), immediate=True)
+        if self.pending is not None and self.pending.reply is reply:
+            self._on_pending_due(now)
+
+    def _on_hang_up(self, now: int, message: dict[str, Any]) -> None:
+        text = message.get("message") or ""
+        if not text:
+            self._finish(now, "agent_hangup", close=True)
+            return
+        if self.utterance is not None and self._agent_audible(now):
+            self._interrupt(now, "hang_up")
+        self.pending = None
+        self.queued.clear()
+        reply = self._new_reply("goodbye", text, None)
+        self._plan_reply(now, reply, interruptible=False, then="agent_hangup", immediate=True)
+        self._on_pending_due(now)
+
+    _handlers: dict[str, Callable[[Agent, int, dict[str, Any]], None]] = {
+        "ping": _on_ping,
+        "user_text_message": _on_user_text,
+        "input_text_message": _on_user_text,
+        "set_output_medium": _on_set_output_medium,
+        "client_tool_result": _on_tool_result,
+        "data_connection_tool_result": _on_tool_result,
+        "forced_agent_message": _on_forced_agent_message,
+        "hang_up": _on_hang_up,
+    }
+
+    # ------------------------------------------------------------------------------------------
+    # Ending
+
+    def _on_max_duration(self, now: int) -> None:
+        self._event(now, "info", "max_duration", "maxDuration reached.")
+        text = self.settings.time_exceeded_message
+        if not text:
+            self._finish(now, "timeout", close=True)
+            return
+        if self.utterance is not None and self._agent_audible(now):
+            self._interrupt(now, "max_duration")
+        self.utterance = None
+        self.pending = None
+        self.queued.clear()
+        self.tool_wait = None
+        reply = self._new_reply("time_exceeded", text, None)
+        self._plan_reply(now, reply, interruptible=False, then="timeout", immediate=True)
+        self._on_pending_due(now)
+
+    def _finish(self, now: int, reason: str, *, close: bool) -> None:
+        if self.ended:
+            return
+        u = self.utterance
+        if u is not None:
+            self._advance_play(u, now)
+            u.reply.played_samples = int(u.play_pos)
+            if self.settings.recording and u.play_ns is not None:
+                self.voice_segments.append(VoiceSegment(u.reply.first_byte_ns or now, u.pcm[: int(u.play_pos) * 2]))
+            self.utterance = None
+        self.pending = None
+        self.queued.clear()
+        self.ended = True
+        self.end_reason = reason
+        self._event(now, "info", "call_ended", f"Call ended: {reason}.")
+        if close:
+            self.out.append(Outgoing("close", (1000, f"call ended: {reason}")))
+
+    # ------------------------------------------------------------------------------------------
+    # Helpers
+
+    def _send(self, now: int, message: dict[str, Any]) -> None:
+        flag = MESSAGE_FLAGS.get(message["type"])
+        if flag is not None and not self.settings.data_messages.get(flag[0], flag[1]):
+            return
+        self.out.append(Outgoing("json", message))
+
+    def _set_state(self, now: int, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self._send(now, {"type": "state", "state": state})
+
+    def _next_ordinal(self) -> int:
+        ordinal = self._ordinal
+        self._ordinal += 1
+        return ordinal
+
+    def _stream_s(self) -> float:
+        return self.truth.input.samples_received / self.settings.input_rate
+
+    def _client_error(self, now: int, text: str) -> None:
+        self._event(now, "warning", "client_message_error", text)
+        self.out.append(Outgoing("json", {"type": "error", "message": text}))
+
+    def _event(self, now: int, severity: str, type_: str, text: str) -> None:
+        self.record.add_event(now, self._wall(now), severity, type_, text)
+        if severity != "debug":
+            self._send(now, {"type": "call_event", "severity": severity, "eventType": type_, "text": text})
+
+    def _check_input_clock(self, now: int) -> None:
+        inp = self.truth.input
+        if inp.first_audio_ns is None:
+            return
+        expected_s = (now - inp.first_audio_ns) / NS
+        received_s = inp.samples_received / self.settings.input_rate
+        gap_ms = (expected_s - received_s) * 1000
+        if gap_ms > 0:
+            inp.max_deficit_ms = max(inp.max_deficit_ms, gap_ms)
+        else:
+            inp.max_surplus_ms = max(inp.max_surplus_ms, -gap_ms)
+        # One warning each time the input drifts past the limit; re-armed once it recovers.
+        if gap_ms > INPUT_WARN_MS and self._input_warning != "underflow":
+            self._input_warning = "underflow"
+            self.record.add_event(now, self._wall(now), "warning", "audio_underflow", f"Input audio is {gap_ms:.0f} ms behind real time.", {"deficitMs": round(gap_ms, 1)})
+        elif -gap_ms > INPUT_WARN_MS and self._input_warning != "overflow":
+            self._input_warning = "overflow"
+            self.record.add_event(now, self._wall(now), "warning", "audio_overflow", f"Input audio is {-gap_ms:.0f} ms ahead of real time.", {"surplusMs": round(-gap_ms, 1)})
+        elif abs(gap_ms) < INPUT_WARN_MS / 2:
+            self._input_warning = None
+
+    def _add_message(
+        self,
+        role: str,
+        text: str,
+        medium: str,
+        *,
+        stream: tuple[float, float],
+        wall: tuple[int, int],
+        invocation_id: str | None = None,
+        tool_name: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        joined = self._joined_ns
+        message: dict[str, Any] = {
+            "role": role,
+            "text": text,
+            "medium": medium,
+            "callStageMessageIndex": len(self.record.messages),
+            "callStageId": self.record.call_stage_id,
+            "timespan": {"start": format_duration(round(stream[0], 3)), "end": format_duration(round(stream[1], 3))},
+            "wallClockTimespan": {
+                "start": format_duration(round(max(0, wall[0] - joined) / NS, 3)),
+                "end": format_duration(round(max(0, wall[1] - joined) / NS, 3)),
+            },
+        }
+        if invocation_id is not None:
+            message["invocationId"] = invocation_id
+        if tool_name is not None:
+            message["toolName"] = tool_name
+        if error is not None:
+            message["errorDetails"] = error
+        self.record.messages.append(message)
+
+
+def _seconds(value: Any, default: float) -> float:
+    if value is None:
+        return default
+    try:
+        return parse_duration(value)
+    except DurationError:
+        return default
+
