@@ -100,6 +100,8 @@ class PendingReply:
     then: str | None = None
     tool: ToolCall | None = None
     """When set, the agent invokes this client tool at due time instead of speaking."""
+    speech: Speech | None = None  # noqa: F821 (a TYPE_CHECKING import)
+    """Synthesized when the reply is planned, so its first byte leaves on time."""
 
 
 @dataclass
@@ -509,6 +511,8 @@ class Agent:
         reply.decided_ns = now
         reply.latency_ms = latency_ms
         pending = PendingReply(now + extra_ns + int(latency_ms * 1e6), reply, interruptible, then, tool)
+        if tool is None and reply.text and self.output_medium == "voice":
+            pending.speech = self._synthesize(reply.text, self.settings.output_rate, self.behaviour.voice_wpm)
         if self.pending is not None or self.utterance is not None or self.tool_wait is not None:
             self.queued.append(pending)
         else:
@@ -537,7 +541,7 @@ class Agent:
             self._add_message("MESSAGE_ROLE_AGENT", reply.text, "MESSAGE_MEDIUM_TEXT", stream=(self._stream_s(), self._stream_s()), wall=(now, now))
             self._after_utterance(now, pending.then)
             return
-        speech = self._synthesize(reply.text, self.settings.output_rate, self.behaviour.voice_wpm)
+        speech = pending.speech or self._synthesize(reply.text, self.settings.output_rate, self.behaviour.voice_wpm)
         pcm = speech.pcm.astype("<i2", copy=False).tobytes()
         u = Utterance(
             reply=reply,
@@ -912,7 +916,9 @@ class Agent:
 
     def _event(self, now: int, severity: str, type_: str, text: str) -> None:
         self.record.add_event(now, self._wall(now), severity, type_, text)
-        if severity != "debug":
+        if severity == "debug":
+            self._send(now, {"type": "debug", "message": f"{type_}: {text}"})
+        else:
             self._send(now, {"type": "call_event", "severity": severity, "eventType": type_, "text": text})
 
     def _check_input_clock(self, now: int) -> None:

@@ -27,6 +27,10 @@ MAX_FRAME_BYTES = 1 << 20
 """Largest frame accepted (over 10 s of 48 kHz audio); a larger one closes the socket with 1009."""
 
 
+def _synthesize(text: str, sample_rate: int, wpm: int):
+    return synthesize(text, sample_rate, wpm=wpm)
+
+
 def setup_routes(app: web.Application) -> None:
     app.router.add_get("/calls/{call_id}/server_web_socket", handle_join)
 
@@ -71,7 +75,7 @@ class Session:
         self.ws = ws
         self.transport = transport
         self.loop = asyncio.get_running_loop()
-        self.agent = Agent(record, synthesize, wall=state.store.clock.wall, experimental_messages=experimental)
+        self.agent = Agent(record, _synthesize, wall=state.store.clock.wall, experimental_messages=experimental)
         self._write_lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._armed_for: int | None = None

@@ -1,0 +1,166 @@
+"""The `uvbench` command line.
+
+Exit codes: 0 ok, 1 a check failed, 2 bad input, 3 the run could not be carried out. A user's
+mistake is one line on stderr (what, where, how to fix), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from uvbench import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOT_RUN = 0, 1, 2, 3
+API_KEY_ENV = "UVBENCH_SERVER_API_KEY"
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="uvbench", description="Evaluate and load-test Ultravox voice agents.")
+    parser.add_argument("--version", action="version", version=f"uvbench {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the local Ultravox-compatible server with a simulated agent")
+    serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="port (default 8765; 0 picks a free one)")
+    serve.add_argument("--api-key", default=None, help=f"API key clients must send (default: ${API_KEY_ENV}, else a new development key)")
+    serve.add_argument("--plan", default=None, help="call-creation limits: unlimited (default), free, paygo, pro, scale")
+    serve.add_argument("--config", type=Path, default=None, help="YAML file with host, port, plan, agent and faults settings")
+    serve.add_argument("--latency-ms", type=float, default=None, help="median agent response latency in ms")
+
+    check = sub.add_parser("selfcheck", help="run one probe call against the embedded server and write a report")
+    check.add_argument("--out", type=Path, default=Path("reports"), help="folder for the run folder (default reports/)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "selfcheck":
+            return _selfcheck(args)
+    except UsageError as exc:
+        print(f"uvbench: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_BAD_INPUT
+
+
+# -- serve ---------------------------------------------------------------------------------------
+
+
+def _server_config(args: argparse.Namespace):
+    from uvbench.server.config import ConfigError, agent_from_dict, plan_from_value, server_config_from_dict
+
+    data: dict[str, Any] = {}
+    if args.config is not None:
+        try:
+            text = args.config.read_text()
+        except OSError as exc:
+            raise UsageError(f"{args.config}: cannot read the server config ({exc.strerror})") from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{args.config}:{mark.line + 1}:{mark.column + 1}" if mark else str(args.config)
+            raise UsageError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    try:
+        config = server_config_from_dict(data, where=str(args.config or "server config"))
+        changes: dict[str, Any] = {}
+        if args.host is not None:
+            changes["host"] = args.host
+        changes["port"] = args.port if args.port is not None else (config.port or 8765)
+        key = args.api_key or os.environ.get(API_KEY_ENV)
+        if key:
+            changes["api_key"] = key
+        if args.plan is not None:
+            changes["plan"] = plan_from_value(args.plan, "--plan")
+        if args.latency_ms is not None:
+            changes["agent"] = agent_from_dict({"latency": {"ms": args.latency_ms}}, base=config.agent, where="--latency-ms")
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    import dataclasses
+
+    return dataclasses.replace(config, **changes)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from uvbench.server import LocalServer
+
+    config = _server_config(args)
+
+    async def run() -> None:
+        server = LocalServer(config)
+        try:
+            await server.start()
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {config.host}:{config.port} ({exc.strerror}); pick another --port") from None
+        print(f"uvbench local server listening on {server.base_url}", flush=True)
+        print(f"  API key:  {server.api_key}", flush=True)
+        print(f"  plan:     {config.plan.name}", flush=True)
+        print(f"  try:      curl -s -X POST {server.api_url}/calls -H 'X-API-Key: {server.api_key}' "
+              "-H 'Content-Type: application/json' -d '{\"medium\": {\"serverWebSocket\": {\"inputSampleRate\": 16000}}}'", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        print("uvbench local server: stopping", flush=True)
+        await server.stop()
+
+    asyncio.run(run())
+    return EXIT_OK
+
+
+# -- selfcheck -----------------------------------------------------------------------------------
+
+
+def _selfcheck(args: argparse.Namespace) -> int:
+    from uvbench.server import LocalServer, ServerConfig
+    from uvbench.server.probe import run_probe
+
+    async def run() -> tuple[dict[str, Any], bytes | None]:
+        async with LocalServer(ServerConfig()) as server:
+            result = await run_probe(server.base_url, server.api_key)
+        return {"summary": result.summary(), "call": result.call, "groundTruth": result.truth}, result.recording
+
+    try:
+        report, recording = asyncio.run(run())
+    except Exception as exc:  # the run could not be carried out: say why in one line
+        print(f"uvbench: selfcheck could not run: {exc}", file=sys.stderr)
+        return EXIT_NOT_RUN
+    folder = args.out / f"{dt.datetime.now():%Y%m%d-%H%M%S}-selfcheck"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "selfcheck.json").write_text(json.dumps(report, indent=2))
+    if recording:
+        (folder / "server_recording.wav").write_bytes(recording)
+    s = report["summary"]
+    ok = s["audioFramesReceived"] > 0 and s["clearAfterBargeInMs"] is not None and s["turnFirstAudioMs"] is not None
+    print(f"selfcheck {'passed' if ok else 'FAILED'}: call {s['callId']}")
+    print(f"  create {s['createMs']} ms, greeting first audio {s['greetingFirstAudioMs']} ms after join")
+    print(f"  turn: first agent audio {s['turnFirstAudioMs']} ms after the end of the user's speech")
+    print(f"  barge-in: playback_clear_buffer {s['clearAfterBargeInMs']} ms after the interruption began")
+    print(f"  end reason {s['endReason']}; report in {folder}/")
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
