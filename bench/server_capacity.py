@@ -59,7 +59,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def one_call(http: httpx.AsyncClient, loop_pcm: np.ndarray, seconds: float, offset: float) -> str | None:
+async def one_call(
+    http: httpx.AsyncClient, loop_pcm: np.ndarray, seconds: float, offset: float
+) -> str | None:
     await asyncio.sleep(offset)
     body = {"medium": {"serverWebSocket": {"inputSampleRate": RATE, "outputSampleRate": RATE}}}
     response = await http.post("/api/calls", json=body)
@@ -89,7 +91,9 @@ async def one_call(http: httpx.AsyncClient, loop_pcm: np.ndarray, seconds: float
 
 async def run_level(base_url: str, key: str, level: int, seconds: float, loop_pcm: np.ndarray) -> list[str]:
     limits = httpx.Limits(max_connections=200)
-    async with httpx.AsyncClient(base_url=base_url, headers={"X-API-Key": key}, timeout=30, limits=limits) as http:
+    async with httpx.AsyncClient(
+        base_url=base_url, headers={"X-API-Key": key}, timeout=30, limits=limits
+    ) as http:
         # Spread joins over 2 s so the level is reached as a ramp, not a thundering herd.
         tasks = [one_call(http, loop_pcm, seconds, 2.0 * i / level) for i in range(level)]
         ids = await asyncio.gather(*tasks, return_exceptions=True)
@@ -108,7 +112,9 @@ async def lateness(base_url: str, key: str, ids: list[str]) -> tuple[np.ndarray,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--levels", default="50,100,150,200,250,300")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--limit-ms", type=float, default=5.0)
@@ -142,9 +148,15 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    held = [r["calls"] for r in rows if r["p99_ms"] is not None and r["p99_ms"] <= args.limit_ms and r["completed"] == r["calls"]]
-    print(f"\ncapacity: {max(held) if held else 0} concurrent calls with output pacing p99 <= {args.limit_ms} ms "
-          f"(server on one core; {platform.processor() or platform.machine()}, Python {platform.python_version()})")
+    held = [
+        r["calls"]
+        for r in rows
+        if r["p99_ms"] is not None and r["p99_ms"] <= args.limit_ms and r["completed"] == r["calls"]
+    ]
+    machine = f"{platform.processor() or platform.machine()}, Python {platform.python_version()}"
+    best = max(held) if held else 0
+    print(f"\ncapacity: {best} concurrent calls with output pacing p99 <= {args.limit_ms} ms")
+    print(f"(server on one core, load on the other; {machine})")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,11 @@ def make_agent(
     faults: Faults | None = None,
     **request: object,
 ) -> Agent:
-    medium = {"inputSampleRate": rate, "outputSampleRate": out_rate or rate, "clientBufferSizeMs": buffer_ms}
+    medium = {
+        "inputSampleRate": rate,
+        "outputSampleRate": out_rate or rate,
+        "clientBufferSizeMs": buffer_ms,
+    }
     body = {"medium": {"serverWebSocket": medium}, **request}
     if first_speaker == "user":
         body["firstSpeakerSettings"] = {"user": {}}
@@ -102,7 +106,9 @@ class Driver:
         n = int(seconds * self.rate)
         t = np.arange(n) / self.rate
         start = self.stream.size
-        self.stream = np.concatenate((self.stream, (np.sin(2 * np.pi * 300 * t) * amplitude).astype(np.int16)))
+        self.stream = np.concatenate(
+            (self.stream, (np.sin(2 * np.pi * 300 * t) * amplitude).astype(np.int16))
+        )
         return start, start + n
 
     def silence(self, seconds: float) -> None:
@@ -162,7 +168,14 @@ def test_greeting_is_paced_to_the_client_buffer():
     # Playback ends 900 ms after the first byte; then the final transcript and "listening".
     assert greeting.playback_end_ns == T0 + 1100 * MS
     final = d.messages("transcript")[-1]
-    assert final.payload == {"type": "transcript", "role": "agent", "medium": "voice", "text": "hello there friend", "final": True, "ordinal": 0}
+    assert final.payload == {
+        "type": "transcript",
+        "role": "agent",
+        "medium": "voice",
+        "text": "hello there friend",
+        "final": True,
+        "ordinal": 0,
+    }
     assert final.at == T0 + 1100 * MS
     assert d.states() == ["listening", "speaking", "listening"]
     assert max(agent.truth.pacing_lateness_ms) == 0
@@ -242,8 +255,20 @@ def test_short_speech_over_the_agent_does_not_interrupt():
 
 
 def test_client_tool_round_trip():
-    tool = {"temporaryTool": {"modelToolName": "lookupOrder", "description": "x", "client": {}, "timeout": "5s"}}
-    agent = make_agent(first_speaker="user", latency_ms=100, tool_calls=(ToolCall(1, "lookupOrder", {"id": "42"}),), selectedTools=[tool])
+    tool = {
+        "temporaryTool": {
+            "modelToolName": "lookupOrder",
+            "description": "x",
+            "client": {},
+            "timeout": "5s",
+        }
+    }
+    agent = make_agent(
+        first_speaker="user",
+        latency_ms=100,
+        tool_calls=(ToolCall(1, "lookupOrder", {"id": "42"}),),
+        selectedTools=[tool],
+    )
     d = Driver(agent)
     d.say(0.5)
     d.silence(1.0)
@@ -260,12 +285,22 @@ def test_client_tool_round_trip():
     assert reply.kind == "tool_reply" and reply.text == "The tool answered: shipped"
     assert reply.first_byte_ns is not None
     roles = [m["role"] for m in agent.record.messages]
-    assert roles == ["MESSAGE_ROLE_USER", "MESSAGE_ROLE_TOOL_CALL", "MESSAGE_ROLE_TOOL_RESULT", "MESSAGE_ROLE_AGENT"]
+    assert roles == [
+        "MESSAGE_ROLE_USER",
+        "MESSAGE_ROLE_TOOL_CALL",
+        "MESSAGE_ROLE_TOOL_RESULT",
+        "MESSAGE_ROLE_AGENT",
+    ]
 
 
 def test_client_tool_timeout_and_hang_up_result():
     tool = {"temporaryTool": {"modelToolName": "slow", "client": {}, "timeout": "1s"}}
-    agent = make_agent(first_speaker="user", latency_ms=100, tool_calls=(ToolCall(1, "slow"),), selectedTools=[tool])
+    agent = make_agent(
+        first_speaker="user",
+        latency_ms=100,
+        tool_calls=(ToolCall(1, "slow"),),
+        selectedTools=[tool],
+    )
     d = Driver(agent)
     d.say(0.5)
     d.silence(4.0)
@@ -273,13 +308,25 @@ def test_client_tool_timeout_and_hang_up_result():
     assert [e["type"] for e in agent.record.events if e["type"] == "tool_timeout"] == ["tool_timeout"]
     assert agent.truth.replies[-1].text == "Sorry, that took too long."
 
-    agent = make_agent(first_speaker="user", latency_ms=100, tool_calls=(ToolCall(1, "slow"),), selectedTools=[tool])
+    agent = make_agent(
+        first_speaker="user",
+        latency_ms=100,
+        tool_calls=(ToolCall(1, "slow"),),
+        selectedTools=[tool],
+    )
     d = Driver(agent)
     d.say(0.5)
     d.silence(1.0)
     d.run_for(1.2)
     invocation = d.messages("client_tool_invocation")[0].payload
-    d.send({"type": "client_tool_result", "invocationId": invocation["invocationId"], "result": "{}", "responseType": "hang-up"})
+    d.send(
+        {
+            "type": "client_tool_result",
+            "invocationId": invocation["invocationId"],
+            "result": "{}",
+            "responseType": "hang-up",
+        }
+    )
     assert agent.ended and agent.end_reason == "agent_hangup"
     assert d.sent[-1].kind == "close"
 
@@ -298,7 +345,14 @@ def test_ping_text_messages_and_bad_input():
     assert "not JSON" in errors[0] and "'no_such_message'" in errors[1] and "type" in errors[2]
     d.send({"type": "user_text_message", "text": "hi there", "urgency": "soon"})
     echo = d.messages("transcript")[0].payload
-    assert echo == {"type": "transcript", "role": "user", "medium": "text", "text": "hi there", "final": True, "ordinal": 0}
+    assert echo == {
+        "type": "transcript",
+        "role": "user",
+        "medium": "text",
+        "text": "hi there",
+        "final": True,
+        "ordinal": 0,
+    }
     d.run_for(0.5)
     assert agent.truth.replies[0].first_byte_ns == T0 + 100 * MS
     # Legacy form with deferResponse: recorded, no reply.
@@ -312,7 +366,16 @@ def test_text_output_medium_sends_text_and_no_audio():
     d.run_for(0.5)
     assert not d.audio()
     finals = [m.payload for m in d.messages("transcript") if m.payload["final"]]
-    assert finals == [{"type": "transcript", "role": "agent", "medium": "text", "text": "hello there friend", "final": True, "ordinal": 0}]
+    assert finals == [
+        {
+            "type": "transcript",
+            "role": "agent",
+            "medium": "text",
+            "text": "hello there friend",
+            "final": True,
+            "ordinal": 0,
+        }
+    ]
 
 
 def test_disabled_data_messages_are_not_sent():
@@ -350,7 +413,7 @@ def test_output_stall_fault_delays_audio_and_shows_in_playback():
     d = Driver(agent)
     d.run_for(2.0)
     audio = d.audio()
-    gaps = [b.at - a.at for a, b in zip(audio, audio[1:])]
+    gaps = [b.at - a.at for a, b in zip(audio, audio[1:], strict=False)]
     assert max(gaps) >= 300 * MS
     # The client underflowed: playback ended later than 900 ms of audio would take.
     greeting = agent.truth.replies[0]

@@ -99,9 +99,7 @@ def test_both_snake_and_camel_forms_is_an_error() -> None:
     assert errors_of(body) == {
         "medium": {
             "serverWebSocket": {
-                "inputSampleRate": [
-                    'Field given twice, as "inputSampleRate" and "input_sample_rate".'
-                ]
+                "inputSampleRate": ['Field given twice, as "inputSampleRate" and "input_sample_rate".']
             }
         }
     }
@@ -129,9 +127,7 @@ def test_integers_as_strings_or_whole_floats_are_normalized() -> None:
     [([1, 2], "list"), ("text", "str"), (None, "NoneType")],
 )
 def test_body_must_be_an_object(body: Any, kind: str) -> None:
-    assert errors_of(body) == {
-        "non_field_errors": [f"Invalid data. Expected a dictionary, but got {kind}."]
-    }
+    assert errors_of(body) == {"non_field_errors": [f"Invalid data. Expected a dictionary, but got {kind}."]}
 
 
 def test_unknown_fields_are_errors_at_every_level() -> None:
@@ -300,8 +296,7 @@ def test_sample_rates_must_be_in_the_supported_range(field: str, rate: int) -> N
         "medium": {
             "serverWebSocket": {
                 field: [
-                    "Ensure this sample rate is between 8000 and 48000 Hz"
-                    " (the range this server supports)."
+                    "Ensure this sample rate is between 8000 and 48000 Hz (the range this server supports)."
                 ]
             }
         }
@@ -316,9 +311,7 @@ def test_supported_sample_rates(rate: int) -> None:
 def test_client_buffer_size_must_not_be_negative() -> None:
     assert errors_of(ws_body(**ws_medium(clientBufferSizeMs=-1))) == {
         "medium": {
-            "serverWebSocket": {
-                "clientBufferSizeMs": ["Ensure this value is greater than or equal to 0."]
-            }
+            "serverWebSocket": {"clientBufferSizeMs": ["Ensure this value is greater than or equal to 0."]}
         }
     }
     validate_start_call(ws_body(**ws_medium(clientBufferSizeMs=0)))
@@ -326,9 +319,7 @@ def test_client_buffer_size_must_not_be_negative() -> None:
 
 def test_voice_and_external_voice_are_exclusive() -> None:
     body = ws_body(voice="Mark", externalVoice={"elevenLabs": {"voiceId": "abc"}})
-    assert errors_of(body) == {
-        "externalVoice": ["Either voice or externalVoice may be set, but not both."]
-    }
+    assert errors_of(body) == {"externalVoice": ["Either voice or externalVoice may be set, but not both."]}
 
 
 def test_external_voice_needs_exactly_one_provider() -> None:
@@ -338,9 +329,7 @@ def test_external_voice_needs_exactly_one_provider() -> None:
 
 def test_voice_overrides_need_voice() -> None:
     body = ws_body(voiceOverrides={"elevenLabs": {"speed": 1.1}})
-    assert errors_of(body) == {
-        "voiceOverrides": ["voiceOverrides is only valid when voice is set."]
-    }
+    assert errors_of(body) == {"voiceOverrides": ["voiceOverrides is only valid when voice is set."]}
     validate_start_call(body | {"voice": "Mark"})
 
 
@@ -363,9 +352,7 @@ def test_first_speaker_settings_needs_exactly_one_of_agent_or_user(settings: dic
     }
 
 
-@pytest.mark.parametrize(
-    "tool", [{}, {"toolId": "a", "toolName": "b"}, {"toolName": "b", **client_tool()}]
-)
+@pytest.mark.parametrize("tool", [{}, {"toolId": "a", "toolName": "b"}, {"toolName": "b", **client_tool()}])
 def test_selected_tool_needs_exactly_one_reference(tool: dict) -> None:
     assert errors_of(ws_body(selectedTools=[client_tool("ok"), tool])) == {
         "selectedTools": {"1": ["Exactly one of toolId, toolName or temporaryTool must be set."]}
@@ -388,9 +375,7 @@ def test_temporary_tool_needs_exactly_one_implementation(implementations: dict) 
     assert errors_of(ws_body(selectedTools=[tool])) == {
         "selectedTools": {
             "0": {
-                "temporaryTool": [
-                    "Exactly one implementation (http, client or dataConnection) must be set."
-                ]
+                "temporaryTool": ["Exactly one implementation (http, client or dataConnection) must be set."]
             }
         }
     }
@@ -399,9 +384,7 @@ def test_temporary_tool_needs_exactly_one_implementation(implementations: dict) 
 @pytest.mark.parametrize("name", ["get secret menu", "", "x" * 65, "menü"])
 def test_temporary_tool_model_tool_name_pattern(name: str) -> None:
     assert errors_of(ws_body(selectedTools=[client_tool(name)])) == {
-        "selectedTools": {
-            "0": {"temporaryTool": {"modelToolName": ["Must match ^[a-zA-Z0-9_-]{1,64}$."]}}
-        }
+        "selectedTools": {"0": {"temporaryTool": {"modelToolName": ["Must match ^[a-zA-Z0-9_-]{1,64}$."]}}}
     }
 
 
@@ -415,24 +398,18 @@ def test_temporary_tool_model_tool_name_is_required() -> None:
 def test_temporary_tool_names_must_be_unique() -> None:
     body = ws_body(selectedTools=[client_tool("a"), client_tool("b"), client_tool("a")])
     assert errors_of(body) == {
-        "selectedTools": {
-            "2": ['Tool names must be unique within a call: "a" is also used by tool 0.']
-        }
+        "selectedTools": {"2": ['Tool names must be unique within a call: "a" is also used by tool 0.']}
     }
 
 
 def test_tool_timeout_is_a_duration_of_at_most_40s() -> None:
     assert errors_of(ws_body(selectedTools=[client_tool(timeout="41s")])) == {
         "selectedTools": {
-            "0": {
-                "temporaryTool": {"timeout": ["Ensure this duration is less than or equal to 40s."]}
-            }
+            "0": {"temporaryTool": {"timeout": ["Ensure this duration is less than or equal to 40s."]}}
         }
     }
     assert errors_of(ws_body(selectedTools=[client_tool(timeout="2.5")])) == {
-        "selectedTools": {
-            "0": {"temporaryTool": {"timeout": [f'"2.5" is not a duration: {DURATION_HINT}']}}
-        }
+        "selectedTools": {"0": {"temporaryTool": {"timeout": [f'"2.5" is not a duration: {DURATION_HINT}']}}}
     }
     validate_start_call(ws_body(selectedTools=[client_tool(timeout="40s")]))
 
@@ -450,9 +427,7 @@ def test_metadata_values_must_be_strings_and_keys_not_reserved() -> None:
 
 
 def test_metadata_values_may_not_be_null() -> None:
-    assert errors_of(ws_body(metadata={"k": None})) == {
-        "metadata": {"k": ["This field may not be null."]}
-    }
+    assert errors_of(ws_body(metadata={"k": None})) == {"metadata": {"k": ["This field may not be null."]}}
 
 
 def test_vad_settings_durations_must_parse_and_not_be_negative() -> None:
@@ -511,8 +486,7 @@ def test_all_errors_are_collected() -> None:
         "medium": {
             "serverWebSocket": {
                 "outputSampleRate": [
-                    "Ensure this sample rate is between 8000 and 48000 Hz"
-                    " (the range this server supports)."
+                    "Ensure this sample rate is between 8000 and 48000 Hz (the range this server supports)."
                 ],
                 "inputSampleRate": ["This field is required."],
             }
@@ -524,9 +498,7 @@ def test_all_errors_are_collected() -> None:
         "bogus": ["Unknown field."],
         "temperature": ["Ensure this value is less than or equal to 1."],
         "metadata": {
-            "ultravox.x": [
-                'Keys may not start with "ultravox." (reserved for system-provided metadata).'
-            ]
+            "ultravox.x": ['Keys may not start with "ultravox." (reserved for system-provided metadata).']
         },
     }
 
@@ -674,9 +646,7 @@ def test_pipecat_agent_body_passes() -> None:
 def test_agent_call_schema_is_used_for_agent_calls() -> None:
     # systemPrompt belongs to the agent's template, not to an agent call.
     body = {"systemPrompt": "x", "medium": {"serverWebSocket": {"inputSampleRate": 8000}}}
-    assert errors_of(body, schema_name=START_AGENT_CALL_REQUEST) == {
-        "systemPrompt": ["Unknown field."]
-    }
+    assert errors_of(body, schema_name=START_AGENT_CALL_REQUEST) == {"systemPrompt": ["Unknown field."]}
     tool_overrides = {"removeAll": True, "remove": ["a"], "add": [{"toolId": "x", "toolName": "y"}]}
     assert errors_of({"toolOverrides": tool_overrides}, schema_name=START_AGENT_CALL_REQUEST) == {
         "toolOverrides": {
@@ -759,9 +729,7 @@ def test_full_featured_body_passes() -> None:
                     "http": {"baseUrlPattern": "https://example.com/{id}", "httpMethod": "GET"},
                     "timeout": "10s",
                     "defaultReaction": "AGENT_REACTION_SPEAKS",
-                    "staticParameters": [
-                        {"name": "k", "location": "PARAMETER_LOCATION_QUERY", "value": 1}
-                    ],
+                    "staticParameters": [{"name": "k", "location": "PARAMETER_LOCATION_QUERY", "value": 1}],
                     "automaticParameters": [
                         {
                             "name": "call",
@@ -892,9 +860,7 @@ def test_validate_response_paginated_lists() -> None:
     assert validate_response(broken, "PaginatedCallList") == [
         "$.results[0]: 'created' is a required property"
     ]
-    messages = {
-        "results": [{"role": "MESSAGE_ROLE_AGENT", "text": "Hi", "medium": "MESSAGE_MEDIUM_VOICE"}]
-    }
+    messages = {"results": [{"role": "MESSAGE_ROLE_AGENT", "text": "Hi", "medium": "MESSAGE_MEDIUM_VOICE"}]}
     assert validate_response(messages, "Paginatedultravox.v1.MessageList") == []
     assert validate_response({"next": None}, "Paginatedultravox.v1.MessageList") == [
         "$: 'results' is a required property"
@@ -925,9 +891,9 @@ def test_validate_response_events_and_concurrency() -> None:
         "avgJoinedCalls": 1,
     }
     assert validate_response({"timeSeries": [bucket]}, "ConcurrencyResponse") == []
-    assert validate_response(
-        {"timeSeries": [bucket | {"maxTotalCalls": 1.5}]}, "ConcurrencyResponse"
-    ) == ["$.timeSeries[0].maxTotalCalls: 1.5 is not of type 'integer'"]
+    assert validate_response({"timeSeries": [bucket | {"maxTotalCalls": 1.5}]}, "ConcurrencyResponse") == [
+        "$.timeSeries[0].maxTotalCalls: 1.5 is not of type 'integer'"
+    ]
 
 
 def test_validate_response_unknown_schema_name() -> None:

@@ -35,7 +35,9 @@ async def local():
 
 @pytest.fixture
 async def http(local):
-    async with httpx.AsyncClient(base_url=local.base_url, headers={"X-API-Key": local.api_key}, timeout=10) as client:
+    async with httpx.AsyncClient(
+        base_url=local.base_url, headers={"X-API-Key": local.api_key}, timeout=10
+    ) as client:
         yield client
 
 
@@ -163,7 +165,9 @@ async def test_messages_endpoint_lists_the_conversation(local, http):
 
 @pytest.mark.parametrize("rate", [8000, 24000, 48000])
 async def test_agent_audio_arrives_at_the_output_rate(http, rate):
-    call = await create(http, rate=16000, medium_extra={"outputSampleRate": rate, "clientBufferSizeMs": 30000})
+    call = await create(
+        http, rate=16000, medium_extra={"outputSampleRate": rate, "clientBufferSizeMs": 30000}
+    )
     async with websockets.connect(call["joinUrl"]) as ws:
         client = Client(ws)
         await client.wait_for(lambda: any(m.get("final") for m in client.messages("transcript")))
@@ -220,7 +224,9 @@ async def test_bad_input_gets_clear_errors_and_other_calls_go_on(http):
         await ws2.send(json.dumps({"type": "ping", "timestamp": 7}))
         await other.wait_for(lambda: other.messages("pong"))
         assert other.messages("pong")[0]["timestamp"] == 7
-    events = (await http.get(f"/api/calls/{victim['callId']}/events", params={"minimum_severity": "warning"})).json()
+    events = (
+        await http.get(f"/api/calls/{victim['callId']}/events", params={"minimum_severity": "warning"})
+    ).json()
     assert validate_response(events, "PaginatedCallEventList") == []
     assert {e["type"] for e in events["results"]} >= {"client_message_error"}
 
@@ -232,10 +238,22 @@ async def test_ping_echoes_the_exact_timestamp_and_legacy_text_message(http):
         stamp = 1732380000.123456789
         await ws.send(json.dumps({"type": "ping", "timestamp": stamp}))
         await ws.send(json.dumps({"type": "input_text_message", "text": "hello", "deferResponse": False}))
-        await client.wait_for(lambda: client.messages("pong") and any(m.get("role") == "agent" for m in client.messages("transcript")))
+        await client.wait_for(
+            lambda: (
+                client.messages("pong")
+                and any(m.get("role") == "agent" for m in client.messages("transcript"))
+            )
+        )
         assert client.messages("pong")[0]["timestamp"] == stamp
         user = [m for m in client.messages("transcript") if m["role"] == "user"][0]
-        assert user == {"type": "transcript", "role": "user", "medium": "text", "text": "hello", "final": True, "ordinal": 0}
+        assert user == {
+            "type": "transcript",
+            "role": "user",
+            "medium": "text",
+            "text": "hello",
+            "final": True,
+            "ordinal": 0,
+        }
     got = (await http.get(f"/api/calls/{call['callId']}")).json()
     assert got["clientVersion"] == "test_1.0"
 
@@ -258,10 +276,16 @@ async def test_send_data_message_reaches_the_live_call(http):
     async with websockets.connect(call["joinUrl"]) as ws:
         client = Client(ws)
         await client.wait_for(lambda: client.messages("call_started"))
-        response = await http.post(f"/api/calls/{call['callId']}/send_data_message", json={"type": "user_text_message", "text": "via rest", "urgency": "immediate"})
+        response = await http.post(
+            f"/api/calls/{call['callId']}/send_data_message",
+            json={"type": "user_text_message", "text": "via rest", "urgency": "immediate"},
+        )
         assert response.status_code == 204
         await client.wait_for(lambda: any(m.get("text") == "via rest" for m in client.messages("transcript")))
-        response = await http.post(f"/api/calls/{call['callId']}/send_data_message", json={"type": "hang_up", "message": ""})
+        response = await http.post(
+            f"/api/calls/{call['callId']}/send_data_message",
+            json={"type": "hang_up", "message": ""},
+        )
         assert response.status_code == 204
         await client.task
         assert ws.close_code == 1000
@@ -270,7 +294,13 @@ async def test_send_data_message_reaches_the_live_call(http):
 
 
 async def test_max_duration_and_time_exceeded_message(http):
-    call = await create(http, maxDuration="1s", timeExceededMessage="Time is up.", firstSpeakerSettings={"user": {}}, medium_extra={"clientBufferSizeMs": 30000})
+    call = await create(
+        http,
+        maxDuration="1s",
+        timeExceededMessage="Time is up.",
+        firstSpeakerSettings={"user": {}},
+        medium_extra={"clientBufferSizeMs": 30000},
+    )
     async with websockets.connect(call["joinUrl"]) as ws:
         client = Client(ws)
         await asyncio.wait_for(client.task, 10)
@@ -314,7 +344,9 @@ async def test_input_audio_underflow_becomes_a_warning_event(http):
             await ws.send(silence)
             await asyncio.sleep(0.04)
         assert client.messages("call_started")
-    events = (await http.get(f"/api/calls/{call['callId']}/events", params={"minimum_severity": "warning"})).json()
+    events = (
+        await http.get(f"/api/calls/{call['callId']}/events", params={"minimum_severity": "warning"})
+    ).json()
     underflows = [e for e in events["results"] if e["type"] == "audio_underflow"]
     assert len(underflows) == 1 and underflows[0]["severity"] == "warning"
     truth = (await http.get(f"/_uvbench/calls/{call['callId']}/ground_truth")).json()
@@ -324,14 +356,30 @@ async def test_input_audio_underflow_becomes_a_warning_event(http):
 async def test_client_tool_over_the_wire(http):
     tool = {"temporaryTool": {"modelToolName": "getWeather", "description": "weather", "client": {}}}
     behaviour = {"tool_calls": [{"turn": 1, "name": "getWeather", "parameters": {"city": "Oslo"}}]}
-    call = await create(http, selectedTools=[tool], firstSpeakerSettings={"user": {}}, experimentalSettings={"uvbench": {"agent": behaviour}})
+    call = await create(
+        http,
+        selectedTools=[tool],
+        firstSpeakerSettings={"user": {}},
+        experimentalSettings={"uvbench": {"agent": behaviour}},
+    )
     async with websockets.connect(call["joinUrl"]) as ws:
         client = Client(ws)
         await ws.send(json.dumps({"type": "user_text_message", "text": "weather?"}))
         await client.wait_for(lambda: client.messages("client_tool_invocation"))
         invocation = client.messages("client_tool_invocation")[0]
         assert invocation["toolName"] == "getWeather" and invocation["parameters"] == {"city": "Oslo"}
-        await ws.send(json.dumps({"type": "client_tool_result", "invocationId": invocation["invocationId"], "result": "sunny"}))
-        await client.wait_for(lambda: any(m.get("final") and m["role"] == "agent" for m in client.messages("transcript")), timeout=15)
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "client_tool_result",
+                    "invocationId": invocation["invocationId"],
+                    "result": "sunny",
+                }
+            )
+        )
+        await client.wait_for(
+            lambda: any(m.get("final") and m["role"] == "agent" for m in client.messages("transcript")),
+            timeout=15,
+        )
     final = [m for m in client.messages("transcript") if m["role"] == "agent" and m["final"]][0]
     assert final["text"] == "The tool answered: sunny"

@@ -30,7 +30,9 @@ class UsageError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="uvbench", description="Evaluate and load-test Ultravox voice agents.")
+    parser = argparse.ArgumentParser(
+        prog="uvbench", description="Evaluate and load-test Ultravox voice agents."
+    )
     parser.add_argument("--version", action="version", version=f"uvbench {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -38,19 +40,42 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the local Ultravox-compatible server with a simulated agent")
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default 8765; 0 picks a free one)")
-    serve.add_argument("--api-key", default=None, help=f"API key clients must send (default: ${API_KEY_ENV}, else a new development key)")
-    serve.add_argument("--plan", default=None, help="call-creation limits: unlimited (default), free, paygo, pro, scale")
-    serve.add_argument("--config", type=Path, default=None, help="YAML file with host, port, plan, agent and faults settings")
+    serve.add_argument(
+        "--api-key",
+        default=None,
+        help=f"API key clients must send (default: ${API_KEY_ENV}, else a new development key)",
+    )
+    serve.add_argument(
+        "--plan",
+        default=None,
+        help="call-creation limits: unlimited (default), free, paygo, pro, scale",
+    )
+    serve.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML file with host, port, plan, agent and faults settings",
+    )
     serve.add_argument("--latency-ms", type=float, default=None, help="median agent response latency in ms")
 
-    check = sub.add_parser("selfcheck", help="run one probe call against the embedded server and write a report")
-    check.add_argument("--out", type=Path, default=Path("reports"), help="folder for the run folder (default reports/)")
+    check = sub.add_parser(
+        "selfcheck", help="run one probe call against the embedded server and write a report"
+    )
+    check.add_argument(
+        "--out",
+        type=Path,
+        default=Path("reports"),
+        help="folder for the run folder (default reports/)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         if args.command == "serve":
             return _serve(args)
@@ -68,7 +93,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _server_config(args: argparse.Namespace):
-    from uvbench.server.config import ConfigError, agent_from_dict, plan_from_value, server_config_from_dict
+    from uvbench.server.config import (
+        ConfigError,
+        agent_from_dict,
+        plan_from_value,
+        server_config_from_dict,
+    )
 
     data: dict[str, Any] = {}
     if args.config is not None:
@@ -94,7 +124,9 @@ def _server_config(args: argparse.Namespace):
         if args.plan is not None:
             changes["plan"] = plan_from_value(args.plan, "--plan")
         if args.latency_ms is not None:
-            changes["agent"] = agent_from_dict({"latency": {"ms": args.latency_ms}}, base=config.agent, where="--latency-ms")
+            changes["agent"] = agent_from_dict(
+                {"latency": {"ms": args.latency_ms}}, base=config.agent, where="--latency-ms"
+            )
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     import dataclasses
@@ -112,12 +144,18 @@ def _serve(args: argparse.Namespace) -> int:
         try:
             await server.start()
         except OSError as exc:
-            raise UsageError(f"cannot listen on {config.host}:{config.port} ({exc.strerror}); pick another --port") from None
+            raise UsageError(
+                f"cannot listen on {config.host}:{config.port} ({exc.strerror}); pick another --port"
+            ) from None
         print(f"uvbench local server listening on {server.base_url}", flush=True)
         print(f"  API key:  {server.api_key}", flush=True)
         print(f"  plan:     {config.plan.name}", flush=True)
-        print(f"  try:      curl -s -X POST {server.api_url}/calls -H 'X-API-Key: {server.api_key}' "
-              "-H 'Content-Type: application/json' -d '{\"medium\": {\"serverWebSocket\": {\"inputSampleRate\": 16000}}}'", flush=True)
+        body = '{"medium": {"serverWebSocket": {"inputSampleRate": 16000}}}'
+        print(
+            f"  try:      curl -s -X POST {server.api_url}/calls -H 'X-API-Key: {server.api_key}' "
+            f"-H 'Content-Type: application/json' -d '{body}'",
+            flush=True,
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -140,7 +178,11 @@ def _selfcheck(args: argparse.Namespace) -> int:
     async def run() -> tuple[dict[str, Any], bytes | None]:
         async with LocalServer(ServerConfig()) as server:
             result = await run_probe(server.base_url, server.api_key)
-        return {"summary": result.summary(), "call": result.call, "groundTruth": result.truth}, result.recording
+        return {
+            "summary": result.summary(),
+            "call": result.call,
+            "groundTruth": result.truth,
+        }, result.recording
 
     try:
         report, recording = asyncio.run(run())
@@ -153,7 +195,11 @@ def _selfcheck(args: argparse.Namespace) -> int:
     if recording:
         (folder / "server_recording.wav").write_bytes(recording)
     s = report["summary"]
-    ok = s["audioFramesReceived"] > 0 and s["clearAfterBargeInMs"] is not None and s["turnFirstAudioMs"] is not None
+    ok = (
+        s["audioFramesReceived"] > 0
+        and s["clearAfterBargeInMs"] is not None
+        and s["turnFirstAudioMs"] is not None
+    )
     print(f"selfcheck {'passed' if ok else 'FAILED'}: call {s['callId']}")
     print(f"  create {s['createMs']} ms, greeting first audio {s['greetingFirstAudioMs']} ms after join")
     print(f"  turn: first agent audio {s['turnFirstAudioMs']} ms after the end of the user's speech")

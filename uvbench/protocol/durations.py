@@ -15,7 +15,7 @@ def parse_duration(text: str) -> float:
     """Seconds in a duration string; raises DurationError with the expected form."""
     if not isinstance(text, str) or not DURATION_PATTERN.match(text):
         raise DurationError(
-            f"{text!r} is not a duration: expected seconds with an 's' suffix, e.g. \"30s\" or \"0.384s\""
+            f'{text!r} is not a duration: expected seconds with an \'s\' suffix, e.g. "30s" or "0.384s"'
         )
     return float(text[:-1])
 

@@ -194,10 +194,7 @@ def _msg_list(value: Any) -> str:
 
 
 def _msg_duration(value: str) -> str:
-    return (
-        f"\"{value}\" is not a duration: expected seconds with an 's' suffix, "
-        'e.g. "30s" or "0.384s".'
-    )
+    return f'"{value}" is not a duration: expected seconds with an \'s\' suffix, e.g. "30s" or "0.384s".'
 
 
 def _msg_exactly_one(names: Iterable[str]) -> str:
@@ -347,9 +344,7 @@ class _RequestWalker:
         items = schema.get("items", {})
         out = [self.check(item, items, path + (str(i),)) for i, item in enumerate(value)]
         if "maxItems" in schema and len(out) > schema["maxItems"]:
-            self.errors.add(
-                path, f"Ensure this field has no more than {schema['maxItems']} elements."
-            )
+            self.errors.add(path, f"Ensure this field has no more than {schema['maxItems']} elements.")
         if "minItems" in schema and len(out) < schema["minItems"]:
             self.errors.add(path, f"Ensure this field has at least {schema['minItems']} elements.")
         return out
@@ -372,13 +367,9 @@ class _RequestWalker:
         elif pattern is not None and not re.search(pattern, value):
             self.errors.add(path, MSG_PATTERN)
         if "maxLength" in schema and len(value) > schema["maxLength"]:
-            self.errors.add(
-                path, f"Ensure this field has no more than {schema['maxLength']} characters."
-            )
+            self.errors.add(path, f"Ensure this field has no more than {schema['maxLength']} characters.")
         if "minLength" in schema and len(value) < schema["minLength"]:
-            self.errors.add(
-                path, f"Ensure this field has at least {schema['minLength']} characters."
-            )
+            self.errors.add(path, f"Ensure this field has at least {schema['minLength']} characters.")
         return value
 
     def check_integer(self, value: Any, schema: dict, path: ErrorPath) -> Any:
@@ -610,8 +601,7 @@ def _check_unique_tool_names(tools: list, errors: _ErrorTree) -> None:
         if name in seen:
             errors.add(
                 ("selectedTools", str(index)),
-                f'Tool names must be unique within a call: "{name}" is also used by tool'
-                f" {seen[name]}.",
+                f'Tool names must be unique within a call: "{name}" is also used by tool {seen[name]}.',
             )
         else:
             seen[name] = index

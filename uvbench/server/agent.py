@@ -18,7 +18,7 @@ import random
 import uuid
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -271,7 +271,9 @@ class Agent:
             delay = _seconds(agent.get("delay"), 0.0)
             text = agent.get("text") or self.behaviour.greeting
             reply = self._new_reply("greeting", text, None)
-            self._plan_reply(now, reply, extra_ns=int(delay * NS), interruptible=not agent.get("uninterruptible"))
+            self._plan_reply(
+                now, reply, extra_ns=int(delay * NS), interruptible=not agent.get("uninterruptible")
+            )
         else:
             fallback = (first.get("user") or {}).get("fallback")
             if fallback:
@@ -345,7 +347,7 @@ class Agent:
         if self.ended:
             return
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-            self._client_error(now, "data message must be a JSON object with a string \"type\"")
+            self._client_error(now, 'data message must be a JSON object with a string "type"')
             return
         kind = message["type"]
         handler = self._handlers.get(kind)
@@ -440,7 +442,12 @@ class Agent:
     def _on_turn_ended(self, now: int, event: TurnEnded) -> None:
         self._send(now, {"type": "user_stopped_speaking"})
         if not event.is_turn:
-            self._event(now, "debug", "speech_ignored", f"{event.speech_s:.3f} s of speech is below minimumTurnDuration.")
+            self._event(
+                now,
+                "debug",
+                "speech_ignored",
+                f"{event.speech_s:.3f} s of speech is below minimumTurnDuration.",
+            )
             return
         if self._segment_during_agent and not self._segment_interrupted:
             # Speech over the agent that did not interrupt it (a backchannel) is not a turn.
@@ -461,7 +468,17 @@ class Agent:
         speech_s = (event.end_sample - event.start_sample) / rate
         text = f"[{speech_s:.2f} s of speech]"
         ordinal = self._next_ordinal()
-        self._send(now, {"type": "transcript", "role": "user", "medium": "voice", "text": text, "final": True, "ordinal": ordinal})
+        self._send(
+            now,
+            {
+                "type": "transcript",
+                "role": "user",
+                "medium": "voice",
+                "text": text,
+                "final": True,
+                "ordinal": ordinal,
+            },
+        )
         self._add_message(
             "MESSAGE_ROLE_USER",
             text,
@@ -481,7 +498,12 @@ class Agent:
             self._plan_reply(now, reply, tool=tool)
             return
         if tool is not None:
-            self._event(now, "warning", "tool_not_selected", f"Tool {tool.name!r} is not a client tool of this call.")
+            self._event(
+                now,
+                "warning",
+                "tool_not_selected",
+                f"Tool {tool.name!r} is not a client tool of this call.",
+            )
         replies = self.behaviour.replies
         text = replies[(self.user_turns - 1) % len(replies)]
         reply = self._new_reply("reply", text, turn.index)
@@ -492,7 +514,13 @@ class Agent:
     # Replies
 
     def _new_reply(self, kind: str, text: str, turn_index: int | None) -> ReplyTruth:
-        reply = ReplyTruth(index=len(self.truth.replies), kind=kind, text=text, medium=self.output_medium, turn_index=turn_index)
+        reply = ReplyTruth(
+            index=len(self.truth.replies),
+            kind=kind,
+            text=text,
+            medium=self.output_medium,
+            turn_index=turn_index,
+        )
         self.truth.replies.append(reply)
         return reply
 
@@ -507,7 +535,9 @@ class Agent:
         tool: ToolCall | None = None,
         immediate: bool = False,
     ) -> None:
-        latency_ms = 0.0 if immediate else self.behaviour.latency.draw(self.rng) + self.faults.extra_latency_ms
+        latency_ms = (
+            0.0 if immediate else self.behaviour.latency.draw(self.rng) + self.faults.extra_latency_ms
+        )
         reply.decided_ns = now
         reply.latency_ms = latency_ms
         pending = PendingReply(now + extra_ns + int(latency_ms * 1e6), reply, interruptible, then, tool)
@@ -536,12 +566,40 @@ class Agent:
             self._set_state(now, "speaking")
             reply.first_byte_ns = reply.last_byte_ns = reply.playback_end_ns = now
             if reply.text:
-                self._send(now, {"type": "transcript", "role": "agent", "medium": "text", "delta": reply.text, "final": False, "ordinal": ordinal})
-            self._send(now, {"type": "transcript", "role": "agent", "medium": "text", "text": reply.text, "final": True, "ordinal": ordinal})
-            self._add_message("MESSAGE_ROLE_AGENT", reply.text, "MESSAGE_MEDIUM_TEXT", stream=(self._stream_s(), self._stream_s()), wall=(now, now))
+                self._send(
+                    now,
+                    {
+                        "type": "transcript",
+                        "role": "agent",
+                        "medium": "text",
+                        "delta": reply.text,
+                        "final": False,
+                        "ordinal": ordinal,
+                    },
+                )
+            self._send(
+                now,
+                {
+                    "type": "transcript",
+                    "role": "agent",
+                    "medium": "text",
+                    "text": reply.text,
+                    "final": True,
+                    "ordinal": ordinal,
+                },
+            )
+            self._add_message(
+                "MESSAGE_ROLE_AGENT",
+                reply.text,
+                "MESSAGE_MEDIUM_TEXT",
+                stream=(self._stream_s(), self._stream_s()),
+                wall=(now, now),
+            )
             self._after_utterance(now, pending.then)
             return
-        speech = pending.speech or self._synthesize(reply.text, self.settings.output_rate, self.behaviour.voice_wpm)
+        speech = pending.speech or self._synthesize(
+            reply.text, self.settings.output_rate, self.behaviour.voice_wpm
+        )
         pcm = speech.pcm.astype("<i2", copy=False).tobytes()
         u = Utterance(
             reply=reply,
@@ -563,7 +621,6 @@ class Agent:
     def _pump_utterance(self, now: int) -> None:
         u = self.utterance
         assert u is not None
-        rate = self.settings.output_rate
         due_limit = now + EARLY_NS
         while u.next_due_ns is not None and u.next_due_ns <= due_limit:
             self.truth.pacing_lateness_ms.append((now - u.next_due_ns) / 1e6)
@@ -632,7 +689,17 @@ class Agent:
             word = u.words[u.words_emitted]
             delta = word if u.words_emitted == 0 else " " + word
             u.words_emitted += 1
-            self._send(now, {"type": "transcript", "role": "agent", "medium": "voice", "delta": delta, "final": False, "ordinal": u.ordinal})
+            self._send(
+                now,
+                {
+                    "type": "transcript",
+                    "role": "agent",
+                    "medium": "voice",
+                    "delta": delta,
+                    "final": False,
+                    "ordinal": u.ordinal,
+                },
+            )
 
     def _finish_utterance(self, now: int, *, interrupted: bool) -> None:
         u = self.utterance
@@ -652,7 +719,17 @@ class Agent:
             self.voice_segments.append(VoiceSegment(reply.first_byte_ns or now, u.pcm[: played * 2]))
         if interrupted:
             self._set_state(now, "listening")
-        self._send(now, {"type": "transcript", "role": "agent", "medium": "voice", "text": text, "final": True, "ordinal": u.ordinal})
+        self._send(
+            now,
+            {
+                "type": "transcript",
+                "role": "agent",
+                "medium": "voice",
+                "text": text,
+                "final": True,
+                "ordinal": u.ordinal,
+            },
+        )
         self._add_message(
             "MESSAGE_ROLE_AGENT",
             text,
@@ -715,8 +792,24 @@ class Agent:
         tool = pending.tool
         assert tool is not None
         invocation_id = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
-        self._send(now, {"type": "client_tool_invocation", "toolName": tool.name, "invocationId": invocation_id, "parameters": tool.parameters})
-        self._add_message("MESSAGE_ROLE_TOOL_CALL", json.dumps(tool.parameters), "MESSAGE_MEDIUM_VOICE", stream=(self._stream_s(), self._stream_s()), wall=(now, now), invocation_id=invocation_id, tool_name=tool.name)
+        self._send(
+            now,
+            {
+                "type": "client_tool_invocation",
+                "toolName": tool.name,
+                "invocationId": invocation_id,
+                "parameters": tool.parameters,
+            },
+        )
+        self._add_message(
+            "MESSAGE_ROLE_TOOL_CALL",
+            json.dumps(tool.parameters),
+            "MESSAGE_MEDIUM_VOICE",
+            stream=(self._stream_s(), self._stream_s()),
+            wall=(now, now),
+            invocation_id=invocation_id,
+            tool_name=tool.name,
+        )
         pending.reply.first_byte_ns = now
         timeout = self.settings.tools.get(tool.name, DEFAULT_TOOL_TIMEOUT_S)
         self.tool_wait = ToolWait(invocation_id, tool.name, now + int(timeout * NS), pending.reply.turn_index)
@@ -749,7 +842,9 @@ class Agent:
         if error_type:
             text = "Sorry, I could not complete that."
         else:
-            text = self.behaviour.tool_reply.format(result=result if isinstance(result, str) else json.dumps(result))
+            text = self.behaviour.tool_reply.format(
+                result=result if isinstance(result, str) else json.dumps(result)
+            )
         self._set_state(now, "thinking")
         self._plan_reply(now, self._new_reply("tool_reply", text, wait.turn_index))
 
@@ -769,7 +864,7 @@ class Agent:
     def _on_user_text(self, now: int, message: dict[str, Any]) -> None:
         text = message.get("text")
         if not isinstance(text, str):
-            self._client_error(now, f"{message['type']} needs a string \"text\"")
+            self._client_error(now, f'{message["type"]} needs a string "text"')
             return
         if message["type"] == "input_text_message":
             urgency = "later" if message.get("deferResponse") else "soon"
@@ -782,8 +877,24 @@ class Agent:
                 urgency = "later" if urgency != "immediate" else urgency
         if text:
             ordinal = self._next_ordinal()
-            self._send(now, {"type": "transcript", "role": "user", "medium": "text", "text": text, "final": True, "ordinal": ordinal})
-            self._add_message("MESSAGE_ROLE_USER", text, "MESSAGE_MEDIUM_TEXT", stream=(self._stream_s(), self._stream_s()), wall=(now, now))
+            self._send(
+                now,
+                {
+                    "type": "transcript",
+                    "role": "user",
+                    "medium": "text",
+                    "text": text,
+                    "final": True,
+                    "ordinal": ordinal,
+                },
+            )
+            self._add_message(
+                "MESSAGE_ROLE_USER",
+                text,
+                "MESSAGE_MEDIUM_TEXT",
+                stream=(self._stream_s(), self._stream_s()),
+                wall=(now, now),
+            )
         if urgency == "immediate":
             if self.utterance is not None and self._agent_audible(now):
                 self._interrupt(now, "user_text_message")
@@ -809,7 +920,7 @@ class Agent:
     def _on_set_output_medium(self, now: int, message: dict[str, Any]) -> None:
         medium = message.get("medium")
         if medium not in ("voice", "text"):
-            self._client_error(now, f"set_output_medium needs medium \"voice\" or \"text\", got {medium!r}")
+            self._client_error(now, f'set_output_medium needs medium "voice" or "text", got {medium!r}')
             return
         # Takes effect from the next agent utterance.
         self.output_medium = medium
@@ -878,7 +989,9 @@ class Agent:
             self._advance_play(u, now)
             u.reply.played_samples = int(u.play_pos)
             if self.settings.recording and u.play_ns is not None:
-                self.voice_segments.append(VoiceSegment(u.reply.first_byte_ns or now, u.pcm[: int(u.play_pos) * 2]))
+                self.voice_segments.append(
+                    VoiceSegment(u.reply.first_byte_ns or now, u.pcm[: int(u.play_pos) * 2])
+                )
             self.utterance = None
         self.pending = None
         self.queued.clear()
@@ -935,10 +1048,24 @@ class Agent:
         # One warning each time the input drifts past the limit; re-armed once it recovers.
         if gap_ms > INPUT_WARN_MS and self._input_warning != "underflow":
             self._input_warning = "underflow"
-            self.record.add_event(now, self._wall(now), "warning", "audio_underflow", f"Input audio is {gap_ms:.0f} ms behind real time.", {"deficitMs": round(gap_ms, 1)})
+            self.record.add_event(
+                now,
+                self._wall(now),
+                "warning",
+                "audio_underflow",
+                f"Input audio is {gap_ms:.0f} ms behind real time.",
+                {"deficitMs": round(gap_ms, 1)},
+            )
         elif -gap_ms > INPUT_WARN_MS and self._input_warning != "overflow":
             self._input_warning = "overflow"
-            self.record.add_event(now, self._wall(now), "warning", "audio_overflow", f"Input audio is {-gap_ms:.0f} ms ahead of real time.", {"surplusMs": round(-gap_ms, 1)})
+            self.record.add_event(
+                now,
+                self._wall(now),
+                "warning",
+                "audio_overflow",
+                f"Input audio is {-gap_ms:.0f} ms ahead of real time.",
+                {"surplusMs": round(-gap_ms, 1)},
+            )
         elif abs(gap_ms) < INPUT_WARN_MS / 2:
             self._input_warning = None
 
@@ -961,7 +1088,10 @@ class Agent:
             "medium": medium,
             "callStageMessageIndex": len(self.record.messages),
             "callStageId": self.record.call_stage_id,
-            "timespan": {"start": format_duration(round(stream[0], 3)), "end": format_duration(round(stream[1], 3))},
+            "timespan": {
+                "start": format_duration(round(stream[0], 3)),
+                "end": format_duration(round(stream[1], 3)),
+            },
             "wallClockTimespan": {
                 "start": format_duration(round(max(0, wall[0] - joined) / NS, 3)),
                 "end": format_duration(round(max(0, wall[1] - joined) / NS, 3)),
@@ -983,4 +1113,3 @@ def _seconds(value: Any, default: float) -> float:
         return parse_duration(value)
     except DurationError:
         return default
-

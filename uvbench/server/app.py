@@ -27,8 +27,8 @@ def build_app(state: ServerState) -> web.Application:
 class LocalServer:
     """The local Ultravox-compatible server, started on the running event loop.
 
-        async with LocalServer(ServerConfig()) as server:
-            server.base_url, server.api_key
+    async with LocalServer(ServerConfig()) as server:
+        server.base_url, server.api_key
     """
 
     def __init__(self, config: ServerConfig | None = None) -> None:
@@ -80,8 +80,8 @@ class LocalServer:
 class ServerThread:
     """The local server on its own event loop in a background thread, for synchronous callers.
 
-        with ServerThread(ServerConfig()) as server:
-            server.base_url
+    with ServerThread(ServerConfig()) as server:
+        server.base_url
     """
 
     def __init__(self, config: ServerConfig | None = None) -> None:

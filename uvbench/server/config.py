@@ -237,7 +237,9 @@ def _convert(cls: type, name: str, value: Any, where: str) -> Any:
     return value
 
 
-def agent_from_dict(data: dict[str, Any], base: AgentBehaviour | None = None, where: str = "agent") -> AgentBehaviour:
+def agent_from_dict(
+    data: dict[str, Any], base: AgentBehaviour | None = None, where: str = "agent"
+) -> AgentBehaviour:
     """`base` with the keys of `data` replaced (latency merged key by key)."""
     base = base or AgentBehaviour()
     if not isinstance(data, dict):
@@ -258,6 +260,7 @@ def faults_from_dict(data: dict[str, Any], base: Faults | None = None, where: st
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping")
     merged = dataclasses.asdict(base)
+    merged["output_stalls"] = list(merged["output_stalls"])
     merged.update(data)
     return _build(Faults, merged, where)
 

@@ -61,12 +61,16 @@ class ProbeResult:
             "endReason": self.call.get("endReason"),
             "closeCode": self.close_code,
             "audioFramesReceived": sum(1 for r in self.received if r.kind == "audio"),
-            "greetingFirstAudioMs": None if greeting_audio is None else round((greeting_audio - self.received[0].at_ns) / 1e6, 1),
-            "turnFirstAudioMs": None if turn_audio is None else round((turn_audio - self.speech_end_ns) / 1e6, 1),
-            "clearAfterBargeInMs": None if not clears or not self.barge_in_start_ns else round((clears[0].at_ns - self.barge_in_start_ns) / 1e6, 1),
-            "transcripts": [
-                r.payload for r in self.messages("transcript") if r.payload.get("final")
-            ],
+            "greetingFirstAudioMs": None
+            if greeting_audio is None
+            else round((greeting_audio - self.received[0].at_ns) / 1e6, 1),
+            "turnFirstAudioMs": None
+            if turn_audio is None
+            else round((turn_audio - self.speech_end_ns) / 1e6, 1),
+            "clearAfterBargeInMs": None
+            if not clears or not self.barge_in_start_ns
+            else round((clears[0].at_ns - self.barge_in_start_ns) / 1e6, 1),
+            "transcripts": [r.payload for r in self.messages("transcript") if r.payload.get("final")],
         }
 
 
@@ -128,7 +132,13 @@ async def run_probe(
     barge_pcm = load_clip_pcm(barge, input_rate)
     body: dict[str, Any] = {
         "systemPrompt": "You are the uvbench probe's agent.",
-        "medium": {"serverWebSocket": {"inputSampleRate": input_rate, "outputSampleRate": output_rate, "clientBufferSizeMs": buffer_ms}},
+        "medium": {
+            "serverWebSocket": {
+                "inputSampleRate": input_rate,
+                "outputSampleRate": output_rate,
+                "clientBufferSizeMs": buffer_ms,
+            }
+        },
         "recordingEnabled": True,
         **(extra_body or {}),
     }
@@ -173,11 +183,15 @@ async def run_probe(
             try:
                 await asyncio.wait_for(agent_finals.wait(), timeout_s)  # the greeting, heard out
                 start, end = stream.enqueue(turn_pcm)
-                result.speech_end_ns = stream.stream_ns(start + turn.speech_end_sample * input_rate // turn.sample_rate)
+                result.speech_end_ns = stream.stream_ns(
+                    start + turn.speech_end_sample * input_rate // turn.sample_rate
+                )
                 await asyncio.wait_for(reply_audio.wait(), timeout_s)
                 await asyncio.sleep(barge_in_after_ms / 1000)
                 start, _ = stream.enqueue(barge_pcm)
-                result.barge_in_start_ns = stream.stream_ns(start + barge.speech_start_sample * input_rate // barge.sample_rate)
+                result.barge_in_start_ns = stream.stream_ns(
+                    start + barge.speech_start_sample * input_rate // barge.sample_rate
+                )
                 await asyncio.wait_for(cleared.wait(), timeout_s)
                 await asyncio.sleep(1.5)
             finally:

@@ -48,7 +48,9 @@ async def handle_join(request: web.Request) -> web.StreamResponse:
     if record.ended_ns is not None:
         return _refuse(410, f"Call {call_id} has ended ({record.end_reason}); create a new call.")
     if record.connected:
-        return _refuse(409, f"Call {call_id} already has a websocket connection; only one is allowed per call.")
+        return _refuse(
+            409, f"Call {call_id} already has a websocket connection; only one is allowed per call."
+        )
     record.connected = True
     transport = request.transport
     ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, autoping=True, compress=False)
@@ -75,7 +77,9 @@ class Session:
         self.ws = ws
         self.transport = transport
         self.loop = asyncio.get_running_loop()
-        self.agent = Agent(record, _synthesize, wall=state.store.clock.wall, experimental_messages=experimental)
+        self.agent = Agent(
+            record, _synthesize, wall=state.store.clock.wall, experimental_messages=experimental
+        )
         self._write_lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._armed_for: int | None = None
@@ -150,7 +154,10 @@ class Session:
             elif item.kind == "close":
                 code, reason = item.payload
                 self._closed = True
-                await self.ws.close(code=self.state.config.close_code if code == 1000 else code, message=reason.encode())
+                await self.ws.close(
+                    code=self.state.config.close_code if code == 1000 else code,
+                    message=reason.encode(),
+                )
             elif item.kind == "abort":
                 self._closed = True
                 if self.transport is not None:

@@ -15,7 +15,7 @@ class ServerState:
     config: ServerConfig
     store: CallStore = field(default_factory=CallStore)
     faults: Faults = field(default_factory=Faults)
-    """Server-wide faults in force now; starts as config.faults, changed by POST /_uvbench/faults."""
+    """Server-wide faults in force now; starts as config.faults, changed by PUT /_uvbench/faults."""
     rest_429_left: int = 0
     rest_503_left: int = 0
     base_url: str = ""
