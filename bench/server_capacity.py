@@ -32,15 +32,27 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from uvbench.audio.corpus import load_clip_pcm, load_manifest  # noqa: E402
+from uvbench.cli import fast_event_loop_factory  # noqa: E402
 
 RATE = 16000
 CHUNK_MS = 20
+SERVER_CMD = os.environ.get("UVBENCH_BENCH_SERVER", "-m uvbench").split()
 
 
-def start_server(cpu: int) -> tuple[subprocess.Popen, str, str]:
+def start_server(cpu: int, event_loop: str) -> tuple[subprocess.Popen, str, str]:
     env = dict(os.environ, UVBENCH_SERVER_API_KEY="benchkey.abcdefghijklmnopqrstuvwxyz012345")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvbench", "serve", "--port", "0", "--latency-ms", "300"],
+        [
+            sys.executable,
+            *SERVER_CMD,
+            "serve",
+            "--port",
+            "0",
+            "--latency-ms",
+            "300",
+            "--event-loop",
+            event_loop,
+        ],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -89,13 +101,15 @@ async def one_call(
     return call["callId"]
 
 
-async def run_level(base_url: str, key: str, level: int, seconds: float, loop_pcm: np.ndarray) -> list[str]:
+async def run_level(
+    base_url: str, key: str, level: int, seconds: float, ramp_s: float, loop_pcm: np.ndarray
+) -> list[str]:
     limits = httpx.Limits(max_connections=200)
     async with httpx.AsyncClient(
         base_url=base_url, headers={"X-API-Key": key}, timeout=30, limits=limits
     ) as http:
-        # Spread joins over 2 s so the level is reached as a ramp, not a thundering herd.
-        tasks = [one_call(http, loop_pcm, seconds, 2.0 * i / level) for i in range(level)]
+        # Calls arrive evenly over the ramp, as a load test's ramp-up would bring them.
+        tasks = [one_call(http, loop_pcm, seconds, ramp_s * i / level) for i in range(level)]
         ids = await asyncio.gather(*tasks, return_exceptions=True)
     return [i for i in ids if isinstance(i, str)]
 
@@ -118,19 +132,29 @@ def main() -> None:
     parser.add_argument("--levels", default="50,100,150,200,250,300")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--limit-ms", type=float, default=5.0)
+    parser.add_argument(
+        "--event-loop", default="uvloop", choices=("uvloop", "asyncio"), help="the server's loop"
+    )
+    parser.add_argument(
+        "--ramp-s", type=float, default=10.0, help="seconds over which a level's calls arrive"
+    )
     args = parser.parse_args()
     os.sched_setaffinity(0, {1})
     clip = load_manifest()["hello_16k.wav"]
     speech = load_clip_pcm(clip, RATE)
     loop_pcm = np.concatenate((speech, np.zeros(int(2.5 * RATE), dtype=np.int16)))
-    proc, base_url, key = start_server(cpu=0)
+    proc, base_url, key = start_server(cpu=0, event_loop=args.event_loop)
     rows = []
     try:
         for level in [int(x) for x in args.levels.split(",")]:
             cpu0 = cpu_seconds(proc.pid)
+            load0 = cpu_seconds(os.getpid())
             wall0 = time.monotonic()
-            ids = asyncio.run(run_level(base_url, key, level, args.seconds, loop_pcm))
-            cpu = (cpu_seconds(proc.pid) - cpu0) / (time.monotonic() - wall0)
+            with asyncio.Runner(loop_factory=fast_event_loop_factory()) as runner:
+                ids = runner.run(run_level(base_url, key, level, args.seconds, args.ramp_s, loop_pcm))
+            wall = time.monotonic() - wall0
+            cpu = (cpu_seconds(proc.pid) - cpu0) / wall
+            load_cpu = (cpu_seconds(os.getpid()) - load0) / wall
             time.sleep(1.0)
             late, turns = asyncio.run(lateness(base_url, key, ids))
             row = {
@@ -142,6 +166,7 @@ def main() -> None:
                 "p99_ms": round(float(np.percentile(late, 99)), 3) if late.size else None,
                 "max_ms": round(float(late.max()), 3) if late.size else None,
                 "server_cpu_pct": round(100 * cpu, 1),
+                "load_cpu_pct": round(100 * load_cpu, 1),
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
@@ -156,7 +181,7 @@ def main() -> None:
     machine = f"{platform.processor() or platform.machine()}, Python {platform.python_version()}"
     best = max(held) if held else 0
     print(f"\ncapacity: {best} concurrent calls with output pacing p99 <= {args.limit_ms} ms")
-    print(f"(server on one core, load on the other; {machine})")
+    print(f"(server on one core with the {args.event_loop} event loop, load on the other; {machine})")
 
 
 if __name__ == "__main__":

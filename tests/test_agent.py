@@ -46,12 +46,14 @@ def make_agent(
     first_speaker: str = "agent",
     tool_calls: tuple[ToolCall, ...] = (),
     faults: Faults | None = None,
+    chunk_ms: int = 20,
     **request: object,
 ) -> Agent:
     medium = {
         "inputSampleRate": rate,
         "outputSampleRate": out_rate or rate,
         "clientBufferSizeMs": buffer_ms,
+        **(request.pop("medium_extra", None) or {}),
     }
     body = {"medium": {"serverWebSocket": medium}, **request}
     if first_speaker == "user":
@@ -67,6 +69,7 @@ def make_agent(
             replies=replies,
             latency=Latency(kind="fixed", ms=latency_ms),
             tool_calls=tool_calls,
+            chunk_ms=chunk_ms,
         ),
         faults=faults or Faults(),
     )
@@ -162,8 +165,9 @@ def test_greeting_is_paced_to_the_client_buffer():
     greeting = agent.truth.replies[0]
     assert greeting.first_byte_ns == T0 + 200 * MS
     assert audio[0].at == T0 + 200 * MS
-    # 60 ms buffer, 20 ms chunks: three chunks at once, then one every 20 ms of playback.
-    assert [a.at - audio[0].at for a in audio[:6]] == [0, 0, 0, 20 * MS, 40 * MS, 60 * MS]
+    # 60 ms buffer, 20 ms chunks: three chunks at once, then one every 20 ms of playback, each
+    # aimed 1 ms after the buffer has room (so an early timer cannot overfill the client).
+    assert [a.at - audio[0].at for a in audio[:6]] == [0, 0, 0, 21 * MS, 41 * MS, 61 * MS]
     assert sum(len(a.payload) for a in audio) // 2 == greeting.total_samples == 3 * int(0.3 * 16000)
     # Playback ends 900 ms after the first byte; then the final transcript and "listening".
     assert greeting.playback_end_ns == T0 + 1100 * MS
@@ -442,3 +446,104 @@ def test_vad_frames_are_exact_on_every_rate(rate):
     turn = agent.truth.turns[0]
     assert turn.speech_start_sample == start == 0
     assert abs(turn.speech_end_sample - end) <= rate * 0.032
+
+
+def test_media_idle_timeout_ends_the_call_connection_error():
+    agent = make_agent(first_speaker="user", medium_extra={"mediaIdleTimeout": "3s"})
+    assert agent.settings.media_idle_s == 10.0  # values below 10 s count as 10 s
+    d = Driver(agent)
+    d.run_for(1.0)  # audio flows
+    d.next_audio_ns = 10**30  # the client stops sending
+    d.run_for(12.0)
+    assert agent.end_reason == "connection_error"
+    assert d.sent[-1].kind == "close"
+    last_audio = agent.truth.input.last_audio_ns
+    assert d.sent[-1].at == last_audio + 10 * 1_000_000_000
+
+
+def test_user_first_speaker_fallback_and_agent_greeting_text_and_delay():
+    agent = make_agent(first_speaker="user")
+    agent.settings.first_speaker = {"user": {"fallback": {"delay": "2s", "text": "are you there"}}}
+    d = Driver(agent)
+    d.run_for(3.0)
+    assert agent.truth.replies[0].kind == "fallback" and agent.truth.replies[0].text == "are you there"
+    assert agent.truth.replies[0].first_byte_ns == T0 + 2200 * MS
+
+    # Speaking before the fallback delay cancels it.
+    agent = make_agent(first_speaker="user", latency_ms=100)
+    agent.settings.first_speaker = {"user": {"fallback": {"delay": "2s", "text": "are you there"}}}
+    d = Driver(agent)
+    d.say(0.5)
+    d.silence(3.0)
+    d.run_for(3.0)
+    assert [r.kind for r in agent.truth.replies] == ["reply"]
+
+    agent = make_agent(latency_ms=100)
+    agent.settings.first_speaker = {"agent": {"text": "welcome aboard", "delay": "1s"}}
+    d = Driver(agent)
+    d.run_for(2.0)
+    assert agent.truth.replies[0].text == "welcome aboard"
+    assert agent.truth.replies[0].first_byte_ns == T0 + 1100 * MS
+
+
+def test_set_output_medium_applies_from_the_next_utterance():
+    agent = make_agent(latency_ms=100, buffer_ms=30000)
+    d = Driver(agent)
+    d.run_for(0.2)  # the greeting is playing (voice)
+    d.send({"type": "set_output_medium", "medium": "text"})
+    d.send({"type": "user_text_message", "text": "question", "urgency": "soon"})
+    d.run_for(2.0)
+    greeting, reply = agent.truth.replies
+    assert greeting.medium == "voice" and greeting.total_samples > 0
+    assert reply.medium == "text" and reply.total_samples == 0
+    agent_finals = [
+        m.payload for m in d.messages("transcript") if m.payload["role"] == "agent" and m.payload["final"]
+    ]
+    assert [m["medium"] for m in agent_finals] == ["voice", "text"]
+    # "soon" waited for the greeting to end before answering.
+    assert reply.first_byte_ns >= greeting.playback_end_ns
+    d.send({"type": "set_output_medium", "medium": "loud"})
+    assert "set_output_medium" in d.messages("error")[-1].payload["message"]
+
+
+def test_forced_agent_message_immediate_interrupts_and_uninterruptible_resists_barge_in():
+    agent = make_agent(latency_ms=100, buffer_ms=30000, greeting="a b c d e f g h")
+    d = Driver(agent)
+    d.run_for(0.5)
+    d.send(
+        {
+            "type": "forced_agent_message",
+            "content": "x y z w v u",
+            "urgency": "immediate",
+            "uninterruptible": True,
+        }
+    )
+    clears = agent.truth.clears
+    assert len(clears) == 1 and clears[0].cause == "forced_agent_message"
+    forced = agent.truth.replies[-1]
+    assert forced.kind == "forced" and forced.first_byte_ns == d.now
+    d.say(0.6)  # tries to barge in
+    d.silence(3.0)
+    d.run_for(3.0)
+    assert not forced.interrupted and len(agent.truth.clears) == 1
+
+
+def test_output_jitter_fault_spreads_frames_but_sends_everything():
+    faults = Faults(output_jitter_ms=15)
+    agent = make_agent(buffer_ms=60, latency_ms=100, faults=faults)
+    d = Driver(agent)
+    d.run_for(2.0)
+    audio = d.audio()
+    gaps = [b.at - a.at for a, b in zip(audio[3:], audio[4:], strict=False)]
+    assert max(gaps) > 25 * MS and min(gaps) < 15 * MS
+    assert sum(len(a.payload) for a in audio) // 2 == agent.truth.replies[0].total_samples
+
+
+def test_audio_stops_after_the_call_ends():
+    agent = make_agent(first_speaker="user")
+    d = Driver(agent)
+    d.send({"type": "hang_up"})
+    assert agent.ended and agent.next_deadline_ns() is None
+    agent.on_audio(d.now, b"\x00\x00" * 320)
+    agent.on_text(d.now, '{"type": "ping", "timestamp": 1}')
+    assert agent.drain() == []

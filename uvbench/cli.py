@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
         help="YAML file with host, port, plan, agent and faults settings",
     )
     serve.add_argument("--latency-ms", type=float, default=None, help="median agent response latency in ms")
+    serve.add_argument(
+        "--event-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="event loop implementation (auto: uvloop where installed)",
+    )
 
     check = sub.add_parser(
         "selfcheck", help="run one probe call against the embedded server and write a report"
@@ -141,6 +147,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         server = LocalServer(config)
+        server.prepare()
         try:
             await server.start()
         except OSError as exc:
@@ -164,8 +171,21 @@ def _serve(args: argparse.Namespace) -> int:
         print("uvbench local server: stopping", flush=True)
         await server.stop()
 
-    asyncio.run(run())
+    factory = None if args.event_loop == "asyncio" else fast_event_loop_factory()
+    if args.event_loop == "uvloop" and factory is None:
+        raise UsageError("--event-loop uvloop: uvloop is not installed here (pip install uvloop)")
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(run())
     return EXIT_OK
+
+
+def fast_event_loop_factory():
+    """uvloop's event loop where it is installed (not on Windows), else asyncio's default."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 # -- selfcheck -----------------------------------------------------------------------------------

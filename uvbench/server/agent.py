@@ -14,6 +14,7 @@ then at real time. What it did is written to the call's ground truth as it happe
 from __future__ import annotations
 
 import json
+import math
 import random
 import uuid
 import zlib
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
 
 NS = 1_000_000_000
 EARLY_NS = 1_000_000
-"""A deadline counts as reached this close before it: timers may fire a hair early."""
+"""A deadline counts as reached this close before it: some event loops' timers fire up to a
+millisecond early (uvloop's timers have millisecond resolution)."""
 INPUT_CHECK_NS = NS
 INPUT_WARN_MS = 250.0
 """Input audio this far behind or ahead of the wall clock raises a warning call event."""
@@ -219,6 +221,8 @@ class Agent:
         self.vad = TurnDetector(s.input_rate, s.vad)
         self.chunk_samples = max(1, s.output_rate * self.behaviour.chunk_ms // 1000)
         self.buffer_samples = max(self.chunk_samples, s.output_rate * s.buffer_ms // 1000)
+        spare_ns = (self.buffer_samples - self.chunk_samples) * NS // s.output_rate
+        self._headroom_ns = EARLY_NS if spare_ns >= 2 * EARLY_NS else 0
         self.out: list[Outgoing] = []
         self.ended = False
         self.end_reason: str | None = None
@@ -647,7 +651,11 @@ class Agent:
         rate = self.settings.output_rate
         buffered = u.sent - u.play_pos
         excess = buffered + self.chunk_samples - self.buffer_samples
-        due = now if excess <= 0 else now + int(excess / rate * NS)
+        # When the buffer limits the pace, aim EARLY_NS after the moment it has room, so a timer
+        # that fires up to that much early (uvloop's are millisecond timers) still never overfills
+        # the client; unless the buffer holds no more than the chunk, where waiting would starve
+        # the client instead. Rounded up for the same reason.
+        due = now if excess <= 0 else now + math.ceil(excess * NS / rate) + self._headroom_ns
         stalls = self.faults.output_stalls
         while u.stall_done < len(stalls) and u.sent >= stalls[u.stall_done].after_ms * rate / 1000:
             due = max(due, now + int(stalls[u.stall_done].duration_ms * 1e6))

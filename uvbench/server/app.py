@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from typing import Any
 
 from aiohttp import web
 
+from uvbench.audio.tts import synthesize
+from uvbench.protocol.schema import load_openapi
 from uvbench.server import rest, session
 from uvbench.server.config import ServerConfig
 from uvbench.server.state import STATE_KEY, ServerState
@@ -63,6 +66,23 @@ class LocalServer:
             host = f"[{host}]"
         self.state.base_url = f"http://{host}:{port}"
         return self
+
+    def prepare(self, sample_rates: tuple[int, ...] = (8000, 16000, 24000, 48000)) -> None:
+        """Warm what the first calls would otherwise pay for, then freeze the heap.
+
+        Loading the OpenAPI schema and synthesizing the agent's fixed lines take milliseconds each,
+        which would stall every live call's output once. The schema also leaves a few hundred
+        thousand long-lived objects that each full garbage collection would walk again (tens of
+        ms, all calls late at once); gc.freeze() moves everything alive now out of its reach.
+        Meant for a process that runs only the server (`uvbench serve`, benchmarks).
+        """
+        load_openapi()
+        behaviour = self.config.agent
+        for rate in sample_rates:
+            for text in (behaviour.greeting, *behaviour.replies):
+                synthesize(text, rate, wpm=behaviour.voice_wpm)
+        gc.collect()
+        gc.freeze()
 
     async def stop(self) -> None:
         if self._runner is not None:

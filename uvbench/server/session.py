@@ -84,6 +84,10 @@ class Session:
         self._timer: asyncio.TimerHandle | None = None
         self._armed_for: int | None = None
         self._closed = False
+        # Output produced on a timer is written by one long-lived task, woken per batch: cheaper
+        # than a task per chunk, and the lock keeps it ordered with the receive path's writes.
+        self._wake = asyncio.Event()
+        self._writer_task: asyncio.Task[None] | None = None
 
     async def run(self, client_version: str | None) -> None:
         store = self.state.store
@@ -91,18 +95,23 @@ class Session:
         store.mark_joined(self.record, now, client_version)
         self.record.session = self
         self.agent.start(now)
+        self._writer_task = self.loop.create_task(self._write_when_woken())
         await self._flush()
+        agent = self.agent
         try:
             async for msg in self.ws:
                 now = time.monotonic_ns()
                 if msg.type == WSMsgType.BINARY:
-                    self.agent.on_audio(now, msg.data)
+                    agent.on_audio(now, msg.data)
                 elif msg.type == WSMsgType.TEXT:
-                    self.agent.on_text(now, msg.data)
+                    agent.on_text(now, msg.data)
                 elif msg.type == WSMsgType.ERROR:
                     log.info("call %s: websocket error %s", self.record.call_id, self.ws.exception())
                     break
-                await self._flush()
+                if agent.out:
+                    await self._flush()
+                else:
+                    self._arm()
                 if self._closed:
                     break
         except Exception:  # a fault in one call must never reach the server or other calls
@@ -128,10 +137,20 @@ class Session:
         self._timer = None
         self._armed_for = None
         self.agent.tick(time.monotonic_ns())
+        self._kick()
+
+    def _kick(self) -> None:
+        """After the agent ran outside the receive loop: write what it produced, or re-arm."""
         if self.agent.out:
-            self.loop.create_task(self._flush())
+            self._wake.set()
         else:
             self._arm()
+
+    async def _write_when_woken(self) -> None:
+        while not self._closed:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._flush()
 
     # -- writing ---------------------------------------------------------------------------------
     async def _flush(self) -> None:
@@ -170,11 +189,11 @@ class Session:
     # -- REST hooks (LiveSession) ----------------------------------------------------------------
     def deliver_data_message(self, message: dict[str, Any]) -> None:
         self.agent.on_message(time.monotonic_ns(), message)
-        self.loop.create_task(self._flush())
+        self._kick()
 
     def end_call(self, reason: str) -> None:
         self.agent.end(time.monotonic_ns(), reason)
-        self.loop.create_task(self._flush())
+        self._kick()
 
     # -- the end ---------------------------------------------------------------------------------
     async def _finish(self) -> None:
@@ -185,6 +204,8 @@ class Session:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._writer_task is not None:
+            self._writer_task.cancel()
         record = self.record
         self.state.store.mark_ended(record, now, self.agent.end_reason or "hangup")
         record.session = None

@@ -1,0 +1,95 @@
+"""The uvbench command: one-line errors with exit code 2, a server that starts and stops cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from uvbench.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "uvbench", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ("agent: [unclosed\n", r"server\.yaml:\d+:\d+: not valid YAML"),
+        ("agnt: {}\n", r"server\.yaml: unknown key 'agnt' \(known: .*agent.*\)"),
+        ("agent:\n  latency: {kind: gamma}\n", r"server\.yaml\.agent\.latency\.kind: 'gamma' is not one of"),
+        ("faults:\n  output_jitter_ms: lots\n", r"faults\.output_jitter_ms: expected a number, got 'lots'"),
+        ("plan: gold\n", r"unknown plan 'gold' \(known: unlimited, free"),
+    ],
+)
+def test_bad_server_config_is_one_line_and_exit_2(tmp_path, config, expected):
+    path = tmp_path / "server.yaml"
+    path.write_text(config)
+    result = run_cli("serve", "--config", str(path))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("uvbench: error: ")
+    assert re.search(expected, lines[0]), lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_config_file_and_bad_plan_flag(tmp_path, capsys):
+    assert main(["serve", "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "cannot read the server config" in capsys.readouterr().err
+    assert main(["serve", "--plan", "gold"]) == 2
+    assert "--plan: unknown plan 'gold'" in capsys.readouterr().err
+
+
+def test_port_in_use_is_a_clear_error():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_cli("serve", "--port", str(port))
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_prints_its_address_and_key_and_stops_on_sigterm():
+    env = dict(os.environ, UVBENCH_SERVER_API_KEY="cliTest1.abcdefghijklmnopqrstuvwxyz123456")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvbench", "serve", "--port", "0", "--plan", "free"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        url = re.search(r"http://\S+", proc.stdout.readline()).group(0)
+        assert "cliTest1." in proc.stdout.readline()
+        assert "free" in proc.stdout.readline()
+        health = httpx.get(f"{url}/_uvbench/health").json()
+        assert health["status"] == "ok"
+        unauthorized = httpx.get(f"{url}/api/calls")
+        assert unauthorized.status_code == 401
+        listed = httpx.get(f"{url}/api/calls", headers={"X-API-Key": env["UVBENCH_SERVER_API_KEY"]})
+        assert listed.status_code == 200 and listed.json()["results"] == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+
+
+def test_selfcheck_writes_a_report(tmp_path, capsys):
+    assert main(["selfcheck", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("selfcheck passed")
+    (folder,) = tmp_path.iterdir()
+    report = json.loads((folder / "selfcheck.json").read_text())
+    assert report["summary"]["clearAfterBargeInMs"] is not None
+    assert report["call"]["endReason"] == "hangup"
+    assert report["groundTruth"]["clears"]
+    assert (folder / "server_recording.wav").stat().st_size > 1000
