@@ -547,3 +547,74 @@ def test_audio_stops_after_the_call_ends():
     agent.on_audio(d.now, b"\x00\x00" * 320)
     agent.on_text(d.now, '{"type": "ping", "timestamp": 1}')
     assert agent.drain() == []
+
+
+def test_vad_settings_are_honoured():
+    # A longer endpoint delay: 20 frames (0.64 s) of silence end the turn.
+    agent = make_agent(first_speaker="user", vadSettings={"turnEndpointDelay": "0.64s"})
+    d = Driver(agent)
+    _, end = d.say(0.64)  # exactly 20 frames
+    d.silence(2.0)
+    d.run_for(2.0)
+    turn = agent.truth.turns[0]
+    assert turn.speech_end_sample == end == 20 * 512
+    assert turn.end_decided_ns == d.stream_ns((20 + 20) * 512 - 1)
+
+    # Speech shorter than minimumTurnDuration is ignored.
+    agent = make_agent(first_speaker="user", vadSettings={"minimumTurnDuration": "0.5s"})
+    d = Driver(agent)
+    d.say(0.3)
+    d.silence(1.5)
+    d.run_for(1.5)
+    assert not agent.truth.turns and not agent.truth.replies
+    assert any(e["type"] == "speech_ignored" for e in agent.record.events)
+
+    # A high frameActivationThreshold ignores quiet speech that the default hears.
+    for threshold, heard in ((0.1, True), (0.9, False)):
+        agent = make_agent(first_speaker="user", vadSettings={"frameActivationThreshold": threshold})
+        d = Driver(agent)
+        d.say(0.5, amplitude=300)  # about -43 dBFS RMS
+        d.silence(1.0)
+        d.run_for(1.5)
+        assert bool(agent.truth.turns) is heard
+
+    # A longer minimumInterruptionDuration needs more speech to cut the agent off.
+    agent = make_agent(
+        buffer_ms=30000,
+        latency_ms=100,
+        greeting="a b c d e f g h i j",
+        vadSettings={"minimumInterruptionDuration": "0.3s"},
+    )
+    d = Driver(agent)
+    d.silence(1.0)
+    start, _ = d.say(0.6)
+    d.silence(1.0)
+    d.run_for(2.0)
+    first_frame = start // 512
+    assert agent.truth.clears[0].sent_ns == d.stream_ns((first_frame + 10) * 512 - 1)  # 10 frames = 320 ms
+
+
+def test_input_audio_ahead_of_real_time_is_an_overflow_warning():
+    agent = make_agent(first_speaker="user")
+    d = Driver(agent)
+    agent.on_audio(d.now + 1 * MS, b"\x00\x00" * 320)
+    agent.on_audio(d.now + 2 * MS, b"\x00\x00" * 16000)  # a second of audio at once
+    overflow = [e for e in agent.record.events if e["type"] == "audio_overflow"]
+    assert len(overflow) == 1 and overflow[0]["severity"] == "warning"
+    assert agent.truth.input.max_surplus_ms > 900
+
+
+def test_latency_draws_are_seeded_and_follow_the_distribution():
+    import random
+
+    from uvbench.server.config import Latency
+
+    lognormal = Latency(kind="lognormal", ms=400, sigma=0.3)
+    a = [lognormal.draw(random.Random(7)) for _ in range(3)]
+    assert a == [lognormal.draw(random.Random(7)) for _ in range(3)]
+    rng = random.Random(1)
+    draws = sorted(lognormal.draw(rng) for _ in range(4000))
+    assert draws[2000] == pytest.approx(400, rel=0.05)  # the median is `ms`
+    uniform = Latency(kind="uniform", min_ms=100, max_ms=200)
+    assert all(100 <= uniform.draw(rng) <= 200 for _ in range(200))
+    assert Latency(kind="normal", ms=50, sd_ms=500, min_ms=20).draw(rng) >= 20

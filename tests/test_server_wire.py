@@ -383,3 +383,16 @@ async def test_client_tool_over_the_wire(http):
         )
     final = [m for m in client.messages("transcript") if m["role"] == "agent" and m["final"]][0]
     assert final["text"] == "The tool answered: sunny"
+
+
+def test_server_thread_serves_synchronous_callers():
+    from uvbench.server import ServerThread
+
+    with ServerThread(ServerConfig()) as server:
+        response = httpx.post(
+            f"{server.base_url}/api/calls",
+            json=ws_body(),
+            headers={"X-API-Key": server.api_key},
+        )
+        assert response.status_code == 201
+        assert response.json()["joinUrl"].startswith(server.base_url.replace("http", "ws"))
