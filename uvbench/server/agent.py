@@ -471,22 +471,10 @@ class Agent:
         self.truth.turns.append(turn)
         speech_s = (event.end_sample - event.start_sample) / rate
         text = f"[{speech_s:.2f} s of speech]"
-        ordinal = self._next_ordinal()
-        self._send(
+        self._user_said(
             now,
-            {
-                "type": "transcript",
-                "role": "user",
-                "medium": "voice",
-                "text": text,
-                "final": True,
-                "ordinal": ordinal,
-            },
-        )
-        self._add_message(
-            "MESSAGE_ROLE_USER",
             text,
-            "MESSAGE_MEDIUM_VOICE",
+            "voice",
             stream=(event.start_sample / rate, event.end_sample / rate),
             wall=(self._segment_started_ns or now, now),
         )
@@ -570,28 +558,8 @@ class Agent:
             self._set_state(now, "speaking")
             reply.first_byte_ns = reply.last_byte_ns = reply.playback_end_ns = now
             if reply.text:
-                self._send(
-                    now,
-                    {
-                        "type": "transcript",
-                        "role": "agent",
-                        "medium": "text",
-                        "delta": reply.text,
-                        "final": False,
-                        "ordinal": ordinal,
-                    },
-                )
-            self._send(
-                now,
-                {
-                    "type": "transcript",
-                    "role": "agent",
-                    "medium": "text",
-                    "text": reply.text,
-                    "final": True,
-                    "ordinal": ordinal,
-                },
-            )
+                self._transcript(now, "agent", "text", ordinal, delta=reply.text, final=False)
+            self._transcript(now, "agent", "text", ordinal, text=reply.text, final=True)
             self._add_message(
                 "MESSAGE_ROLE_AGENT",
                 reply.text,
@@ -697,17 +665,7 @@ class Agent:
             word = u.words[u.words_emitted]
             delta = word if u.words_emitted == 0 else " " + word
             u.words_emitted += 1
-            self._send(
-                now,
-                {
-                    "type": "transcript",
-                    "role": "agent",
-                    "medium": "voice",
-                    "delta": delta,
-                    "final": False,
-                    "ordinal": u.ordinal,
-                },
-            )
+            self._transcript(now, "agent", "voice", u.ordinal, delta=delta, final=False)
 
     def _finish_utterance(self, now: int, *, interrupted: bool) -> None:
         u = self.utterance
@@ -727,17 +685,7 @@ class Agent:
             self.voice_segments.append(VoiceSegment(reply.first_byte_ns or now, u.pcm[: played * 2]))
         if interrupted:
             self._set_state(now, "listening")
-        self._send(
-            now,
-            {
-                "type": "transcript",
-                "role": "agent",
-                "medium": "voice",
-                "text": text,
-                "final": True,
-                "ordinal": u.ordinal,
-            },
-        )
+        self._transcript(now, "agent", "voice", u.ordinal, text=text, final=True)
         self._add_message(
             "MESSAGE_ROLE_AGENT",
             text,
@@ -884,25 +832,7 @@ class Agent:
             if message.get("deferResponse"):
                 urgency = "later" if urgency != "immediate" else urgency
         if text:
-            ordinal = self._next_ordinal()
-            self._send(
-                now,
-                {
-                    "type": "transcript",
-                    "role": "user",
-                    "medium": "text",
-                    "text": text,
-                    "final": True,
-                    "ordinal": ordinal,
-                },
-            )
-            self._add_message(
-                "MESSAGE_ROLE_USER",
-                text,
-                "MESSAGE_MEDIUM_TEXT",
-                stream=(self._stream_s(), self._stream_s()),
-                wall=(now, now),
-            )
+            self._user_said(now, text, "text", stream=(self._stream_s(), self._stream_s()), wall=(now, now))
         if urgency == "immediate":
             if self.utterance is not None and self._agent_audible(now):
                 self._interrupt(now, "user_text_message")
@@ -1017,6 +947,36 @@ class Agent:
         if flag is not None and not self.settings.data_messages.get(flag[0], flag[1]):
             return
         self.out.append(Outgoing("json", message))
+
+    def _user_said(
+        self, now: int, text: str, medium: str, *, stream: tuple[float, float], wall: tuple[int, int]
+    ) -> None:
+        """A user utterance: its final transcript to the client and its message in the call."""
+        self._transcript(now, "user", medium, self._next_ordinal(), text=text, final=True)
+        self._add_message(
+            "MESSAGE_ROLE_USER", text, f"MESSAGE_MEDIUM_{medium.upper()}", stream=stream, wall=wall
+        )
+
+    def _transcript(
+        self,
+        now: int,
+        role: str,
+        medium: str,
+        ordinal: int,
+        *,
+        text: str | None = None,
+        delta: str | None = None,
+        final: bool,
+    ) -> None:
+        """A transcript message: exactly one of `text` (the whole so far) and `delta` (what's new)."""
+        message: dict[str, Any] = {"type": "transcript", "role": role, "medium": medium}
+        if delta is not None:
+            message["delta"] = delta
+        else:
+            message["text"] = text
+        message["final"] = final
+        message["ordinal"] = ordinal
+        self._send(now, message)
 
     def _set_state(self, now: int, state: str) -> None:
         if state != self.state:
