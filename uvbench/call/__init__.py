@@ -1,0 +1,1 @@
+"""One call: REST client, websocket session, the script's interpreter, and the call's timeline."""

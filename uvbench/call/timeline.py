@@ -1,0 +1,132 @@
+"""One call's timeline: everything that happened, stamped on the host's monotonic clock (ns).
+
+Append-only while the call runs; metrics are a pure function of it afterwards, so a saved
+timeline can be re-analysed (`uvbench report DIR`) and a metric bug fixed once for old runs too.
+
+Two kinds of record:
+- `events`: a list of `Event(t_ns, kind, data)` for everything discrete (REST, socket, data
+  messages in and out, script steps, anchors). Kinds are listed in `EVENT_KINDS` with their data.
+- `audio_out` / `audio_in`: one row per audio frame in each direction, kept as flat integer arrays
+  because they are the hot path (50 frames a second each way, for every call).
+
+Times are `time.monotonic_ns()` values: on Linux all processes of a host share CLOCK_MONOTONIC,
+so a local server's ground truth and this timeline compare directly. `wall_epoch` places the
+timeline in real time (`wall_epoch_ns` is the wall clock at `mono_epoch_ns`).
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass, field
+from typing import Any
+
+EVENT_KINDS: dict[str, str] = {
+    "call.config": (
+        "{scenario, input_sample_rate, output_sample_rate, client_buffer_ms, chunk_ms, honor_clear,"
+        " prebuffer_ms}: what the metrics need to know about the call, written first"
+    ),
+    # REST and connection
+    "call.create_sent": "{attempt}",
+    "call.create_answered": "{attempt, status, retry_after_s?}",
+    "call.created": "{call_id, join_url}",
+    "ws.connect_started": "{}",
+    "ws.open": "{}",
+    "ws.closed": "{code, reason, by: 'client'|'server'}",
+    "call.fetched": "{end_reason, ended}: the Call object after the call",
+    # Outgoing audio stream
+    "pacer.started": "{t0_ns, sample_rate, chunk_samples}: stream sample s is captured at t0 + s/rate",
+    "pacer.stopped": "{samples_sent, samples_due, drift_ms}",
+    # Data messages
+    "msg.in": "{message}: a parsed server data message (unknown types kept as they came)",
+    "msg.in_invalid": "{text, error}: a text frame that is not a data message",
+    "msg.out": "{message}: a client data message sent",
+    # The script
+    "step.started": "{index, kind}",
+    "step.finished": "{index, kind, ok, detail?}",
+    "utterance.queued": (
+        "{step, kind: 'say'|'barge_in', file, start_sample, speech_start_sample, speech_end_sample,"
+        " end_sample}: stream positions of a scripted utterance (speech bounds from the corpus)"
+    ),
+    "expect.checked": "{step, ok, what, detail}",
+    "error": "{where, message}",
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    t_ns: int
+    kind: str
+    data: dict[str, Any]
+
+    def to_json(self) -> list[Any]:
+        return [self.t_ns, self.kind, self.data]
+
+
+AUDIO_OUT_FIELDS = ("due_ns", "sent_ns", "start_sample", "end_sample")
+"""One row per chunk sent: when it was due (its last sample captured), when it left, its range."""
+AUDIO_IN_FIELDS = ("arrival_ns", "samples", "first_audible", "last_audible")
+"""One row per agent audio frame received: arrival, length in samples, and the index inside the
+frame of its first and last non-silent sample (-1 when the frame is all silence)."""
+
+
+@dataclass
+class Timeline:
+    mono_epoch_ns: int
+    wall_epoch_ns: int
+    events: list[Event] = field(default_factory=list)
+    audio_out: array = field(default_factory=lambda: array("q"))
+    audio_in: array = field(default_factory=lambda: array("q"))
+
+    def add(self, t_ns: int, kind: str, **data: Any) -> Event:
+        event = Event(t_ns, kind, data)
+        self.events.append(event)
+        return event
+
+    def chunk_sent(self, due_ns: int, sent_ns: int, start_sample: int, end_sample: int) -> None:
+        self.audio_out.extend((due_ns, sent_ns, start_sample, end_sample))
+
+    def frame_received(self, arrival_ns: int, samples: int, first_audible: int, last_audible: int) -> None:
+        self.audio_in.extend((arrival_ns, samples, first_audible, last_audible))
+
+    # -- reading -------------------------------------------------------------------------------
+    def of_kind(self, kind: str) -> list[Event]:
+        return [e for e in self.events if e.kind == kind]
+
+    def first(self, kind: str) -> Event | None:
+        return next((e for e in self.events if e.kind == kind), None)
+
+    def messages_in(self, type_: str | None = None) -> list[Event]:
+        return [
+            e
+            for e in self.events
+            if e.kind == "msg.in" and (type_ is None or e.data["message"].get("type") == type_)
+        ]
+
+    def audio_out_rows(self) -> list[tuple[int, int, int, int]]:
+        a = self.audio_out
+        return [tuple(a[i : i + 4]) for i in range(0, len(a), 4)]  # type: ignore[misc]
+
+    def audio_in_rows(self) -> list[tuple[int, int, int, int]]:
+        a = self.audio_in
+        return [tuple(a[i : i + 4]) for i in range(0, len(a), 4)]  # type: ignore[misc]
+
+    # -- saving --------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "clock": "CLOCK_MONOTONIC, nanoseconds",
+            "mono_epoch_ns": self.mono_epoch_ns,
+            "wall_epoch_ns": self.wall_epoch_ns,
+            "events": [e.to_json() for e in self.events],
+            "audio_out_fields": list(AUDIO_OUT_FIELDS),
+            "audio_out": list(self.audio_out),
+            "audio_in_fields": list(AUDIO_IN_FIELDS),
+            "audio_in": list(self.audio_in),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Timeline:
+        timeline = cls(data["mono_epoch_ns"], data["wall_epoch_ns"])
+        timeline.events = [Event(t, kind, payload) for t, kind, payload in data["events"]]
+        timeline.audio_out = array("q", data["audio_out"])
+        timeline.audio_in = array("q", data["audio_in"])
+        return timeline
