@@ -17,7 +17,7 @@ MS = 1_000_000
 T0 = 1_000_000 * MS  # an arbitrary monotonic origin
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity, like the real (cached) Speech
 class FakeSpeech:
     pcm: np.ndarray
     sample_rate: int

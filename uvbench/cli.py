@@ -64,6 +64,35 @@ def _parser() -> argparse.ArgumentParser:
         help="event loop implementation (auto: uvloop where installed)",
     )
 
+    run = sub.add_parser(
+        "run", help="run scenario files: each scenario (and matrix variant) as a measured call"
+    )
+    run.add_argument("path", type=Path, help="a scenario file or a folder of them")
+    run.add_argument(
+        "--out", type=Path, default=Path("reports"), help="folder for the run folder (default reports/)"
+    )
+    run.add_argument("-q", "--quiet", action="store_true", help="print only the run folder and the verdict")
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of scenario files")
+    schema.add_argument("-o", "--output", type=Path, default=None, help="write it to this file instead")
+
+    corpus = sub.add_parser("corpus", help="make and annotate audio clips for scenarios")
+    corpus_sub = corpus.add_subparsers(dest="corpus_command", required=True)
+    synth = corpus_sub.add_parser(
+        "synth", help="synthesize a clip and record its speech bounds in manifest.json"
+    )
+    synth.add_argument("text", help="what the clip says")
+    synth.add_argument("-o", "--output", type=Path, required=True, help="the clip to write (.wav or .flac)")
+    synth.add_argument("--rate", type=int, default=16000, help="sample rate in Hz (default 16000)")
+    synth.add_argument("--wpm", type=int, default=175, help="speaking rate, words per minute")
+    synth.add_argument("--voice", default="en-us", help="eSpeak NG voice (default en-us)")
+    annotate = corpus_sub.add_parser(
+        "annotate", help="find the speech bounds of recordings, into manifest.json"
+    )
+    annotate.add_argument("paths", nargs="+", type=Path, help="audio files to annotate")
+    annotate.add_argument("--manifest-dir", type=Path, default=None, help="where the manifest goes")
+    annotate.add_argument("--threshold-db", type=float, default=-45.0, help="speech level threshold, dBFS")
+
     check = sub.add_parser(
         "selfcheck", help="run one probe call against the embedded server and write a report"
     )
@@ -87,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "selfcheck":
             return _selfcheck(args)
+        if args.command == "run":
+            return _run(args)
+        if args.command == "schema":
+            return _schema(args)
+        if args.command == "corpus":
+            return _corpus(args)
     except UsageError as exc:
         print(f"uvbench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -186,6 +221,72 @@ def fast_event_loop_factory():
     except ImportError:
         return None
     return uvloop.new_event_loop
+
+
+# -- run ------------------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    from uvbench.report.terminal import call_summary
+    from uvbench.runner.run import TargetError, run_scenarios
+    from uvbench.scenario import ScenarioError, load_scenarios
+
+    try:
+        scenarios = load_scenarios(args.path)
+    except ScenarioError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not scenarios:
+        raise UsageError(f"{args.path}: no scenario files (*.yaml) found there")
+
+    def on_call(record: dict, folder: Path) -> None:
+        if not args.quiet:
+            print(call_summary(record, str(folder)), flush=True)
+
+    name = scenarios[0].base_name if len({s.base_name for s in scenarios}) == 1 else args.path.stem
+    try:
+        summary = run_scenarios(scenarios, args.out, name, on_call=on_call)
+    except TargetError as exc:
+        raise UsageError(str(exc)) from None
+    passed = sum(1 for r in summary.records if r["passed"])
+    verdict = {0: "passed", 1: "FAILED", 3: "could not be carried out"}[summary.exit_code]
+    print(f"run {verdict}: {passed}/{len(summary.records)} calls completed; results in {summary.folder}/")
+    return summary.exit_code
+
+
+# -- schema and corpus ---------------------------------------------------------------------------
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from uvbench.scenario import json_schema
+
+    text = json.dumps(json_schema(), indent=2)
+    if args.output is None:
+        print(text)
+    else:
+        try:
+            args.output.write_text(text + "\n")
+        except OSError as exc:
+            raise UsageError(f"{args.output}: cannot write the schema ({exc.strerror})") from None
+    return EXIT_OK
+
+
+def _corpus(args: argparse.Namespace) -> int:
+    from uvbench.audio.corpus_commands import CorpusError, annotate, synth
+    from uvbench.audio.source import AudioFileError
+
+    try:
+        if args.corpus_command == "synth":
+            clip = synth(args.text, args.output, sample_rate=args.rate, wpm=args.wpm, voice=args.voice)
+            bounds = f"speech {clip.speech_start_s:.3f}-{clip.speech_end_s:.3f} s"
+            print(f"{args.output}: {clip.duration_s:.2f} s, {bounds}")
+        else:
+            for clip in annotate(args.paths, manifest_dir=args.manifest_dir, threshold_db=args.threshold_db):
+                print(f"{clip.file}: speech {clip.speech_start_s:.3f}-{clip.speech_end_s:.3f} s")
+    except (CorpusError, AudioFileError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    return EXIT_OK
 
 
 # -- selfcheck -----------------------------------------------------------------------------------

@@ -48,7 +48,8 @@ EVENT_KINDS: dict[str, str] = {
         " end_sample}: stream positions of a scripted utterance (speech bounds from the corpus)"
     ),
     "expect.checked": "{step, ok, what, detail}",
-    "error": "{where, message}",
+    "error": "{where, message, reason}: the call failed here (its outcome says failed:<reason>)",
+    "warning": "{where, message}: something went wrong that does not fail the call",
 }
 
 
@@ -77,7 +78,7 @@ class Timeline:
     audio_out: array = field(default_factory=lambda: array("q"))
     audio_in: array = field(default_factory=lambda: array("q"))
 
-    def add(self, t_ns: int, kind: str, **data: Any) -> Event:
+    def add(self, t_ns: int, kind: str, /, **data: Any) -> Event:
         event = Event(t_ns, kind, data)
         self.events.append(event)
         return event

@@ -13,6 +13,7 @@ then at real time. What it did is written to the call's ground truth as it happe
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from uvbench.protocol.audio import AUDIBLE_THRESHOLD
 from uvbench.protocol.durations import DurationError, format_duration, parse_duration
 from uvbench.server.config import ToolCall
 from uvbench.server.store import CallRecord
@@ -587,6 +589,7 @@ class Agent:
             start_stream_s=self._stream_s(),
         )
         reply.total_samples = u.total
+        reply.first_audible_sample = _first_audible(speech)
         self.utterance = u
         self._pump_utterance(now)
 
@@ -1072,6 +1075,13 @@ class Agent:
         if error is not None:
             message["errorDetails"] = error
         self.record.messages.append(message)
+
+
+@functools.lru_cache(maxsize=1024)
+def _first_audible(speech: Speech) -> int | None:
+    """Where the speech's sound starts; cached per (shared, cached) Speech object."""
+    loud = np.flatnonzero(np.abs(speech.pcm.astype(np.int32)) > AUDIBLE_THRESHOLD)
+    return int(loud[0]) if loud.size else None
 
 
 def _seconds(value: Any, default: float) -> float:

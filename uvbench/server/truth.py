@@ -41,6 +41,8 @@ class ReplyTruth:
     latency_ms: float | None = None
     """The response latency drawn for it (with any fault added)."""
     total_samples: int = 0
+    first_audible_sample: int | None = None
+    """The first non-silent sample of the reply's audio (protocol.audio.AUDIBLE_THRESHOLD)."""
     first_byte_ns: int | None = None
     last_byte_ns: int | None = None
     sent_samples: int = 0

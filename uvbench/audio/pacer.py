@@ -1,0 +1,114 @@
+"""The outgoing audio stream: what each chunk holds, and when it is due (sans-I/O).
+
+A microphone produces sample `s` at `t0 + s / rate`; a chunk holding samples [a, b) cannot leave
+before its last sample exists, so it is due at `t0 + b / rate` (METRICS.md, "Stream time"). The
+sender sleeps until each chunk's absolute deadline, never "sleep one chunk": a late wake-up is
+then paid back on the next chunk instead of accumulating into drift. Lateness and drift are
+measured, so a call whose generator fell behind can be marked invalid rather than blamed on the
+agent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+NS = 1_000_000_000
+
+
+@dataclass
+class Schedule:
+    """Chunk `k` carries samples [k*n, (k+1)*n) and is due at t0 + (k+1)*n/rate, in integer ns."""
+
+    sample_rate: int
+    chunk_samples: int
+    t0_ns: int
+
+    def due_ns(self, k: int) -> int:
+        # Rounded up: a chunk never counts as due before its last sample exists.
+        return self.t0_ns + -(-(k + 1) * self.chunk_samples * NS // self.sample_rate)
+
+    def stream_ns(self, sample: float) -> int:
+        """When sample `sample` of the stream is captured (its start)."""
+        return self.t0_ns + round(sample * NS / self.sample_rate)
+
+    def samples_due(self, t_ns: int) -> int:
+        """How many samples a real-time source has produced by `t_ns`."""
+        return max(0, (t_ns - self.t0_ns) * self.sample_rate // NS)
+
+
+@dataclass
+class Utterance:
+    start_sample: int
+    pcm: np.ndarray
+
+    @property
+    def end_sample(self) -> int:
+        return self.start_sample + self.pcm.size
+
+
+@dataclass
+class Composer:
+    """The user's side of the stream: silence, except where an utterance has been queued.
+
+    Utterances are placed at stream positions not yet sent, one after the other, never
+    overlapping; `chunk(k)` builds the bytes of chunk k just before it leaves.
+    """
+
+    chunk_samples: int
+    queued: list[Utterance] = field(default_factory=list)
+    next_chunk: int = 0
+
+    @property
+    def samples_sent(self) -> int:
+        return self.next_chunk * self.chunk_samples
+
+    @property
+    def busy_until(self) -> int:
+        """The stream sample where the last queued utterance ends (or the send position)."""
+        return max([self.samples_sent] + [u.end_sample for u in self.queued])
+
+    def enqueue(self, pcm: np.ndarray) -> Utterance:
+        """Queue speech at the first free position (after anything queued); returns its placement."""
+        utterance = Utterance(self.busy_until, np.asarray(pcm, dtype=np.int16))
+        self.queued.append(utterance)
+        return utterance
+
+    def speaking(self) -> bool:
+        """Whether any queued utterance is still (or yet) to be sent."""
+        return any(u.end_sample > self.samples_sent for u in self.queued)
+
+    def chunk(self, k: int) -> bytes:
+        """The bytes of chunk k; chunks must be taken in order."""
+        if k != self.next_chunk:
+            raise ValueError(f"chunk {k} requested, {self.next_chunk} expected: chunks leave in order")
+        a = k * self.chunk_samples
+        b = a + self.chunk_samples
+        out = np.zeros(self.chunk_samples, dtype=np.int16)
+        for u in self.queued:
+            lo, hi = max(a, u.start_sample), min(b, u.end_sample)
+            if lo < hi:
+                out[lo - a : hi - a] = u.pcm[lo - u.start_sample : hi - u.start_sample]
+        # Utterances wholly sent are forgotten; the call keeps its own copy for the recording.
+        self.queued = [u for u in self.queued if u.end_sample > b]
+        self.next_chunk = k + 1
+        return out.tobytes()
+
+
+@dataclass
+class PacerStats:
+    """How well the generator kept real time (METRICS.md, "Generator health")."""
+
+    lateness_ms: list[float]
+    drift_ms: float
+
+    def percentile(self, p: float) -> float | None:
+        if not self.lateness_ms:
+            return None
+        return float(np.percentile(self.lateness_ms, p))
+
+
+def drift_ms(schedule: Schedule, samples_sent: int, t_ns: int) -> float:
+    """Audio sent minus audio due at `t_ns`, in ms: within one chunk when the pacer kept up."""
+    return (samples_sent - schedule.samples_due(t_ns)) * 1000 / schedule.sample_rate

@@ -1,0 +1,127 @@
+"""What a running call knows right now, for the script's `wait_for` steps.
+
+The metrics come afterwards from the whole timeline (uvbench.metrics); this is the small online
+view the script needs while the call runs: what the agent said, its state, and when the listener
+hears agent audio (an online version of the playback model: real-time playback of what arrived,
+cut by an honoured clear).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+NS = 1_000_000_000
+
+
+MERGE_GAP_NS = NS
+"""Agent audio heard with gaps shorter than this (pauses between words and sentences) counts as
+one stretch of speech: "800 ms into the agent's audible speech" counts from the stretch's start."""
+
+
+@dataclass
+class LivePlayback:
+    sample_rate: int
+    honor_clear: bool = True
+    play_end_ns: int = 0
+    """When everything received so far will have been played."""
+    stretches: list[list[int]] = field(default_factory=list)
+    """[start, end) of each stretch of audible agent speech, as the listener hears (or will hear) it."""
+
+    def on_audio(self, t_ns: int, samples: int, first_audible: int, last_audible: int) -> None:
+        # Prebuffering is left to the offline model: a live wait needs no more precision.
+        start = max(t_ns, self.play_end_ns)
+        if first_audible >= 0:
+            a = start + first_audible * NS // self.sample_rate
+            b = start + (last_audible + 1) * NS // self.sample_rate
+            if self.stretches and a - self.stretches[-1][1] < MERGE_GAP_NS:
+                self.stretches[-1][1] = max(self.stretches[-1][1], b)
+            else:
+                self.stretches.append([a, b])
+        self.play_end_ns = start + samples * NS // self.sample_rate
+
+    def on_clear(self, t_ns: int) -> None:
+        if not self.honor_clear:
+            return
+        self.play_end_ns = min(self.play_end_ns, t_ns)
+        self.stretches = [s for s in self.stretches if s[0] < t_ns]
+        if self.stretches:
+            self.stretches[-1][1] = min(self.stretches[-1][1], t_ns)
+
+    @property
+    def first_audible_ns(self) -> int | None:
+        return self.stretches[0][0] if self.stretches else None
+
+    @property
+    def last_audible_heard_ns(self) -> int:
+        """When the last non-silent sample received so far will have been heard."""
+        return self.stretches[-1][1] if self.stretches else 0
+
+    def audible_since(self, t_ns: int) -> int | None:
+        """When the stretch of agent speech heard at `t_ns` started; None if none is heard then."""
+        for start, end in reversed(self.stretches):
+            if start <= t_ns < end:
+                return start
+            if end <= t_ns:
+                return None
+        return None
+
+    def audible_at(self, t_ns: int) -> bool:
+        return self.audible_since(t_ns) is not None
+
+    def next_audible_start(self, t_ns: int) -> int | None:
+        """The first stretch that starts being heard after `t_ns` (audio already buffered)."""
+        later = [start for start, _ in self.stretches if start > t_ns]
+        return min(later) if later else None
+
+
+@dataclass
+class LiveState:
+    playback: LivePlayback
+    state: str | None = None
+    transcripts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """By ordinal: {"role", "medium", "text", "final"}."""
+    agent_finals: int = 0
+    states_seen: list[str] = field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    closed: bool = False
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def notify(self) -> None:
+        self.changed.set()
+
+    async def wait_change(self, deadline_ns: int) -> bool:
+        """Wait until something changes or `deadline_ns` passes; False at the deadline.
+
+        The caller clears `changed` before it last looked at the state, so nothing is missed."""
+        remaining = (deadline_ns - time.monotonic_ns()) / NS
+        if remaining <= 0:
+            return False
+        try:
+            await asyncio.wait_for(self.changed.wait(), remaining)
+        except TimeoutError:
+            return False
+        return True
+
+    def add_transcript(
+        self, role: str, medium: str, text: str | None, delta: str | None, final: bool, ordinal: int | None
+    ) -> None:
+        key = ordinal if ordinal is not None else -(len(self.transcripts) + 1)
+        entry = self.transcripts.setdefault(key, {"role": role, "medium": medium, "text": "", "final": False})
+        if text is not None:
+            entry["text"] = text
+        elif delta:
+            entry["text"] += delta
+        if final and not entry["final"]:
+            entry["final"] = True
+            if role == "agent":
+                self.agent_finals += 1
+
+    def text_of(self, role: str | None) -> list[str]:
+        return [t["text"] for _, t in sorted(self.transcripts.items()) if role in (None, t["role"])]
+
+    def matches(self, pattern: re.Pattern[str], role: str | None) -> bool:
+        return any(pattern.search(text) for text in self.text_of(role))

@@ -1,0 +1,779 @@
+"""One call's figures, as a pure function of its timeline (METRICS.md is the contract).
+
+`compute(timeline)` replays the call's agent audio through the simulated listener
+(`uvbench.listener`), places every scripted utterance on the outgoing stream's clock, and measures
+each turn, each barge-in and the call as a whole. It reads nothing but the timeline, so a saved run
+can be re-analysed and a metric fixed once for old runs too.
+
+Conventions (each figure's own anchor, end point and unit are in `GLOSSARY`):
+- Times are integer ns on the call's monotonic clock; figures are ms (float), counts (int) or
+  percentages. Stream time of input sample `s` is `t0 + s * 1e9 / input_sample_rate`, rounded to
+  the nearest ns (half up), with `t0` from `pacer.started`.
+- A turn's *reply window* runs from its `t_se` to the next scripted utterance's `t_ss` (say or
+  barge-in), or without end for the last one. The reply is the agent audio whose frames arrive in
+  that window; a turn whose window holds no frame heard with a non-silent sample is *missed*:
+  `missed: true`, all its latency figures None, the call `failed:missed_turn`.
+- Agent utterances are told apart by the messages that end them: an agent `transcript` with
+  `final: true`, a `state` other than "speaking" after "speaking", or a `playback_clear_buffer`.
+  Each audio frame belongs to the utterance in progress when it arrived.
+- A figure that cannot be measured is None, never 0 and never dropped.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from uvbench.call.timeline import Event, Timeline
+from uvbench.listener import Listener, ListenerConfig, Playback
+
+NS = 1_000_000_000
+MS = 1_000_000
+
+Value = float | int | str | None
+
+GLOSSARY: dict[str, dict[str, str]] = {
+    # -- per turn (a scripted "say" utterance and the agent's reply) ---------------------------
+    "turn.ttfb_ms": {
+        "from": "t_se: stream time of the end of the utterance's last speech sample",
+        "to": "arrival of the first agent audio frame (silent or not) in the reply window",
+        "unit": "ms",
+    },
+    "turn.ttfa_ms": {
+        "from": "t_se",
+        "to": "the simulated listener hears the first non-silent sample of the reply (prebuffer included)",
+        "unit": "ms",
+    },
+    "turn.thinking_ms": {
+        "from": "t_se",
+        "to": "the first `state: thinking` message in the reply window (the server's endpointing)",
+        "unit": "ms",
+    },
+    "turn.agent_transcript_ms": {
+        "from": "t_se",
+        "to": "the first agent `transcript` message in the reply window",
+        "unit": "ms",
+    },
+    "turn.user_transcript_ms": {
+        "from": "t_se",
+        "to": "the first final user (voice) `transcript` message in the reply window",
+        "unit": "ms",
+    },
+    "turn.agent_audio_ms": {
+        "from": "the first non-silent sample of the reply heard",
+        "to": "the next scripted utterance's t_ss (or no end): time non-silent agent audio is heard",
+        "unit": "ms",
+    },
+    "turn.underflow_count": {
+        "from": "arrival of the reply's first frame",
+        "to": "the next scripted utterance's t_ss (or no end): underflows that started in between",
+        "unit": "count",
+    },
+    "turn.underflow_ms": {
+        "from": "each of those underflows' start (the buffer ran dry)",
+        "to": "its end (the next frame arrived), summed",
+        "unit": "ms",
+    },
+    "turn.talk_over_ms": {
+        "from": "t_ss: stream time of the utterance's first speech sample",
+        "to": "t_se: time non-silent agent audio is heard while the user speaks",
+        "unit": "ms",
+    },
+    # -- per barge-in (a scripted "barge_in" utterance) ----------------------------------------
+    "interrupt.clear_ms": {
+        "from": "t_bi: stream time of the interrupting utterance's first speech sample",
+        "to": "the first `playback_clear_buffer` received in its window",
+        "unit": "ms",
+    },
+    "interrupt.last_audio_ms": {
+        "from": "t_bi",
+        "to": "arrival of the last audio frame of the interrupted agent utterance (negative when the "
+        "server had sent all of it before t_bi)",
+        "unit": "ms",
+    },
+    "interrupt.silence_ms": {
+        "from": "t_bi",
+        "to": "the listener stops hearing the interrupted utterance: the end of its last non-silent "
+        "audio heard (cut by an honoured clear), or t_bi if none is heard after it",
+        "unit": "ms",
+    },
+    "interrupt.talk_over_ms": {
+        "from": "t_bi",
+        "to": "t_be (end of the interrupting speech): time non-silent agent audio is heard meanwhile",
+        "unit": "ms",
+    },
+    "interrupt.response_ms": {
+        "from": "t_be: stream time of the end of the interrupting utterance's last speech sample",
+        "to": "the listener hears the first non-silent sample of the agent's next utterance",
+        "unit": "ms",
+    },
+    "interrupt.success_pct": {
+        "from": "barge-ins that had an agent utterance to interrupt",
+        "to": "share of them not failed (failed: no clear received and the utterance played out)",
+        "unit": "%",
+    },
+    # -- per call --------------------------------------------------------------------------------
+    "call.create_ms": {
+        "from": "`call.create_sent` of the attempt that succeeded (POST sent)",
+        "to": "`call.created` (201 received)",
+        "unit": "ms",
+    },
+    "call.join_ms": {"from": "`ws.connect_started`", "to": "`ws.open`", "unit": "ms"},
+    "call.started_ms": {"from": "`ws.open`", "to": "the `call_started` message received", "unit": "ms"},
+    "call.first_audio_ms": {
+        "from": "`ws.open`",
+        "to": "the listener hears the first non-silent agent sample (greeting latency)",
+        "unit": "ms",
+    },
+    "call.ping_rtt_ms": {
+        "from": "a `ping` data message sent",
+        "to": "the `pong` echoing its timestamp received; mean over the call (all in ping_rtts_ms)",
+        "unit": "ms",
+    },
+    "call.duration_ms": {"from": "`ws.open`", "to": "`ws.closed`", "unit": "ms"},
+    "call.max_buffered_ms": {
+        "from": "call",
+        "to": "call: the maximum of the listener's buffer B(t) (received - played), as audio length",
+        "unit": "ms",
+    },
+    "call.underflow_count": {"from": "call", "to": "call: every underflow", "unit": "count"},
+    "call.underflow_ms": {"from": "call", "to": "call: every underflow's length, summed", "unit": "ms"},
+    "call.end_reason": {"from": "`call.fetched`", "to": "the Call's endReason", "unit": "text"},
+    "call.outcome": {
+        "from": "the whole timeline",
+        "to": "completed | failed:<create|connect|error|server_close|missed_turn|expect> | "
+        "invalid:generator_overloaded",
+        "unit": "text",
+    },
+    # -- generator health ------------------------------------------------------------------------
+    "pacer.lateness_p50_ms": {
+        "from": "each chunk's due time (its last sample captured)",
+        "to": "its send time; median over the call's chunks (linear interpolation)",
+        "unit": "ms",
+    },
+    "pacer.lateness_p99_ms": {"from": "each chunk's due time", "to": "its send time; 99th pct", "unit": "ms"},
+    "pacer.lateness_max_ms": {"from": "each chunk's due time", "to": "its send time; maximum", "unit": "ms"},
+    "pacer.drift_ms": {
+        "from": "audio due at the pacer's stop",
+        "to": "audio sent at the pacer's stop (`pacer.stopped` drift_ms)",
+        "unit": "ms",
+    },
+}
+"""Every figure: its anchor (`from`), its end point (`to`) and its unit."""
+
+CALL_METRICS = tuple(name for name in GLOSSARY if name.split(".")[0] in ("call", "pacer")) + (
+    "interrupt.success_pct",
+)
+TURN_METRICS = tuple(name for name in GLOSSARY if name.startswith("turn."))
+INTERRUPT_METRICS = tuple(
+    name for name in GLOSSARY if name.startswith("interrupt.") and name != "interrupt.success_pct"
+)
+
+OK_CLOSE_CODES = (1000, 1001)
+
+
+@dataclass
+class CallMetrics:
+    """A call's figures, under the names of METRICS.md ("Where the figures live")."""
+
+    metrics: dict[str, Value]
+    """Call-level figures, keyed by the names in `CALL_METRICS`."""
+    turns: list[dict[str, Any]] = field(default_factory=list)
+    """Per turn: index, step, file, missed, `metrics` (`TURN_METRICS`) and absolute ns anchors."""
+    barge_ins: list[dict[str, Any]] = field(default_factory=list)
+    """Per barge-in: index, step, file, success, missed, `metrics` (`INTERRUPT_METRICS`), anchors."""
+    underflows: list[dict[str, Any]] = field(default_factory=list)
+    """Every underflow of the call: start_ns, end_ns, ms."""
+    outcome: str = "completed"
+    outcome_detail: str | None = None
+    """Why the call failed or is invalid, in a line; None when completed."""
+    ping_rtts_ms: list[float] = field(default_factory=list)
+    anchors: dict[str, int | None] = field(default_factory=dict)
+    """Call-level anchors as absolute monotonic ns (t0, ws_open, first_audible, ...)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "metrics": dict(self.metrics),
+            "turns": [_copy(t) for t in self.turns],
+            "barge_ins": [_copy(b) for b in self.barge_ins],
+            "underflows": [dict(u) for u in self.underflows],
+            "outcome": self.outcome,
+            "outcome_detail": self.outcome_detail,
+            "ping_rtts_ms": list(self.ping_rtts_ms),
+            "anchors": dict(self.anchors),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CallMetrics:
+        return cls(
+            metrics=dict(data["metrics"]),
+            turns=[_copy(t) for t in data.get("turns", [])],
+            barge_ins=[_copy(b) for b in data.get("barge_ins", [])],
+            underflows=[dict(u) for u in data.get("underflows", [])],
+            outcome=data.get("outcome", "completed"),
+            outcome_detail=data.get("outcome_detail"),
+            ping_rtts_ms=list(data.get("ping_rtts_ms", [])),
+            anchors=dict(data.get("anchors", {})),
+        )
+
+
+def _copy(record: dict[str, Any]) -> dict[str, Any]:
+    out = dict(record)
+    if isinstance(out.get("metrics"), dict):
+        out["metrics"] = dict(out["metrics"])
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading the timeline
+
+
+@dataclass(frozen=True)
+class _Config:
+    input_rate: int
+    output_rate: int
+    client_buffer_ms: float | None
+    chunk_ms: float | None
+    honor_clear: bool
+    prebuffer_ms: float
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value) if math.isfinite(value) else None
+
+
+def _positive_int(value: Any) -> int | None:
+    v = _int(value)
+    return v if v is not None and v > 0 else None
+
+
+def _read_config(timeline: Timeline) -> tuple[_Config, int | None]:
+    config = timeline.first("call.config")
+    data = config.data if config is not None else {}
+    pacer = timeline.first("pacer.started")
+    pdata = pacer.data if pacer is not None else {}
+    input_rate = _positive_int(data.get("input_sample_rate")) or _positive_int(pdata.get("sample_rate"))
+    input_rate = input_rate or 16000
+    output_rate = _positive_int(data.get("output_sample_rate")) or input_rate
+    chunk_ms = _number(data.get("chunk_ms"))
+    chunk_samples = _positive_int(pdata.get("chunk_samples"))
+    if chunk_ms is None and chunk_samples is not None:
+        chunk_ms = chunk_samples * 1000 / input_rate
+    t0: int | None = None
+    if pacer is not None:
+        t0 = _int(pdata.get("t0_ns"))
+        if t0 is None:
+            t0 = pacer.t_ns
+    honor = data.get("honor_clear", True)
+    return (
+        _Config(
+            input_rate=input_rate,
+            output_rate=output_rate,
+            client_buffer_ms=_number(data.get("client_buffer_ms")),
+            chunk_ms=chunk_ms,
+            honor_clear=honor if isinstance(honor, bool) else True,
+            prebuffer_ms=max(0.0, _number(data.get("prebuffer_ms")) or 0.0),
+        ),
+        t0,
+    )
+
+
+def _message(event: Event) -> dict[str, Any] | None:
+    data = event.data if isinstance(event.data, dict) else {}
+    message = data.get("message")
+    return message if isinstance(message, dict) else None
+
+
+def _ms(start_ns: int | None, end_ns: int | None) -> float | None:
+    if start_ns is None or end_ns is None:
+        return None
+    return (end_ns - start_ns) / MS
+
+
+def _percentile(ordered: list[float], p: float) -> float | None:
+    """The p-th percentile of sorted values, interpolating linearly between closest ranks."""
+    if not ordered:
+        return None
+    rank = p / 100 * (len(ordered) - 1)
+    lo = math.floor(rank)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
+
+
+@dataclass
+class _Replay:
+    """The listener's playback plus what the messages said about agent utterances."""
+
+    playback: Playback
+    arrival: list[int]
+    utterance_of: list[int]
+    """Per frame, the agent utterance it belongs to (increasing with the frame index)."""
+    utterance_frames: dict[int, tuple[int, int]]
+    """Per agent utterance, its first and last frame index."""
+    utterance_end: dict[int, int]
+    """Per agent utterance, when the message that ended it arrived (absent: never ended)."""
+    clears: list[int]
+    thinking: list[int]
+    agent_transcripts: list[int]
+    user_finals: list[int]
+    call_started: list[int]
+    pongs: list[tuple[int, float]]
+
+
+def _replay(timeline: Timeline, config: _Config) -> _Replay:
+    rows = sorted(timeline.audio_in_rows(), key=lambda row: row[0])
+    messages = sorted(
+        ((e.t_ns, m) for e in timeline.events if e.kind == "msg.in" and (m := _message(e)) is not None),
+        key=lambda item: item[0],
+    )
+    listener = Listener(
+        ListenerConfig(
+            sample_rate=config.output_rate,
+            honor_clear=config.honor_clear,
+            prebuffer_ms=config.prebuffer_ms,
+            client_buffer_ms=config.client_buffer_ms,
+        )
+    )
+    arrival: list[int] = []
+    utterance_of: list[int] = []
+    utterance_frames: dict[int, tuple[int, int]] = {}
+    utterance_end: dict[int, int] = {}
+    clears: list[int] = []
+    thinking: list[int] = []
+    agent_transcripts: list[int] = []
+    user_finals: list[int] = []
+    call_started: list[int] = []
+    pongs: list[tuple[int, float]] = []
+    utterance = 0
+    open_frames = False
+    state: str | None = None
+
+    def boundary(t_ns: int) -> None:
+        nonlocal utterance, open_frames
+        if open_frames:
+            utterance_end[utterance] = t_ns
+            utterance += 1
+            open_frames = False
+
+    i = j = 0
+    last_t = 0
+    while i < len(rows) or j < len(messages):
+        # On a tie the frame goes first: it was received, then the message acted on it.
+        if i < len(rows) and (j >= len(messages) or rows[i][0] <= messages[j][0]):
+            t, samples, first, last = rows[i]
+            i += 1
+            samples = max(0, samples)
+            listener.on_audio(t, samples, first, last)
+            index = len(arrival)
+            arrival.append(t)
+            utterance_of.append(utterance)
+            if samples > 0:  # an empty frame carries no audio: it neither opens nor extends one
+                start, _ = utterance_frames.get(utterance, (index, index))
+                utterance_frames[utterance] = (start, index)
+                open_frames = True
+            last_t = t
+            continue
+        t, m = messages[j]
+        j += 1
+        last_t = t
+        kind = m.get("type")
+        if kind == "playback_clear_buffer":
+            listener.on_clear(t)
+            clears.append(t)
+            boundary(t)
+        elif kind == "transcript":
+            role = m.get("role")
+            if role == "agent":
+                agent_transcripts.append(t)
+                if m.get("final") is True:
+                    listener.on_utterance_end(t)
+                    boundary(t)
+            elif role == "user" and m.get("final") is True and m.get("medium") != "text":
+                user_finals.append(t)
+        elif kind == "state":
+            new = m.get("state")
+            if isinstance(new, str):
+                if state == "speaking" and new != "speaking":
+                    listener.on_utterance_end(t)
+                    boundary(t)
+                if new == "thinking":
+                    thinking.append(t)
+                state = new
+        elif kind == "call_started":
+            call_started.append(t)
+        elif kind == "pong":
+            stamp = _number(m.get("timestamp"))
+            if stamp is not None:
+                pongs.append((t, stamp))
+    end = max([last_t] + [e.t_ns for e in timeline.events])
+    return _Replay(
+        playback=listener.finish(end),
+        arrival=arrival,
+        utterance_of=utterance_of,
+        utterance_frames=utterance_frames,
+        utterance_end=utterance_end,
+        clears=clears,
+        thinking=thinking,
+        agent_transcripts=agent_transcripts,
+        user_finals=user_finals,
+        call_started=call_started,
+        pongs=pongs,
+    )
+
+
+def _first_in(times: list[int], start: int, end: int | None) -> int | None:
+    """The first time in sorted `times` inside [start, end)."""
+    k = bisect.bisect_left(times, start)
+    if k < len(times) and (end is None or times[k] < end):
+        return times[k]
+    return None
+
+
+def _first_frame(replay: _Replay, start_index: int, arrive_before: int | None) -> int | None:
+    """Arrival of the first frame holding audio from `start_index` on, if before `arrive_before`."""
+    samples = replay.playback.samples
+    for i in range(start_index, len(replay.arrival)):
+        if arrive_before is not None and replay.arrival[i] >= arrive_before:
+            return None
+        if samples[i] > 0:
+            return replay.arrival[i]
+    return None
+
+
+def _first_heard(replay: _Replay, start_index: int, arrive_before: int | None) -> int | None:
+    """When the listener first hears a non-silent sample of frames from `start_index` on that
+    arrived before `arrive_before`."""
+    pb = replay.playback
+    for i in range(start_index, len(replay.arrival)):
+        if arrive_before is not None and replay.arrival[i] >= arrive_before:
+            return None
+        span = pb.frame_audible[i]
+        if span is not None:
+            return span[0]
+    return None
+
+
+# ------------------------------------------------------------------------------------------------
+# The figures
+
+
+@dataclass(frozen=True)
+class _Utterance:
+    kind: str
+    step: Any
+    file: Any
+    t_ss: int
+    t_se: int
+
+
+def _utterances(timeline: Timeline, config: _Config, t0: int | None) -> list[_Utterance]:
+    if t0 is None:
+        return []
+    rate = config.input_rate
+
+    def stream_ns(sample: int) -> int:
+        return t0 + (2 * sample * NS + rate) // (2 * rate)
+
+    found: list[tuple[int, int, _Utterance]] = []
+    for n, event in enumerate(timeline.of_kind("utterance.queued")):
+        data = event.data if isinstance(event.data, dict) else {}
+        kind = data.get("kind")
+        start = _int(data.get("speech_start_sample"))
+        end = _int(data.get("speech_end_sample"))
+        if start is None:
+            start = _int(data.get("start_sample"))
+        if end is None:
+            end = _int(data.get("end_sample"))
+        if kind not in ("say", "barge_in") or start is None or end is None:
+            continue
+        u = _Utterance(kind, data.get("step"), data.get("file"), stream_ns(start), stream_ns(max(start, end)))
+        found.append((u.t_ss, n, u))
+    return [u for _, _, u in sorted(found, key=lambda x: (x[0], x[1]))]
+
+
+def _underflows_in(playback: Playback, start: int | None, end: int | None) -> list[int]:
+    if start is None:
+        return []
+    return [
+        u.duration_ns
+        for u in playback.underflows
+        if u.start_ns >= start and (end is None or u.start_ns < end)
+    ]
+
+
+def _turn(replay: _Replay, u: _Utterance, index: int, window_end: int | None) -> dict[str, Any]:
+    pb = replay.playback
+    first_index = bisect.bisect_left(replay.arrival, u.t_se)
+    first_audio = _first_frame(replay, first_index, window_end)
+    first_audible = _first_heard(replay, first_index, window_end)
+    missed = first_audible is None
+    thinking = _first_in(replay.thinking, u.t_se, window_end)
+    agent_transcript = _first_in(replay.agent_transcripts, u.t_se, window_end)
+    user_transcript = _first_in(replay.user_finals, u.t_se, window_end)
+    underflows = _underflows_in(pb, first_audio, window_end)
+    heard = 0 if first_audible is None else pb.audible_ns_between(first_audible, window_end)
+    metrics: dict[str, Value] = {
+        "turn.ttfb_ms": None if missed else _ms(u.t_se, first_audio),
+        "turn.ttfa_ms": None if missed else _ms(u.t_se, first_audible),
+        "turn.thinking_ms": None if missed else _ms(u.t_se, thinking),
+        "turn.agent_transcript_ms": None if missed else _ms(u.t_se, agent_transcript),
+        "turn.user_transcript_ms": None if missed else _ms(u.t_se, user_transcript),
+        "turn.agent_audio_ms": heard / MS,
+        "turn.underflow_count": len(underflows),
+        "turn.underflow_ms": sum(underflows) / MS,
+        "turn.talk_over_ms": pb.audible_ns_between(u.t_ss, u.t_se) / MS,
+    }
+    return {
+        "index": index,
+        "step": u.step,
+        "file": u.file,
+        "missed": missed,
+        "metrics": metrics,
+        "t_ss_ns": u.t_ss,
+        "t_se_ns": u.t_se,
+        "window_end_ns": window_end,
+        "first_audio_ns": first_audio,
+        "first_audible_ns": first_audible,
+        "thinking_ns": thinking,
+        "agent_transcript_ns": agent_transcript,
+        "user_transcript_ns": user_transcript,
+    }
+
+
+def _interrupted(replay: _Replay, t_bi: int) -> int | None:
+    """The agent utterance the barge-in interrupts: the one heard at `t_bi`, else the one whose
+    audio last arrived if it had not ended by then; None when the agent was not speaking."""
+    pb = replay.playback
+    last = bisect.bisect_right(replay.arrival, t_bi) - 1
+    for k in range(last, -1, -1):
+        start = pb.play_start_ns[k]
+        if start is None or start > t_bi:
+            continue  # dropped, or still queued behind the frame playing now
+        end = pb.frame_end_ns[k]
+        if end is not None and end > t_bi:
+            return replay.utterance_of[k]
+        break
+    while last >= 0 and pb.samples[last] == 0:
+        last -= 1
+    if last < 0:
+        return None
+    utterance = replay.utterance_of[last]
+    ended = replay.utterance_end.get(utterance)
+    return utterance if ended is None or ended > t_bi else None
+
+
+def _barge_in(replay: _Replay, u: _Utterance, index: int, window_end: int | None) -> dict[str, Any]:
+    pb = replay.playback
+    t_bi, t_be = u.t_ss, u.t_se
+    target = _interrupted(replay, t_bi)
+    clear = _first_in(replay.clears, t_bi, window_end)
+    last_audio = silent = None
+    success: bool | None = None
+    reply_from = bisect.bisect_left(replay.arrival, t_be)
+    if target is not None:
+        first, last = replay.utterance_frames[target]
+        last_audio = replay.arrival[last]
+        spans = (pb.frame_audible[k] for k in range(first, last + 1))
+        heard_until = max((span[1] for span in spans if span is not None), default=t_bi)
+        # METRICS.md: the listener stops hearing the agent when the clear is honoured, or when its
+        # buffer has drained (clear ignored); without a clear, when the utterance's sound ends.
+        effect = next((c for c in pb.clears if c.t_ns == clear), None) if clear is not None else None
+        silent = max(t_bi, effect.silent_at_ns if effect is not None else heard_until)
+        played_out = all(pb.played_samples[k] == pb.samples[k] for k in range(first, last + 1))
+        success = clear is not None or not played_out
+        reply_from = max(reply_from, last + 1)
+    response = _first_heard(replay, reply_from, window_end)
+    metrics: dict[str, Value] = {
+        "interrupt.clear_ms": _ms(t_bi, clear),
+        "interrupt.last_audio_ms": _ms(t_bi, last_audio),
+        "interrupt.silence_ms": _ms(t_bi, silent),
+        "interrupt.talk_over_ms": pb.audible_ns_between(t_bi, t_be) / MS,
+        "interrupt.response_ms": _ms(t_be, response),
+    }
+    return {
+        "index": index,
+        "step": u.step,
+        "file": u.file,
+        "success": success,
+        "missed": response is None,
+        "metrics": metrics,
+        "t_bi_ns": t_bi,
+        "t_be_ns": t_be,
+        "window_end_ns": window_end,
+        "clear_ns": clear,
+        "last_audio_ns": last_audio,
+        "silent_ns": silent,
+        "response_ns": response,
+    }
+
+
+def _first_event(timeline: Timeline, kind: str, after: int | None = None) -> Event | None:
+    return next(
+        (e for e in timeline.events if e.kind == kind and (after is None or e.t_ns >= after)),
+        None,
+    )
+
+
+def _create(timeline: Timeline, created: Event | None) -> Event | None:
+    """The `call.create_sent` of the attempt that succeeded."""
+    if created is None:
+        return None
+    sent = [e for e in timeline.of_kind("call.create_sent") if e.t_ns <= created.t_ns]
+    answered = [
+        e
+        for e in timeline.of_kind("call.create_answered")
+        if e.t_ns <= created.t_ns and 200 <= (_int(e.data.get("status")) or 0) < 300
+    ]
+    if answered:
+        attempt = answered[-1].data.get("attempt")
+        match = [e for e in sent if e.data.get("attempt") == attempt]
+        if match:
+            return match[-1]
+    return sent[-1] if sent else None
+
+
+def _pings(timeline: Timeline, replay: _Replay) -> list[float]:
+    sent: dict[float, int] = {}
+    for e in timeline.events:
+        if e.kind != "msg.out":
+            continue
+        m = _message(e)
+        if m is None or m.get("type") != "ping":
+            continue
+        stamp = _number(m.get("timestamp"))
+        if stamp is not None:
+            sent.setdefault(stamp, e.t_ns)
+    rtts = []
+    for t, stamp in replay.pongs:
+        t_sent = sent.pop(stamp, None)
+        if t_sent is not None and t >= t_sent:
+            rtts.append((t - t_sent) / MS)
+    return rtts
+
+
+def _outcome(
+    timeline: Timeline,
+    config: _Config,
+    metrics: dict[str, Value],
+    created: Event | None,
+    ws_open: Event | None,
+    turns: list[dict[str, Any]],
+) -> tuple[str, str | None]:
+    p99, drift, chunk = metrics["pacer.lateness_p99_ms"], metrics["pacer.drift_ms"], config.chunk_ms
+    if chunk is not None:
+        if isinstance(p99, float) and p99 > chunk / 2:
+            return "invalid:generator_overloaded", f"pacer lateness p99 {p99:.3f} ms > half a chunk"
+        if isinstance(drift, float) and abs(drift) > chunk:
+            return "invalid:generator_overloaded", f"pacer drift {drift:.3f} ms > one chunk"
+    if created is None:
+        answers = timeline.of_kind("call.create_answered")
+        status = answers[-1].data.get("status") if answers else None
+        return "failed:create", f"the call was never created (last status {status})"
+    error = timeline.first("error")
+    if error is not None:
+        return "failed:error", f"{error.data.get('where')}: {error.data.get('message')}"
+    if ws_open is None:
+        return "failed:connect", "the websocket never opened"
+    for closed in timeline.of_kind("ws.closed"):
+        code = _int(closed.data.get("code"))
+        if closed.data.get("by") == "server" and code not in OK_CLOSE_CODES:
+            return "failed:server_close", f"closed by the server: {code} {closed.data.get('reason')}"
+    missed = [t["index"] for t in turns if t["missed"]]
+    if missed:
+        return "failed:missed_turn", f"no reply heard to turn(s) {missed}"
+    for check in timeline.of_kind("expect.checked"):
+        if check.data.get("ok") is False:
+            d = check.data
+            return "failed:expect", f"step {d.get('step')}: {d.get('what')}: {d.get('detail')}"
+    return "completed", None
+
+
+def compute(timeline: Timeline) -> CallMetrics:
+    """Every figure of METRICS.md for one call, from its timeline alone."""
+    config, t0 = _read_config(timeline)
+    replay = _replay(timeline, config)
+    pb = replay.playback
+
+    utterances = _utterances(timeline, config, t0)
+    turns: list[dict[str, Any]] = []
+    barge_ins: list[dict[str, Any]] = []
+    for k, u in enumerate(utterances):
+        window_end = utterances[k + 1].t_ss if k + 1 < len(utterances) else None
+        if u.kind == "say":
+            turns.append(_turn(replay, u, len(turns), window_end))
+        else:
+            barge_ins.append(_barge_in(replay, u, len(barge_ins), window_end))
+
+    created = timeline.first("call.created")
+    create_sent = _create(timeline, created)
+    connect = timeline.first("ws.connect_started")
+    ws_open = timeline.first("ws.open")
+    ws_closed = _first_event(timeline, "ws.closed", ws_open.t_ns) if ws_open is not None else None
+    open_ns = ws_open.t_ns if ws_open is not None else None
+    call_started = _first_in(replay.call_started, open_ns, None) if open_ns is not None else None
+    first_audible = pb.first_audible_at_or_after(open_ns) if open_ns is not None else None
+    fetched = timeline.first("call.fetched")
+    end_reason = fetched.data.get("end_reason") if fetched is not None else None
+    rtts = _pings(timeline, replay)
+
+    lateness = sorted((sent - due) / MS for due, sent, _, _ in timeline.audio_out_rows())
+    stopped = timeline.first("pacer.stopped")
+    drift = _number(stopped.data.get("drift_ms")) if stopped is not None else None
+
+    judged = [b["success"] for b in barge_ins if b["success"] is not None]
+    metrics: dict[str, Value] = {
+        "call.create_ms": _ms(create_sent.t_ns if create_sent else None, created.t_ns if created else None),
+        "call.join_ms": _ms(connect.t_ns if connect else None, open_ns),
+        "call.started_ms": _ms(open_ns, call_started),
+        "call.first_audio_ms": _ms(open_ns, first_audible),
+        "call.ping_rtt_ms": sum(rtts) / len(rtts) if rtts else None,
+        "call.duration_ms": _ms(open_ns, ws_closed.t_ns if ws_closed else None),
+        "call.max_buffered_ms": pb.max_buffered_ms,
+        "call.underflow_count": len(pb.underflows),
+        "call.underflow_ms": pb.underflow_ms,
+        "call.end_reason": end_reason if isinstance(end_reason, str) else None,
+        "call.outcome": "completed",
+        "pacer.lateness_p50_ms": _percentile(lateness, 50),
+        "pacer.lateness_p99_ms": _percentile(lateness, 99),
+        "pacer.lateness_max_ms": lateness[-1] if lateness else None,
+        "pacer.drift_ms": drift,
+        "interrupt.success_pct": 100 * sum(judged) / len(judged) if judged else None,
+    }
+    outcome, detail = _outcome(timeline, config, metrics, created, ws_open, turns)
+    metrics["call.outcome"] = outcome
+    return CallMetrics(
+        metrics=metrics,
+        turns=turns,
+        barge_ins=barge_ins,
+        underflows=[{"start_ns": u.start_ns, "end_ns": u.end_ns, "ms": u.ms} for u in pb.underflows],
+        outcome=outcome,
+        outcome_detail=detail,
+        ping_rtts_ms=rtts,
+        anchors={
+            "t0_ns": t0,
+            "create_sent_ns": create_sent.t_ns if create_sent else None,
+            "created_ns": created.t_ns if created else None,
+            "ws_connect_started_ns": connect.t_ns if connect else None,
+            "ws_open_ns": open_ns,
+            "call_started_ns": call_started,
+            "first_audible_ns": first_audible,
+            "ws_closed_ns": ws_closed.t_ns if ws_closed else None,
+            "playback_end_ns": pb.end_ns,
+        },
+    )
+
+
+def playback(timeline: Timeline) -> Playback:
+    """The listener's playback of the call's agent audio (what the recording's right channel is)."""
+    config, _ = _read_config(timeline)
+    return _replay(timeline, config).playback

@@ -1,0 +1,1 @@
+"""Run folders, call records and the reports built from them."""

@@ -1,0 +1,71 @@
+"""A run's folder under reports/: written call by call, so an interrupted run keeps what finished.
+
+reports/<YYYYmmdd-HHMMSS>-<name>/
+  results.jsonl               one record per call, appended as each call ends
+  calls/<nnnn>-<scenario>.json        the call's record (config, metrics, transcripts, outcome)
+  calls/<nnnn>-<scenario>.timeline.json   its full timeline (metrics can be recomputed from it)
+  calls/<nnnn>-<scenario>.wav          stereo: left the user as sent, right the agent as heard
+  calls/<nnnn>-<scenario>.server.wav   the server's recording, when it made one
+  summary.json                written at the end of the run
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:80] or "call"
+
+
+class RunFolder:
+    def __init__(self, root: Path, name: str, *, now: dt.datetime | None = None) -> None:
+        stamp = (now or dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+        base = root / f"{stamp}-{_slug(name)}"
+        path, n = base, 1
+        while path.exists():  # two runs in the same second keep separate folders
+            n += 1
+            path = base.with_name(f"{base.name}-{n}")
+        self.path = path
+        self.calls_dir = path / "calls"
+        self.calls_dir.mkdir(parents=True)
+        self._results = (path / "results.jsonl").open("a", encoding="utf-8")
+        self.count = 0
+
+    def call_stem(self, scenario: str) -> str:
+        self.count += 1
+        return f"{self.count:04d}-{_slug(scenario)}"
+
+    def write_call(
+        self,
+        stem: str,
+        record: dict[str, Any],
+        timeline: dict[str, Any],
+        recording: bytes | None,
+        server_recording: bytes | None,
+    ) -> dict[str, Any]:
+        """Write one call's files and append its record to results.jsonl; returns the record."""
+        artifacts: dict[str, str] = {}
+        (self.calls_dir / f"{stem}.timeline.json").write_text(json.dumps(timeline), encoding="utf-8")
+        artifacts["timeline"] = f"calls/{stem}.timeline.json"
+        if recording:
+            (self.calls_dir / f"{stem}.wav").write_bytes(recording)
+            artifacts["recording"] = f"calls/{stem}.wav"
+        if server_recording:
+            (self.calls_dir / f"{stem}.server.wav").write_bytes(server_recording)
+            artifacts["server_recording"] = f"calls/{stem}.server.wav"
+        record = {**record, "artifacts": artifacts}
+        (self.calls_dir / f"{stem}.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+        self._results.write(json.dumps(record) + "\n")
+        self._results.flush()
+        return record
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        (self.path / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+
+    def close(self) -> None:
+        self._results.close()

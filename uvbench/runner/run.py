@@ -1,0 +1,277 @@
+"""`uvbench run`: each scenario (and each matrix variant) as a call, measured and written to disk.
+
+Calls run one after the other here; the fan-out runner (concurrency, arrival rates, stages) builds
+on `run_call_of` and `RunFolder`. Results are written as each call ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from uvbench.audio.recording import stereo_recording
+from uvbench.call.engine import CallPlan, CallResult, ToolReply, run_call
+from uvbench.call.expect import Checked, check
+from uvbench.call.script import ScriptRun, make_script
+from uvbench.call.timeline import Timeline
+from uvbench.metrics import CallMetrics, compute
+from uvbench.metrics.call import playback
+from uvbench.report.run_folder import RunFolder
+from uvbench.scenario import Scenario
+from uvbench.server.process import ServerProcess
+
+
+class TargetError(Exception):
+    """The target cannot be used (no API key in the environment, the local server did not start)."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    api_url: str
+    api_key: str
+    label: str
+    local: bool
+
+
+@dataclass
+class Targets:
+    """Resolves each scenario's target once per run; starts the local server when one needs it."""
+
+    local_server_config: dict[str, Any] | None = None
+    _server: ServerProcess | None = None
+    _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    def endpoint(self, scenario: Scenario) -> Endpoint:
+        target = scenario.target
+        if target.is_local:
+            if self._server is None:
+                try:
+                    self._server = self._stack.enter_context(ServerProcess(self.local_server_config))
+                except RuntimeError as exc:
+                    raise TargetError(str(exc)) from None
+            return Endpoint(self._server.api_url, self._server.api_key, "local", True)
+        key = target.api_key()
+        if not key:
+            raise TargetError(
+                f"scenario {scenario.name}: the API key for {target.label} is not set: "
+                f"export {target.api_key_env}=<your key> (keys are read from the environment only)"
+            )
+        return Endpoint(target.base_url or "", key, target.label, False)
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def plan_for(scenario: Scenario, endpoint: Endpoint) -> CallPlan:
+    client = scenario.client
+    tools = {
+        name: ToolReply(
+            result=answer.result,
+            delay_s=answer.delay,
+            error_type=answer.error,
+            error_message=answer.message,
+            response_type=answer.response_type,
+            agent_reaction=answer.agent_reaction,
+        )
+        for name, answer in scenario.tools.items()
+    }
+    return CallPlan(
+        scenario=scenario.name,
+        api_url=endpoint.api_url,
+        api_key=endpoint.api_key,
+        body=scenario.call,
+        prior_call_id=scenario.prior_call_id,
+        chunk_ms=client.chunk_ms,
+        honor_clear=client.honor_clear,
+        prebuffer_ms=client.prebuffer_ms,
+        ping_interval_s=client.ping_interval,
+        record=client.record,
+        join_timeout_s=client.join_timeout,
+        tools=tools,
+        local=endpoint.local,
+    )
+
+
+@dataclass
+class CallOutcome:
+    scenario: Scenario
+    result: CallResult
+    metrics: CallMetrics
+    checks: list[Checked]
+    record: dict[str, Any]
+
+
+async def run_call_of(
+    scenario: Scenario, endpoint: Endpoint
+) -> tuple[CallResult, CallMetrics, list[Checked], ScriptRun]:
+    """One call of a scenario: run it, compute its figures, check its expectations."""
+    plan = plan_for(scenario, endpoint)
+    script_run = ScriptRun()
+    context_box: dict[str, Any] = {}
+    script = make_script(scenario, script_run)
+
+    async def scripted(ctx):  # keep the live state for the transcript and tool checks
+        context_box["ctx"] = ctx
+        await script(ctx)
+
+    result = await run_call(plan, scripted)
+    metrics = compute(result.timeline)
+    checks: list[Checked] = []
+    ctx = context_box.get("ctx")
+    if ctx is not None and script_run.expectations:
+        for step, expectation in script_run.expectations:
+            checked = check(step, expectation, ctx.live, metrics)
+            checks.append(checked)
+            result.timeline.add(time.monotonic_ns(), "expect.checked", **checked.to_json())
+        metrics = compute(result.timeline)
+    return result, metrics, checks, script_run
+
+
+def transcripts_of(timeline: Timeline) -> list[dict[str, Any]]:
+    """Both roles' transcripts by ordinal, rebuilt from the messages (text replaces, delta appends)."""
+    by_ordinal: dict[Any, dict[str, Any]] = {}
+    for event in timeline.messages_in("transcript"):
+        m = event.data["message"]
+        key = m.get("ordinal") if m.get("ordinal") is not None else f"t{event.t_ns}"
+        entry = by_ordinal.setdefault(
+            key,
+            {
+                "ordinal": m.get("ordinal"),
+                "role": m.get("role"),
+                "medium": m.get("medium"),
+                "text": "",
+                "final": False,
+                "first_ns": event.t_ns,
+            },
+        )
+        if m.get("text") is not None:
+            entry["text"] = m["text"]
+        elif m.get("delta"):
+            entry["text"] += m["delta"]
+        entry["final"] = entry["final"] or bool(m.get("final"))
+        entry["last_ns"] = event.t_ns
+    return sorted(by_ordinal.values(), key=lambda e: e["first_ns"])
+
+
+def call_record(
+    scenario: Scenario, endpoint: Endpoint, result: CallResult, metrics: CallMetrics, checks: list[Checked]
+) -> dict[str, Any]:
+    m = metrics.to_json()
+    failures = [
+        {"step_index": e.data.get("where"), "kind": e.data.get("reason"), "reason": e.data.get("message")}
+        for e in result.timeline.of_kind("error")
+    ] + [
+        {"step_index": c.step, "kind": "expect", "reason": f"{c.what}: {c.detail}"}
+        for c in checks
+        if not c.ok
+    ]
+    return {
+        "scenario": scenario.name,
+        "variant": scenario.variant,
+        "attempt": 1,
+        "target": endpoint.label,
+        "call_id": result.call_id,
+        "passed": metrics.outcome == "completed",
+        "outcome": metrics.outcome,
+        "outcome_detail": metrics.outcome_detail,
+        "error": result.failure,
+        "duration_ms": metrics.metrics.get("call.duration_ms"),
+        "end_reason": metrics.metrics.get("call.end_reason"),
+        **{
+            k: m[k]
+            for k in ("metrics", "turns", "barge_ins", "underflows", "anchors", "ping_rtts_ms")
+            if k in m
+        },
+        "expectations": [c.to_json() for c in checks],
+        "failures": failures,
+        "transcripts": transcripts_of(result.timeline),
+        "config": {
+            "call": scenario.call,
+            "client": scenario.client.model_dump(),
+            "prior_call_id": scenario.prior_call_id,
+            "source": scenario.source,
+        },
+        "api_messages": result.messages,
+        "ground_truth": result.ground_truth,
+    }
+
+
+def write_call(
+    folder: RunFolder,
+    scenario: Scenario,
+    endpoint: Endpoint,
+    result: CallResult,
+    metrics: CallMetrics,
+    checks: list[Checked],
+) -> dict[str, Any]:
+    recording = None
+    if result.plan.record and result.timeline.audio_in:
+        recording = stereo_recording(
+            result.timeline,
+            playback(result.timeline),
+            result.user_audio,
+            result.agent_audio,
+            input_rate=result.plan.input_rate,
+            output_rate=result.plan.output_rate,
+        )
+    stem = folder.call_stem(scenario.name)
+    record = call_record(scenario, endpoint, result, metrics, checks)
+    return folder.write_call(stem, record, result.timeline.to_json(), recording, result.server_recording)
+
+
+@dataclass
+class RunSummary:
+    folder: Path
+    records: list[dict[str, Any]]
+
+    @property
+    def exit_code(self) -> int:
+        if not self.records:
+            return 3
+        outcomes = [r["outcome"] for r in self.records]
+        if all(o.startswith(("failed:create", "failed:connect")) for o in outcomes):
+            return 3  # nothing could be measured: the target is unreachable or refuses every call
+        return 0 if all(o == "completed" for o in outcomes) else 1
+
+
+def run_scenarios(
+    scenarios: list[Scenario],
+    out_dir: Path,
+    name: str,
+    *,
+    on_call: Callable[[dict[str, Any], Path], None] | None = None,
+    local_server_config: dict[str, Any] | None = None,
+) -> RunSummary:
+    folder = RunFolder(out_dir, name)
+    targets = Targets(local_server_config)
+    records: list[dict[str, Any]] = []
+    try:
+        for scenario in scenarios:
+            endpoint = targets.endpoint(scenario)
+            result, metrics, checks, _ = asyncio.run(run_call_of(scenario, endpoint))
+            record = write_call(folder, scenario, endpoint, result, metrics, checks)
+            records.append(record)
+            if on_call:
+                on_call(record, folder.path)
+    finally:
+        targets.close()
+        folder.write_summary(_summary(records))
+        folder.close()
+    return RunSummary(folder.path, records)
+
+
+def _summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    outcomes: dict[str, int] = {}
+    for r in records:
+        outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
+    return {
+        "calls": len(records),
+        "outcomes": outcomes,
+        "passed": sum(1 for r in records if r["passed"]),
+        "scenarios": sorted({r["scenario"] for r in records}),
+    }
