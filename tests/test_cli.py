@@ -93,3 +93,47 @@ def test_selfcheck_writes_a_report(tmp_path, capsys):
     assert report["call"]["endReason"] == "hangup"
     assert report["groundTruth"]["clears"]
     assert (folder / "server_recording.wav").stat().st_size > 1000
+
+
+def test_run_quickstart_writes_a_run_folder(tmp_path):
+    result = run_cli("run", "scenarios/quickstart.yaml", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "order-status  call " in result.stdout and "expect: 5/5 passed" in result.stdout
+    (folder,) = tmp_path.iterdir()
+    records = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    assert [r["outcome"] for r in records] == ["completed"]
+    record = records[0]
+    assert len(record["turns"]) == 2 and len(record["barge_ins"]) == 1
+    assert all(t["metrics"]["turn.ttfa_ms"] > 0 for t in record["turns"])
+    for artifact in record["artifacts"].values():
+        assert (folder / artifact).stat().st_size > 0
+    assert json.loads((folder / "summary.json").read_text())["outcomes"] == {"completed": 1}
+
+
+def test_run_reports_scenario_problems_one_per_line_with_exit_2(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nscript:\n  - say: no_such_clip.wav\n  - wiat_for: agent_done\n")
+    result = run_cli("run", str(bad), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"{bad}:") for line in lines)
+    assert "no_such_clip.wav" in lines[0] and "wiat_for" in lines[1]
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_run_against_ultravox_without_a_key_is_one_line(tmp_path):
+    scenario = tmp_path / "real.yaml"
+    scenario.write_text("name: real\ntarget: ultravox\nscript:\n  - hang_up\n")
+    env = {k: v for k, v in os.environ.items() if k != "ULTRAVOX_API_KEY"}
+    result = subprocess.run(
+        [sys.executable, "-m", "uvbench", "run", str(scenario), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "uvbench: error: scenario real: the API key for ultravox is not set: "
+        "export ULTRAVOX_API_KEY=<your key> (keys are read from the environment only)"
+    )

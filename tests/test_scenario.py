@@ -131,7 +131,7 @@ def test_quickstart_loads() -> None:
     assert isinstance(expect[1], TranscriptRegex) and expect[1].regex.search("order 4572")
     assert isinstance(expect[2], ToolCalled) and expect[2].with_ == {"id": "4572"}
     assert (
-        isinstance(expect[3], MetricBound) and expect[3].turn == 1 and expect[3].bounds() == [("<", 1500.0)]
+        isinstance(expect[3], MetricBound) and expect[3].turn == 0 and expect[3].bounds() == [("<", 1500.0)]
     )
     assert expect[4].metric == "interrupt.clear_ms" and expect[4].bounds() == [("<=", 400.0)]
     assert s.script[13].hang_up.message is None
