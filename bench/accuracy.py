@@ -86,7 +86,9 @@ async def run(endpoint: Endpoint, calls: int, concurrency: int, buffer: int) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--concurrency", type=int, default=5)
     args = parser.parse_args()
@@ -105,7 +107,9 @@ def main() -> None:
                     "max_ms": round(float(err.max()), 3) if err.size else None,
                 }
                 print(json.dumps(row), flush=True)
-    print(f"({args.calls} calls per buffer size, {args.concurrency} at a time; {platform.machine()}, Python {platform.python_version()})")
+    print(
+        f"({args.calls} calls per buffer size, {args.concurrency} at a time; {platform.machine()}, Python {platform.python_version()})"
+    )
 
 
 if __name__ == "__main__":

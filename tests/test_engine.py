@@ -1,0 +1,121 @@
+"""The call engine against the local server's faults: a fault ends one call with a reason, never a crash."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from uvbench.runner.run import Endpoint, run_call_of
+from uvbench.scenario import parse_scenarios
+from uvbench.server import LocalServer, ServerConfig
+from uvbench.server.config import AgentBehaviour, Latency
+
+
+@pytest.fixture
+async def endpoint():
+    async with LocalServer(
+        ServerConfig(agent=AgentBehaviour(latency=Latency(kind="fixed", ms=100)))
+    ) as server:
+        yield Endpoint(server.api_url, server.api_key, "local", True)
+
+
+def scenario(body: str):
+    (one,) = parse_scenarios(textwrap.dedent(body), source="test.yaml", base_dir=".")
+    return one
+
+
+async def test_malformed_and_unknown_messages_are_kept_and_the_call_goes_on(endpoint):
+    one = scenario(
+        """
+        name: faults
+        call:
+          experimentalSettings: {uvbench: {faults: {malformed_messages: true, unknown_messages: true}}}
+        script:
+          - wait_for: agent_done
+          - hang_up
+        """
+    )
+    result, metrics, _, _ = await run_call_of(one, endpoint)
+    assert metrics.outcome == "completed", metrics.outcome_detail
+    invalid = result.timeline.of_kind("msg.in_invalid")
+    assert invalid and invalid[0].data["text"] == "{this is not json"
+    types = [e.data["message"]["type"] for e in result.timeline.of_kind("msg.in")]
+    assert "uvbench_unknown_message" in types
+
+
+async def test_a_dropped_socket_fails_the_call_with_a_reason(endpoint):
+    one = scenario(
+        """
+        name: dropped
+        call:
+          experimentalSettings: {uvbench: {faults: {drop_socket_after_ms: 500}}}
+        script:
+          - silence: 5s
+          - hang_up
+        """
+    )
+    result, metrics, _, _ = await run_call_of(one, endpoint)
+    assert metrics.outcome.startswith("failed:")
+    closed = result.timeline.first("ws.closed")
+    assert closed.data["by"] == "server" and closed.data["code"] == 1006
+    assert result.call["endReason"] == "connection_error"
+
+
+async def test_a_wait_that_times_out_stops_the_script_and_fails_the_call(endpoint):
+    one = scenario(
+        """
+        name: waits
+        call: {firstSpeakerSettings: {user: {}}}
+        script:
+          - wait_for: {transcript: "never said", role: agent}
+            timeout: 1s
+          - say: hello_16k.wav
+        """
+    )
+    result, metrics, _, _ = await run_call_of(one, endpoint)
+    assert metrics.outcome == "failed:error"
+    (error,) = result.timeline.of_kind("error")
+    assert error.data["reason"] == "wait_timeout"
+    assert error.data["message"] == "timed out after 1 s waiting for a agent transcript matching 'never said'"
+    assert not result.timeline.of_kind("utterance.queued")  # the script stopped there
+
+
+async def test_tool_answers_errors_and_hang_up(endpoint):
+    tools = [
+        {"temporaryTool": {"modelToolName": "broken", "description": "x", "client": {}}},
+        {"temporaryTool": {"modelToolName": "endCall", "description": "x", "client": {}}},
+    ]
+    calls = [{"turn": 1, "name": "broken"}, {"turn": 2, "name": "endCall"}]
+    one = scenario(
+        f"""
+        name: tools
+        call:
+          firstSpeakerSettings: {{user: {{}}}}
+          selectedTools: {json.dumps(tools)}
+          experimentalSettings: {{uvbench: {{agent: {{tool_calls: {json.dumps(calls)}}}}}}}
+        tools:
+          broken: {{error: implementation-error, message: boom}}
+          endCall: {{result: bye, response_type: hang-up}}
+        script:
+          - text: first
+          - wait_for: agent_done
+          - text: second
+          - wait_for: {{silence: 10s}}
+            timeout: 5s
+        """
+    )
+    result, metrics, _, _ = await run_call_of(one, endpoint)
+    sent = [
+        e.data["message"]
+        for e in result.timeline.of_kind("msg.out")
+        if e.data["message"]["type"] == "client_tool_result"
+    ]
+    assert sent[0]["errorType"] == "implementation-error" and sent[0]["errorMessage"] == "boom"
+    assert sent[1]["result"] == "bye" and sent[1]["responseType"] == "hang-up"
+    agent = [t for t in result.messages if t["role"] == "MESSAGE_ROLE_AGENT"]
+    assert agent[0]["text"] == "Sorry, I could not complete that."
+    assert result.call["endReason"] == "agent_hangup"
+    # The server hung up before the script ended: a failed call, with the reason.
+    assert metrics.outcome.startswith("failed:")
