@@ -37,7 +37,8 @@ NS = 1_000_000_000
 SCENARIO = """
     name: accuracy-{buffer}
     call:
-      medium: {{serverWebSocket: {{inputSampleRate: 16000, outputSampleRate: 24000, clientBufferSizeMs: {buffer}}}}}
+      medium:
+        serverWebSocket: {{inputSampleRate: 16000, outputSampleRate: 24000, clientBufferSizeMs: {buffer}}}
     script:
       - wait_for: agent_done
       - say: hello_16k.wav
@@ -107,9 +108,8 @@ def main() -> None:
                     "max_ms": round(float(err.max()), 3) if err.size else None,
                 }
                 print(json.dumps(row), flush=True)
-    print(
-        f"({args.calls} calls per buffer size, {args.concurrency} at a time; {platform.machine()}, Python {platform.python_version()})"
-    )
+    machine = f"{platform.machine()}, Python {platform.python_version()}"
+    print(f"({args.calls} calls per buffer size, {args.concurrency} at a time; {machine})")
 
 
 if __name__ == "__main__":

@@ -101,8 +101,11 @@ class Driver:
         self._collect()
 
     def _collect(self) -> None:
+        # Like the websocket shell: everything is written at once, and the agent is told when.
         for item in self.agent.drain():
             self.sent.append(Sent(self.now, item.kind, item.payload))
+            if item.on_sent is not None:
+                item.on_sent(self.now)
 
     def say(self, seconds: float, amplitude: int = 8000) -> tuple[int, int]:
         """Queue speech (a tone) on the input stream; returns its stream sample bounds."""

@@ -119,3 +119,36 @@ async def test_tool_answers_errors_and_hang_up(endpoint):
     assert result.call["endReason"] == "agent_hangup"
     # The server hung up before the script ended: a failed call, with the reason.
     assert metrics.outcome.startswith("failed:")
+
+
+async def test_a_client_that_cannot_keep_real_time_marks_its_call_invalid(endpoint):
+    """The load generator checks itself: a blocked event loop makes the pacer late, and the call's
+    latencies are then reported as invalid, never blamed on the agent."""
+    import asyncio
+    import time
+
+    one = scenario(
+        """
+        name: overloaded
+        script:
+          - silence: 2s
+          - hang_up
+        """
+    )
+    stop = asyncio.Event()
+
+    async def hog() -> None:
+        while not stop.is_set():
+            end = time.perf_counter() + 0.05  # the loop is blocked 50 ms at a time
+            while time.perf_counter() < end:
+                pass
+            await asyncio.sleep(0.01)
+
+    hogging = asyncio.create_task(hog())
+    try:
+        _, metrics, _, _ = await run_call_of(one, endpoint)
+    finally:
+        stop.set()
+        await hogging
+    assert metrics.outcome == "invalid:generator_overloaded"
+    assert metrics.metrics["pacer.lateness_p99_ms"] > 10

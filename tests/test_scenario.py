@@ -3,6 +3,8 @@ problem with its exact text and file:line:col."""
 
 from __future__ import annotations
 
+import re
+
 import json
 import textwrap
 from pathlib import Path
@@ -580,12 +582,14 @@ def test_unknown_metrics_and_bad_bounds(tmp_path: Path) -> None:
 
 
 def test_metric_names_are_those_of_metrics_md() -> None:
-    metrics_md = Path("/work/shared/METRICS.md")
+    metrics_md = Path(__file__).resolve().parents[2] / "shared" / "METRICS.md"
     if not metrics_md.exists():
-        pytest.skip("METRICS.md is not available here")
+        pytest.skip("METRICS.md (shared/, beside the repository) is not available here")
     text = metrics_md.read_text(encoding="utf-8")
     for name in METRIC_NAMES:
-        assert f"`{name}`" in text, name
+        # pacer.lateness_p99_ms and its siblings are the percentiles of METRICS.md's pacer.lateness_ms.
+        documented = re.sub(r"_(p50|p99|max)_ms$", "_ms", name)
+        assert f"`{documented}`" in text, name
 
 
 def test_literal_api_key(tmp_path: Path) -> None:

@@ -41,46 +41,15 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from uvbench.audio.corpus import CORPUS_DIR, MANIFEST_NAME, Clip, load_manifest
+from uvbench.metrics import GLOSSARY
 from uvbench.protocol.schema import MSG_PRIOR_CALL, RequestValidationError, validate_start_call
 
 # --------------------------------------------------------------------------------------------
 # Vocabulary
 
-# Every metric METRICS.md defines, by its exact name. `expect: [{metric: ...}]` accepts these only.
-METRIC_NAMES: tuple[str, ...] = (
-    # per turn (a scripted `say` utterance and the agent's reply to it)
-    "turn.ttfb_ms",
-    "turn.ttfa_ms",
-    "turn.thinking_ms",
-    "turn.agent_transcript_ms",
-    "turn.user_transcript_ms",
-    "turn.agent_audio_ms",
-    "turn.underflow_count",
-    "turn.underflow_ms",
-    "turn.talk_over_ms",
-    # per barge-in
-    "interrupt.clear_ms",
-    "interrupt.last_audio_ms",
-    "interrupt.silence_ms",
-    "interrupt.talk_over_ms",
-    "interrupt.response_ms",
-    "interrupt.success_pct",
-    # per call
-    "call.create_ms",
-    "call.join_ms",
-    "call.started_ms",
-    "call.first_audio_ms",
-    "call.ping_rtt_ms",
-    "call.duration_ms",
-    "call.max_buffered_ms",
-    "call.underflow_count",
-    "call.underflow_ms",
-    "call.end_reason",
-    "call.outcome",
-    # generator health
-    "pacer.lateness_ms",
-    "pacer.drift_ms",
-)
+# Every figure uvbench computes, by its exact name (METRICS.md; the metrics module's glossary is the
+# one list). `expect: [{metric: ...}]` accepts these only.
+METRIC_NAMES: tuple[str, ...] = tuple(GLOSSARY)
 # Metrics whose value is text (compare them with == or != only).
 TEXT_METRICS: tuple[str, ...] = ("call.end_reason", "call.outcome")
 

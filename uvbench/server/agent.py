@@ -70,6 +70,9 @@ class Outgoing:
     """"json" (payload: dict), "raw" (payload: str, sent as is), "audio" (payload: bytes),
     "close" (payload: (code, reason)) or "abort" (drop the connection without a close frame)."""
     payload: Any = None
+    on_sent: Callable[[int], None] | None = None
+    """Called by the I/O shell with the time the item was actually written: ground truth is when
+    a byte left, not when the agent decided to send it."""
 
 
 @dataclass
@@ -598,14 +601,15 @@ class Agent:
         assert u is not None
         due_limit = now + EARLY_NS
         while u.next_due_ns is not None and u.next_due_ns <= due_limit:
-            self.truth.pacing_lateness_ms.append((now - u.next_due_ns) / 1e6)
             self._advance_play(u, now)
-            if u.play_ns is None:
+            first = u.play_ns is None
+            if first:
                 u.play_ns = now
                 u.reply.first_byte_ns = now
                 self._set_state(now, "speaking")
             n = min(self.chunk_samples, u.total - u.sent)
-            self.out.append(Outgoing("audio", u.pcm[u.sent * 2 : (u.sent + n) * 2]))
+            chunk = u.pcm[u.sent * 2 : (u.sent + n) * 2]
+            self.out.append(Outgoing("audio", chunk, self._chunk_written(u.reply, u.next_due_ns, first)))
             u.sent += n
             u.reply.sent_samples = u.sent
             u.reply.last_byte_ns = now
@@ -615,6 +619,15 @@ class Agent:
         end_ns = self._playback_end_ns(u)
         if end_ns is not None and end_ns <= due_limit:
             self._finish_utterance(now, interrupted=False)
+
+    def _chunk_written(self, reply: ReplyTruth, due_ns: int, first: bool) -> Callable[[int], None]:
+        def written(t_ns: int) -> None:
+            self.truth.pacing_lateness_ms.append((t_ns - due_ns) / 1e6)
+            if first:
+                reply.first_byte_ns = t_ns
+            reply.last_byte_ns = t_ns
+
+        return written
 
     def _next_due(self, u: Utterance, now: int) -> int | None:
         if u.sent >= u.total:
@@ -728,19 +741,23 @@ class Agent:
         u = self.utterance
         if u is None:
             return
-        u.reply.interrupted = True
-        u.reply.clear_sent_ns = now
-        self.truth.clears.append(
-            ClearTruth(
-                sent_ns=now,
-                reply_index=u.reply.index,
-                cause=cause,
-                speech_start_sample=speech_start_sample,
-                speech_start_detected_ns=self._segment_started_ns if cause == "barge_in" else None,
-            )
+        reply = u.reply
+        reply.interrupted = True
+        reply.clear_sent_ns = now
+        clear = ClearTruth(
+            sent_ns=now,
+            reply_index=reply.index,
+            cause=cause,
+            speech_start_sample=speech_start_sample,
+            speech_start_detected_ns=self._segment_started_ns if cause == "barge_in" else None,
         )
+        self.truth.clears.append(clear)
         self.queued.clear()
-        self._send(now, {"type": "playback_clear_buffer"})
+
+        def written(t_ns: int) -> None:
+            clear.sent_ns = reply.clear_sent_ns = t_ns
+
+        self._send(now, {"type": "playback_clear_buffer"}, on_sent=written)
         self._event(now, "info", "agent_interrupted", f"Agent interrupted ({cause}).")
         self._finish_utterance(now, interrupted=True)
 
@@ -945,11 +962,11 @@ class Agent:
     # ------------------------------------------------------------------------------------------
     # Helpers
 
-    def _send(self, now: int, message: dict[str, Any]) -> None:
+    def _send(self, now: int, message: dict[str, Any], on_sent: Callable[[int], None] | None = None) -> None:
         flag = MESSAGE_FLAGS.get(message["type"])
         if flag is not None and not self.settings.data_messages.get(flag[0], flag[1]):
             return
-        self.out.append(Outgoing("json", message))
+        self.out.append(Outgoing("json", message, on_sent))
 
     def _user_said(
         self, now: int, text: str, medium: str, *, stream: tuple[float, float], wall: tuple[int, int]

@@ -164,27 +164,32 @@ class Session:
         if self._closed or self.ws.closed:
             return
         try:
-            if item.kind == "audio":
-                await self.ws.send_bytes(item.payload)
-            elif item.kind == "json":
-                await self.ws.send_str(json.dumps(item.payload, separators=(",", ":")))
-            elif item.kind == "raw":
-                await self.ws.send_str(item.payload)
-            elif item.kind == "close":
-                code, reason = item.payload
-                self._closed = True
-                await self.ws.close(
-                    code=self.state.config.close_code if code == 1000 else code,
-                    message=reason.encode(),
-                )
-            elif item.kind == "abort":
-                self._closed = True
-                if self.transport is not None:
-                    self.transport.abort()
+            await self._write_item(item)
+            if item.on_sent is not None:
+                item.on_sent(time.monotonic_ns())
         except (ConnectionError, RuntimeError) as exc:
             # The client went away mid-write; the receive loop sees the close and ends the call.
             log.debug("call %s: write failed: %s", self.record.call_id, exc)
             self._closed = True
+
+    async def _write_item(self, item: Outgoing) -> None:
+        if item.kind == "audio":
+            await self.ws.send_bytes(item.payload)
+        elif item.kind == "json":
+            await self.ws.send_str(json.dumps(item.payload, separators=(",", ":")))
+        elif item.kind == "raw":
+            await self.ws.send_str(item.payload)
+        elif item.kind == "close":
+            code, reason = item.payload
+            self._closed = True
+            await self.ws.close(
+                code=self.state.config.close_code if code == 1000 else code,
+                message=reason.encode(),
+            )
+        elif item.kind == "abort":
+            self._closed = True
+            if self.transport is not None:
+                self.transport.abort()
 
     # -- REST hooks (LiveSession) ----------------------------------------------------------------
     def deliver_data_message(self, message: dict[str, Any]) -> None:
