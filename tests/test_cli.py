@@ -137,3 +137,35 @@ def test_run_against_ultravox_without_a_key_is_one_line(tmp_path):
         "uvbench: error: scenario real: the API key for ultravox is not set: "
         "export ULTRAVOX_API_KEY=<your key> (keys are read from the environment only)"
     )
+
+
+def test_a_breached_threshold_exits_1_and_shows_in_junit_and_report_rebuilds(tmp_path):
+    from junitparser import JUnitXml
+
+    scenario = tmp_path / "short.yaml"
+    scenario.write_text(
+        "name: short\nclient: {record: false}\nscript:\n  - wait_for: agent_done\n  - say: yes_16k.wav\n"
+        "  - wait_for: agent_done\n  - hang_up\n"
+    )
+    out = tmp_path / "out"
+    result = run_cli(
+        "run", str(scenario), "--out", str(out), "--vus", "2", "--iterations", "2", "-q",
+        "--threshold", "turn.ttfa_ms: p(95) < 1", "--threshold", "call.success_pct: > 99",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "✗ turn.ttfa_ms p(95) < 1 p(95)=" in result.stdout
+    assert "✓ call.success_pct > 99 value=100%" in result.stdout
+    (folder,) = out.iterdir()
+    suites = {suite.name: suite for suite in JUnitXml.fromfile(str(folder / "junit.xml"))}
+    assert suites["short"].tests == 2 and suites["short"].failures == 0
+    assert suites["thresholds"].tests == 2 and suites["thresholds"].failures == 1
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["aggregate"]["calls"] == 2 and [t["passed"] for t in summary["thresholds"]] == [
+        False,
+        True,
+    ]
+    before = (folder / "results.jsonl").read_text()
+    rebuilt = run_cli("report", str(folder))
+    assert rebuilt.returncode == 0 and "report rebuilt from 2 call timelines" in rebuilt.stdout
+    assert (folder / "results.jsonl").read_text() == before
+    assert run_cli("report", str(tmp_path)).returncode == 2

@@ -3,9 +3,8 @@ problem with its exact text and file:line:col."""
 
 from __future__ import annotations
 
-import re
-
 import json
+import re
 import textwrap
 from pathlib import Path
 

@@ -72,6 +72,34 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("reports"), help="folder for the run folder (default reports/)"
     )
     run.add_argument("-q", "--quiet", action="store_true", help="print only the run folder and the verdict")
+    load = run.add_argument_group("load (k6 vocabulary: a VU is a call slot, an iteration a call)")
+    load.add_argument(
+        "--vus",
+        "--concurrency",
+        dest="concurrency",
+        type=int,
+        default=None,
+        help="calls in flight at once (closed model)",
+    )
+    load.add_argument("--duration", default=None, help="keep starting calls for this long, e.g. 60s or 5m")
+    load.add_argument("--iterations", type=int, default=None, help="stop after this many calls")
+    load.add_argument("--stage", default=None, help="ramping concurrency, e.g. 30s:20,1m:20,30s:0")
+    load.add_argument("--arrival-rate", type=float, default=None, help="open model: calls started per second")
+    load.add_argument("--max-in-flight", type=int, default=None, help="open model: cap on calls at once")
+    load.add_argument("--repeat", type=int, default=1, help="run each scenario this many times")
+    load.add_argument("--seed", type=int, default=None, help="seed the order of calls, to repeat a run")
+    run.add_argument(
+        "--threshold",
+        action="append",
+        default=[],
+        metavar="'METRIC: EXPR'",
+        help="a k6-style gate, e.g. 'turn.ttfa_ms: p(95) < 1200' or 'call.success_pct: > 99'; repeatable",
+    )
+
+    report = sub.add_parser(
+        "report", help="recompute every figure and report file of a run folder from its timelines"
+    )
+    report.add_argument("folder", type=Path, help="a run folder under reports/")
 
     schema = sub.add_parser("schema", help="print the JSON Schema of scenario files")
     schema.add_argument("-o", "--output", type=Path, default=None, help="write it to this file instead")
@@ -118,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             return _selfcheck(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "report":
+            return _report(args)
         if args.command == "schema":
             return _schema(args)
         if args.command == "corpus":
@@ -245,14 +275,99 @@ def _run(args: argparse.Namespace) -> int:
             print(call_summary(record, str(folder)), flush=True)
 
     name = scenarios[0].base_name if len({s.base_name for s in scenarios}) == 1 else args.path.stem
+    profile = _load_profile(args)
+    thresholds = _thresholds(args.threshold)
+
+    def on_drop(dropped: int) -> None:
+        if dropped == 1:
+            print(
+                "uvbench: warning: a call could not start because --max-in-flight calls were running; "
+                "dropped calls are counted in summary.json (raise --max-in-flight or lower --arrival-rate)",
+                file=sys.stderr,
+            )
+
     try:
-        summary = run_scenarios(scenarios, args.out, name, on_call=on_call)
+        summary = run_scenarios(
+            scenarios,
+            args.out,
+            name,
+            profile=profile,
+            repeat=args.repeat,
+            seed=args.seed,
+            on_call=on_call,
+            on_drop=on_drop,
+        )
     except TargetError as exc:
         raise UsageError(str(exc)) from None
+    from uvbench.report.finish import finish_run
+
+    finished = finish_run(summary.folder, summary.records, thresholds)
+    for line in finished.lines:
+        print(line)
     passed = sum(1 for r in summary.records if r["passed"])
-    verdict = {0: "passed", 1: "FAILED", 3: "could not be carried out"}[summary.exit_code]
+    code = summary.exit_code
+    if code == 0 and not finished.thresholds_passed:
+        code = EXIT_FAILED
+    verdict = {0: "passed", 1: "FAILED", 3: "could not be carried out"}[code]
     print(f"run {verdict}: {passed}/{len(summary.records)} calls completed; results in {summary.folder}/")
-    return summary.exit_code
+    return code
+
+
+def _thresholds(texts: list[str]):
+    from uvbench.metrics.thresholds import ThresholdError, parse_thresholds
+
+    mapping: dict[str, list[str]] = {}
+    for text in texts:
+        metric, sep, expression = text.partition(":")
+        if not sep or not expression.strip():
+            raise UsageError(
+                f"--threshold {text!r}: expected 'METRIC: EXPRESSION', e.g. 'turn.ttfa_ms: p(95) < 1200'"
+            )
+        mapping.setdefault(metric.strip(), []).append(expression.strip())
+    try:
+        return parse_thresholds(mapping)
+    except ThresholdError as exc:
+        raise UsageError("; ".join(exc.problems)) from None
+
+
+def _report(args: argparse.Namespace) -> int:
+    from uvbench.report.finish import finish_run
+    from uvbench.report.rebuild import rebuild
+
+    if not (args.folder / "calls").is_dir():
+        raise UsageError(
+            f"{args.folder}: not a run folder (it has no calls/ folder); pass reports/<time>-<name>/"
+        )
+    result = rebuild(args.folder)
+    for warning in result.warnings:
+        print(f"uvbench: warning: {warning}", file=sys.stderr)
+    for line in finish_run(args.folder, result.records, []).lines:
+        print(line)
+    print(f"report rebuilt from {len(result.records)} call timelines in {args.folder}/")
+    return EXIT_OK
+
+
+def _load_profile(args: argparse.Namespace):
+    from uvbench.runner.load import LoadError, LoadProfile, parse_stages
+    from uvbench.scenario import duration_seconds
+
+    if args.repeat < 1:
+        raise UsageError(f"--repeat must be at least 1, got {args.repeat}")
+    try:
+        duration = None if args.duration is None else duration_seconds(args.duration)
+    except ValueError:
+        raise UsageError(f"--duration {args.duration!r} is not a duration (expected e.g. 60s, 5m)") from None
+    try:
+        return LoadProfile(
+            concurrency=args.concurrency or 1,
+            duration_s=duration,
+            iterations=args.iterations,
+            stages=parse_stages(args.stage) if args.stage else (),
+            arrival_rate=args.arrival_rate,
+            max_in_flight=args.max_in_flight,
+        )
+    except LoadError as exc:
+        raise UsageError(str(exc)) from None
 
 
 # -- schema and corpus ---------------------------------------------------------------------------

@@ -262,7 +262,8 @@ async def _send_audio(ctx: CallContext) -> None:
 
     def on_sent(due_ns: int, sent_ns: int, start: int, end: int) -> None:
         timeline.chunk_sent(due_ns, sent_ns, start, end)
-        live.notify()
+        if live.stream_waiters:
+            live.notify()
 
     try:
         await send_paced(ctx.schedule, ctx.composer, ctx.ws.send, ctx.stop_sending, on_sent)

@@ -89,6 +89,9 @@ class LiveState:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     closed: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    stream_waiters: int = 0
+    """Script steps waiting on the outgoing stream's progress: only then does each chunk sent
+    wake them (otherwise 50 wake-ups a second per call for nothing)."""
 
     def notify(self) -> None:
         self.changed.set()
@@ -96,15 +99,19 @@ class LiveState:
     async def wait_change(self, deadline_ns: int) -> bool:
         """Wait until something changes or `deadline_ns` passes; False at the deadline.
 
-        The caller clears `changed` before it last looked at the state, so nothing is missed."""
+        The caller clears `changed` before it last looked at the state, so nothing is missed. A
+        plain timer rather than asyncio.wait_for: this runs for every waiting script step on every
+        change, and wait_for costs a task each time."""
+        loop = asyncio.get_running_loop()
         remaining = (deadline_ns - time.monotonic_ns()) / NS
         if remaining <= 0:
             return False
+        timer = loop.call_at(loop.time() + remaining, self.changed.set)
         try:
-            await asyncio.wait_for(self.changed.wait(), remaining)
-        except TimeoutError:
-            return False
-        return True
+            await self.changed.wait()
+        finally:
+            timer.cancel()
+        return time.monotonic_ns() < deadline_ns
 
     def add_transcript(
         self, role: str, medium: str, text: str | None, delta: str | None, final: bool, ordinal: int | None

@@ -130,6 +130,7 @@ async def _run_step(ctx: CallContext, run: ScriptRun, index: int, step: Any) -> 
             step.silence + 30,
             "the silence to be sent",
             lambda now: composer.samples_sent >= target or None,
+            stream=True,
         )
     elif isinstance(step, WaitForStep):
         await _wait_for(ctx, step)
@@ -181,6 +182,7 @@ async def _speak(ctx: CallContext, index: int, step: SayStep | BargeInStep, kind
         pcm.size / rate + 30,
         "the utterance to be sent",
         lambda now: ctx.composer.samples_sent >= utterance.end_sample or None,
+        stream=True,
     )
 
 
@@ -265,6 +267,7 @@ async def _until(
     wake_at: Callable[[], int | None] | None = None,
     *,
     closing_ok: bool = False,
+    stream: bool = False,
 ) -> Any:
     """Wait until `check(now)` returns a value (not None); StepFailed after `timeout_s`.
 
@@ -272,6 +275,12 @@ async def _until(
     time (things the listener will hear later, from audio already buffered).
     """
     deadline = time.monotonic_ns() + round(timeout_s * NS)
+    if stream:
+        ctx.live.stream_waiters += 1
+        try:
+            return await _until(ctx, timeout_s, what, check, wake_at, closing_ok=closing_ok)
+        finally:
+            ctx.live.stream_waiters -= 1
     while True:
         ctx.live.changed.clear()
         now = time.monotonic_ns()

@@ -17,11 +17,14 @@ from typing import Any
 from uvbench.audio.recording import stereo_recording
 from uvbench.call.engine import CallPlan, CallResult, ToolReply, run_call
 from uvbench.call.expect import Checked, check
+from uvbench.call.rest import UltravoxApi
 from uvbench.call.script import ScriptRun, make_script
 from uvbench.call.timeline import Timeline
 from uvbench.metrics import CallMetrics, compute
 from uvbench.metrics.call import playback
 from uvbench.report.run_folder import RunFolder
+from uvbench.runner.fanout import RunState, run_load
+from uvbench.runner.load import LoadProfile
 from uvbench.scenario import Scenario
 from uvbench.server.process import ServerProcess
 
@@ -107,7 +110,7 @@ class CallOutcome:
 
 
 async def run_call_of(
-    scenario: Scenario, endpoint: Endpoint
+    scenario: Scenario, endpoint: Endpoint, api: UltravoxApi | None = None
 ) -> tuple[CallResult, CallMetrics, list[Checked], ScriptRun]:
     """One call of a scenario: run it, compute its figures, check its expectations."""
     plan = plan_for(scenario, endpoint)
@@ -119,8 +122,8 @@ async def run_call_of(
         context_box["ctx"] = ctx
         await script(ctx)
 
-    result = await run_call(plan, scripted)
-    metrics = compute(result.timeline)
+    result = await run_call(plan, scripted, api=api)
+    metrics = await asyncio.to_thread(compute, result.timeline)
     checks: list[Checked] = []
     ctx = context_box.get("ctx")
     if ctx is not None and script_run.expectations:
@@ -128,7 +131,7 @@ async def run_call_of(
             checked = check(step, expectation, ctx.live, metrics)
             checks.append(checked)
             result.timeline.add(time.monotonic_ns(), "expect.checked", **checked.to_json())
-        metrics = compute(result.timeline)
+        metrics = await asyncio.to_thread(compute, result.timeline)
     return result, metrics, checks, script_run
 
 
@@ -159,7 +162,12 @@ def transcripts_of(timeline: Timeline) -> list[dict[str, Any]]:
 
 
 def call_record(
-    scenario: Scenario, endpoint: Endpoint, result: CallResult, metrics: CallMetrics, checks: list[Checked]
+    scenario: Scenario,
+    endpoint: Endpoint,
+    result: CallResult,
+    metrics: CallMetrics,
+    checks: list[Checked],
+    tags: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     m = metrics.to_json()
     failures = [
@@ -170,10 +178,14 @@ def call_record(
         for c in checks
         if not c.ok
     ]
+    tags = tags or {}
     return {
         "scenario": scenario.name,
         "variant": scenario.variant,
-        "attempt": 1,
+        "attempt": tags.get("attempt", 1),
+        "tags": tags,
+        "concurrency": tags.get("concurrency", 1),
+        "stage": tags.get("stage"),
         "target": endpoint.label,
         "call_id": result.call_id,
         "passed": metrics.outcome == "completed",
@@ -208,6 +220,7 @@ def write_call(
     result: CallResult,
     metrics: CallMetrics,
     checks: list[Checked],
+    tags: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     recording = None
     if result.plan.record and result.timeline.audio_in:
@@ -220,7 +233,7 @@ def write_call(
             output_rate=result.plan.output_rate,
         )
     stem = folder.call_stem(scenario.name)
-    record = call_record(scenario, endpoint, result, metrics, checks)
+    record = call_record(scenario, endpoint, result, metrics, checks, tags)
     return folder.write_call(stem, record, result.timeline.to_json(), recording, result.server_recording)
 
 
@@ -244,24 +257,70 @@ def run_scenarios(
     out_dir: Path,
     name: str,
     *,
+    profile: LoadProfile | None = None,
+    repeat: int = 1,
+    seed: int | None = None,
     on_call: Callable[[dict[str, Any], Path], None] | None = None,
+    on_drop: Callable[[int], None] | None = None,
+    state: RunState | None = None,
     local_server_config: dict[str, Any] | None = None,
 ) -> RunSummary:
+    """Run the scenarios under a load profile (default: each once, one at a time).
+
+    Each call's record reaches the run folder as the call ends; on Ctrl-C the calls in flight are
+    cancelled and the summary of what finished is still written."""
     folder = RunFolder(out_dir, name)
     targets = Targets(local_server_config)
     records: list[dict[str, Any]] = []
+    state = state or RunState()
+    interrupted = False
     try:
-        for scenario in scenarios:
-            endpoint = targets.endpoint(scenario)
-            result, metrics, checks, _ = asyncio.run(run_call_of(scenario, endpoint))
-            record = write_call(folder, scenario, endpoint, result, metrics, checks)
+        endpoints = {s.name: targets.endpoint(s) for s in scenarios}
+        # One HTTP client per endpoint for the whole run: making one costs tens of milliseconds of
+        # CPU (TLS setup), which would stall every call's pacer each time a call starts.
+        apis: dict[Endpoint, UltravoxApi] = {}
+
+        async def run_one(scenario: Scenario, tags: dict[str, Any]) -> dict[str, Any]:
+            endpoint = endpoints[scenario.name]
+            if endpoint not in apis:
+                apis[endpoint] = UltravoxApi(endpoint.api_url, endpoint.api_key)
+            result, metrics, checks, _ = await run_call_of(scenario, endpoint, apis[endpoint])
+            # Writing the recording and files is slow work: off the loop the pacers run on.
+            record = await asyncio.to_thread(
+                write_call, folder, scenario, endpoint, result, metrics, checks, tags
+            )
             records.append(record)
             if on_call:
                 on_call(record, folder.path)
+            return record
+
+        async def run_all() -> None:
+            try:
+                await run_load(
+                    scenarios,
+                    profile or LoadProfile(),
+                    run_one,
+                    repeat=repeat,
+                    seed=seed,
+                    state=state,
+                    on_drop=on_drop,
+                )
+            finally:
+                for api in apis.values():
+                    await api.close()
+
+        try:
+            asyncio.run(run_all())
+        except KeyboardInterrupt:
+            interrupted = True
     finally:
         targets.close()
-        folder.write_summary(_summary(records))
+        folder.write_summary(
+            {**_summary(records), "dropped_calls": state.dropped, "interrupted": interrupted}
+        )
         folder.close()
+    if interrupted:
+        raise KeyboardInterrupt
     return RunSummary(folder.path, records)
 
 

@@ -1,0 +1,107 @@
+"""The fan-out runner reaches the asked concurrency and arrival rate, as the server itself counts."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import httpx
+import pytest
+
+from uvbench.runner.load import LoadError, LoadProfile, Stage, parse_stages
+from uvbench.runner.run import run_scenarios
+from uvbench.scenario import parse_scenarios
+from uvbench.server.process import ServerProcess
+
+
+def test_profiles_say_how_many_calls_and_when():
+    ramp = LoadProfile(stages=(Stage(10, 20), Stage(10, 20), Stage(5, 0)))
+    assert [ramp.target_at(t) for t in (0, 5, 10, 15, 22.5, 30)] == [0, 10, 20, 20, 10, 0]
+    assert ramp.total_duration_s == 25 and ramp.stage_at(12) == 1
+    rate = LoadProfile(arrival_rate=4, duration_s=3)
+    assert [rate.arrival_s(k) for k in range(3)] == [0, 0.25, 0.5]
+    assert rate.finished(3.0, 12) and not rate.finished(2.9, 11)
+    assert parse_stages("30s:20, 1m:20,10s:0") == (Stage(30, 20), Stage(60, 20), Stage(10, 0))
+    with pytest.raises(LoadError, match="is not duration:target"):
+        parse_stages("30s-20")
+    with pytest.raises(LoadError, match="needs a duration or a number of iterations"):
+        LoadProfile(arrival_rate=2)
+    with pytest.raises(LoadError, match="not both"):
+        LoadProfile(arrival_rate=2, duration_s=5, stages=(Stage(1, 1),))
+
+
+SHORT = """
+    name: short
+    call: {firstSpeakerSettings: {user: {}}}
+    client: {record: false, ping_interval: 0}
+    script:
+      - silence: %ss
+      - hang_up
+"""
+
+
+@pytest.fixture(scope="module")
+def server():
+    with ServerProcess() as process:
+        yield process
+
+
+def concurrency_peak(server) -> int:
+    series = httpx.get(
+        f"{server.api_url}/accounts/me/usage/concurrency", headers={"X-API-Key": server.api_key}
+    ).json()["timeSeries"]
+    return max(bucket["maxJoinedCalls"] for bucket in series)
+
+
+@pytest.fixture
+def scenario_for(server, monkeypatch):
+    monkeypatch.setenv("UVBENCH_TEST_KEY", server.api_key)
+
+    def make(seconds: float):
+        (scenario,) = parse_scenarios(
+            textwrap.dedent(SHORT % seconds).replace(
+                "name: short",
+                f"name: short\ntarget: {{base_url: {server.api_url}, api_key_env: UVBENCH_TEST_KEY}}",
+            ),
+            source="short.yaml",
+            base_dir=".",
+        )
+        return scenario
+
+    return make
+
+
+def test_closed_model_holds_the_asked_concurrency(server, scenario_for, tmp_path):
+    summary = run_scenarios(
+        [scenario_for(3)], tmp_path, "closed", profile=LoadProfile(concurrency=8, iterations=8)
+    )
+    assert [r["outcome"] for r in summary.records] == ["completed"] * 8
+    assert sorted(r["concurrency"] for r in summary.records) == list(range(1, 9))
+    assert concurrency_peak(server) >= 8
+    lines = (summary.folder / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 8 and {json.loads(line)["tags"]["vu"] for line in lines} == set(range(8))
+
+
+def test_open_model_starts_calls_at_the_rate_and_counts_drops(scenario_for, tmp_path):
+    summary = run_scenarios(
+        [scenario_for(1.5)],
+        tmp_path,
+        "open",
+        profile=LoadProfile(arrival_rate=4, duration_s=2, max_in_flight=3),
+    )
+    offsets = sorted(r["tags"]["start_offset_s"] for r in summary.records)
+    # Arrivals every 250 ms; with at most 3 in flight (each call lasts about 1.5 s) some are dropped.
+    assert offsets[:3] == [0.0, 0.25, 0.5]
+    written = json.loads((summary.folder / "summary.json").read_text())
+    assert written["dropped_calls"] > 0
+    assert len(summary.records) + written["dropped_calls"] == 8
+    assert max(r["concurrency"] for r in summary.records) <= 3
+
+
+def test_stages_ramp_concurrency_up_and_down(scenario_for, tmp_path):
+    profile = LoadProfile(stages=(Stage(1.0, 4), Stage(2.0, 4)))
+    summary = run_scenarios([scenario_for(1.0)], tmp_path, "stages", profile=profile)
+    stages = {r["stage"] for r in summary.records}
+    assert stages <= {0, 1} and 1 in stages
+    assert max(r["concurrency"] for r in summary.records) == 4
+    assert all(r["outcome"] == "completed" for r in summary.records)

@@ -1,0 +1,420 @@
+"""Report files: junit.xml, calls.csv, stats.csv (Locust layout) and `rebuild` of a saved run folder."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from uvbench.report.csv_report import (
+    CALL_NUMERIC_METRICS,
+    CALLS_COLUMNS,
+    STATS_COLUMNS,
+    calls_csv,
+    response_time_percentile,
+    stats_csv,
+)
+from uvbench.report.junit import junit_xml
+from uvbench.report.rebuild import RebuildResult, rebuild
+from uvbench.runner.run import run_scenarios
+from uvbench.scenario.loader import load_scenarios
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- a real run (the quickstart scenario against the embedded server), once for the module ---------
+
+
+@pytest.fixture(scope="module")
+def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    summary = run_scenarios(load_scenarios(ROOT / "scenarios" / "quickstart.yaml"), out, "quickstart")
+    assert [r["outcome"] for r in summary.records] == ["completed"]
+    return summary.folder
+
+
+@pytest.fixture
+def run_copy(real_run: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(real_run, tmp_path / real_run.name))
+
+
+def _results(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+
+
+def _call_json(folder: Path) -> Path:
+    (path,) = [p for p in (folder / "calls").glob("*.json") if not p.name.endswith(".timeline.json")]
+    return path
+
+
+# -- synthetic records ----------------------------------------------------------------------------
+
+
+def _record(n: int, scenario: str, outcome: str = "completed", **extra: Any) -> dict[str, Any]:
+    base = 1_000_000_000_000 + n * 10_000_000_000
+    record = {
+        "scenario": scenario,
+        "variant": {},
+        "call_id": f"{n:08d}-aaaa-bbbb-cccc-dddddddddddd",
+        "passed": outcome == "completed",
+        "outcome": outcome,
+        "outcome_detail": None if outcome == "completed" else f"detail of {outcome}",
+        "error": None,
+        "duration_ms": 2500.0,
+        "end_reason": "hangup",
+        "metrics": {"call.create_ms": 40.0, "call.join_ms": 10.0, "call.duration_ms": 2500.0},
+        "turns": [{"index": 0, "missed": False, "metrics": {"turn.ttfa_ms": 500.0 + n}}],
+        "barge_ins": [],
+        "underflows": [],
+        "anchors": {"ws_open_ns": base, "ws_closed_ns": base + 2_500_000_000},
+        "expectations": [],
+        "failures": [],
+        "transcripts": [{"role": "agent", "text": f"hello {n}"}],
+        "artifacts": {
+            "timeline": f"calls/{n:04d}-{scenario}.timeline.json",
+            "recording": f"calls/{n:04d}-{scenario}.wav",
+        },
+    }
+    record.update(extra)
+    return record
+
+
+def _synthetic() -> list[dict[str, Any]]:
+    return [
+        _record(1, "booking"),
+        _record(
+            2,
+            "booking",
+            "failed:expect",
+            expectations=[
+                {"step": 3, "ok": True, "what": "agent transcript contains 'hi'", "detail": "heard: hi"},
+                {"step": 4, "ok": False, "what": "turn.ttfa_ms < 1500 (turn 0)", "detail": "got 1840.2"},
+            ],
+            failures=[
+                {"step_index": 4, "kind": "expect", "reason": "turn.ttfa_ms < 1500 (turn 0): got 1840.2"}
+            ],
+        ),
+        _record(
+            3,
+            "booking",
+            "failed:missed_turn",
+            outcome_detail="no reply heard to turn(s) [0]",
+            turns=[{"index": 0, "missed": True, "metrics": {"turn.ttfa_ms": None}}],
+        ),
+        _record(
+            4,
+            "booking",
+            "failed:connect",
+            outcome_detail="the websocket never opened",
+            duration_ms=None,
+            metrics={"call.create_ms": 40.0, "call.join_ms": None},
+            turns=[],
+            anchors={},
+        ),
+        _record(
+            5,
+            "support",
+            "invalid:generator_overloaded",
+            outcome_detail="pacer lateness p99 12.000 ms > half a chunk",
+        ),
+        _record(6, "support", "failed:create", call_id=None, duration_ms=None, turns=[], anchors={}),
+        _record(
+            7,
+            "support",
+            barge_ins=[
+                {
+                    "index": 0,
+                    "success": True,
+                    "metrics": {"interrupt.clear_ms": 100.0, "interrupt.silence_ms": 120.0},
+                },
+                {
+                    "index": 1,
+                    "success": False,
+                    "metrics": {"interrupt.clear_ms": None, "interrupt.silence_ms": 900.0},
+                },
+            ],
+            transcripts=[{"role": "agent", "text": "bad \x00 control \x1b char"}],
+        ),
+    ]
+
+
+THRESHOLDS = [
+    SimpleNamespace(metric="turn.ttfa_ms", expression="p(95) < 1200", passed=True, message="p(95)=812ms"),
+    SimpleNamespace(metric="call.failed", expression="rate < 0.01", passed=False, message="rate=0.43 (3/7)"),
+    SimpleNamespace(metric="interrupt.clear_ms", expression="max < 500", passed=None, message="no data"),
+]
+
+
+# -- junit.xml ------------------------------------------------------------------------------------
+
+
+def _counts(element: ET.Element) -> tuple[int, int, int, int]:
+    return tuple(int(element.get(k)) for k in ("tests", "failures", "errors", "skipped"))  # type: ignore[return-value]
+
+
+def test_junit_counts_names_and_messages() -> None:
+    text = junit_xml(_synthetic(), threshold_results=THRESHOLDS, timestamp="2026-08-20T10:00:00")
+    assert text.startswith('<?xml version="1.0" encoding="UTF-8"?>')
+    root = ET.fromstring(text.encode("utf-8"))
+    assert root.tag == "testsuites"
+    assert root.get("name") == "uvbench run"
+    assert root.get("timestamp") == "2026-08-20T10:00:00"
+    assert _counts(root) == (10, 3, 2, 2)
+    suites = {s.get("name"): s for s in root.findall("testsuite")}
+    assert list(suites) == ["booking", "support", "thresholds"]
+    assert _counts(suites["booking"]) == (4, 2, 1, 0)
+    assert _counts(suites["support"]) == (3, 0, 1, 1)
+    assert _counts(suites["thresholds"]) == (3, 1, 0, 1)
+    assert float(suites["booking"].get("time")) == pytest.approx(7.5)
+    assert float(root.get("time")) == pytest.approx(12.5)
+
+    cases = {c.get("name"): c for c in root.iter("testcase")}
+    assert len(cases) == 10  # names are unique
+    first = cases["call 0001 00000001"]
+    assert first.get("classname") == "booking" and first.get("time") == "2.500"
+    assert first.find("failure") is None and first.find("error") is None
+    assert "recording=calls/0001-booking.wav" in first.find("system-out").text
+    assert "[agent] hello 1" in first.find("system-out").text
+
+    expect = cases["call 0002 00000002"].find("failure")
+    assert expect.get("type") == "expect"
+    assert expect.get("message") == "step 4: turn.ttfa_ms < 1500 (turn 0): got 1840.2"
+    assert "FAIL step 4" in expect.text and "turn 0" in expect.text and "ttfa 502 ms" in expect.text
+
+    missed = cases["call 0003 00000003"].find("failure")
+    assert missed.get("type") == "missed_turn"
+    assert missed.get("message") == "no reply heard to turn(s) [0]"
+    assert "MISSED" in missed.text
+
+    error = cases["call 0004 00000004"].find("error")
+    assert error.get("type") == "connect" and error.get("message") == "the websocket never opened"
+    assert cases["call 0004 00000004"].get("time") == "0.000"
+    assert cases["call 0006 no-call-id"].find("error").get("type") == "create"
+
+    skipped = cases["call 0005 00000005"].find("skipped")
+    assert skipped.get("message").startswith("invalid: generator overloaded")
+    assert "p99 12.000 ms" in skipped.get("message")
+
+    assert "bad  control  char" in cases["call 0007 00000007"].find("system-out").text
+
+    assert cases["turn.ttfa_ms - p(95) < 1200"].find("failure") is None
+    failed = cases["call.failed - rate < 0.01"].find("failure")
+    assert failed.get("message") == "rate=0.43 (3/7)"
+    assert cases["interrupt.clear_ms - max < 500"].find("skipped") is not None
+    for case in root.iter("testcase"):
+        for child in case:
+            if child.get("message") is not None:
+                assert "\n" not in child.get("message")
+
+
+def test_junit_read_by_junitparser() -> None:
+    junitparser = pytest.importorskip("junitparser")
+    xml = junitparser.JUnitXml.fromstring(junit_xml(_synthetic(), threshold_results=THRESHOLDS).encode())
+    suites = {s.name: s for s in xml}
+    assert (xml.tests, xml.failures, xml.errors, xml.skipped) == (10, 3, 2, 2)
+    assert (suites["booking"].tests, suites["booking"].failures, suites["booking"].errors) == (4, 2, 1)
+    kinds: dict[str, list[str]] = {}
+    for suite in xml:
+        for case in suite:
+            kinds[case.name] = [type(r).__name__ for r in case.result]
+            if case.name == "call 0002 00000002":
+                assert case.result[0].message.startswith("step 4: turn.ttfa_ms < 1500")
+                assert case.result[0].type == "expect"
+                assert case.classname == "booking"
+    assert kinds["call 0001 00000001"] == []
+    assert kinds["call 0003 00000003"] == ["Failure"]
+    assert kinds["call 0004 00000004"] == ["Error"]
+    assert kinds["call 0005 00000005"] == ["Skipped"]
+    assert kinds["call.failed - rate < 0.01"] == ["Failure"]
+
+
+def test_junit_of_a_real_run(real_run: Path) -> None:
+    records = _results(real_run)
+    root = ET.fromstring(junit_xml(records))
+    assert _counts(root) == (1, 0, 0, 0)
+    (case,) = root.iter("testcase")
+    assert case.get("classname") == "order-status"
+    assert case.get("name") == f"call 0001 {records[0]['call_id'][:8]}"
+    assert float(case.get("time")) == pytest.approx(records[0]["duration_ms"] / 1000, abs=0.001)
+    assert f"call_id={records[0]['call_id']}" in case.find("system-out").text
+
+
+# -- calls.csv and stats.csv ----------------------------------------------------------------------
+
+
+def test_calls_csv_of_a_real_run(real_run: Path) -> None:
+    (record,) = _results(real_run)
+    rows = list(csv.DictReader(io.StringIO(calls_csv([record]))))
+    assert tuple(rows[0]) == CALLS_COLUMNS
+    assert "call.end_reason" not in CALL_NUMERIC_METRICS and "call.create_ms" in CALL_NUMERIC_METRICS
+    (row,) = rows
+    assert row["scenario"] == "order-status" and row["outcome"] == "completed" and row["passed"] == "true"
+    for name in CALL_NUMERIC_METRICS:
+        value = record["metrics"][name]
+        assert (row[name] == "") if value is None else (float(row[name]) == value), name
+    ttfa = [t["metrics"]["turn.ttfa_ms"] for t in record["turns"]]
+    assert int(row["turns"]) == len(ttfa) == 2
+    assert float(row["turn.ttfa_ms.mean"]) == pytest.approx(sum(ttfa) / len(ttfa))
+    assert float(row["turn.ttfa_ms.max"]) == max(ttfa)
+    assert row["barge_ins"] == "1"
+    assert (row["expectations_passed"], row["expectations_total"]) == ("5", "5")
+
+
+def test_stats_csv_locust_layout() -> None:
+    rows = list(csv.reader(io.StringIO(stats_csv(_synthetic()))))
+    assert tuple(rows[0]) == STATS_COLUMNS
+    by_name = {(r[0], r[1]): dict(zip(STATS_COLUMNS, r, strict=True)) for r in rows[1:]}
+    assert [r[1] for r in rows[1:]] == [
+        "booking:setup",
+        "booking:ttfa",
+        "support:clear",
+        "support:setup",
+        "support:silence",
+        "support:ttfa",
+        "Aggregated",
+    ]
+    assert rows[-1][0] == ""
+    # span: call 1's websocket opens at 10 s, call 7's closes at 72.5 s
+    span = 62.5
+    setup = by_name[("call", "booking:setup")]
+    assert (setup["Request Count"], setup["Failure Count"]) == ("4", "3")
+    assert float(setup["Average Response Time"]) == 50.0 and setup["Median Response Time"] == "50"
+    assert float(setup["Requests/s"]) == pytest.approx(4 / span)
+    assert float(setup["Failures/s"]) == pytest.approx(3 / span)
+    ttfa = by_name[("turn", "booking:ttfa")]
+    assert (ttfa["Request Count"], ttfa["Failure Count"]) == ("3", "1")  # turn of call 3 missed
+    assert (ttfa["Min Response Time"], ttfa["Max Response Time"]) == ("501.0", "502.0")
+    assert ttfa["50%"] == "502" and ttfa["100%"] == "502"
+    clear = by_name[("barge_in", "support:clear")]
+    assert (clear["Request Count"], clear["Failure Count"], clear["Median Response Time"]) == (
+        "2",
+        "1",
+        "100",
+    )
+    silence = by_name[("barge_in", "support:silence")]
+    assert silence["50%"] == "900" and silence["66%"] == "900" and silence["Min Response Time"] == "120.0"
+    support_setup = by_name[("call", "support:setup")]
+    assert (support_setup["Request Count"], support_setup["Failure Count"]) == ("2", "1")
+    total = by_name[("", "Aggregated")]
+    assert total["Request Count"] == str(4 + 3 + 2 + 2 + 2 + 1)
+    assert total["Failure Count"] == str(3 + 1 + 1 + 1 + 1)
+
+
+def test_stats_csv_without_samples_says_na() -> None:
+    record = _record(1, "x", "failed:create", turns=[], metrics={}, anchors={})
+    rows = list(csv.reader(io.StringIO(stats_csv([record]))))
+    setup = dict(zip(STATS_COLUMNS, rows[1], strict=True))
+    assert (setup["Request Count"], setup["Failure Count"], setup["Requests/s"]) == ("1", "1", "0.0")
+    assert setup["50%"] == "N/A" and setup["100%"] == "N/A"
+    assert stats_csv([]).splitlines()[1].startswith(",Aggregated,0,0,")
+
+
+def test_percentile_rule_is_locusts() -> None:
+    times = [float(v) for v in range(1, 101)]
+    assert response_time_percentile(times, 0.5) == 51.0
+    assert response_time_percentile(times, 0.95) == 96.0
+    assert response_time_percentile(times, 1.0) == 100.0
+    assert response_time_percentile([7.0], 0.5) == 7.0
+    assert response_time_percentile([], 0.5) is None
+
+
+# -- rebuild --------------------------------------------------------------------------------------
+
+
+def test_rebuild_reproduces_the_stored_metrics(run_copy: Path) -> None:
+    before = _results(run_copy)
+    call_before = json.loads(_call_json(run_copy).read_text())
+    result = rebuild(run_copy)
+    assert isinstance(result, RebuildResult) and result.warnings == []
+    assert result.records == before
+    assert _results(run_copy) == before
+    assert json.loads(_call_json(run_copy).read_text()) == call_before
+    for name in ("calls.csv", "stats.csv", "junit.xml"):
+        assert (run_copy / name).is_file()
+    assert (run_copy / "calls.csv").read_text() == calls_csv(before)
+    assert (run_copy / "stats.csv").read_text() == stats_csv(before)
+    assert _counts(ET.parse(run_copy / "junit.xml").getroot()) == (1, 0, 0, 0)
+
+
+def test_rebuild_repairs_a_tampered_metric(run_copy: Path) -> None:
+    good = _results(run_copy)[0]
+    path = _call_json(run_copy)
+    tampered = json.loads(path.read_text())
+    tampered["metrics"]["call.create_ms"] = 99999.0
+    tampered["turns"][0]["metrics"]["turn.ttfa_ms"] = 1.0
+    tampered["outcome"], tampered["passed"] = "failed:missed_turn", False
+    tampered["transcripts"] = [{"role": "agent", "text": "kept as stored"}]
+    path.write_text(json.dumps(tampered))
+    (run_copy / "results.jsonl").write_text(json.dumps(tampered) + "\n")
+
+    (record,) = rebuild(run_copy).records
+    assert record["metrics"] == good["metrics"]
+    assert record["turns"] == good["turns"]
+    assert (record["outcome"], record["passed"]) == ("completed", True)
+    assert record["transcripts"] == [{"role": "agent", "text": "kept as stored"}]  # not recomputed
+    assert _results(run_copy) == [record]
+    assert json.loads(path.read_text()) == record
+    (row,) = csv.DictReader(io.StringIO((run_copy / "calls.csv").read_text()))
+    assert float(row["call.create_ms"]) == good["metrics"]["call.create_ms"]
+
+
+def test_rebuild_fails_the_call_on_a_stored_failed_expectation(run_copy: Path) -> None:
+    timeline_path = run_copy / _results(run_copy)[0]["artifacts"]["timeline"]
+    timeline = json.loads(timeline_path.read_text())
+    timeline["events"] = [e for e in timeline["events"] if e[1] != "expect.checked"]
+    timeline_path.write_text(json.dumps(timeline))
+    path = _call_json(run_copy)
+    stored = json.loads(path.read_text())
+    stored["expectations"][1]["ok"] = False
+    path.write_text(json.dumps(stored))
+
+    (record,) = rebuild(run_copy).records
+    assert record["outcome"] == "failed:expect" and record["passed"] is False
+    assert record["metrics"]["call.outcome"] == "failed:expect"
+    assert record["outcome_detail"].startswith(f"step {stored['expectations'][1]['step']}: ")
+    root = ET.parse(run_copy / "junit.xml").getroot()
+    assert _counts(root) == (1, 1, 0, 0)
+
+
+def test_rebuild_keeps_the_record_when_the_timeline_is_missing_or_corrupt(run_copy: Path) -> None:
+    path = _call_json(run_copy)
+    stored = json.loads(path.read_text())
+    stored["metrics"]["call.create_ms"] = 12345.0
+    path.write_text(json.dumps(stored))
+    timeline_path = run_copy / stored["artifacts"]["timeline"]
+
+    timeline_path.write_text('{"events": [')
+    result = rebuild(run_copy)
+    assert len(result.warnings) == 1 and "unreadable" in result.warnings[0]
+    assert result.records[0]["metrics"]["call.create_ms"] == 12345.0
+
+    timeline_path.unlink()
+    result = rebuild(run_copy)
+    assert len(result.warnings) == 1 and "missing" in result.warnings[0]
+    assert result.records == [stored]
+    assert _results(run_copy) == [stored]
+
+
+def test_rebuild_falls_back_to_results_jsonl_for_an_unreadable_call_record(run_copy: Path) -> None:
+    before = _results(run_copy)
+    _call_json(run_copy).write_text("{not json")
+    result = rebuild(run_copy)
+    assert len(result.warnings) == 1 and "results.jsonl" in result.warnings[0]
+    assert result.records == before
+    assert json.loads(_call_json(run_copy).read_text()) == before[0]
+
+
+def test_rebuild_needs_a_run_folder(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        rebuild(tmp_path)
+    (tmp_path / "calls").mkdir()
+    result = rebuild(tmp_path)
+    assert result.records == [] and result.warnings
+    assert not (tmp_path / "results.jsonl").exists()

@@ -1,0 +1,296 @@
+"""Many calls' figures -> distributions and rates (METRICS.md, "Aggregates and gates").
+
+Pure functions over call records (the dicts of `results.jsonl`, see `uvbench.runner.run.call_record`).
+
+- Every numeric metric gets `Stats` over all the values it takes: a call-level metric one value per
+  call, a `turn.*` metric one per turn that was not missed, an `interrupt.*` metric one per barge-in.
+  None (not measured) and text values are skipped, never counted as 0.
+- Percentiles use linear interpolation between closest ranks (numpy's default "linear" method):
+  p(q) of sorted values v[0..n-1] is v at rank q/100 * (n-1), interpolated between its neighbours.
+- Invalid calls (outcome "invalid:<reason>": the generator could not measure them) never enter the
+  figures or the rates; they are counted and described apart (`invalid`, `invalid_reasons`,
+  `invalid_metrics`), and a `warning` is set when they are more than 10 % of the calls.
+- Rates are `Rate(numerator, denominator)`; `RATES` says what each one counts and over what.
+  `audio.underflow_per_min` is the turns' underflows (`turn.underflow_count`, summed) per minute of
+  agent audio heard in the turns (`turn.agent_audio_ms`, summed): numerator and denominator cover the
+  same reply windows, so greeting audio and its underflows are left out of both.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+INVALID_WARN_SHARE = 0.10
+"""More invalid calls than this share of all calls sets `Aggregate.warning`."""
+
+RATES: dict[str, tuple[str, str]] = {
+    "call.success_rate": ("completed calls", "valid calls"),
+    "call.failed_rate": ("failed calls", "valid calls"),
+    "turn.miss_rate": ("missed turns", "turns of valid calls"),
+    "audio.underflow_per_min": ("turn underflows", "minutes of agent audio heard in turns"),
+    "call.any_underflow_rate": ("calls with call.underflow_count > 0", "valid calls measuring it"),
+    "interrupt.success_rate": ("successful barge-ins", "barge-ins with an utterance to interrupt"),
+    "expect.passed_rate": ("calls whose expectations all passed", "valid calls with expectations"),
+}
+"""Every rate: (what its numerator counts, what its denominator counts)."""
+
+
+def percentile(ordered: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (0..100) of already sorted values, by linear interpolation; None if empty."""
+    if not ordered:
+        return None
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile {q} is outside 0..100")
+    rank = q / 100 * (len(ordered) - 1)
+    lo = math.floor(rank)
+    frac = rank - lo
+    a = ordered[lo]
+    if frac == 0 or lo + 1 >= len(ordered):
+        return a
+    b = ordered[lo + 1]
+    value = a + (b - a) * frac
+    return min(max(value, a), b)  # rounding never takes it out of its interval
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Distribution of one metric: count, mean, p50, p90, p95, p99, min, max (None when count is 0)."""
+
+    count: int
+    mean: float | None = None
+    p50: float | None = None
+    p90: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    min: float | None = None
+    max: float | None = None
+    values: tuple[float, ...] = field(default=(), repr=False, compare=False)
+    """The values, sorted (for other percentiles); not part of `to_json`."""
+
+    @classmethod
+    def of(cls, values: Iterable[Any]) -> Stats:
+        """Stats of the numbers among `values` (None, text, bools, NaN and infinities are skipped)."""
+        ordered = tuple(sorted(float(v) for v in values if _is_number(v)))
+        if not ordered:
+            return cls(count=0)
+        return cls(
+            count=len(ordered),
+            mean=min(max(math.fsum(ordered) / len(ordered), ordered[0]), ordered[-1]),
+            p50=percentile(ordered, 50),
+            p90=percentile(ordered, 90),
+            p95=percentile(ordered, 95),
+            p99=percentile(ordered, 99),
+            min=ordered[0],
+            max=ordered[-1],
+            values=ordered,
+        )
+
+    def percentile(self, q: float) -> float | None:
+        return percentile(self.values, q)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "mean": self.mean,
+            "p50": self.p50,
+            "p90": self.p90,
+            "p95": self.p95,
+            "p99": self.p99,
+            "min": self.min,
+            "max": self.max,
+        }
+
+
+@dataclass(frozen=True)
+class Rate:
+    """numerator / denominator; `value` is None when the denominator is 0."""
+
+    numerator: float
+    denominator: float
+
+    @property
+    def value(self) -> float | None:
+        return self.numerator / self.denominator if self.denominator else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"value": self.value, "numerator": self.numerator, "denominator": self.denominator}
+
+
+@dataclass
+class Aggregate:
+    """Figures of a set of calls; `groups` holds the same per key when `aggregate(by=...)` was used."""
+
+    calls: int
+    valid: int
+    invalid: int
+    completed: int
+    failed: dict[str, int]
+    """Valid calls not completed, by reason ("missed_turn", "connect", ...)."""
+    metrics: dict[str, Stats]
+    """Valid calls only."""
+    rates: dict[str, Rate]
+    """Valid calls only; keyed by the names of `RATES`."""
+    invalid_reasons: dict[str, int] = field(default_factory=dict)
+    invalid_metrics: dict[str, Stats] = field(default_factory=dict)
+    """The invalid calls' own figures, never mixed into `metrics`."""
+    groups: dict[Hashable, Aggregate] = field(default_factory=dict)
+
+    @property
+    def overall(self) -> Aggregate:
+        return self
+
+    @property
+    def warning(self) -> str | None:
+        """Set when more than 10 % of the calls were invalid; a summary prints it first."""
+        if self.calls and self.invalid > INVALID_WARN_SHARE * self.calls:
+            return (
+                f"{self.invalid} of {self.calls} calls were invalid (generator overloaded): "
+                "their figures are reported apart"
+            )
+        return None
+
+    def rate(self, name: str) -> float | None:
+        r = self.rates.get(name)
+        return r.value if r is not None else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "warning": self.warning,
+            "calls": self.calls,
+            "valid": self.valid,
+            "invalid": self.invalid,
+            "completed": self.completed,
+            "failed": dict(self.failed),
+            "rates": {k: r.to_json() for k, r in self.rates.items()},
+            "metrics": {k: s.to_json() for k, s in self.metrics.items()},
+            "invalid_reasons": dict(self.invalid_reasons),
+            "invalid_metrics": {k: s.to_json() for k, s in self.invalid_metrics.items()},
+            "groups": {str(k): g.to_json() for k, g in self.groups.items()},
+        }
+
+
+def is_invalid(record: dict[str, Any]) -> bool:
+    return str(_outcome(record)).startswith("invalid:")
+
+
+def aggregate(
+    records: Iterable[dict[str, Any]], *, by: str | Callable[[dict[str, Any]], Hashable] | None = None
+) -> Aggregate:
+    """Figures of all `records`; with `by` (a record key such as "scenario", "stage", "concurrency",
+    or a callable record -> key) also per key in `groups` (sorted by key when the keys compare)."""
+    records = list(records)
+    overall = _aggregate(records)
+    if by is not None:
+        key_of = by if callable(by) else (lambda r, k=by: _tag(r, k))
+        buckets: dict[Hashable, list[dict[str, Any]]] = {}
+        for r in records:
+            buckets.setdefault(key_of(r), []).append(r)
+        keys = list(buckets)
+        try:
+            keys.sort()  # type: ignore[type-var]
+        except TypeError:
+            pass
+        overall.groups = {k: _aggregate(buckets[k]) for k in keys}
+    return overall
+
+
+def _aggregate(records: list[dict[str, Any]]) -> Aggregate:
+    valid = [r for r in records if not is_invalid(r)]
+    invalid = [r for r in records if is_invalid(r)]
+    completed = 0
+    failed: dict[str, int] = {}
+    for r in valid:
+        outcome = _outcome(r)
+        if outcome == "completed":
+            completed += 1
+        else:
+            reason = outcome.removeprefix("failed:") if isinstance(outcome, str) else "unknown"
+            failed[reason] = failed.get(reason, 0) + 1
+    invalid_reasons: dict[str, int] = {}
+    for r in invalid:
+        reason = str(_outcome(r)).removeprefix("invalid:")
+        invalid_reasons[reason] = invalid_reasons.get(reason, 0) + 1
+    return Aggregate(
+        calls=len(records),
+        valid=len(valid),
+        invalid=len(invalid),
+        completed=completed,
+        failed=failed,
+        metrics=_metric_stats(valid),
+        rates=_rates(valid, completed),
+        invalid_reasons=invalid_reasons,
+        invalid_metrics=_metric_stats(invalid),
+    )
+
+
+def _metric_stats(records: list[dict[str, Any]]) -> dict[str, Stats]:
+    values: dict[str, list[float]] = {}
+
+    def add(metrics: Any) -> None:
+        if not isinstance(metrics, dict):
+            return
+        for name, v in metrics.items():
+            if _is_number(v):
+                values.setdefault(name, []).append(v)
+
+    for r in records:
+        add(r.get("metrics"))
+        for t in r.get("turns") or ():
+            if not t.get("missed"):
+                add(t.get("metrics"))
+        for b in r.get("barge_ins") or ():
+            add(b.get("metrics"))
+    return {name: Stats.of(values[name]) for name in sorted(values)}
+
+
+def _rates(valid: list[dict[str, Any]], completed: int) -> dict[str, Rate]:
+    n = len(valid)
+    turns = [t for r in valid for t in r.get("turns") or ()]
+    barge_ins = [b for r in valid for b in r.get("barge_ins") or ()]
+    judged = [b for b in barge_ins if b.get("success") is not None]
+    underflow_counts = [
+        (r.get("metrics") or {}).get("call.underflow_count")
+        for r in valid
+        if _is_number((r.get("metrics") or {}).get("call.underflow_count"))
+    ]
+    turn_underflows = sum(_turn_metric(t, "turn.underflow_count") for t in turns)
+    agent_audio_min = sum(_turn_metric(t, "turn.agent_audio_ms") for t in turns) / 60_000
+    expected = [r for r in valid if r.get("expectations")]
+    return {
+        "call.success_rate": Rate(completed, n),
+        "call.failed_rate": Rate(n - completed, n),
+        "turn.miss_rate": Rate(sum(1 for t in turns if t.get("missed")), len(turns)),
+        "audio.underflow_per_min": Rate(turn_underflows, agent_audio_min),
+        "call.any_underflow_rate": Rate(sum(1 for c in underflow_counts if c > 0), len(underflow_counts)),
+        "interrupt.success_rate": Rate(sum(1 for b in judged if b.get("success")), len(judged)),
+        "expect.passed_rate": Rate(
+            sum(1 for r in expected if all(e.get("ok") for e in r["expectations"])), len(expected)
+        ),
+    }
+
+
+def _turn_metric(turn: dict[str, Any], name: str) -> float:
+    v = (turn.get("metrics") or {}).get(name)
+    return v if _is_number(v) else 0
+
+
+def _outcome(record: dict[str, Any]) -> Any:
+    outcome = record.get("outcome")
+    if outcome is None:
+        outcome = (record.get("metrics") or {}).get("call.outcome")
+    return outcome
+
+
+def _tag(record: dict[str, Any], key: str) -> Any:
+    """A record's tag: its own field, else its `tags` map (k6-style), else None."""
+    if key in record:
+        return record[key]
+    tags = record.get("tags")
+    return tags.get(key) if isinstance(tags, dict) else None
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)

@@ -1,0 +1,229 @@
+"""CSV reports: `calls.csv` (one row per call) and `stats.csv` in Locust's `_stats.csv` layout.
+
+`stats_csv` follows CONVENTIONS.md §2 and §7.5 so Locust dashboards and scripts read uvbench runs:
+rows keyed by (Type, Name) with Type from {call, turn, barge_in} and Name `<scenario>:<what>`,
+response times in ms, median and percentiles as integers (`N/A` when there is no sample), sorted
+by name then type, and a last `Aggregated` row with an empty Type. Each row's samples:
+- `call` `<scenario>:setup`: call.create_ms + call.join_ms per call; a failure is a failed call
+  (`failed:*`). A call without both figures (it never connected) counts as a request and a failure
+  with no response time.
+- `turn` `<scenario>:ttfa`: turn.ttfa_ms per turn; a failure is a missed turn (no time).
+- `barge_in` `<scenario>:clear` / `<scenario>:silence`: interrupt.clear_ms / interrupt.silence_ms
+  per barge-in; a failure is a barge-in whose `success` is False.
+Invalid calls (`invalid:*`: the generator was overloaded) are left out of `stats.csv`: their
+timings measure the load generator, not the agent. Requests/s and Failures/s divide by the run's
+wall span: the earliest `anchors.ws_open_ns` to the latest `anchors.ws_closed_ns`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from uvbench.metrics import CALL_METRICS, GLOSSARY
+
+CALL_NUMERIC_METRICS = tuple(name for name in CALL_METRICS if GLOSSARY[name]["unit"] != "text")
+"""Every numeric call-level figure of `GLOSSARY`, in glossary order: the metric columns of calls.csv."""
+
+CALLS_COLUMNS = (
+    ("scenario", "call_id", "outcome", "passed", "duration_ms", "end_reason")
+    + CALL_NUMERIC_METRICS
+    + (
+        "turns",
+        "turn.ttfa_ms.mean",
+        "turn.ttfa_ms.max",
+        "barge_ins",
+        "expectations_passed",
+        "expectations_total",
+    )
+)
+
+PERCENTILES = (0.5, 0.66, 0.75, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999, 0.9999, 1.0)
+STATS_COLUMNS = (
+    "Type",
+    "Name",
+    "Request Count",
+    "Failure Count",
+    "Median Response Time",
+    "Average Response Time",
+    "Min Response Time",
+    "Max Response Time",
+    "Average Content Size",
+    "Requests/s",
+    "Failures/s",
+    "50%",
+    "66%",
+    "75%",
+    "80%",
+    "90%",
+    "95%",
+    "98%",
+    "99%",
+    "99.9%",
+    "99.99%",
+    "100%",
+)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return value
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def _write(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def calls_csv(records: Iterable[dict[str, Any]]) -> str:
+    """One row per call (columns `CALLS_COLUMNS`); an unmeasured figure is an empty cell."""
+    rows = []
+    for r in records:
+        metrics = r.get("metrics") or {}
+        turns = r.get("turns") or []
+        ttfa = [v for t in turns if (v := _number((t.get("metrics") or {}).get("turn.ttfa_ms"))) is not None]
+        expectations = r.get("expectations") or []
+        rows.append(
+            [
+                _cell(r.get("scenario")),
+                _cell(r.get("call_id")),
+                _cell(r.get("outcome")),
+                _cell(r.get("passed")),
+                _cell(_number(r.get("duration_ms"))),
+                _cell(r.get("end_reason")),
+                *(_cell(_number(metrics.get(name))) for name in CALL_NUMERIC_METRICS),
+                len(turns),
+                _cell(sum(ttfa) / len(ttfa) if ttfa else None),
+                _cell(max(ttfa) if ttfa else None),
+                len(r.get("barge_ins") or []),
+                sum(1 for e in expectations if e.get("ok")),
+                len(expectations),
+            ]
+        )
+    return _write(CALLS_COLUMNS, rows)
+
+
+@dataclass
+class _Entry:
+    type: str
+    name: str
+    times: list[float] = field(default_factory=list)
+    requests: int = 0
+    failures: int = 0
+
+    def add(self, time_ms: float | None, failed: bool) -> None:
+        self.requests += 1
+        self.failures += int(failed)
+        if time_ms is not None:
+            self.times.append(time_ms)
+
+    def merge(self, other: _Entry) -> None:
+        self.requests += other.requests
+        self.failures += other.failures
+        self.times += other.times
+
+
+def response_time_percentile(times: list[float], fraction: float) -> float | None:
+    """Locust's rule: the smallest time such that at most `(1 - fraction)` of the samples exceed it."""
+    if not times:
+        return None
+    ordered = sorted(times)
+    count = len(ordered)
+    above = max(1, count - int(count * fraction))  # the `above`-th largest sample
+    return ordered[count - above]
+
+
+def _row(entry: _Entry, span_s: float | None) -> list[Any]:
+    times = entry.times
+    rps = entry.requests / span_s if span_s else 0.0
+    fps = entry.failures / span_s if span_s else 0.0
+    if times:
+        median = round(response_time_percentile(times, 0.5))  # type: ignore[arg-type]
+        average: Any = sum(times) / len(times)
+        low: Any = min(times)
+        high: Any = max(times)
+        percentiles: list[Any] = [round(response_time_percentile(times, p)) for p in PERCENTILES]  # type: ignore[arg-type]
+    else:
+        median, average, low, high = 0, 0, 0, 0
+        percentiles = ["N/A"] * len(PERCENTILES)
+    return [
+        entry.type,
+        entry.name,
+        entry.requests,
+        entry.failures,
+        median,
+        average,
+        low,
+        high,
+        0,
+        rps,
+        fps,
+        *percentiles,
+    ]
+
+
+def wall_span_s(records: Iterable[dict[str, Any]]) -> float | None:
+    """Seconds from the earliest websocket open to the latest websocket close of the records."""
+    opens, closes = [], []
+    for r in records:
+        anchors = r.get("anchors") or {}
+        if isinstance(anchors.get("ws_open_ns"), int):
+            opens.append(anchors["ws_open_ns"])
+        if isinstance(anchors.get("ws_closed_ns"), int):
+            closes.append(anchors["ws_closed_ns"])
+    if not opens or not closes or max(closes) <= min(opens):
+        return None
+    return (max(closes) - min(opens)) / 1e9
+
+
+def _entries(records: list[dict[str, Any]]) -> list[_Entry]:
+    entries: dict[tuple[str, str], _Entry] = {}
+
+    def entry(type_: str, name: str) -> _Entry:
+        return entries.setdefault((name, type_), _Entry(type_, name))
+
+    for r in records:
+        outcome = str(r.get("outcome") or "")
+        if outcome.startswith("invalid:"):
+            continue
+        scenario = r.get("scenario")
+        metrics = r.get("metrics") or {}
+        create, join = _number(metrics.get("call.create_ms")), _number(metrics.get("call.join_ms"))
+        setup = create + join if create is not None and join is not None else None
+        entry("call", f"{scenario}:setup").add(setup, outcome.startswith("failed:"))
+        for t in r.get("turns") or []:
+            ttfa = _number((t.get("metrics") or {}).get("turn.ttfa_ms"))
+            entry("turn", f"{scenario}:ttfa").add(ttfa, bool(t.get("missed")))
+        for b in r.get("barge_ins") or []:
+            m = b.get("metrics") or {}
+            failed = b.get("success") is False
+            entry("barge_in", f"{scenario}:clear").add(_number(m.get("interrupt.clear_ms")), failed)
+            entry("barge_in", f"{scenario}:silence").add(_number(m.get("interrupt.silence_ms")), failed)
+    return [entries[key] for key in sorted(entries)]
+
+
+def stats_csv(records: Iterable[dict[str, Any]]) -> str:
+    """The run in Locust's `_stats.csv` layout (columns `STATS_COLUMNS`), `Aggregated` last."""
+    records = list(records)
+    span = wall_span_s(records)
+    entries = _entries(records)
+    total = _Entry("", "Aggregated")
+    for e in entries:
+        total.merge(e)
+    return _write(STATS_COLUMNS, [_row(e, span) for e in [*entries, total]])

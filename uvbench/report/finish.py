@@ -1,0 +1,65 @@
+"""The end of a run: aggregates, gates, and the report files CI servers and people read."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from uvbench.metrics.aggregate import aggregate
+from uvbench.metrics.thresholds import Threshold, ThresholdResult, evaluate
+from uvbench.report.csv_report import calls_csv, stats_csv
+from uvbench.report.junit import junit_xml
+
+HEADLINE = (
+    "turn.ttfa_ms",
+    "turn.ttfb_ms",
+    "interrupt.clear_ms",
+    "interrupt.silence_ms",
+    "call.first_audio_ms",
+)
+
+
+@dataclass
+class Finished:
+    results: list[ThresholdResult] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    """What to print: any warning first, then the thresholds block, then the headline figures."""
+
+    @property
+    def thresholds_passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f}"
+
+
+def finish_run(folder: Path, records: list[dict[str, Any]], thresholds: list[Threshold]) -> Finished:
+    """Write summary.json (with aggregates and gates), calls.csv, stats.csv and junit.xml."""
+    finished = Finished(results=evaluate(thresholds, records) if thresholds else [])
+    overall = aggregate(records, by="scenario")
+    if overall.warning:
+        finished.lines.append(f"uvbench: warning: {overall.warning}")
+    if finished.results:
+        finished.lines.append("THRESHOLDS")
+        finished.lines.extend(f"  {r.message}" for r in finished.results)
+    if records:
+        finished.lines.append("TOTALS (valid calls)          count    p50    p95    p99    max")
+        for name in HEADLINE:
+            stats = overall.metrics.get(name)
+            if stats is not None and stats.count:
+                finished.lines.append(
+                    f"  {name:<28}{stats.count:>5} {_fmt(stats.p50):>6} {_fmt(stats.p95):>6}"
+                    f" {_fmt(stats.p99):>6} {_fmt(stats.max):>6} ms"
+                )
+    summary_path = folder / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary["aggregate"] = overall.to_json()
+    summary["thresholds"] = [r.to_json() for r in finished.results]
+    summary_path.write_text(json.dumps(summary, indent=2))
+    (folder / "calls.csv").write_text(calls_csv(records))
+    (folder / "stats.csv").write_text(stats_csv(records))
+    (folder / "junit.xml").write_text(junit_xml(records, threshold_results=finished.results))
+    return finished

@@ -1,0 +1,265 @@
+"""JUnit XML for CI servers (GitLab, Jenkins, GitHub Actions reporters): CONVENTIONS.md §6 and §7.4.
+
+One `<testsuite>` per scenario with one `<testcase>` per call (`classname` = the scenario, since GitLab
+shows the classname as the suite), and a `thresholds` suite with a testcase per threshold named like
+k6's `"<metric> - <expression>"`. A call's result child:
+- `failure` when the call failed (`failed:*`): a one-line message (what, observed, limit) and the
+  expectation/failure detail and the turn timeline in the body;
+- `error` when the call could not be carried out (`failed:create`, `failed:connect`);
+- `skipped` when the call is invalid (the generator was overloaded: its figures measure the client);
+- none when it completed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Sequence
+from pathlib import PurePosixPath
+from typing import Any
+
+ERROR_OUTCOMES = ("failed:create", "failed:connect")
+"""Outcomes of calls that could not be carried out: reported as `<error>`, not `<failure>`."""
+
+_INVALID_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_MESSAGE_MAX = 500
+
+
+def _clean(text: Any) -> str:
+    """Text XML 1.0 can carry (control characters and lone surrogates dropped)."""
+    return _INVALID_XML.sub("", str(text))
+
+
+def _line(text: Any) -> str:
+    """One line, at most `_MESSAGE_MAX` characters: what a CI server shows as the failure's title."""
+    line = " ".join(_clean(text).split())
+    return line if len(line) <= _MESSAGE_MAX else line[: _MESSAGE_MAX - 1] + "…"
+
+
+def _seconds(ms: Any) -> float:
+    if isinstance(ms, bool) or not isinstance(ms, int | float) or ms != ms or ms < 0:
+        return 0.0
+    return ms / 1000
+
+
+def _fmt_seconds(seconds: float) -> str:
+    return f"{seconds:.3f}"
+
+
+def _fmt_ms(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "-"
+    return f"{value:.0f} ms"
+
+
+def call_number(record: dict[str, Any], position: int) -> str:
+    """The call's 4-digit number: from its file stem (`calls/0003-booking.json`), else its position."""
+    timeline = (record.get("artifacts") or {}).get("timeline")
+    if isinstance(timeline, str):
+        match = re.match(r"(\d+)-", PurePosixPath(timeline).name)
+        if match:
+            return match.group(1)
+    return f"{position:04d}"
+
+
+def testcase_name(record: dict[str, Any], position: int) -> str:
+    """`call <nnnn> <first 8 characters of the call id>` (unique within a run: the number is)."""
+    call_id = record.get("call_id")
+    short = str(call_id)[:8] if call_id else "no-call-id"
+    return f"call {call_number(record, position)} {short}"
+
+
+def _kind(outcome: str) -> str:
+    return outcome.split(":", 1)[1] if ":" in outcome else outcome
+
+
+def _failure_message(record: dict[str, Any]) -> str:
+    """One line: what failed, what was observed, the limit (from the first failed expectation)."""
+    outcome = str(record.get("outcome") or "")
+    if outcome == "failed:expect":
+        for e in record.get("expectations") or []:
+            if not e.get("ok"):
+                return _line(f"step {e.get('step')}: {e.get('what')}: {e.get('detail')}")
+    if record.get("outcome_detail"):
+        return _line(record["outcome_detail"])
+    for f in record.get("failures") or []:
+        return _line(f"step {f.get('step_index')}: {f.get('kind')}: {f.get('reason')}")
+    return _line(record.get("error") or outcome or "failed")
+
+
+def _turn_timeline(record: dict[str, Any]) -> list[str]:
+    lines = []
+    for t in record.get("turns") or []:
+        m = t.get("metrics") or {}
+        state = "MISSED" if t.get("missed") else "ok"
+        lines.append(
+            f"turn {t.get('index')} ({t.get('file') or '-'}): {state}  ttfa {_fmt_ms(m.get('turn.ttfa_ms'))}"
+            f"  ttfb {_fmt_ms(m.get('turn.ttfb_ms'))}  thinking {_fmt_ms(m.get('turn.thinking_ms'))}"
+            f"  underflows {m.get('turn.underflow_count', '-')}"
+        )
+    for b in record.get("barge_ins") or []:
+        m = b.get("metrics") or {}
+        success = b.get("success")
+        state = "stopped" if success else ("FAILED" if success is False else "nothing to interrupt")
+        lines.append(
+            f"barge-in {b.get('index')} ({b.get('file') or '-'}): {state}"
+            f"  clear {_fmt_ms(m.get('interrupt.clear_ms'))}"
+            f"  silence {_fmt_ms(m.get('interrupt.silence_ms'))}"
+            f"  response {_fmt_ms(m.get('interrupt.response_ms'))}"
+        )
+    return lines
+
+
+def _failure_body(record: dict[str, Any]) -> str:
+    lines = [f"outcome: {record.get('outcome')}"]
+    if record.get("outcome_detail"):
+        lines.append(f"detail: {record['outcome_detail']}")
+    if record.get("error"):
+        lines.append(f"error: {record['error']}")
+    failures = record.get("failures") or []
+    if failures:
+        lines.append("failures:")
+        lines += [f"  step {f.get('step_index')}: {f.get('kind')}: {f.get('reason')}" for f in failures]
+    expectations = record.get("expectations") or []
+    if expectations:
+        lines.append("expectations:")
+        lines += [
+            f"  {'PASS' if e.get('ok') else 'FAIL'} step {e.get('step')}: {e.get('what')}: {e.get('detail')}"
+            for e in expectations
+        ]
+    timeline = _turn_timeline(record)
+    if timeline:
+        lines.append("timeline:")
+        lines += [f"  {line}" for line in timeline]
+    return _clean("\n".join(lines))
+
+
+def _system_out(record: dict[str, Any]) -> str:
+    artifacts = record.get("artifacts") or {}
+    lines = [f"call_id={record.get('call_id')}"]
+    if record.get("variant"):
+        lines.append(f"variant={record['variant']}")
+    for key in ("recording", "server_recording", "timeline"):
+        if artifacts.get(key):
+            lines.append(f"{key}={artifacts[key]}")
+    transcripts = record.get("transcripts") or []
+    if transcripts:
+        lines.append("transcript:")
+        lines += [f"  [{t.get('role')}] {t.get('text')}" for t in transcripts]
+    return _clean("\n".join(lines))
+
+
+def _timestamp(value: dt.datetime | str | None) -> str:
+    if isinstance(value, str):
+        return value
+    return (value or dt.datetime.now()).replace(microsecond=0).isoformat()
+
+
+class _Counts:
+    def __init__(self) -> None:
+        self.tests = self.failures = self.errors = self.skipped = 0
+        self.time = 0.0
+
+    def add(self, other: _Counts) -> None:
+        self.tests += other.tests
+        self.failures += other.failures
+        self.errors += other.errors
+        self.skipped += other.skipped
+        self.time += other.time
+
+    def set_on(self, element: ET.Element) -> None:
+        element.set("tests", str(self.tests))
+        element.set("failures", str(self.failures))
+        element.set("errors", str(self.errors))
+        element.set("skipped", str(self.skipped))
+        element.set("time", _fmt_seconds(self.time))
+
+
+def _call_case(suite: ET.Element, record: dict[str, Any], position: int, counts: _Counts) -> None:
+    scenario = str(record.get("scenario"))
+    seconds = _seconds(record.get("duration_ms"))
+    case = ET.SubElement(
+        suite,
+        "testcase",
+        {"classname": _clean(scenario), "name": _clean(testcase_name(record, position))},
+    )
+    case.set("time", _fmt_seconds(seconds))
+    counts.tests += 1
+    counts.time += seconds
+    outcome = str(record.get("outcome") or "")
+    if outcome.startswith(ERROR_OUTCOMES):
+        counts.errors += 1
+        child = ET.SubElement(case, "error", {"message": _failure_message(record), "type": _kind(outcome)})
+        child.text = _failure_body(record)
+    elif outcome.startswith("invalid:"):
+        counts.skipped += 1
+        what = _kind(outcome).replace("_", " ")
+        detail = record.get("outcome_detail")
+        message = f"invalid: {what}" + (f": {detail}" if detail else "")
+        ET.SubElement(case, "skipped", {"message": _line(message)})
+    elif outcome != "completed" or record.get("passed") is False:
+        counts.failures += 1
+        child = ET.SubElement(case, "failure", {"message": _failure_message(record), "type": _kind(outcome)})
+        child.text = _failure_body(record)
+    ET.SubElement(case, "system-out").text = _system_out(record)
+
+
+def _threshold_case(suite: ET.Element, threshold: Any, counts: _Counts) -> None:
+    name = f"{threshold.metric} - {threshold.expression}"
+    case = ET.SubElement(
+        suite, "testcase", {"classname": "thresholds", "name": _clean(name), "time": "0.000"}
+    )
+    counts.tests += 1
+    message = _line(getattr(threshold, "message", "") or "")
+    if threshold.passed is None:  # not evaluated (no data for the metric)
+        counts.skipped += 1
+        ET.SubElement(case, "skipped", {"message": message or "not evaluated"})
+    elif not threshold.passed:
+        counts.failures += 1
+        child = ET.SubElement(case, "failure", {"message": message or f"{name} failed", "type": "threshold"})
+        child.text = _clean(f"{name}\n{getattr(threshold, 'message', '')}")
+    elif message:
+        ET.SubElement(case, "system-out").text = message
+
+
+def junit_xml(
+    records: Iterable[dict[str, Any]],
+    *,
+    threshold_results: Sequence[Any] = (),
+    suite_name: str = "uvbench run",
+    timestamp: dt.datetime | str | None = None,
+) -> str:
+    """The run as a JUnit XML document (UTF-8, with its XML declaration).
+
+    `threshold_results`: objects with `metric`, `expression`, `passed` (True, False, or None when not
+    evaluated: reported as skipped) and `message` (the observed value; the failure message).
+    `timestamp`: when the run started (default now), ISO 8601 on `testsuites` and every `testsuite`.
+    """
+    stamp = _timestamp(timestamp)
+    root = ET.Element("testsuites", {"name": _clean(suite_name)})
+    total = _Counts()
+    by_scenario: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for position, record in enumerate(records, start=1):
+        by_scenario.setdefault(str(record.get("scenario")), []).append((position, record))
+    suites: list[tuple[ET.Element, _Counts]] = []
+    for scenario, calls in by_scenario.items():
+        suite = ET.SubElement(root, "testsuite", {"name": _clean(scenario)})
+        counts = _Counts()
+        for position, record in calls:
+            _call_case(suite, record, position, counts)
+        suites.append((suite, counts))
+    if threshold_results:
+        suite = ET.SubElement(root, "testsuite", {"name": "thresholds"})
+        counts = _Counts()
+        for threshold in threshold_results:
+            _threshold_case(suite, threshold, counts)
+        suites.append((suite, counts))
+    for suite, counts in suites:
+        counts.set_on(suite)
+        suite.set("timestamp", stamp)
+        total.add(counts)
+    total.set_on(root)
+    root.set("timestamp", stamp)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
