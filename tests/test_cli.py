@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -169,3 +170,52 @@ def test_a_breached_threshold_exits_1_and_shows_in_junit_and_report_rebuilds(tmp
     assert rebuilt.returncode == 0 and "report rebuilt from 2 call timelines" in rebuilt.stdout
     assert (folder / "results.jsonl").read_text() == before
     assert run_cli("report", str(tmp_path)).returncode == 2
+
+
+def test_ctrl_c_mid_run_leaves_a_valid_partial_run_folder(tmp_path):
+    scenario = tmp_path / "long.yaml"
+    scenario.write_text("name: long\nclient: {record: false}\nscript:\n  - silence: 1s\n  - hang_up\n")
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvbench",
+            "run",
+            str(scenario),
+            "--out",
+            str(out),
+            "--vus",
+            "2",
+            "--duration",
+            "60s",
+            "-q",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        results = None
+        while time.monotonic() < deadline:  # wait until some calls have finished
+            found = list(out.glob("*/results.jsonl"))
+            if found and len(found[0].read_text().splitlines()) >= 3:
+                results = found[0]
+                break
+            time.sleep(0.2)
+        assert results is not None, "no call finished in time"
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    lines = results.read_text().splitlines()
+    assert len(lines) >= 3 and all(json.loads(line)["outcome"] for line in lines)
+    summary = json.loads((results.parent / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["calls"] == len(lines)
+    assert summary["aggregate"]["calls"] == len(lines)  # the report of what finished is written too
+    assert (results.parent / "junit.xml").exists() and (results.parent / "calls.csv").exists()
+    assert "run interrupted" in stdout

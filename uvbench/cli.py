@@ -21,7 +21,7 @@ import yaml
 
 from uvbench import __version__
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOT_RUN = 0, 1, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOT_RUN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 API_KEY_ENV = "UVBENCH_SERVER_API_KEY"
 
 
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"uvbench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     return EXIT_BAD_INPUT
 
 
@@ -308,6 +308,10 @@ def _run(args: argparse.Namespace) -> int:
     code = summary.exit_code
     if code == 0 and not finished.thresholds_passed:
         code = EXIT_FAILED
+    if summary.interrupted:
+        done = f"{passed}/{len(summary.records)} finished calls completed"
+        print(f"run interrupted: {done}; results in {summary.folder}/")
+        return EXIT_INTERRUPTED
     verdict = {0: "passed", 1: "FAILED", 3: "could not be carried out"}[code]
     print(f"run {verdict}: {passed}/{len(summary.records)} calls completed; results in {summary.folder}/")
     return code

@@ -241,6 +241,8 @@ def write_call(
 class RunSummary:
     folder: Path
     records: list[dict[str, Any]]
+    interrupted: bool = False
+    """Ctrl-C stopped the run: the calls in flight were cancelled, the finished ones are kept."""
 
     @property
     def exit_code(self) -> int:
@@ -268,7 +270,7 @@ def run_scenarios(
     """Run the scenarios under a load profile (default: each once, one at a time).
 
     Each call's record reaches the run folder as the call ends; on Ctrl-C the calls in flight are
-    cancelled and the summary of what finished is still written."""
+    cancelled, the summary of what finished is still written, and `interrupted` says so."""
     folder = RunFolder(out_dir, name)
     targets = Targets(local_server_config)
     records: list[dict[str, Any]] = []
@@ -319,9 +321,7 @@ def run_scenarios(
             {**_summary(records), "dropped_calls": state.dropped, "interrupted": interrupted}
         )
         folder.close()
-    if interrupted:
-        raise KeyboardInterrupt
-    return RunSummary(folder.path, records)
+    return RunSummary(folder.path, records, interrupted)
 
 
 def _summary(records: list[dict[str, Any]]) -> dict[str, Any]:
