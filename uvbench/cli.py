@@ -270,12 +270,26 @@ def _run(args: argparse.Namespace) -> int:
     if not scenarios:
         raise UsageError(f"{args.path}: no scenario files (*.yaml) found there")
 
-    def on_call(record: dict, folder: Path) -> None:
-        if not args.quiet:
-            print(call_summary(record, str(folder)), flush=True)
+    from uvbench.report.live import LiveView
+    from uvbench.runner.fanout import RunState
 
     name = scenarios[0].base_name if len({s.base_name for s in scenarios}) == 1 else args.path.stem
     profile = _load_profile(args)
+    total = profile.iterations or (None if profile.total_duration_s else len(scenarios) * args.repeat)
+    state = RunState()
+    view = LiveView(state, total_calls=total, duration_s=profile.total_duration_s, enabled=not args.quiet)
+    # A few calls: each one's summary. A load run: only the calls that did not complete, briefly.
+    detailed = total is not None and total <= 5
+
+    def on_call(record: dict, folder: Path) -> None:
+        if args.quiet:
+            return
+        if detailed:
+            view.print(call_summary(record, str(folder)))
+        elif not record["passed"]:
+            call = f"{record['scenario']} call {record.get('call_id')}"
+            view.print(f"{call}: {record['outcome']}: {record['outcome_detail']}")
+
     thresholds = _thresholds(args.threshold)
 
     def on_drop(dropped: int) -> None:
@@ -287,16 +301,18 @@ def _run(args: argparse.Namespace) -> int:
             )
 
     try:
-        summary = run_scenarios(
-            scenarios,
-            args.out,
-            name,
-            profile=profile,
-            repeat=args.repeat,
-            seed=args.seed,
-            on_call=on_call,
-            on_drop=on_drop,
-        )
+        with view:
+            summary = run_scenarios(
+                scenarios,
+                args.out,
+                name,
+                profile=profile,
+                repeat=args.repeat,
+                seed=args.seed,
+                on_call=on_call,
+                on_drop=on_drop,
+                state=state,
+            )
     except TargetError as exc:
         raise UsageError(str(exc)) from None
     from uvbench.report.finish import finish_run

@@ -32,7 +32,27 @@ class RunState:
     dropped: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
     ttfa_ms: list[float] = field(default_factory=list)
+    underflows: int = 0
+    agent_audio_ms: float = 0.0
+    worst_pacer_p99_ms: float = 0.0
     t0: float = field(default_factory=time.monotonic)
+
+    def count(self, prefix: str) -> int:
+        return sum(n for outcome, n in self.outcomes.items() if outcome.startswith(prefix))
+
+    def record(self, record: dict[str, Any]) -> None:
+        """Fold a finished call into the running figures."""
+        self.outcomes[record["outcome"]] = self.outcomes.get(record["outcome"], 0) + 1
+        metrics = record.get("metrics", {})
+        if not record["outcome"].startswith("invalid:"):
+            for turn in record.get("turns", []):
+                if turn["metrics"].get("turn.ttfa_ms") is not None:
+                    self.ttfa_ms.append(turn["metrics"]["turn.ttfa_ms"])
+                self.agent_audio_ms += turn["metrics"].get("turn.agent_audio_ms") or 0.0
+            self.underflows += metrics.get("call.underflow_count") or 0
+        p99 = metrics.get("pacer.lateness_p99_ms")
+        if p99 is not None:
+            self.worst_pacer_p99_ms = max(self.worst_pacer_p99_ms, p99)
 
     def elapsed_s(self) -> float:
         return time.monotonic() - self.t0
@@ -85,12 +105,7 @@ async def run_load(
     async def call(scenario: Scenario, tags: dict[str, Any], slot: int) -> None:
         try:
             record = await run_one(scenario, tags)
-            state.outcomes[record["outcome"]] = state.outcomes.get(record["outcome"], 0) + 1
-            state.ttfa_ms.extend(
-                t["metrics"]["turn.ttfa_ms"]
-                for t in record.get("turns", [])
-                if t["metrics"].get("turn.ttfa_ms") is not None
-            )
+            state.record(record)
         finally:
             state.in_flight -= 1
             state.finished += 1

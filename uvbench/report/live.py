@@ -1,0 +1,91 @@
+"""The live view of a run: a progress bar and a small table, refreshed a few times a second.
+
+Only on a terminal: with `--quiet`, or when stdout is not a TTY (CI logs), nothing is drawn and
+the per-call summaries and the verdict are all that is printed. It reads the runner's `RunState`
+and never touches a call, so drawing cannot slow the pacers beyond a short render each refresh.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from uvbench.runner.fanout import RunState
+
+
+def _p(values: list[float], q: float) -> str:
+    return "—" if not values else f"{np.percentile(values, q):.0f} ms"
+
+
+class LiveView:
+    def __init__(
+        self, state: RunState, *, total_calls: int | None, duration_s: float | None, enabled: bool
+    ) -> None:
+        self.state = state
+        self.enabled = enabled and sys.stdout.isatty()
+        self.console = Console()
+        self.progress = Progress(
+            TextColumn("[bold]calls"),
+            BarColumn(),
+            MofNCompleteColumn() if total_calls else TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
+            TimeElapsedColumn(),
+            console=self.console,
+        )
+        self.total_calls = total_calls
+        self.duration_s = duration_s
+        self.task = self.progress.add_task("calls", total=total_calls or duration_s)
+        self._live: Live | None = None
+
+    def table(self) -> Table:
+        s = self.state
+        table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+        for column in ("active", "done", "completed", "failed", "invalid", "dropped", "ttfa p50", "ttfa p95",
+                       "underflows/min", "pacer p99 (worst)"):  # fmt: skip
+            table.add_column(column, justify="right")
+        minutes = s.agent_audio_ms / 60000
+        table.add_row(
+            str(s.in_flight),
+            str(s.finished),
+            str(s.count("completed")),
+            str(s.count("failed:")),
+            str(s.count("invalid:")),
+            str(s.dropped),
+            _p(s.ttfa_ms, 50),
+            _p(s.ttfa_ms, 95),
+            "—" if minutes <= 0 else f"{s.underflows / minutes:.2f}",
+            f"{s.worst_pacer_p99_ms:.1f} ms",
+        )
+        return table
+
+    def render(self) -> Any:
+        if self.total_calls:
+            self.progress.update(self.task, completed=self.state.finished)
+        else:
+            self.progress.update(self.task, completed=min(self.state.elapsed_s(), self.duration_s or 0))
+        return Group(self.progress, self.table())
+
+    def print(self, text: str) -> None:
+        """Print above the live view (per-call summaries)."""
+        if self._live is not None:
+            self._live.console.print(text, highlight=False, markup=False)
+        else:
+            print(text, flush=True)
+
+    def __enter__(self) -> LiveView:
+        if self.enabled:
+            self._live = Live(
+                get_renderable=self.render, console=self.console, refresh_per_second=4, transient=False
+            )
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+            self._live = None
