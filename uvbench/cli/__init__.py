@@ -1,0 +1,52 @@
+"""The `uvbench` command line: one module per command, each with `add_parser(sub)` and `main(args)`.
+
+Exit codes: 0 ok, 1 a check failed, 2 bad input, 3 the run could not be carried out, 130 Ctrl-C.
+A user's mistake is one line on stderr (what, where, how to fix), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from uvbench import __version__
+from uvbench.cli import corpus, report, run, schema, selfcheck, serve
+from uvbench.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    UsageError,
+    fast_event_loop_factory,
+)
+
+__all__ = ["main", "UsageError", "fast_event_loop_factory"]
+
+COMMANDS = (serve, selfcheck, run, report, schema, corpus)
+"""In the order `uvbench --help` lists them."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="uvbench", description="Evaluate and load-test Ultravox voice agents."
+    )
+    parser.add_argument("--version", action="version", version=f"uvbench {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.handler(args)
+    except UsageError as exc:
+        print(f"uvbench: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
