@@ -1,4 +1,5 @@
-"""Scenario files: YAML -> validated `Scenario` objects (see scenarios/quickstart.yaml).
+"""Scenario files: YAML -> validated `Scenario` objects (see scenarios/quickstart.yaml); their
+`load:` and `thresholds:` (load_config.py); suite files naming several of them (suite.py).
 
 from uvbench.scenario import load_scenarios, ScenarioError
 try:
@@ -11,7 +12,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from uvbench.scenario.loader import ScenarioError, load_scenarios, parse_scenarios, scenario_files
+from uvbench.scenario.load_config import EXECUTORS, CliLoad, LoadConfigError, LoadSpec, apply_cli
+from uvbench.scenario.loader import (
+    ScenarioError,
+    is_suite_file,
+    load_scenarios,
+    parse_scenarios,
+    scenario_files,
+)
 from uvbench.scenario.model import (
     AGENT_STATES,
     DEFAULT_MEDIUM,
@@ -49,6 +57,7 @@ from uvbench.scenario.model import (
     WaitForStep,
     duration_seconds,
 )
+from uvbench.scenario.suite import LoadedSuite, Suite, SuiteEntry, load_suite, suite_json_schema
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -65,6 +74,17 @@ def json_schema() -> dict[str, Any]:
 
 __all__ = [
     "AGENT_STATES",
+    "EXECUTORS",
+    "CliLoad",
+    "LoadConfigError",
+    "LoadSpec",
+    "LoadedSuite",
+    "Suite",
+    "SuiteEntry",
+    "apply_cli",
+    "is_suite_file",
+    "load_suite",
+    "suite_json_schema",
     "DEFAULT_MEDIUM",
     "DEFAULT_WAIT_TIMEOUT",
     "MEDIUM_SHORTHANDS",

@@ -41,6 +41,7 @@ from uvbench.protocol.schema import (
     load_openapi,
     validate_start_call,
 )
+from uvbench.scenario.load_config import LOAD_KEYS, shortcut_problem_in, threshold_problems
 from uvbench.scenario.model import (
     CONDITION_KINDS,
     DEFAULT_MEDIUM,
@@ -280,6 +281,8 @@ def _documents(text: str, source: str, order: int, sink: _Sink) -> list[_Doc]:
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
     except yaml.MarkedYAMLError as exc:
         context = f" ({exc.context})" if exc.context else " (expected valid YAML)"
+        if exc.context == "while scanning a block scalar":
+            context = ' (a value starting with > or | is a block scalar: quote it, e.g. "p(95) > 99")'
         sink.add(order, source, exc.problem_mark, f"invalid YAML: {exc.problem}{context}")
         return []
     for node in nodes:
@@ -330,9 +333,9 @@ def _user_fields(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
-def _model_at(loc: Loc) -> type[BaseModel] | None:
+def _model_at(loc: Loc, root: type[BaseModel] = Scenario) -> type[BaseModel] | None:
     """The model validating the value at a pydantic error location (tags included)."""
-    tp: Any = Scenario
+    tp: Any = root
     for seg in loc:
         if isinstance(seg, str) and seg in UNION_TAGS:
             tp = UNION_TAGS[seg]
@@ -436,7 +439,9 @@ def _matrix_path(key: str) -> tuple[Loc | None, str]:
         tp = _unwrap(tp)
         prefix = ".".join(str(s) for s in segs[:i])
         if _is_model(tp):
-            names = [n for n in _user_fields(tp) if not (tp is Scenario and n in ("name", "matrix"))]
+            names = [
+                n for n in _user_fields(tp) if not (tp is Scenario and n in ("name", "matrix", *LOAD_KEYS))
+            ]
             if seg not in names:
                 candidates = [f"{prefix}.{n}" if prefix else n for n in names]
                 if tp is Scenario:
@@ -750,7 +755,7 @@ def _report_union(doc: _Doc, loc: Loc, err: dict) -> None:
         doc.add(mark, f"{_at(written)}{show(value)} is not a {word} (expected {examples})")
 
 
-def _report_pydantic(doc: _Doc, err: dict, call_reported: bool) -> None:
+def _report_pydantic(doc: _Doc, err: dict, call_reported: bool, root: type[BaseModel] = Scenario) -> None:
     raw: Loc = tuple(err["loc"])
     kind = err["type"]
     ctx = err.get("ctx") or {}
@@ -768,7 +773,7 @@ def _report_pydantic(doc: _Doc, err: dict, call_reported: bool) -> None:
     if kind == "missing":
         found = doc.at(loc[:-1])
         if found is not None:
-            model = _model_at(raw[:-1])
+            model = _model_at(raw[:-1], root)
             required = [n for n, info in _user_fields(model).items() if info.is_required()] if model else []
             expected = f"required: {', '.join(required)}" if len(required) > 1 else "required"
             doc.add(found[0], f'{_at(found[1])}missing key "{loc[-1]}" ({expected})')
@@ -790,7 +795,11 @@ def _report_pydantic(doc: _Doc, err: dict, call_reported: bool) -> None:
                 " (expected api_key_env: the name of an environment variable holding the key)",
             )
             return
-        model = _model_at(raw[:-1])
+        model = _model_at(raw[:-1], root)
+        special = getattr(model, "KEY_HINTS", {}).get(name)
+        if special:
+            doc.add(mark, f"{render(written)}: unknown key ({special})")
+            return
         allowed = list(_user_fields(model)) if model else []
         hint = did_you_mean(name, allowed) or (
             "expected one of: " + ", ".join(allowed) if allowed else "expected no keys here"
@@ -844,6 +853,8 @@ def _validate(doc: _Doc, base_dir: Path) -> Scenario | None:
             _report_pydantic(doc, err, call_reported)
         failed = True
     # Cross-checks run on the data, so they are reported even when other problems are found.
+    report_thresholds(doc, data.get("thresholds"))
+    report_shortcuts(doc, data)
     for loc, message, at_key in cross_problems(data):
         found = doc.at(loc, key=at_key)
         if found is not None:
@@ -851,6 +862,23 @@ def _validate(doc: _Doc, base_dir: Path) -> Scenario | None:
     if failed or call_reported or len(doc.sink.problems) > before:
         return None
     return scenario
+
+
+def report_thresholds(doc: _Doc, thresholds: Any) -> None:
+    """Each threshold problem at its key or expression (`metrics.thresholds` wording)."""
+    for loc, message, at_key in threshold_problems(thresholds):
+        found = doc.at(("thresholds", *loc), key=at_key)
+        if found is not None:
+            doc.add(found[0], f"{_at(found[1])}{message}")
+
+
+def report_shortcuts(doc: _Doc, data: dict[str, Any]) -> None:
+    """`load:` next to k6 shortcuts, or conflicting shortcuts, at the shortcut's value."""
+    found = shortcut_problem_in(data)
+    if found:
+        where = doc.at((found[0],))
+        if where is not None:
+            doc.add(where[0], f"{_at(where[1])}{found[1]}")
 
 
 def _load_document(doc: _Doc, base_dir: Path) -> list[tuple[Scenario, Mark | None]]:
@@ -931,11 +959,38 @@ def parse_scenarios(
 
 
 def scenario_files(path: str | os.PathLike) -> list[Path]:
-    """The scenario files at `path`: the file itself, or a folder's *.yaml / *.yml (sorted)."""
+    """The scenario files at `path`: the file itself, or a folder's *.yaml / *.yml (sorted;
+    suite files skipped: they name scenario files themselves)."""
     path = Path(path)
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        return [p for p in files if not is_suite_file(p)]
     return [path]
+
+
+SUITE_KEY = "scenarios"
+"""The top-level key that makes a YAML file a suite (k6's `scenarios:` map); a scenario file
+never has it (an unknown key there)."""
+
+
+def is_suite_text(text: str) -> bool:
+    """Whether YAML text is a suite: its first document is a mapping with a `scenarios:` key.
+    Text that is not valid YAML is not a suite (the scenario loader reports its problems)."""
+    try:
+        node = next(iter(yaml.compose_all(text, Loader=yaml.SafeLoader)), None)  # the first document
+    except yaml.YAMLError:
+        return False
+    return isinstance(node, yaml.MappingNode) and any(
+        isinstance(key, yaml.ScalarNode) and key.value == SUITE_KEY for key, _ in node.value
+    )
+
+
+def is_suite_file(path: str | os.PathLike) -> bool:
+    """Whether a file is a suite file (see `is_suite_text`); False for unreadable files."""
+    try:
+        return is_suite_text(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def load_scenarios(path: str | os.PathLike) -> list[Scenario]:
@@ -950,8 +1005,19 @@ def load_scenarios(path: str | os.PathLike) -> list[Scenario]:
         raise ScenarioError(
             [f"{path}: no such file or folder (expected a scenario .yaml file or a folder of them)"]
         )
+    if path.is_file() and is_suite_file(path):
+        raise ScenarioError(
+            [f"{path}: a suite file (it has {SUITE_KEY}:), not a scenario file"
+             " (expected a scenario file here; load it with load_suite, or run it with uvbench run)"]
+        )  # fmt: skip
     files = scenario_files(path)
     if not files:
+        suites = [p.name for p in sorted(path.glob("*.y*ml")) if is_suite_file(p)] if path.is_dir() else []
+        if suites:
+            raise ScenarioError(
+                [f"{path}: only suite files in this folder ({', '.join(suites)}; expected scenario files,"
+                 " or run a suite file itself)"]
+            )  # fmt: skip
         raise ScenarioError([f"{path}: no *.yaml files in this folder (expected scenario files)"])
     loaded = []
     for order, file in enumerate(files):

@@ -14,7 +14,6 @@ filesystem to learn what it will send.
 from __future__ import annotations
 
 import copy
-import difflib
 import functools
 import json
 import os
@@ -38,11 +37,27 @@ from pydantic import (
     model_validator,
 )
 from pydantic.json_schema import SkipJsonSchema
-from pydantic_core import PydanticCustomError
 
 from uvbench.audio.corpus import CORPUS_DIR, MANIFEST_NAME, Clip, load_manifest
 from uvbench.metrics import GLOSSARY
 from uvbench.protocol.schema import MSG_PRIOR_CALL, RequestValidationError, validate_start_call
+from uvbench.scenario.base import (  # noqa: F401 (re-exported: the names other modules import from here)
+    DURATION_EXPECTED,
+    Duration,
+    _Model,
+    did_you_mean,
+    duration_seconds,
+    problem,
+    show,
+)
+from uvbench.scenario.load_config import (
+    LOAD_TAGS,
+    LoadSpec,
+    StageSpec,
+    Thresholds,
+    file_load,
+    shortcut_problem,
+)
 
 # --------------------------------------------------------------------------------------------
 # Vocabulary
@@ -69,88 +84,6 @@ _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 NAME_PATTERN = r"^[a-z0-9_-]+$"
 
 
-def problem(message: str, at: str | None = None) -> PydanticCustomError:
-    """A validation error whose text is already "what is wrong (what is expected)".
-
-    `at` names a field (dotted for nested ones) of the model being validated that the problem is
-    really about (for model-level checks); the loader then points at that field's line and column.
-    """
-    return PydanticCustomError("uvbench", message, {"at": at} if at else None)
-
-
-def show(value: Any) -> str:
-    """A value as the user wrote it in YAML, for messages."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "null"
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return str(value)
-
-
-def did_you_mean(word: str, candidates: list[str] | tuple[str, ...], *, quote: bool = True) -> str | None:
-    """' did you mean "x"?' text for the closest candidate, or None."""
-    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    if not match:
-        return None
-    return f'did you mean "{match[0]}"?' if quote else f"did you mean {match[0]}?"
-
-
-# --------------------------------------------------------------------------------------------
-# Durations
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ms|h|m|s)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-DURATION_EXPECTED = 'expected e.g. "1.5s", "200ms", "2m" or a number of seconds'
-
-
-def duration_seconds(value: Any) -> float:
-    """Seconds in a scenario duration: "1.5s", "200ms", "2m", "1m30s", "1h" or a number of seconds.
-
-    Raises ValueError with the one-line problem text.
-    """
-    if isinstance(value, bool):
-        raise ValueError(f"{show(value)} is not a duration ({DURATION_EXPECTED})")
-    if isinstance(value, int | float):
-        if value != value or value in (float("inf"), float("-inf")) or value < 0:
-            raise ValueError(f"{show(value)} is not a duration ({DURATION_EXPECTED}, not negative)")
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip()
-        pos, total = 0, 0.0
-        for match in _DURATION_PART.finditer(text):
-            if match.start() != pos:
-                break
-            total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-            pos = match.end()
-        if text and pos == len(text):
-            return total
-    raise ValueError(f"{show(value)} is not a duration ({DURATION_EXPECTED})")
-
-
-def _duration(value: Any) -> float:
-    try:
-        return duration_seconds(value)
-    except ValueError as exc:
-        raise problem(str(exc)) from None
-
-
-_DURATION_SCHEMA = {
-    "anyOf": [
-        {"type": "number", "minimum": 0},
-        {"type": "string", "pattern": r"^\s*((\d+(\.\d+)?|\.\d+)(ms|h|m|s))+\s*$"},
-        {"type": "string", "pattern": r"^\$\{[^{}]+\}$", "description": "A ${variable} holding a duration."},
-    ],
-}
-Duration = Annotated[float, BeforeValidator(_duration), WithJsonSchema(_DURATION_SCHEMA)]
-"""Seconds: a number, or a string like "1.5s", "200ms", "2m", "1m30s"."""
-
-
 def _regex(value: str) -> str:
     try:
         re.compile(value)
@@ -159,15 +92,6 @@ def _regex(value: str) -> str:
             f"{show(value)} is not a valid regular expression: {exc} (expected a Python regular expression)"
         ) from None
     return value
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        use_attribute_docstrings=True,
-        coerce_numbers_to_str=True,
-    )
 
 
 Role = Literal["agent", "user"]
@@ -848,6 +772,7 @@ UNION_TAGS: dict[str, type[_Model]] = {
     **{f"step:{k}": v for k, v in STEP_KINDS.items()},
     **{f"expect:{k}": v for k, v in _EXPECT_KEYS.items()},
     **{f"wait:{k}": v for k, v in {**_CONDITION_KEYS, **_CONDITION_WORDS}.items()},
+    **LOAD_TAGS,
 }
 EXPECT_KINDS: tuple[str, ...] = tuple(_EXPECT_KEYS)
 CONDITION_KINDS: tuple[str, ...] = (*_CONDITION_WORDS, *_CONDITION_KEYS)
@@ -1006,6 +931,22 @@ class Scenario(_Model):
     script: Annotated[list[Step], Field(min_length=1)]
     """The user's steps, in order."""
 
+    load: LoadSpec | None = None
+    """How many calls run and when, as a k6 executor: constant-vus, ramping-vus,
+    constant-arrival-rate, ramping-arrival-rate, shared-iterations or per-vu-iterations, with k6's
+    keys. Or the shortcuts vus, duration, iterations, stages at the top level. CLI flags override it."""
+    vus: Annotated[int, Field(ge=0)] | None = None
+    """k6 shortcut: calls in flight (with duration: constant-vus; with stages: their start)."""
+    duration: Annotated[Duration, Field(gt=0)] | None = None
+    """k6 shortcut: constant-vus for this long (with iterations: their maxDuration)."""
+    iterations: Annotated[int, Field(ge=1)] | None = None
+    """k6 shortcut: shared-iterations, this many calls in all."""
+    stages: Annotated[list[StageSpec], Field(min_length=1)] | None = None
+    """k6 shortcut: ramping-vus through [{duration, target}]."""
+    thresholds: Thresholds = {}
+    """k6 thresholds gating the run: {"turn.ttfa_ms": ["p(95) < 1200"], "call.failed": ["rate < 0.01"]};
+    --threshold adds to them."""
+
     variant: SkipJsonSchema[dict[str, Any]] = {}
     """The matrix values of this expanded scenario (empty without a matrix); set by the loader."""
     source: SkipJsonSchema[str | None] = None
@@ -1035,6 +976,18 @@ class Scenario(_Model):
                 f"{show(value)} is not a call id (expected a UUID, the callId of an earlier call)"
             ) from None
         return value
+
+    @model_validator(mode="after")
+    def _load_shortcuts(self) -> Scenario:
+        found = shortcut_problem(self)
+        if found:
+            raise problem(found[1], at=found[0])
+        return self
+
+    @property
+    def load_spec(self) -> LoadSpec | None:
+        """The file's load in canonical form (`load:`, or derived from the shortcuts), or None."""
+        return file_load(self)
 
     @model_validator(mode="after")
     def _cross_check(self, info: ValidationInfo) -> Scenario:
