@@ -7,11 +7,15 @@ reports/<YYYYmmdd-HHMMSS>-<name>/
   calls/<nnnn>-<scenario>.wav          stereo: left the user as sent, right the agent as heard
   calls/<nnnn>-<scenario>.server.wav   the server's recording, when it made one
   summary.json                written at the end of the run
+
+With `--workers N` each worker process writes its calls' files through `RunFolder.attach` (stems
+numbered worker-distinctly) and only the parent appends results.jsonl (`append_result`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import re
 from pathlib import Path
@@ -33,12 +37,31 @@ class RunFolder:
         self.path = path
         self.calls_dir = path / "calls"
         self.calls_dir.mkdir(parents=True)
-        self._results = (path / "results.jsonl").open("a", encoding="utf-8")
+        self._results: Any = (path / "results.jsonl").open("a", encoding="utf-8")
         self.count = 0
+        self._numbers = itertools.count(1)
+
+    @classmethod
+    def attach(cls, path: Path, *, first: int, step: int) -> RunFolder:
+        """A worker process's handle on the parent's run folder: its call files are numbered
+        first, first+step, first+2*step, ... (worker w of W: w+1, w+1+W, ...), so no two workers'
+        stems collide; `write_call` does not touch results.jsonl (the parent appends it)."""
+        folder = cls.__new__(cls)
+        folder.path = path
+        folder.calls_dir = path / "calls"
+        folder._results = None
+        folder.count = 0
+        folder._numbers = itertools.count(first, step)
+        return folder
 
     def call_stem(self, scenario: str) -> str:
         self.count += 1
-        return f"{self.count:04d}-{_slug(scenario)}"
+        return f"{next(self._numbers):04d}-{_slug(scenario)}"
+
+    def append_result(self, record: dict[str, Any]) -> None:
+        """One line of results.jsonl (the only writer of the file, so lines never interleave)."""
+        self._results.write(json.dumps(record) + "\n")
+        self._results.flush()
 
     def write_call(
         self,
@@ -60,12 +83,13 @@ class RunFolder:
             artifacts["server_recording"] = f"calls/{stem}.server.wav"
         record = {**record, "artifacts": artifacts}
         (self.calls_dir / f"{stem}.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
-        self._results.write(json.dumps(record) + "\n")
-        self._results.flush()
+        if self._results is not None:
+            self.append_result(record)
         return record
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         (self.path / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
 
     def close(self) -> None:
-        self._results.close()
+        if self._results is not None:
+            self._results.close()

@@ -12,9 +12,9 @@ import asyncio
 import itertools
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from uvbench.runner.load import LoadProfile
 from uvbench.scenario import Scenario
@@ -30,6 +30,8 @@ class RunState:
     finished: int = 0
     in_flight: int = 0
     dropped: int = 0
+    interrupted: int = 0
+    """Calls cancelled by a load's gracefulStop or gracefulRampDown (no record is written)."""
     outcomes: dict[str, int] = field(default_factory=dict)
     ttfa_ms: list[float] = field(default_factory=list)
     underflows: int = 0
@@ -73,6 +75,48 @@ def work_order(
             yield scenario, attempt
 
 
+def weighted_order(
+    pools: Sequence[tuple[Sequence[Scenario], float]], *, seed: int | None
+) -> Iterator[tuple[Scenario, int]]:
+    """Forever: each pick chooses a pool (a suite entry) by weight, then that pool's next scenario
+    (its matrix variants in turn). Shares follow the weights: with a seed, picks are random from a
+    `random.Random(seed)` (the same seed, the same order); without one, smooth weighted round-robin
+    (nginx's), so the shares are exact and the order is fixed: weights 3, 1 give A A B A, A A B A...
+    Yields (scenario, attempt), attempt counting that scenario's picks from 1."""
+    pools = [(list(scenarios), float(weight)) for scenarios, weight in pools]
+    if not pools or any(not scenarios or not weight > 0 for scenarios, weight in pools):
+        raise ValueError("weighted_order needs pools with scenarios and weights > 0")
+    weights = [weight for _, weight in pools]
+    total = sum(weights)
+    rng = random.Random(seed) if seed is not None else None
+    current = [0.0] * len(pools)
+    turns = [0] * len(pools)
+    attempts: dict[int, int] = {}
+    while True:
+        if rng is not None:
+            index = rng.choices(range(len(pools)), weights=weights)[0]
+        else:
+            for i, weight in enumerate(weights):
+                current[i] += weight
+            index = max(range(len(pools)), key=lambda i: current[i])  # first of equals: stable
+            current[index] -= total
+        scenarios = pools[index][0]
+        scenario = scenarios[turns[index] % len(scenarios)]
+        turns[index] += 1
+        attempts[id(scenario)] = attempts.get(id(scenario), 0) + 1
+        yield scenario, attempts[id(scenario)]
+
+
+class CallHooks(Protocol):
+    """Observers of each call of `run_load`, told as it starts (after the state counts it; may add
+    or change its tags) and as it ends (record None when the call raised). Used by a worker
+    process (runner/workers.py: run-wide counters and tags) and by step mode (runner/step.py)."""
+
+    def call_started(self, tags: dict[str, Any], state: RunState) -> None: ...
+
+    def call_ended(self, tags: dict[str, Any], record: dict[str, Any] | None, state: RunState) -> None: ...
+
+
 CallRunner = Callable[[Scenario, dict[str, Any]], "asyncio.Future[dict[str, Any]] | Any"]
 
 
@@ -85,13 +129,27 @@ async def run_load(
     seed: int | None = None,
     state: RunState | None = None,
     on_drop: Callable[[int], None] | None = None,
+    hooks: CallHooks | None = None,
+    worker: int = 0,
+    workers: int = 1,
+    order: Iterator[tuple[Scenario, int]] | None = None,
+    start_s: float = 0.0,
+    origin: float | None = None,
 ) -> RunState:
-    """Start calls as the profile says; `run_one(scenario, tags)` runs one and returns its record."""
+    """Start calls as the profile says; `run_one(scenario, tags)` runs one and returns its record.
+
+    `order` replaces the interleaved order (e.g. `weighted_order`). Several loads may share one
+    `state` (see `run_groups`): each counts its own calls against its profile; `origin` is then the
+    run's start (monotonic seconds), this load begins `start_s` later and tags `start_offset_s`
+    from the run's start."""
     state = state or RunState()
     # With a duration or a number of iterations the scenarios come round again until the profile
     # says stop; otherwise each scenario runs `repeat` times.
     cycle = profile.iterations is not None or profile.total_duration_s is not None
-    order = work_order(scenarios, repeat, cycle=cycle, seed=seed)
+    if order is None:
+        order = work_order(scenarios, repeat, cycle=cycle, seed=seed)
+    if workers > 1:  # one of several worker processes: items worker, worker+W, ... of the run's order
+        order = itertools.islice(order, worker, None, workers)
     if not cycle:
         profile = LoadProfile(
             concurrency=profile.concurrency,
@@ -101,39 +159,73 @@ async def run_load(
     tasks: set[asyncio.Task[Any]] = set()
     free_slots: list[int] = []
     next_slot = itertools.count()
+    # This load's own counts (the state's are run-wide when loads run in parallel groups).
+    mine = {"started": 0, "in_flight": 0, "slots": 0}
+    per_vu = profile.iterations_per_vu
+    vu_calls: dict[int, int] = {}
+    running: dict[int, asyncio.Task[Any]] = {}
+    leave_at: dict[int, float] = {}  # VU slot -> when its call is cancelled (gracefulRampDown)
 
     async def call(scenario: Scenario, tags: dict[str, Any], slot: int) -> None:
+        record = None
         try:
             record = await run_one(scenario, tags)
             state.record(record)
         finally:
             state.in_flight -= 1
+            mine["in_flight"] -= 1
             state.finished += 1
-            free_slots.append(slot)
+            running.pop(slot, None)
+            if per_vu is None or vu_calls[slot] < per_vu:
+                free_slots.append(slot)
+            if hooks is not None:
+                hooks.call_ended(tags, record, state)
+
+    def slot_free() -> bool:
+        """per-vu-iterations: a VU slot that has calls left is free (others always are)."""
+        return per_vu is None or bool(free_slots) or mine["slots"] < profile.concurrency
+
+    def interrupt(task: asyncio.Task[Any]) -> None:
+        if not task.done() and not task.cancelling():
+            task.cancel()
+            state.interrupted += 1
 
     def start(t_s: float) -> bool:
         try:
             scenario, attempt = next(order)
         except StopIteration:
             return False
-        slot = free_slots.pop() if free_slots else next(next_slot)
+        if free_slots:
+            slot = free_slots.pop()
+        else:
+            slot = next(next_slot)
+            mine["slots"] += 1
+        vu_calls[slot] = vu_calls.get(slot, 0) + 1
         tags = {
             "attempt": attempt,
             "vu": slot,
             "iteration": state.started,
             "concurrency": state.in_flight + 1,
             "stage": profile.stage_at(t_s),
-            "start_offset_s": round(t_s, 3),
+            "start_offset_s": round(start_s + t_s, 3),
         }
         state.started += 1
         state.in_flight += 1
+        mine["started"] += 1
+        mine["in_flight"] += 1
+        if hooks is not None:
+            hooks.call_started(tags, state)
         task = asyncio.create_task(call(scenario, tags, slot))
         tasks.add(task)
+        running[slot] = task
         task.add_done_callback(tasks.discard)
         return True
 
-    t0 = time.monotonic()
-    state.t0 = t0
+    if origin is None:
+        origin = state.t0 = time.monotonic()
+    if start_s > 0:
+        await asyncio.sleep(max(0.0, origin + start_s - time.monotonic()))
+    t0 = origin + start_s
     if profile.open_model:
         cap = profile.max_in_flight
         k = 0
@@ -145,7 +237,7 @@ async def run_load(
             if delay > 0:
                 await asyncio.sleep(delay)
             k += 1
-            if cap is not None and state.in_flight >= cap:
+            if cap is not None and mine["in_flight"] >= cap:
                 state.dropped += 1
                 if on_drop:
                     on_drop(state.dropped)
@@ -155,17 +247,85 @@ async def run_load(
     else:
         while True:
             t_s = time.monotonic() - t0
-            if profile.finished(t_s, state.started):
+            if profile.finished(t_s, mine["started"]):
                 break
             target = profile.target_at(t_s)
+            if profile.graceful_ramp_down_s is not None:
+                # k6's gracefulRampDown: the highest VUs above the target leave; a call still running
+                # on one of them this long after is cancelled.
+                excess = sorted(running, reverse=True)[: max(0, mine["in_flight"] - target)]
+                for slot in [s for s in leave_at if s not in excess]:
+                    del leave_at[slot]
+                for slot in excess:
+                    if t_s >= leave_at.setdefault(slot, t_s + profile.graceful_ramp_down_s):
+                        interrupt(running[slot])
             exhausted = False
-            while state.in_flight < target and not profile.finished(t_s, state.started):
+            while mine["in_flight"] < target and not profile.finished(t_s, mine["started"]) and slot_free():
                 if not start(t_s):
                     exhausted = True
                     break
             if exhausted:
                 break
             await asyncio.sleep(TICK_S)
+    total = profile.total_duration_s
+    if tasks and profile.graceful_stop_s is not None and total is not None:
+        # k6's gracefulStop: calls still running this long after the load's end are cancelled.
+        timeout = t0 + total + profile.graceful_stop_s - time.monotonic()
+        _, late = await asyncio.wait(set(tasks), timeout=max(0.0, timeout))
+        for task in late:
+            interrupt(task)
     if tasks:
         await asyncio.gather(*tasks, return_exceptions=True)
+    return state
+
+
+@dataclass(frozen=True)
+class LoadGroup:
+    """One load of a run whose loads run in parallel (k6's scenarios; a suite's entries)."""
+
+    name: str
+    profile: LoadProfile
+    pools: tuple[tuple[tuple[Scenario, ...], float], ...]
+    """(scenarios, weight) per suite entry; one pool runs its scenarios interleaved, several are
+    picked by weight (`weighted_order`)."""
+    start_s: float = 0.0
+    """k6's startTime: seconds after the run's start."""
+
+    @property
+    def scenarios(self) -> list[Scenario]:
+        return [scenario for pool, _ in self.pools for scenario in pool]
+
+
+async def run_groups(
+    groups: Sequence[LoadGroup],
+    run_one: Callable[[Scenario, dict[str, Any]], Any],
+    *,
+    repeat: int = 1,
+    seed: int | None = None,
+    state: RunState | None = None,
+    on_drop: Callable[[int], None] | None = None,
+) -> RunState:
+    """Every group's load at once on this loop, each from its start offset, sharing one RunState
+    (VU numbers are per group; `run_one` can tell groups apart by scenario)."""
+    state = state or RunState()
+    origin = state.t0 = time.monotonic()
+    loads = []
+    for index, group in enumerate(groups):
+        group_seed = None if seed is None else seed + index
+        order = weighted_order(group.pools, seed=group_seed) if len(group.pools) > 1 else None
+        loads.append(
+            run_load(
+                group.scenarios,
+                group.profile,
+                run_one,
+                repeat=repeat,
+                seed=group_seed,
+                state=state,
+                on_drop=on_drop,
+                order=order,
+                start_s=group.start_s,
+                origin=origin,
+            )
+        )
+    await asyncio.gather(*loads)
     return state

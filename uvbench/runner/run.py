@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from uvbench.audio.recording import stereo_recording
 from uvbench.call.engine import CallPlan, CallResult, ToolReply, run_call
@@ -23,10 +23,13 @@ from uvbench.call.timeline import Timeline
 from uvbench.metrics import CallMetrics, compute
 from uvbench.metrics.call import playback
 from uvbench.report.run_folder import RunFolder
-from uvbench.runner.fanout import RunState, run_load
+from uvbench.runner.fanout import LoadGroup, RunState, run_groups, run_load
 from uvbench.runner.load import LoadProfile
 from uvbench.scenario import Scenario
 from uvbench.server.process import ServerProcess
+
+if TYPE_CHECKING:
+    from uvbench.runner.step import Stepper
 
 
 class TargetError(Exception):
@@ -243,11 +246,13 @@ class RunSummary:
     records: list[dict[str, Any]]
     interrupted: bool = False
     """Ctrl-C stopped the run: the calls in flight were cancelled, the finished ones are kept."""
+    worker_failures: list[str] = field(default_factory=list)
+    """With --workers: one line per worker process that died (its finished calls are kept)."""
 
     @property
     def exit_code(self) -> int:
-        if not self.records:
-            return 3
+        if not self.records or self.worker_failures:
+            return 3  # nothing measured, or the load generator failed to deliver the asked load
         outcomes = [r["outcome"] for r in self.records]
         if all(o.startswith(("failed:create", "failed:connect")) for o in outcomes):
             return 3  # nothing could be measured: the target is unreachable or refuses every call
@@ -266,11 +271,36 @@ def run_scenarios(
     on_drop: Callable[[int], None] | None = None,
     state: RunState | None = None,
     local_server_config: dict[str, Any] | None = None,
+    workers: int = 1,
+    step: Stepper | None = None,
+    on_worker_failed: Callable[[str], None] | None = None,
+    groups: list[LoadGroup] | None = None,
+    scenario_tags: dict[str, dict[str, Any]] | None = None,
 ) -> RunSummary:
     """Run the scenarios under a load profile (default: each once, one at a time).
 
     Each call's record reaches the run folder as the call ends; on Ctrl-C the calls in flight are
-    cancelled, the summary of what finished is still written, and `interrupted` says so."""
+    cancelled, the summary of what finished is still written, and `interrupted` says so.
+    `workers` > 1 runs the load in that many processes (runner/workers.py); `step` finds the knee
+    (runner/step.py: the stepper decides the concurrency, `profile` is not used). `groups` run
+    several loads in parallel instead of `profile` (a suite, `run_groups`); `scenario_tags` adds
+    tags to the records of the scenarios it names."""
+    if workers > 1:
+        from uvbench.runner.workers import run_workers
+
+        if groups:
+            raise ValueError("parallel load groups (a suite) run in one process, not with workers")
+        return run_workers(
+            scenarios, out_dir, name, workers=workers, profile=profile, step=step, repeat=repeat,
+            seed=seed, on_call=on_call, on_drop=on_drop, on_worker_failed=on_worker_failed,
+            state=state, local_server_config=local_server_config, scenario_tags=scenario_tags,
+        )  # fmt: skip
+    hooks = None
+    if step is not None:
+        from uvbench.runner.step import SteppedLoad
+
+        hooks = SteppedLoad(step)
+        profile = hooks.profile
     folder = RunFolder(out_dir, name)
     targets = Targets(local_server_config)
     records: list[dict[str, Any]] = []
@@ -283,6 +313,8 @@ def run_scenarios(
         apis: dict[Endpoint, UltravoxApi] = {}
 
         async def run_one(scenario: Scenario, tags: dict[str, Any]) -> dict[str, Any]:
+            if scenario_tags and scenario.name in scenario_tags:
+                tags = {**scenario_tags[scenario.name], **tags}  # the runner's own tags win
             endpoint = endpoints[scenario.name]
             if endpoint not in apis:
                 apis[endpoint] = UltravoxApi(endpoint.api_url, endpoint.api_key)
@@ -298,6 +330,9 @@ def run_scenarios(
 
         async def run_all() -> None:
             try:
+                if groups:
+                    await run_groups(groups, run_one, repeat=repeat, seed=seed, state=state, on_drop=on_drop)
+                    return
                 await run_load(
                     scenarios,
                     profile or LoadProfile(),
@@ -306,19 +341,30 @@ def run_scenarios(
                     seed=seed,
                     state=state,
                     on_drop=on_drop,
+                    hooks=hooks,
                 )
             finally:
                 for api in apis.values():
                     await api.close()
 
+        from uvbench.cli.common import fast_event_loop_factory
+
         try:
-            asyncio.run(run_all())
+            # uvloop where installed, as the workers and the local server use: a little less
+            # CPU per call than asyncio's loop (docs/benchmarks.md, client capacity).
+            with asyncio.Runner(loop_factory=fast_event_loop_factory()) as runner:
+                runner.run(run_all())
         except KeyboardInterrupt:
             interrupted = True
     finally:
         targets.close()
         folder.write_summary(
-            {**_summary(records), "dropped_calls": state.dropped, "interrupted": interrupted}
+            {
+                **_summary(records),
+                "dropped_calls": state.dropped,
+                "interrupted_calls": state.interrupted,
+                "interrupted": interrupted,
+            }
         )
         folder.close()
     return RunSummary(folder.path, records, interrupted)
