@@ -10,6 +10,7 @@ from typing import Any
 from uvbench.metrics.aggregate import aggregate
 from uvbench.metrics.thresholds import Threshold, ThresholdResult, evaluate
 from uvbench.report.csv_report import calls_csv, stats_csv
+from uvbench.report.history import history_for_run, record_finished_run
 from uvbench.report.junit import junit_xml
 
 HEADLINE = (
@@ -37,7 +38,7 @@ def _fmt(value: float | None) -> str:
 
 
 def finish_run(folder: Path, records: list[dict[str, Any]], thresholds: list[Threshold]) -> Finished:
-    """Write summary.json (with aggregates and gates), calls.csv, stats.csv and junit.xml."""
+    """Write summary.json (with aggregates and gates), calls.csv, stats.csv, junit.xml and report.html."""
     finished = Finished(results=evaluate(thresholds, records) if thresholds else [])
     overall = aggregate(records, by="scenario")
     if overall.warning:
@@ -62,4 +63,14 @@ def finish_run(folder: Path, records: list[dict[str, Any]], thresholds: list[Thr
     (folder / "calls.csv").write_text(calls_csv(records))
     (folder / "stats.csv").write_text(stats_csv(records))
     (folder / "junit.xml").write_text(junit_xml(records, threshold_results=finished.results))
+    history_warning = record_finished_run(folder, records)  # <out>/history.sqlite, upsert by run id
+    if history_warning:
+        finished.lines.append(f"uvbench: warning: {history_warning}")
+    try:  # the page is the last file: a problem drawing it must not lose the run's verdict
+        from uvbench.report.html import write_html_report  # imports matplotlib: only when writing
+
+        history = history_for_run(folder, ("turn.ttfa_ms", "interrupt.silence_ms"), ("p50", "p95"))
+        write_html_report(folder, records, summary, history=history)
+    except Exception as exc:
+        finished.lines.insert(0, f"uvbench: warning: report.html not written ({type(exc).__name__}: {exc})")
     return finished

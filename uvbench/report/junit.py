@@ -263,3 +263,38 @@ def junit_xml(
     root.set("timestamp", stamp)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def add_baseline_case(xml_text: str, *, baseline: str, regressed: Sequence[str], detail: str = "") -> str:
+    """`xml_text` (a `junit_xml` document) with a `baseline` testsuite of one testcase, "baseline
+    comparison": a failure listing the `regressed` figures when there are any, else a pass with the
+    comparison in its system-out. Replaces an earlier baseline suite; the totals are recounted."""
+    root = ET.fromstring(xml_text)
+    for old in root.findall("testsuite[@name='baseline']"):
+        if old.find("testcase[@name='baseline comparison']") is not None:
+            root.remove(old)
+    suite = ET.SubElement(root, "testsuite", {"name": "baseline"})
+    case = ET.SubElement(
+        suite, "testcase", {"classname": "baseline", "name": "baseline comparison", "time": "0.000"}
+    )
+    counts = _Counts()
+    counts.tests = 1
+    if regressed:
+        counts.failures = 1
+        message = _line(f"regressed against {baseline}: {', '.join(regressed)}")
+        ET.SubElement(case, "failure", {"message": message, "type": "regression"}).text = _clean(detail)
+    elif detail:
+        ET.SubElement(case, "system-out").text = _clean(detail)
+    counts.set_on(suite)
+    if root.get("timestamp"):
+        suite.set("timestamp", root.get("timestamp", ""))
+    total = _Counts()
+    for s in root.findall("testsuite"):
+        total.tests += int(s.get("tests", 0))
+        total.failures += int(s.get("failures", 0))
+        total.errors += int(s.get("errors", 0))
+        total.skipped += int(s.get("skipped", 0))
+        total.time += float(s.get("time", 0))
+    total.set_on(root)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

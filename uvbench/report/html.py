@@ -1,0 +1,860 @@
+"""`report.html`: one self-contained page per run folder, readable at a glance after a load run.
+
+Offline by construction: plain CSS in a <style> tag, plots inline as SVG (`uvbench.report.plots`),
+no script, no font, no stylesheet and no image fetched from anywhere. Recordings are played by
+`<audio>` elements that point at the call's WAV by its path relative to the run folder (the page
+lives in that folder), never embedded.
+
+The page, top to bottom: any warning (invalid calls, an interrupted run), the run's name, time,
+target and load, the calls' outcomes and the headline figures; the thresholds, breaches first;
+the plots; per-scenario statistics; a few calls in detail (timeline, transcript, recording); the
+table of calls, failed first. Everything is bounded so a 500-call run opens as fast as a 5-call
+one: `MAX_CALL_ROWS` rows in the call table, `TIMELINE_CALLS` calls in detail, `MAX_PLAYERS`
+audio players, `MAX_SCENARIOS` scenarios in the statistics; what is left out is counted.
+Every piece of user text (scenario names, transcripts, error details) goes through `_esc`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import quote
+
+from uvbench.metrics import GLOSSARY
+from uvbench.metrics.aggregate import aggregate, is_invalid
+from uvbench.report.finish import HEADLINE
+
+MAX_CALL_ROWS = 200
+TIMELINE_CALLS = 4
+MAX_PLAYERS = 12
+MAX_SCENARIOS = 40
+MAX_TRANSCRIPT_LINES = 80
+MAX_TEXT = 600
+
+
+SCENARIO_METRICS = (
+    *HEADLINE,
+    "turn.thinking_ms",
+    "interrupt.response_ms",
+    "call.join_ms",
+    "call.max_buffered_ms",
+    "call.underflow_ms",
+    "call.duration_ms",
+)
+"""The rows of each scenario's statistics table (every metric is in the collapsed overall table)."""
+
+REPORT_NAME = "report.html"
+_STAMP = re.compile(r"^(\d{8}-\d{6})-(.+)$")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+# ------------------------------------------------------------------------------------------------
+# Small formatting helpers
+
+
+def _esc(value: Any, limit: int | None = None) -> str:
+    """User text, made safe: control characters dropped, optionally shortened, HTML-escaped."""
+    text = _CONTROL.sub("", "" if value is None else str(value))
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return html.escape(text, quote=True)
+
+
+def _num(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _fmt(value: Any, unit: str = "ms") -> str:
+    if not _num(value):
+        return "—"
+    if unit == "count":
+        return f"{value:.0f}" if float(value).is_integer() else f"{value:.2f}"
+    if unit == "%":
+        return f"{value:.1f}"
+    return f"{value:.0f}" if abs(value) >= 10 else f"{value:.1f}"
+
+
+def _unit(metric: str) -> str:
+    return GLOSSARY.get(metric, {}).get("unit", "ms")
+
+
+def _pct(value: Any) -> str:
+    return "—" if not _num(value) else f"{100 * value:.1f}%"
+
+
+def _rel_link(folder: Path, rel: Any) -> str | None:
+    """A path of the run folder usable in an href, or None if it is not a plain relative path to an
+    existing file (an absolute path or one leaving the folder is never linked)."""
+    if not isinstance(rel, str) or not rel:
+        return None
+    p = PurePosixPath(rel)
+    if p.is_absolute() or ".." in p.parts or ":" in p.parts[0]:
+        return None
+    if not (folder / rel).is_file():
+        return None
+    return quote(rel, safe="/")
+
+
+def _stem(record: dict[str, Any]) -> str | None:
+    timeline = (record.get("artifacts") or {}).get("timeline")
+    if isinstance(timeline, str) and timeline.endswith(".timeline.json"):
+        return PurePosixPath(timeline).name[: -len(".timeline.json")]
+    return None
+
+
+def _json_rel(record: dict[str, Any]) -> str | None:
+    timeline = (record.get("artifacts") or {}).get("timeline")
+    if isinstance(timeline, str) and timeline.endswith(".timeline.json"):
+        return timeline[: -len(".timeline.json")] + ".json"
+    return None
+
+
+def _outcome(record: dict[str, Any]) -> str:
+    outcome = record.get("outcome") or (record.get("metrics") or {}).get("call.outcome") or "unknown"
+    return str(outcome)
+
+
+def _worst(items: Any, metric: str) -> float | None:
+    values = [
+        (i.get("metrics") or {}).get(metric)
+        for i in items or ()
+        if isinstance(i, dict) and not i.get("missed")
+    ]
+    values = [v for v in values if _num(v)]
+    return max(values) if values else None
+
+
+def _rank(record: dict[str, Any]) -> int:
+    """Failed calls first, then invalid ones, then completed ones."""
+    outcome = _outcome(record)
+    if outcome == "completed":
+        return 2
+    return 1 if outcome.startswith("invalid:") else 0
+
+
+# ------------------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class _Run:
+    folder: Path
+    records: list[dict[str, Any]]
+    summary: dict[str, Any]
+    agg: dict[str, Any]
+    name: str
+    started: str | None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _run_info(folder: Path, records: list[dict[str, Any]], summary: dict[str, Any]) -> _Run:
+    agg = summary.get("aggregate")
+    if not isinstance(agg, dict) or "metrics" not in agg:
+        agg = aggregate(records, by="scenario").to_json()
+    m = _STAMP.match(folder.name)
+    name, started = folder.name, None
+    if m:
+        name = m.group(2)
+        try:
+            started = dt.datetime.strptime(m.group(1), "%Y%m%d-%H%M%S").strftime("%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            started = None
+    if isinstance(summary.get("started"), str):
+        started = summary["started"]
+    return _Run(folder, records, summary, agg, name, started)
+
+
+def _anchor(anchors: dict[str, Any], *keys: str) -> float | None:
+    """The first of the named anchors that is set."""
+    return next((anchors[k] for k in keys if _num(anchors.get(k))), None)
+
+
+def _span_s(records: list[dict[str, Any]]) -> float | None:
+    starts, ends = [], []
+    for r in records:
+        a = r.get("anchors") or {}
+        start = _anchor(a, "create_sent_ns", "ws_connect_started_ns", "ws_open_ns")
+        end = _anchor(a, "ws_closed_ns", "playback_end_ns")
+        if _num(start):
+            starts.append(start)
+        if _num(end):
+            ends.append(end)
+    if not starts or not ends or max(ends) <= min(starts):
+        return None
+    return (max(ends) - min(starts)) / 1e9
+
+
+def _duration_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, sec = divmod(round(seconds), 60)
+    return f"{minutes} min {sec:02d} s"
+
+
+def _load_text(run: _Run) -> str:
+    """The load profile: as the summary states it when it does, else what the records show."""
+    stated = run.summary.get("load") or run.summary.get("profile")
+    parts: list[str] = []
+    if isinstance(stated, str) and stated:
+        parts.append(_esc(stated))
+    elif isinstance(stated, dict) and stated:
+        parts.append(", ".join(f"{_esc(k)} {_esc(v)}" for k, v in stated.items() if v not in (None, "", ())))
+    levels = [r.get("concurrency") for r in run.records if _num(r.get("concurrency"))]
+    vus = {(r.get("tags") or {}).get("vu") for r in run.records} - {None}
+    stages = {r.get("stage") for r in run.records} - {None}
+    if levels:
+        parts.append(f"peak concurrency {max(levels):.0f}")
+    if len(vus) > 1:
+        parts.append(f"{len(vus)} call slots")
+    if stages:
+        parts.append(f"{len(stages)} stage{'s' if len(stages) != 1 else ''}")
+    dropped = run.summary.get("dropped_calls")
+    if _num(dropped) and dropped:
+        parts.append(f'<span class="bad-text">{dropped:.0f} calls dropped</span> (max in flight reached)')
+    return " · ".join(parts) or "one call at a time"
+
+
+# ------------------------------------------------------------------------------------------------
+# Sections
+
+
+def _banners(run: _Run) -> str:
+    out = []
+    warning = run.agg.get("warning")
+    if warning:
+        out.append(f'<div class="banner warn">⚠ {_esc(warning)}</div>')
+    if run.summary.get("interrupted"):
+        out.append(
+            '<div class="banner warn">⚠ The run was interrupted (Ctrl-C): only the calls that finished '
+            "are in this report.</div>"
+        )
+    for w in run.warnings:
+        out.append(f'<div class="banner warn">⚠ {_esc(w)}</div>')
+    return "\n".join(out)
+
+
+def _verdict(run: _Run, thresholds: list[dict[str, Any]]) -> str:
+    calls = run.agg.get("calls", len(run.records))
+    completed = run.agg.get("completed", 0)
+    failed = sum((run.agg.get("failed") or {}).values())
+    invalid = run.agg.get("invalid", 0)
+    breached = [t for t in thresholds if not t.get("passed")]
+    if not calls:
+        return '<div class="banner bad">No call finished in this run.</div>'
+    problems = []
+    if failed:
+        problems.append(f"{failed} of {calls} calls failed")
+    if invalid:
+        problems.append(f"{invalid} invalid")
+    if breached:
+        problems.append(f"{len(breached)} threshold{'s' if len(breached) != 1 else ''} breached")
+    if problems:
+        return f'<div class="banner bad">✗ {"; ".join(problems)}</div>'
+    gates = f", all {len(thresholds)} thresholds passed" if thresholds else ""
+    return f'<div class="banner ok">✓ {completed} of {calls} calls completed{gates}</div>'
+
+
+def _header(run: _Run) -> str:
+    targets = sorted({str(r.get("target")) for r in run.records if r.get("target")})
+    scenarios = sorted({str(r.get("scenario")) for r in run.records if r.get("scenario")})
+    scen_text = ", ".join(_esc(s) for s in scenarios[:6])
+    if len(scenarios) > 6:
+        scen_text += f" and {len(scenarios) - 6} more"
+    rows = [
+        ("started", _esc(run.started or "—")),
+        ("wall time", _duration_text(_span_s(run.records))),
+        ("target", ", ".join(_esc(t) for t in targets) or "—"),
+        ("load", _load_text(run)),
+        ("scenarios", scen_text or "—"),
+        ("folder", f"<code>{_esc(run.folder.name)}</code>"),
+    ]
+    meta = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<h1>uvbench run: {_esc(run.name)}</h1>\n<table class="meta">{meta}</table>'
+
+
+def _calls_tiles(run: _Run) -> str:
+    agg = run.agg
+    failed = agg.get("failed") or {}
+    invalid = agg.get("invalid", 0)
+    failed_n = sum(failed.values())
+    reasons = ", ".join(f"{_esc(k)} {v}" for k, v in sorted(failed.items(), key=lambda kv: -kv[1]))
+    inv_reasons = ", ".join(f"{_esc(k)} {v}" for k, v in (agg.get("invalid_reasons") or {}).items())
+    rates = agg.get("rates") or {}
+    uf = rates.get("audio.underflow_per_min") or {}
+    any_uf = (rates.get("call.any_underflow_rate") or {}).get("value")
+    bi = rates.get("interrupt.success_rate") or {}
+    tiles = [
+        (
+            "calls",
+            f"{agg.get('calls', 0)}",
+            f'<span class="ok-text">{agg.get("completed", 0)} completed</span> · '
+            f'<span class="{"bad-text" if failed_n else ""}">{failed_n} failed</span> · '
+            f'<span class="{"warn-text" if invalid else ""}">{invalid} invalid</span>',
+        ),
+    ]
+    if failed_n:
+        tiles.append(("failed by reason", f"{failed_n}", reasons))
+    if invalid:
+        tiles.append(("invalid (generator overloaded)", f"{invalid}", inv_reasons or "—"))
+    tiles.append(
+        (
+            "underflows per min of agent audio",
+            f"{uf['value']:.1f}" if _num(uf.get("value")) else "—",
+            f"{_fmt(uf.get('numerator'), 'count')} underflows in turns · {_pct(any_uf)} of calls had one",
+        )
+    )
+    if bi.get("denominator"):
+        tiles.append(
+            (
+                "barge-ins that stopped the agent",
+                _pct(bi.get("value")),
+                f"{_fmt(bi.get('numerator'), 'count')} of {_fmt(bi.get('denominator'), 'count')}",
+            )
+        )
+    return _tiles(tiles)
+
+
+def _tiles(tiles: list[tuple[str, str, str]]) -> str:
+    return (
+        '<div class="tiles">'
+        + "".join(
+            f'<div class="tile"><div class="name">{name}</div><div class="big">{big}</div>'
+            f'<div class="small">{small}</div></div>'
+            for name, big, small in tiles
+        )
+        + "</div>"
+    )
+
+
+def _headline(run: _Run) -> str:
+    metrics = run.agg.get("metrics") or {}
+    rows = []
+    for name in HEADLINE:
+        s = metrics.get(name) or {}
+        count = s.get("count") or 0
+        cells = "".join(f"<td>{_fmt(s.get(k))}</td>" for k in ("p50", "p95", "p99", "max"))
+        rows.append(
+            f'<tr><td class="l"><b>{name}</b><div class="hint">{_esc(_describe(name))}</div></td>'
+            f"<td>{count}</td>{cells}</tr>"
+        )
+    table = (
+        '<table class="figures"><thead><tr><th class="l">figure (ms)</th><th>count</th><th>p50</th>'
+        "<th>p95</th><th>p99</th><th>max</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+    )
+    return _calls_tiles(run) + table
+
+
+def _describe(metric: str) -> str:
+    g = GLOSSARY.get(metric)
+    if not g:
+        return ""
+    short = {
+        "turn.ttfa_ms": "end of user speech → first agent audio heard",
+        "turn.ttfb_ms": "end of user speech → first agent audio frame received",
+        "interrupt.clear_ms": "barge-in start → playback_clear_buffer received",
+        "interrupt.silence_ms": "barge-in start → the interrupted agent is no longer heard",
+        "call.first_audio_ms": "websocket open → greeting first heard",
+    }
+    return short.get(metric, f"{g['from']} → {g['to']}")
+
+
+def _thresholds(thresholds: list[dict[str, Any]]) -> str:
+    if not thresholds:
+        return (
+            '<p class="none">No thresholds were set for this run (e.g. '
+            "<code>--threshold 'turn.ttfa_ms: p(95) &lt; 1200'</code>).</p>"
+        )
+    ordered = sorted(thresholds, key=lambda t: bool(t.get("passed")))
+    rows = []
+    for t in ordered:
+        ok = bool(t.get("passed"))
+        mark = '<span class="ok-text">✓ pass</span>' if ok else '<span class="bad-text">✗ FAIL</span>'
+        abort = " (abortOnFail)" if t.get("abort_on_fail") else ""
+        rows.append(
+            f'<tr class="{"" if ok else "fail"}"><td class="l">{mark}</td>'
+            f'<td class="l"><code>{_esc(t.get("metric"))}</code></td>'
+            f'<td class="l"><code>{_esc(t.get("expression"))}</code>{abort}</td>'
+            f'<td class="l">{_esc(t.get("observed_text"))}</td></tr>'
+        )
+    breached = sum(1 for t in thresholds if not t.get("passed"))
+    head = (
+        f'<p class="bad-text">{breached} of {len(thresholds)} thresholds breached</p>'
+        if breached
+        else f'<p class="ok-text">All {len(thresholds)} thresholds passed</p>'
+    )
+    return (
+        head + '<table><thead><tr><th class="l">result</th><th class="l">metric</th>'
+        '<th class="l">threshold</th><th class="l">observed</th></tr></thead><tbody>'
+        + "".join(rows)
+        + "</tbody></table>"
+    )
+
+
+def _figure(svg: str | None, none_text: str, caption: str = "") -> str:
+    if svg is None:
+        return f'<figure class="empty"><p class="none">{none_text}</p></figure>'
+    cap = f"<figcaption>{caption}</figcaption>" if caption else ""
+    return f"<figure>{svg}{cap}</figure>"
+
+
+def _plots(run: _Run, plots_mod: Any) -> str:
+    valid = [r for r in run.records if not is_invalid(r)]
+    overall = aggregate(valid)
+    parts = [
+        _figure(
+            plots_mod.latency_histogram(valid, overall=overall),
+            "No turn latency in this run: no turn was answered.",
+        ),
+        _figure(plots_mod.latency_cdf(valid, overall=overall), "No turn latency in this run, so no CDF."),
+        _figure(
+            plots_mod.latency_by_concurrency(valid),
+            "No turn latency with a concurrency tag in this run.",
+            "Concurrency is the number of calls in flight when a call started.",
+        ),
+        _figure(
+            plots_mod.underflow_by_buffer(valid),
+            "No agent audio was heard in any turn, so there is no underflow rate.",
+            "Turn underflows per minute of agent audio heard in turns, per clientBufferSizeMs.",
+        ),
+    ]
+    parts.append(
+        _figure(
+            plots_mod.barge_in_distribution(valid, overall=overall),
+            "No barge-ins in this run.",
+            "Per barge-in: interrupt.silence_ms (the interrupted agent is no longer heard) and "
+            "interrupt.clear_ms (playback_clear_buffer received), from the start of the user's speech.",
+        )
+    )
+    return '<div class="plots">' + "".join(parts) + "</div>"
+
+
+def _scenario_stats(run: _Run) -> str:
+    groups = run.agg.get("groups") or {}
+    if not groups:
+        groups = {"all": run.agg}
+    keys = list(groups)[:MAX_SCENARIOS]
+    left = len(groups) - len(keys)
+    head = (
+        '<div class="scroll"><table class="stats"><thead><tr>'
+        '<th class="l">scenario</th><th class="l">metric</th>'
+        "<th>count</th><th>mean</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>max</th>"
+        "</tr></thead><tbody>"
+    )
+    rows = []
+    for key in keys:
+        g = groups[key]
+        metrics = g.get("metrics") or {}
+        names = [n for n in SCENARIO_METRICS if (metrics.get(n) or {}).get("count")]
+        label = (
+            f'<td class="l scen" rowspan="{max(1, len(names))}"><b>{_esc(key)}</b><div class="hint">'
+            f"{g.get('calls', 0)} calls · {g.get('completed', 0)} completed"
+            f"{' · ' + str(sum((g.get('failed') or {}).values())) + ' failed' if g.get('failed') else ''}"
+            f"{' · ' + str(g.get('invalid')) + ' invalid' if g.get('invalid') else ''}</div></td>"
+        )
+        if not names:
+            rows.append(f'<tr>{label}<td class="l none" colspan="8">no figures</td></tr>')
+            continue
+        for i, n in enumerate(names):
+            rows.append(f"<tr>{label if i == 0 else ''}{_stat_cells(n, metrics[n])}</tr>")
+    note = f'<p class="none">{left} more scenarios left out (see stats.csv).</p>' if left else ""
+    every = run.agg.get("metrics") or {}
+    all_rows = "".join(f"<tr>{_stat_cells(n, s)}</tr>" for n, s in every.items() if s.get("count"))
+    details = (
+        "<details><summary>Every metric, all valid calls</summary>"
+        '<table class="stats"><thead><tr><th class="l">metric</th><th>count</th><th>mean</th><th>p50</th>'
+        "<th>p90</th><th>p95</th><th>p99</th><th>max</th></tr></thead><tbody>"
+        + all_rows
+        + "</tbody></table></details>"
+    )
+    return head + "".join(rows) + "</tbody></table></div>" + note + details
+
+
+def _stat_cells(name: str, s: dict[str, Any]) -> str:
+    unit = _unit(name)
+    shown_unit = {"ms": "ms", "count": "", "%": "%"}.get(unit, unit)
+    cells = "".join(f"<td>{_fmt(s.get(k), unit)}</td>" for k in ("mean", "p50", "p90", "p95", "p99", "max"))
+    return (
+        f'<td class="l"><code>{_esc(name)}</code> <span class="hint">{_esc(shown_unit)}</span></td>'
+        f"<td>{s.get('count', 0)}</td>{cells}"
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Calls in detail
+
+
+@dataclass
+class _Shown:
+    record: dict[str, Any]
+    reasons: list[str]
+
+
+def _pick_calls(records: list[dict[str, Any]], n: int = TIMELINE_CALLS) -> list[_Shown]:
+    """Up to `n` calls worth a look: the first, the slowest turn, a failed one, the most underflow
+    (or the slowest barge-in); one call chosen for several reasons is shown once."""
+    if not records:
+        return []
+    shown: dict[int, _Shown] = {}
+
+    def add(record: dict[str, Any] | None, reason: str) -> None:
+        if record is None or len(shown) >= n and id(record) not in shown:
+            return
+        shown.setdefault(id(record), _Shown(record, [])).reasons.append(reason)
+
+    def started(r: dict[str, Any]) -> float:
+        a = r.get("anchors") or {}
+        t = _anchor(a, "create_sent_ns", "ws_open_ns")
+        return t if _num(t) else math.inf
+
+    ordered = sorted(range(len(records)), key=lambda i: (started(records[i]), i))
+    add(records[ordered[0]], "first call")
+    valid = [r for r in records if not is_invalid(r)]
+    slowest = max(valid, key=lambda r: _worst(r.get("turns"), "turn.ttfa_ms") or -1, default=None)
+    if slowest is not None and _worst(slowest.get("turns"), "turn.ttfa_ms") is not None:
+        add(slowest, "slowest turn (TTFA)")
+    failed = [r for r in records if _outcome(r) != "completed"]
+    failed.sort(key=lambda r: (_rank(r), (r.get("artifacts") or {}).get("timeline") is None))
+    if failed:
+        add(failed[0], "failed" if _rank(failed[0]) == 0 else "invalid")
+    underflow = max(valid, key=lambda r: (r.get("metrics") or {}).get("call.underflow_ms") or 0, default=None)
+    if underflow is not None and ((underflow.get("metrics") or {}).get("call.underflow_ms") or 0) > 0:
+        add(underflow, "most underflow")
+    else:
+        slow_bi = max(
+            valid, key=lambda r: _worst(r.get("barge_ins"), "interrupt.silence_ms") or -1, default=None
+        )
+        if slow_bi is not None and _worst(slow_bi.get("barge_ins"), "interrupt.silence_ms") is not None:
+            add(slow_bi, "slowest barge-in")
+    # Room left: calls of scenarios (matrix variants) not shown yet, to compare them.
+    seen = {s.record.get("scenario") for s in shown.values()}
+    for i in ordered:
+        if len(shown) >= n:
+            break
+        scenario = records[i].get("scenario")
+        if scenario not in seen and not is_invalid(records[i]):
+            seen.add(scenario)
+            add(records[i], "another scenario")
+    return list(shown.values())
+
+
+def _playback_of(folder: Path, record: dict[str, Any]) -> tuple[Any, str | None]:
+    """The listener's playback of a call from its saved timeline, or None and why not."""
+    from uvbench.call.timeline import Timeline
+    from uvbench.metrics.call import playback
+
+    rel = (record.get("artifacts") or {}).get("timeline")
+    if not isinstance(rel, str):
+        return None, "no timeline saved for this call"
+    path = folder / rel
+    try:
+        timeline = Timeline.from_json(json.loads(path.read_text(encoding="utf-8")))
+        return playback(timeline), None
+    except FileNotFoundError:
+        return None, f"its timeline {PurePosixPath(rel).name} is missing"
+    except Exception as exc:  # a corrupt timeline must not stop the report
+        return None, f"its timeline is unreadable ({type(exc).__name__})"
+
+
+def _audio(folder: Path, record: dict[str, Any]) -> str:
+    artifacts = record.get("artifacts") or {}
+    out = []
+    rec = _rel_link(folder, artifacts.get("recording"))
+    if rec:
+        out.append(
+            f'<div class="player"><span class="hint">recording (left: user as sent, right: agent as heard)'
+            f'</span><br><audio controls preload="none" src="{rec}"></audio></div>'
+        )
+    server = _rel_link(folder, artifacts.get("server_recording"))
+    if server:
+        out.append(f'<div class="player"><a href="{server}">server recording (WAV)</a></div>')
+    return "".join(out)
+
+
+def _transcript(record: dict[str, Any]) -> str:
+    entries = [e for e in record.get("transcripts") or () if isinstance(e, dict)]
+    if not entries:
+        return '<p class="none">No transcript.</p>'
+    origin = (record.get("anchors") or {}).get("ws_open_ns")
+    lines = []
+    for e in entries[:MAX_TRANSCRIPT_LINES]:
+        role = str(e.get("role") or "?")
+        at = e.get("first_ns")
+        when = f"{(at - origin) / 1e9:6.2f} s" if _num(at) and _num(origin) else ""
+        medium = " (text)" if e.get("medium") == "text" else ""
+        partial = "" if e.get("final", True) else ' <span class="hint">(not final)</span>'
+        lines.append(
+            f'<li class="{_esc(role)}"><span class="when">{when}</span> <b>{_esc(role)}{medium}</b> '
+            f"{_esc(e.get('text'), MAX_TEXT)}{partial}</li>"
+        )
+    more = (
+        f'<li class="hint">… {len(entries) - MAX_TRANSCRIPT_LINES} more lines in the call JSON</li>'
+        if len(entries) > MAX_TRANSCRIPT_LINES
+        else ""
+    )
+    return f'<ol class="transcript">{"".join(lines)}{more}</ol>'
+
+
+def _call_title(record: dict[str, Any]) -> str:
+    return f"{record.get('scenario')} · call {str(record.get('call_id') or '—')[:8]} · {_outcome(record)}"
+
+
+def _shown_calls(run: _Run, plots_mod: Any, shown: list[_Shown]) -> str:
+    if not shown:
+        return '<p class="none">No calls.</p>'
+    out = []
+    for s in shown:
+        r = s.record
+        pb, why = _playback_of(run.folder, r)
+        view = plots_mod.call_view(r, pb, plots_mod._text(_call_title(r)))
+        figure = (
+            _figure(plots_mod.call_timeline(view), "")
+            if view is not None
+            else '<p class="none">Nothing to draw: the call never connected.</p>'
+        )
+        note = f'<p class="none">Drawn from the record alone: {_esc(why)}.</p>' if why and view else ""
+        detail = r.get("outcome_detail")
+        outcome = _outcome(r)
+        cls = "ok-text" if outcome == "completed" else "bad-text"
+        link = _rel_link(run.folder, _json_rel(r))
+        link_html = f' · <a href="{link}">call JSON</a>' if link else ""
+        out.append(
+            f'<article class="call"><h3>{_esc(r.get("scenario"))} <span class="hint">'
+            f"({_esc(', '.join(s.reasons))})</span></h3>"
+            f"<p>call <code>{_esc(r.get('call_id') or '—')}</code> · "
+            f'<span class="{cls}">{_esc(outcome)}</span>'
+            f"{': ' + _esc(detail, MAX_TEXT) if detail else ''}{link_html}</p>"
+            f"{figure}{note}"
+            f'<div class="cols"><div><h4>Transcript</h4>{_transcript(r)}</div>'
+            f"<div>{_audio(run.folder, r)}</div></div></article>"
+        )
+    return "".join(out)
+
+
+def _failed_players(run: _Run, shown: list[_Shown]) -> str:
+    """Recordings of failed calls not already shown above, up to the player budget."""
+    budget = MAX_PLAYERS - sum(
+        1 for s in shown if _rel_link(run.folder, (s.record.get("artifacts") or {}).get("recording"))
+    )
+    shown_ids = {id(s.record) for s in shown}
+    failed = [r for r in run.records if _outcome(r) != "completed" and id(r) not in shown_ids]
+    items = []
+    for r in failed:
+        if budget <= 0:
+            break
+        player = _audio(run.folder, r)
+        if not player:
+            continue
+        budget -= 1
+        items.append(
+            f"<li><b>{_esc(r.get('scenario'))}</b> <code>{_esc(str(r.get('call_id') or '—')[:8])}</code> "
+            f'<span class="bad-text">{_esc(_outcome(r))}</span>{player}</li>'
+        )
+    if not items:
+        return ""
+    left = len(failed) - len(items)
+    more = f'<p class="none">{left} more failed calls: their WAVs are in calls/.</p>' if left > 0 else ""
+    return f'<h3>Recordings of other failed calls</h3><ul class="players">{"".join(items)}</ul>{more}'
+
+
+# ------------------------------------------------------------------------------------------------
+# The call table
+
+
+def _detail_html(detail: Any) -> str:
+    return f'<br><span class="hint">{_esc(detail, 300)}</span>' if detail else ""
+
+
+def _call_table(run: _Run) -> str:
+    indexed = sorted(enumerate(run.records), key=lambda ir: (_rank(ir[1]), ir[0]))
+    rows = []
+    for n, (i, r) in enumerate(indexed):
+        if n >= MAX_CALL_ROWS:
+            break
+        m = r.get("metrics") or {}
+        outcome = _outcome(r)
+        detail = r.get("outcome_detail")
+        cls = "" if outcome == "completed" else ("fail" if not outcome.startswith("invalid:") else "invalid")
+        link = _rel_link(run.folder, _json_rel(r))
+        stem = _stem(r)
+        number = stem.split("-", 1)[0] if stem and stem.split("-", 1)[0].isdigit() else f"#{i + 1}"
+        title = f' title="{_esc(stem)}"' if stem else ""
+        name = (
+            f'<a href="{link}"{title}>{_esc(number)}</a>' if link else f"<span{title}>{_esc(number)}</span>"
+        )
+        duration = m.get("call.duration_ms")
+        cells = [
+            f'<td class="l">{name}</td>',
+            f'<td class="l scenario">{_esc(r.get("scenario"))}</td>',
+            f'<td class="l"><code title="{_esc(r.get("call_id") or "")}">'
+            f"{_esc(str(r.get('call_id') or '—')[:8])}</code></td>",
+            f'<td class="l wrap"><span class="{"ok-text" if outcome == "completed" else "bad-text"}">'
+            f"{_esc(outcome)}</span>{_detail_html(detail)}</td>",
+            f"<td>{_fmt(r.get('concurrency'), 'count')}</td>",
+            f"<td>{_fmt(m.get('call.first_audio_ms'))}</td>",
+            f"<td>{_fmt(_worst(r.get('turns'), 'turn.ttfa_ms'))}</td>",
+            f"<td>{_fmt(_worst(r.get('turns'), 'turn.ttfb_ms'))}</td>",
+            f"<td>{_fmt(_worst(r.get('barge_ins'), 'interrupt.silence_ms'))}</td>",
+            f"<td>{_fmt(m.get('call.underflow_count'), 'count')}</td>",
+            f"<td>{_fmt(m.get('call.max_buffered_ms'))}</td>",
+            f"<td>{'—' if not _num(duration) else f'{duration / 1000:.1f}'}</td>",
+        ]
+        rows.append(f'<tr class="{cls}">{"".join(cells)}</tr>')
+    left = len(run.records) - len(rows)
+    note = (
+        f'<p class="none">{left} more calls left out of this table (failed calls come first); '
+        f"every call is in calls.csv and results.jsonl.</p>"
+        if left > 0
+        else ""
+    )
+    head = (
+        '<div class="scroll"><table class="calls"><thead><tr>'
+        '<th class="l">call</th><th class="l">scenario</th>'
+        '<th class="l">call id</th><th class="l">outcome</th><th>conc.</th><th>greeting<br>ms</th>'
+        "<th>worst TTFA<br>ms</th><th>worst TTFB<br>ms</th><th>worst silence<br>ms</th>"
+        "<th>under-<br>flows</th><th>max buffered<br>ms</th><th>duration<br>s</th></tr></thead><tbody>"
+    )
+    return head + "".join(rows) + "</tbody></table></div>" + note
+
+
+# ------------------------------------------------------------------------------------------------
+# The page
+
+
+CSS = """
+*{box-sizing:border-box}
+body{margin:0;background:#f5f6f8;color:#1d1f23;
+ font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif}
+main{max-width:1200px;margin:0 auto;padding:18px 22px 48px}
+h1{font-size:22px;margin:4px 0 8px}
+h2{font-size:17px;margin:0 0 10px}
+h3{font-size:15px;margin:14px 0 6px}
+h4{font-size:13px;margin:8px 0 4px;color:#444}
+section{background:#fff;border:1px solid #e1e4e8;border-radius:8px;padding:14px 18px;margin:14px 0}
+nav{font-size:13px;margin:6px 0 0}
+nav a{margin-right:12px}
+a{color:#1f5fa8}
+code{font:12px/1.3 ui-monospace,"DejaVu Sans Mono",Menlo,Consolas,monospace}
+table{border-collapse:collapse;width:100%;font-size:13px}
+th,td{padding:4px 8px;border-bottom:1px solid #eceef1;text-align:right;vertical-align:top;white-space:nowrap}
+thead th{background:#f2f4f6;font-weight:600;position:sticky;top:0}
+th.l,td.l{text-align:left}
+td.wrap{white-space:normal;min-width:180px;max-width:420px}
+table.calls th{vertical-align:bottom;white-space:normal}
+table.calls th,table.calls td{padding:4px 6px}
+table.calls td.scenario{white-space:normal;overflow-wrap:anywhere;min-width:170px;max-width:240px}
+.scroll{overflow-x:auto}
+table.meta{width:auto;font-size:14px}
+table.meta th{text-align:left;color:#555;font-weight:500;background:none;padding:2px 14px 2px 0;border:0}
+table.meta td{text-align:left;padding:2px 0;border:0;white-space:normal}
+tr.fail td{background:#fff0f0}
+tr.invalid td{background:#fff8e6}
+td.scen{background:#fafbfc;border-right:1px solid #eceef1}
+.hint{color:#666;font-size:12px;font-weight:normal}
+.ok-text{color:#1b7a35;font-weight:600}
+.bad-text{color:#b42318;font-weight:600}
+.warn-text{color:#9a5b00;font-weight:600}
+.banner{padding:10px 14px;border-radius:6px;margin:10px 0;font-weight:600}
+.banner.warn{background:#fff4de;border:1px solid #e8b04b;color:#6f4400}
+.banner.bad{background:#fdecec;border:1px solid #e38b8b;color:#8a1c1c}
+.banner.ok{background:#e9f6ed;border:1px solid #86c99a;color:#1b5e30}
+.tiles{display:grid;grid-template-columns:repeat(auto-fill,minmax(220px,1fr));gap:10px;margin:0 0 12px}
+.tile{border:1px solid #e1e4e8;border-radius:6px;padding:8px 12px;background:#fbfcfd}
+.tile .name{font-size:12px;color:#555}
+.tile .big{font-size:22px;font-weight:700}
+.tile .small{font-size:12px;color:#444}
+table.figures{width:auto;min-width:70%}
+table.figures td{font-size:14px}
+table.figures td:not(.l){min-width:70px}
+.plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:16px}
+figure{margin:0}
+figcaption{font-size:12px;color:#666;margin-top:2px}
+svg.plot{max-width:100%;height:auto;display:block}
+.none{color:#666;font-style:italic;margin:6px 0}
+figure.empty{border:1px dashed #d5d9de;border-radius:6px;padding:10px 14px;display:flex;align-items:center}
+article.call{border-top:1px solid #e1e4e8;padding-top:6px;margin-top:10px}
+article.call:first-of-type{border-top:0;margin-top:0}
+.cols{display:grid;grid-template-columns:2fr 1fr;gap:16px}
+ol.transcript{list-style:none;padding:0;margin:0;font-size:13px;max-height:320px;overflow:auto}
+ol.transcript li{padding:2px 0;border-bottom:1px dotted #eee}
+ol.transcript li.agent b{color:#1f5fa8}
+ol.transcript li.user b{color:#2e7d32}
+.when{color:#888;font:12px ui-monospace,"DejaVu Sans Mono",monospace;white-space:pre}
+.player{margin:8px 0}
+audio{width:100%;max-width:420px}
+ul.players{padding-left:18px}
+details{margin-top:10px}
+summary{cursor:pointer;color:#1f5fa8}
+footer{color:#777;font-size:12px;text-align:center;margin-top:18px}
+@media (max-width:760px){.plots{grid-template-columns:1fr}.cols{grid-template-columns:1fr}}
+"""
+
+
+def render_html(
+    folder: Path, records: list[dict[str, Any]], summary: dict[str, Any], *, history: list[dict] | None = None
+) -> str:
+    """The page for a run folder's records and summary (see the module doc)."""
+    from uvbench.report import plots as plots_mod
+
+    folder = Path(folder)
+    run = _run_info(folder, records, summary)
+    thresholds = [t for t in summary.get("thresholds") or () if isinstance(t, dict)]
+    shown = _pick_calls(records)
+    sections = [
+        f'<section id="summary">{_banners(run)}{_header(run)}{_verdict(run, thresholds)}'
+        '<nav><a href="#thresholds">thresholds</a><a href="#plots">plots</a>'
+        '<a href="#scenarios">per scenario</a><a href="#shown">calls in detail</a>'
+        '<a href="#calls">all calls</a>'
+        + ('<a href="#history">history</a>' if history else "")
+        + "</nav></section>",
+        f'<section id="headline"><h2>Headline figures <span class="hint">(valid calls)</span></h2>'
+        f"{_headline(run)}</section>",
+        f'<section id="thresholds"><h2>Thresholds</h2>{_thresholds(thresholds)}</section>',
+        f'<section id="plots"><h2>Latency and audio</h2>{_plots(run, plots_mod)}</section>',
+    ]
+    if history is not None:
+        svg = plots_mod.history_plot(history)
+        sections.append(
+            '<section id="history"><h2>History</h2>'
+            + _figure(svg, "Fewer than two runs with comparable figures: no history to draw yet.")
+            + "</section>"
+        )
+    sections += [
+        f'<section id="scenarios"><h2>Per scenario</h2>{_scenario_stats(run)}</section>',
+        f'<section id="shown"><h2>Calls in detail <span class="hint">(who is heard when, the client '
+        f"playback buffer, transcripts, recordings)</span></h2>{_shown_calls(run, plots_mod, shown)}"
+        f"{_failed_players(run, shown)}</section>",
+        f'<section id="calls"><h2>All calls <span class="hint">({len(records)}; failed first)</span></h2>'
+        f"{_call_table(run)}</section>",
+    ]
+    generated = dt.datetime.now().replace(microsecond=0).isoformat(sep=" ")
+    return (
+        "<!DOCTYPE html>\n"
+        '<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width,initial-scale=1">'
+        f"<title>uvbench · {_esc(run.name)}</title><style>{CSS}</style></head>\n<body><main>\n"
+        + "\n".join(sections)
+        + f"\n<footer>uvbench report · generated {generated} · every figure is in summary.json, "
+        "calls.csv and stats.csv beside this file</footer>\n</main></body></html>\n"
+    )
+
+
+def write_html_report(
+    folder: Path, records: list[dict[str, Any]], summary: dict[str, Any], *, history: list[dict] | None = None
+) -> Path:
+    """Write `report.html` into the run folder (via a temporary file and a rename) and return its path."""
+    folder = Path(folder)
+    text = render_html(folder, records, summary, history=history)
+    path = folder / REPORT_NAME
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

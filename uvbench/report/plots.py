@@ -1,0 +1,801 @@
+"""The HTML report's figures: matplotlib, rendered to SVG text to inline in the page (no files, no network).
+
+Every function takes call records (the dicts of `results.jsonl`) or plain data and returns an SVG
+string, or None when there is nothing to draw (the page then says so in a line). Figures are made
+with matplotlib's object-oriented API (`matplotlib.figure.Figure`, never pyplot), so no display and
+no global figure state are involved; rendering is serialised by a lock because rcParams are global.
+
+Sizes are bounded whatever the run's size: histograms have at most `MAX_BINS` bins, a CDF at most
+`MAX_POINTS` points, strip plots at most `MAX_POINTS` dots, a call's buffer level `BUFFER_BINS`
+min/max pairs, so a 1000-call run renders as fast and as small as a 50-call one.
+
+Distributions use the same values as `uvbench.metrics.aggregate` (valid calls only, turns that were
+not missed, every barge-in), so a plot's p95 is the summary's p95.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import logging
+import math
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from uvbench.listener import Playback
+from uvbench.metrics.aggregate import Aggregate, aggregate
+
+NS = 1_000_000_000
+MAX_BINS = 60
+MAX_POINTS = 1500
+BUFFER_BINS = 500
+SMALL = (5.9, 3.1)
+"""Inches: a plot in the page's two-column grid (~570 px wide, shown at its own size)."""
+WIDE = (11.4, 3.3)
+"""Inches: a plot across the page."""
+MAX_SPANS = 400
+"""Intervals drawn per lane of a call timeline (closer ones are merged past this)."""
+
+COLORS = {
+    "turn.ttfa_ms": "#1f6fb4",
+    "turn.ttfb_ms": "#e07b1a",
+    "interrupt.clear_ms": "#7b3fb0",
+    "interrupt.silence_ms": "#1a9a6c",
+    "user": "#2e9e44",
+    "agent": "#1f6fb4",
+    "buffer": "#1f6fb4",
+    "underflow": "#d62728",
+    "clear": "#7b3fb0",
+}
+LABELS = {
+    "turn.ttfa_ms": "TTFA (turn.ttfa_ms)",
+    "turn.ttfb_ms": "TTFB (turn.ttfb_ms)",
+    "interrupt.clear_ms": "clear (interrupt.clear_ms)",
+    "interrupt.silence_ms": "silence (interrupt.silence_ms)",
+}
+
+_LOCK = threading.Lock()
+_RC = {
+    "svg.fonttype": "none",  # text stays text: small, selectable, searchable
+    "text.parse_math": False,  # a "$" in a scenario or run name is a dollar sign, not TeX
+    "font.family": "sans-serif",
+    "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica"],
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.titleweight": "bold",
+    "axes.labelsize": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#e3e3e3",
+    "grid.linewidth": 0.6,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "svg.hashsalt": "uvbench",
+}
+
+_ID = re.compile(r'\bid="([^"]+)"')
+_REF = re.compile(r'(href="#|url\(#)([^")]+)')
+_PATH_D = re.compile(r'\sd="[^"]*"')
+_DECIMALS = re.compile(r"(\d\.\d\d)\d+")
+_svg_counter = iter(range(1, 1 << 62))
+
+
+# ------------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _render(build, label: str) -> str:
+    """Run `build(Figure)` (it adds axes and returns the figure) and return the figure as inline SVG.
+
+    The XML prolog, the DOCTYPE and the namespace declarations are dropped (an SVG element inside
+    HTML needs none of them, and no URL is left in the page), and every id gets a prefix unique to
+    the figure so several figures can share one page."""
+    # matplotlib's notices (building its font cache on first use, ...) are not the run's business.
+    quiet = logging.getLogger("matplotlib")
+    if quiet.level == logging.NOTSET:
+        quiet.setLevel(logging.ERROR)
+    import matplotlib as mpl
+
+    with _LOCK, mpl.rc_context(_RC):
+        from matplotlib.figure import Figure
+
+        fig = build(Figure)
+        buf = io.StringIO()
+        fig.savefig(
+            buf,
+            format="svg",
+            metadata={"Date": None, "Creator": None, "Format": None, "Type": None},
+        )
+        n = next(_svg_counter)
+    svg = buf.getvalue()
+    svg = svg[svg.index("<svg") :]
+    svg = re.sub(r'\s+xmlns(:xlink)?="[^"]*"', "", svg, count=2)
+    # Path coordinates to 0.01 pt: a third smaller, and no visible difference.
+    svg = _PATH_D.sub(lambda m: _DECIMALS.sub(r"\1", m.group(0)), svg)
+    prefix = f"uv{n}-"
+    svg = _ID.sub(lambda m: f'id="{prefix}{m.group(1)}"', svg)
+    svg = _REF.sub(lambda m: f"{m.group(1)}{prefix}{m.group(2)}", svg)
+    aria = html.escape(_text(label), quote=True)
+    return svg.replace("<svg ", f'<svg class="plot" role="img" aria-label="{aria}" ', 1)
+
+
+def _text(value: Any) -> str:
+    """User text for matplotlib: control characters removed (the SVG writer escapes the rest)."""
+    return re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", "", str(value))
+
+
+def _fmt_ms(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.0f} ms" if abs(value) >= 10 else f"{value:.1f} ms"
+
+
+# ------------------------------------------------------------------------------------------------
+# Data from records (the same selection as the aggregates)
+
+
+def metric_values(
+    records: Iterable[dict[str, Any]], name: str, overall: Aggregate | None = None
+) -> list[float]:
+    """Sorted values of a metric over the valid calls (turns not missed, every barge-in).
+    `overall`, the records' aggregate when the caller has it, saves computing it again."""
+    stats = (overall or aggregate(records)).metrics.get(name)
+    return list(stats.values) if stats is not None else []
+
+
+def _thin(values: Sequence[float], limit: int) -> np.ndarray:
+    """At most `limit` of sorted `values`, evenly spread over their ranks (keeps min and max)."""
+    arr = np.asarray(values, dtype=float)
+    if len(arr) <= limit:
+        return arr
+    return arr[np.unique(np.linspace(0, len(arr) - 1, limit).round().astype(int))]
+
+
+def _percentile(ordered: Sequence[float], q: float) -> float | None:
+    from uvbench.metrics.aggregate import percentile
+
+    return percentile(ordered, q)
+
+
+# ------------------------------------------------------------------------------------------------
+# Turn latency
+
+
+LATENCY_METRICS = ("turn.ttfa_ms", "turn.ttfb_ms")
+
+
+def latency_histogram(
+    records: Sequence[dict[str, Any]],
+    metrics: Sequence[str] = LATENCY_METRICS,
+    *,
+    overall: Aggregate | None = None,
+) -> str | None:
+    """Histogram of turn latencies (TTFA and TTFB on shared bins) with TTFA's p50/p95/p99 marked."""
+    series = {m: metric_values(records, m, overall) for m in metrics}
+    series = {m: v for m, v in series.items() if v}
+    if not series:
+        return None
+    every = np.concatenate([np.asarray(v) for v in series.values()])
+    lo, hi = float(every.min()), float(every.max())
+    if hi - lo < 1e-9:
+        lo, hi = lo - 5, hi + 5
+    n_bins = int(min(MAX_BINS, max(8, math.ceil(math.sqrt(len(every)) * 2))))
+    edges = np.linspace(lo, hi, n_bins + 1)
+
+    def build(Figure):
+        fig = Figure(figsize=SMALL, layout="constrained")
+        ax = fig.add_subplot()
+        main = next(iter(series))
+        for m, values in series.items():
+            ax.hist(
+                values,
+                bins=edges,
+                histtype="stepfilled" if m == main else "step",
+                alpha=0.45 if m == main else 1.0,
+                color=COLORS.get(m),
+                linewidth=1.4,
+                label=f"{LABELS.get(m, m)}  n={len(values)}",
+            )
+        for q, style in ((50, "-"), (95, "--"), (99, ":")):
+            v = _percentile(series[main], q)
+            if v is not None:
+                ax.axvline(v, color="#333333", linestyle=style, linewidth=1.0, label=f"p{q} {_fmt_ms(v)}")
+        ax.set_title(f"Turn latency distribution ({LABELS.get(main, main).split(' ')[0]} percentiles marked)")
+        ax.set_xlabel("latency after the user stopped speaking (ms)")
+        ax.set_ylabel("turns")
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        ax.legend(loc="best")
+        return fig
+
+    return _render(build, "turn latency distribution")
+
+
+def latency_cdf(
+    records: Sequence[dict[str, Any]],
+    metrics: Sequence[str] = LATENCY_METRICS,
+    *,
+    overall: Aggregate | None = None,
+) -> str | None:
+    """Empirical CDF of turn latencies, in percent of turns, with the 50/95/99 % levels drawn."""
+    series = {m: metric_values(records, m, overall) for m in metrics}
+    series = {m: v for m, v in series.items() if v}
+    if not series:
+        return None
+
+    def build(Figure):
+        fig = Figure(figsize=SMALL, layout="constrained")
+        ax = fig.add_subplot()
+        for m, values in series.items():
+            x = _thin(values, MAX_POINTS)
+            n = len(x)
+            y = 100 * np.arange(1, n + 1) / n
+            ax.step(
+                np.concatenate([[x[0]], x]),
+                np.concatenate([[0.0], y]),
+                where="post",
+                color=COLORS.get(m),
+                linewidth=1.4,
+                label=f"{LABELS.get(m, m)}  p95 {_fmt_ms(_percentile(values, 95))}",
+            )
+        for level, dy in ((50, 0), (95, -3), (99, 3)):
+            ax.axhline(level, color="#999999", linewidth=0.7, linestyle=":")
+            ax.annotate(
+                f"p{level}",
+                (1.0, level),
+                xycoords=("axes fraction", "data"),
+                xytext=(2, dy),
+                textcoords="offset points",
+                va="center",
+                fontsize=7,
+                color="#666666",
+            )
+        ax.set_ylim(0, 101)
+        ax.set_title("Turn latency CDF")
+        ax.set_xlabel("latency after the user stopped speaking (ms)")
+        ax.set_ylabel("turns at or below (%)")
+        ax.legend(loc="lower right")
+        return fig
+
+    return _render(build, "turn latency CDF")
+
+
+def latency_by_concurrency(
+    records: Sequence[dict[str, Any]], metrics: Sequence[str] = LATENCY_METRICS
+) -> str | None:
+    """p50 and p95 of turn latency per concurrency level (calls in flight when the call started)."""
+    groups = aggregate(records, by="concurrency").groups
+    levels = sorted(k for k in groups if isinstance(k, int | float) and not isinstance(k, bool))
+    points: dict[str, list[tuple[float, float, float, int]]] = {}
+    for m in metrics:
+        for level in levels:
+            stats = groups[level].metrics.get(m)
+            if stats is not None and stats.count:
+                points.setdefault(m, []).append((level, stats.p50, stats.p95, stats.count))
+    if not points:
+        return None
+
+    def build(Figure):
+        fig = Figure(figsize=SMALL, layout="constrained")
+        ax = fig.add_subplot()
+        for m, rows in points.items():
+            x = [r[0] for r in rows]
+            color = COLORS.get(m)
+            short = LABELS.get(m, m).split(" ")[0]
+            ax.plot(x, [r[1] for r in rows], marker="o", color=color, linewidth=1.5, label=f"{short} p50")
+            ax.plot(
+                x,
+                [r[2] for r in rows],
+                marker="^",
+                color=color,
+                linewidth=1.2,
+                linestyle="--",
+                label=f"{short} p95",
+            )
+        main = next(iter(points))
+        every = math.ceil(len(points[main]) / 12)  # at most a dozen count labels
+        for level, _, p95, count in points[main][::every]:
+            ax.annotate(
+                f"n={count}",
+                (level, p95),
+                xytext=(0, 6),
+                textcoords="offset points",
+                ha="center",
+                fontsize=7,
+                color="#555555",
+            )
+        ax.set_title("Turn latency against concurrency")
+        ax.set_xlabel("calls in flight when the call started (concurrency)")
+        ax.set_ylabel("latency (ms)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        if len(levels) == 1:
+            ax.set_xlim(levels[0] - 1, levels[0] + 1)
+        else:
+            pad = 0.05 * (levels[-1] - levels[0])
+            ax.set_xlim(levels[0] - pad, levels[-1] + pad)
+        ax.set_ylim(0, max(r[2] for rows in points.values() for r in rows) * 1.22 or 1.0)
+        ax.legend(loc="best", ncols=2)
+        return fig
+
+    return _render(build, "turn latency against concurrency")
+
+
+# ------------------------------------------------------------------------------------------------
+# Underflows against the client buffer size
+
+
+def client_buffer_ms(record: dict[str, Any]) -> float | None:
+    """The call's clientBufferSizeMs as configured (config.call.medium.serverWebSocket), or None."""
+    try:
+        value = record["config"]["call"]["medium"]["serverWebSocket"]["clientBufferSizeMs"]
+    except (KeyError, TypeError):
+        return None
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True)
+class BufferRow:
+    buffer_ms: float | None
+    calls: int
+    underflows: int
+    per_min: float | None
+    """Turn underflows per minute of agent audio heard in turns (`audio.underflow_per_min`)."""
+    any_share: float | None
+    """Share of calls with at least one underflow."""
+
+
+def underflow_rows(records: Sequence[dict[str, Any]]) -> list[BufferRow]:
+    """Underflow figures per clientBufferSizeMs (unset last), valid calls only."""
+    groups = aggregate(records, by=client_buffer_ms).groups
+    rows = []
+    for key in sorted(groups, key=lambda k: (k is None, k if k is not None else 0)):
+        g = groups[key]
+        if not g.valid:
+            continue
+        per_min = g.rates["audio.underflow_per_min"]
+        rows.append(
+            BufferRow(
+                buffer_ms=key,
+                calls=g.valid,
+                underflows=int(per_min.numerator),
+                per_min=per_min.value,
+                any_share=g.rate("call.any_underflow_rate"),
+            )
+        )
+    return rows
+
+
+def underflow_by_buffer(records: Sequence[dict[str, Any]]) -> str | None:
+    """Underflows per minute of agent audio, one bar per clientBufferSizeMs."""
+    rows = underflow_rows(records)
+    if not rows or all(r.per_min is None for r in rows):
+        return None
+
+    def build(Figure):
+        fig = Figure(figsize=SMALL, layout="constrained")
+        ax = fig.add_subplot()
+        labels = ["not set" if r.buffer_ms is None else f"{r.buffer_ms:g}" for r in rows]
+        heights = [r.per_min or 0.0 for r in rows]
+        bars = ax.bar(range(len(rows)), heights, color=COLORS["underflow"], alpha=0.75, width=0.6)
+        top = max(heights) if max(heights) > 0 else 1.0
+        for bar, r in zip(bars, rows, strict=True):
+            note = (
+                "no agent audio"
+                if r.per_min is None
+                else f"{r.underflows} in {r.calls} call{'s' if r.calls != 1 else ''}"
+            )
+            if r.any_share is not None:
+                note += f"\n{100 * r.any_share:.0f}% of calls"
+            ax.annotate(
+                note,
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                xytext=(0, 3),
+                textcoords="offset points",
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                color="#444444",
+            )
+        ax.set_xticks(range(len(rows)), labels)
+        ax.set_ylim(0, top * 1.35)
+        if max(heights) == 0:
+            ax.text(
+                0.5,
+                0.55,
+                "no underflow at any buffer size",
+                transform=ax.transAxes,
+                ha="center",
+                color="#1b7a35",
+                fontsize=10,
+            )
+        ax.set_title("Underflows against the client buffer size")
+        ax.set_xlabel("clientBufferSizeMs (ms)")
+        ax.set_ylabel("underflows per min of agent audio")
+        ax.grid(axis="x", visible=False)
+        return fig
+
+    return _render(build, "underflows against clientBufferSizeMs")
+
+
+# ------------------------------------------------------------------------------------------------
+# Barge-ins
+
+
+BARGE_IN_METRICS = ("interrupt.silence_ms", "interrupt.clear_ms")
+
+
+def barge_in_distribution(
+    records: Sequence[dict[str, Any]],
+    metrics: Sequence[str] = BARGE_IN_METRICS,
+    *,
+    overall: Aggregate | None = None,
+) -> str | None:
+    """Time to silence and to the clear after each barge-in: a box and every value as a dot."""
+    series = {m: metric_values(records, m, overall) for m in metrics}
+    series = {m: v for m, v in series.items() if v}
+    if not series:
+        return None
+
+    def build(Figure):
+        fig = Figure(figsize=SMALL, layout="constrained")
+        ax = fig.add_subplot()
+        rng = np.random.default_rng(0)
+        names = list(series)
+        for y, m in enumerate(names):
+            values = series[m]
+            x = _thin(values, MAX_POINTS)
+            jitter = rng.uniform(-0.17, 0.17, len(x))
+            ax.scatter(x, y + jitter, s=10, color=COLORS.get(m), alpha=0.55, linewidths=0, zorder=3)
+            # The box: p25..p75 with the median; the whiskers reach the minimum and the maximum.
+            q1, med, q3 = (_percentile(values, q) for q in (25, 50, 75))
+            box = {"color": "#444444", "linewidth": 1.0, "zorder": 4}
+            ax.plot([q1, q3, q3, q1, q1], [y - 0.25, y - 0.25, y + 0.25, y + 0.25, y - 0.25], **box)
+            ax.plot([med, med], [y - 0.25, y + 0.25], color="#111111", linewidth=1.8, zorder=4)
+            ax.plot([values[0], q1], [y, y], **box)
+            ax.plot([q3, values[-1]], [y, y], **box)
+        ax.set_yticks(
+            range(len(names)),
+            [
+                f"{LABELS.get(m, m).split(' ')[0]}  n={len(series[m])}\n"
+                f"p50 {_fmt_ms(_percentile(series[m], 50))}\np95 {_fmt_ms(_percentile(series[m], 95))}"
+                for m in names
+            ],
+        )
+        ax.set_ylim(-0.6, len(names) - 0.4)
+        lo = min(0.0, min(v[0] for v in series.values()))
+        hi = max(v[-1] for v in series.values())
+        ax.set_xlim(lo, hi + 0.06 * max(hi - lo, 1.0))
+        ax.set_title("After a barge-in: until the agent is silent / the clear")
+        ax.set_xlabel("time after the user started speaking over the agent (ms)")
+        ax.grid(axis="y", visible=False)
+        return fig
+
+    return _render(build, "time to silence and to the clear after a barge-in")
+
+
+# ------------------------------------------------------------------------------------------------
+# One call: who spoke when, and the playback buffer
+
+
+def buffer_level(
+    pb: Playback, start_ns: int, end_ns: int, bins: int = BUFFER_BINS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The listener's buffer B(t) (received - played - dropped, in ms of audio) over
+    [start_ns, end_ns], as `bins` (centre_ns, min_ms, max_ms) triples.
+
+    B is piecewise linear: it jumps up when a frame arrives, down when a clear drops unplayed
+    audio, and falls at 1x while playback runs. It is evaluated exactly at every breakpoint (both
+    sides of a jump) and each bin keeps its minimum and maximum, so a sawtooth of 20 ms frames
+    drawn over a minute is an honest band, not an aliased line."""
+    if end_ns <= start_ns:
+        end_ns = start_ns + 1
+    edges = np.linspace(start_ns, end_ns, bins + 1)
+    rate = pb.sample_rate
+    arrival = np.asarray(pb.arrival_ns, dtype=np.int64)
+    samples = np.asarray(pb.samples, dtype=float)
+    played = np.asarray(pb.played_samples, dtype=float)
+    if len(arrival) == 0:
+        zeros = np.zeros(bins)
+        return (edges[:-1] + edges[1:]) / 2, zeros, zeros
+
+    # Received: a step at each arrival.
+    recv_cum = np.cumsum(samples)
+    # Dropped: the unplayed part of a frame leaves at the first honoured clear at or after it arrived.
+    clears = np.asarray(sorted(c.t_ns for c in pb.clears if c.honoured), dtype=np.int64)
+    unplayed = samples - played
+    has_unplayed = unplayed > 0
+    if clears.size and has_unplayed.any():
+        idx = np.searchsorted(clears, arrival[has_unplayed], side="left")
+        ok = idx < clears.size
+        drop_t = clears[idx[ok]]
+        drop_n = unplayed[has_unplayed][ok]
+        order = np.argsort(drop_t, kind="stable")
+        drop_t, drop_cum = drop_t[order], np.cumsum(drop_n[order])
+    else:
+        drop_t, drop_cum = np.zeros(0, dtype=np.int64), np.zeros(0)
+    # Played: frames play back to back in arrival order; each from its start for played/rate s.
+    playing = played > 0
+    starts = np.asarray([s for s, p in zip(pb.play_start_ns, pb.played_samples, strict=True) if p > 0], float)
+    amounts = played[playing]
+    before = np.concatenate([[0.0], np.cumsum(amounts)[:-1]]) if amounts.size else np.zeros(0)
+    ends = starts + amounts * NS / rate if amounts.size else np.zeros(0)
+
+    def played_at(t: np.ndarray) -> np.ndarray:
+        if not amounts.size:
+            return np.zeros(len(t))
+        k = np.searchsorted(starts, t, side="right") - 1
+        valid = k >= 0
+        kk = np.clip(k, 0, None)
+        partial = np.clip((t - starts[kk]) * rate / NS, 0, amounts[kk])
+        return np.where(valid, before[kk] + partial, 0.0)
+
+    def step_at(times: np.ndarray, cum: np.ndarray, t: np.ndarray, side: str) -> np.ndarray:
+        if not times.size:
+            return np.zeros(len(t))
+        k = np.searchsorted(times, t, side=side)
+        return np.where(k > 0, cum[np.clip(k - 1, 0, None)], 0.0)
+
+    def level(t: np.ndarray, side: str) -> np.ndarray:
+        # side "right": the value just after the events at t; "left": just before them.
+        b = step_at(arrival, recv_cum, t, side) - step_at(drop_t, drop_cum, t, side) - played_at(t)
+        return np.maximum(b, 0.0) * 1000 / rate
+
+    points = np.unique(np.concatenate([arrival, drop_t, starts, ends, edges]).astype(float))
+    points = points[(points >= start_ns) & (points <= end_ns)]
+    right, left = level(points, "right"), level(points, "left")
+    which = np.clip(np.searchsorted(edges, points, side="right") - 1, 0, bins - 1)
+    hi = np.zeros(bins)
+    lo = np.full(bins, np.inf)
+    np.maximum.at(hi, which, np.maximum(right, left))
+    np.minimum.at(lo, which, np.minimum(right, left))
+    # A bin also reaches the value at its right edge (B is continuous from the left there).
+    edge_left = level(edges[1:], "left")
+    hi = np.maximum(hi, edge_left)
+    lo = np.minimum(lo, edge_left)
+    lo[np.isinf(lo)] = 0.0
+    return (edges[:-1] + edges[1:]) / 2, lo, hi
+
+
+def _merge(spans: Iterable[tuple[float, float]], min_gap: float) -> list[tuple[float, float]]:
+    out: list[tuple[float, float]] = []
+    for a, b in sorted(spans):
+        if out and a - out[-1][1] <= min_gap:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _bounded(spans: list[tuple[float, float]], total: float) -> list[tuple[float, float]]:
+    """Merge spans closer than a growing gap until at most MAX_SPANS remain."""
+    gap = 0.0
+    while len(spans) > MAX_SPANS:
+        gap = max(gap * 2, total / 2000)
+        spans = _merge(spans, gap)
+    return spans
+
+
+@dataclass(frozen=True)
+class CallView:
+    """What a call timeline figure shows, in seconds from the call's origin (the websocket opening)."""
+
+    title: str
+    user: list[tuple[float, float]]
+    agent: list[tuple[float, float]]
+    underflows: list[tuple[float, float]]
+    clears: list[float]
+    buffer_t: np.ndarray
+    buffer_lo: np.ndarray
+    buffer_hi: np.ndarray
+    client_buffer_ms: float | None
+    end_s: float
+
+
+def call_view(record: dict[str, Any], pb: Playback | None, title: str) -> CallView | None:
+    """The lanes and buffer level of a call from its record's anchors and its listener playback."""
+    anchors = record.get("anchors") or {}
+    origin = next(
+        (anchors[k] for k in ("ws_open_ns", "t0_ns", "created_ns") if isinstance(anchors.get(k), int)), None
+    )
+    if origin is None and pb is not None and pb.arrival_ns:
+        origin = pb.arrival_ns[0]
+    if origin is None:
+        return None
+
+    def s(t_ns: float) -> float:
+        return (t_ns - origin) / NS
+
+    user = [
+        (s(t["t_ss_ns"]), s(t["t_se_ns"]))
+        for t in record.get("turns") or ()
+        if isinstance(t.get("t_ss_ns"), int) and isinstance(t.get("t_se_ns"), int)
+    ] + [
+        (s(b["t_bi_ns"]), s(b["t_be_ns"]))
+        for b in record.get("barge_ins") or ()
+        if isinstance(b.get("t_bi_ns"), int) and isinstance(b.get("t_be_ns"), int)
+    ]
+    ends = [anchors.get(k) for k in ("ws_closed_ns", "playback_end_ns") if isinstance(anchors.get(k), int)]
+    end_ns = max(ends) if ends else None
+    agent: list[tuple[float, float]] = []
+    underflows: list[tuple[float, float]] = []
+    clears: list[float] = []
+    if pb is not None:
+        agent = [(s(a), s(b)) for a, b in pb.audible]
+        underflows = [(s(u.start_ns), s(u.end_ns)) for u in pb.underflows]
+        clears = [s(c.t_ns) for c in pb.clears]
+        if pb.arrival_ns:
+            end_ns = max(end_ns or 0, pb.end_ns)
+    else:
+        underflows = [
+            (s(u["start_ns"]), s(u["end_ns"]))
+            for u in record.get("underflows") or ()
+            if isinstance(u.get("start_ns"), int) and isinstance(u.get("end_ns"), int)
+        ]
+    if end_ns is None:
+        last = [b for _, b in user + agent]
+        if not last:
+            return None
+        end_ns = origin + int(max(last) * NS)
+    end_ns = max(end_ns, origin + NS // 10)
+    total = (end_ns - origin) / NS
+    if pb is not None:
+        t, lo, hi = buffer_level(pb, origin, end_ns)
+        t = (t - origin) / NS
+    else:
+        t = lo = hi = np.zeros(0)
+    return CallView(
+        title=title,
+        user=_bounded(user, total),
+        agent=_bounded(agent, total),
+        underflows=_bounded(underflows, total),
+        clears=clears[:MAX_SPANS],
+        buffer_t=t,
+        buffer_lo=lo,
+        buffer_hi=hi,
+        client_buffer_ms=client_buffer_ms(record),
+        end_s=total,
+    )
+
+
+def call_timeline(view: CallView) -> str:
+    """Two panels over the call: who is heard when (user speech, agent audio as the listener hears
+    it, clears), and the playback buffer level with the underflows shaded."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    def build(Figure):
+        fig = Figure(figsize=WIDE, layout="constrained")
+        lanes, buf = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1, 1.5]})
+        for y, spans, color in ((1, view.user, COLORS["user"]), (0, view.agent, COLORS["agent"])):
+            if spans:
+                lanes.broken_barh([(a, max(b - a, 1e-4)) for a, b in spans], (y - 0.32, 0.64), color=color)
+        for x in view.clears:
+            lanes.plot([x, x], [-0.45, 0.45], color=COLORS["clear"], linewidth=1.6)
+        lanes.set_yticks([0, 1], ["agent (heard)", "user (speech)"])
+        lanes.set_ylim(-0.6, 1.6)
+        lanes.grid(axis="y", visible=False)
+        for a, b in view.underflows:
+            for ax in (lanes, buf):
+                ax.axvspan(a, max(b, a + 1e-3), color=COLORS["underflow"], alpha=0.3, linewidth=0)
+        if len(view.buffer_t):
+            buf.fill_between(
+                view.buffer_t,
+                view.buffer_lo,
+                view.buffer_hi,
+                facecolor=COLORS["buffer"],
+                edgecolor=COLORS["buffer"],
+                alpha=0.55,
+                linewidth=0.6,
+                step="mid",
+            )
+        top = float(view.buffer_hi.max()) if len(view.buffer_hi) else 0.0
+        handles = [
+            Patch(color=COLORS["user"], label="user speech"),
+            Patch(color=COLORS["agent"], label="agent audio heard"),
+            Line2D([], [], color=COLORS["clear"], linewidth=1.6, label="playback_clear_buffer"),
+            Patch(color=COLORS["underflow"], alpha=0.3, label=f"underflow ({len(view.underflows)})"),
+        ]
+        cb = view.client_buffer_ms
+        if not len(view.buffer_t):
+            buf.text(
+                0.5,
+                0.5,
+                "buffer level unknown: the call's timeline is not available",
+                transform=buf.transAxes,
+                ha="center",
+                va="center",
+                color="#666666",
+            )
+            buf.set_yticks([])
+        elif cb is not None:
+            if cb <= max(top, 1.0) * 1.5:
+                buf.axhline(cb, color="#555555", linestyle="--", linewidth=0.9)
+                top = max(top, cb)
+                handles.append(
+                    Line2D([], [], color="#555555", linestyle="--", label=f"clientBufferSizeMs {cb:g}")
+                )
+            else:
+                handles.append(Line2D([], [], color="none", label=f"clientBufferSizeMs {cb:g} (off scale)"))
+        buf.set_ylim(0, max(top * 1.15, 1.0))
+        buf.set_ylabel("buffered (ms)")
+        buf.set_xlabel("time since the websocket opened (s)")
+        buf.set_xlim(0, view.end_s)
+        lanes.legend(
+            handles=handles,
+            loc="lower right",
+            bbox_to_anchor=(1.0, 1.0),
+            ncols=len(handles),
+            fontsize=7,
+            handlelength=1.2,
+            columnspacing=1.0,
+            borderaxespad=0.2,
+        )
+        return fig
+
+    return _render(build, f"timeline of {view.title}")
+
+
+# ------------------------------------------------------------------------------------------------
+# History of runs
+
+
+HISTORY_PREFERRED = (
+    "turn.ttfa_ms.p95",
+    "turn.ttfa_ms.p50",
+    "turn.ttfb_ms.p95",
+    "interrupt.silence_ms.p95",
+    "interrupt.clear_ms.p95",
+    "call.first_audio_ms.p95",
+)
+MAX_HISTORY_RUNS = 40
+MAX_HISTORY_LINES = 6
+
+
+def history_plot(history: Sequence[dict[str, Any]] | None) -> str | None:
+    """Millisecond metrics across past runs (`{"run", "started", "metrics": {name: value}}`), when at
+    least two runs have a value of the same metric. The last `MAX_HISTORY_RUNS` runs by start time."""
+    if not history:
+        return None
+    runs = [h for h in history if isinstance(h, dict) and isinstance(h.get("metrics"), dict)]
+    runs.sort(key=lambda h: str(h.get("started") or ""))
+    runs = runs[-MAX_HISTORY_RUNS:]
+
+    def numeric(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    counts: dict[str, int] = {}
+    for h in runs:
+        for name, v in h["metrics"].items():
+            if "_ms" in name and numeric(v):
+                counts[name] = counts.get(name, 0) + 1
+    names = [n for n in HISTORY_PREFERRED if counts.get(n, 0) >= 2]
+    names += sorted(n for n, c in counts.items() if c >= 2 and n not in names)
+    names = names[:MAX_HISTORY_LINES]
+    if not names:
+        return None
+
+    def build(Figure):
+        fig = Figure(figsize=WIDE, layout="constrained")
+        ax = fig.add_subplot()
+        x = np.arange(len(runs))
+        for name in names:
+            y = [h["metrics"].get(name) if numeric(h["metrics"].get(name)) else np.nan for h in runs]
+            ax.plot(x, y, marker="o", markersize=3.5, linewidth=1.3, label=name)
+        labels = [_text(h.get("run") or "")[:28] for h in runs]
+        step = max(1, math.ceil(len(runs) / 14))
+        ax.set_xticks(x[::step], labels[::step], rotation=30, ha="right")
+        ax.set_title(f"Across the last {len(runs)} runs")
+        ax.set_ylabel("latency (ms)")
+        top = np.nanmax([h["metrics"].get(n) for h in runs for n in names if numeric(h["metrics"].get(n))])
+        ax.set_ylim(0, float(top) * 1.25 or 1.0)
+        ax.legend(loc="upper left", ncols=min(3, len(names)))
+        return fig
+
+    return _render(build, "figures across runs")
