@@ -67,3 +67,21 @@ async def test_final_failures_say_why():
         with pytest.raises(CallFailed) as unreachable:
             await api.create_call(BODY)
     assert unreachable.value.reason == "unreachable"
+
+
+async def test_the_engines_recording_fetch_keeps_the_key_off_a_signed_url_host():
+    import httpx
+
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.host == "storage.example.com":
+            return httpx.Response(200, content=b"RIFF....WAVE")
+        return httpx.Response(302, headers={"Location": "https://storage.example.com/r.wav?sig=abc"})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    async with UltravoxApi("https://api.example.com/api", "key.123", client=client) as api:
+        assert await api.recording("abc") == b"RIFF....WAVE"
+    assert [r.url.host for r in seen] == ["api.example.com", "storage.example.com"]
+    assert seen[0].headers["X-API-Key"] == "key.123" and "X-API-Key" not in seen[1].headers

@@ -641,6 +641,12 @@ async def test_recording(api: httpx.AsyncClient, server: LocalServer) -> None:
     response = await api.get(url)
     assert response.status_code == 200
     assert response.headers["content-type"] == "audio/wav" and response.content == wav
+    # Ended without anyone joining: nothing will ever be recorded, so not "too early" but 404.
+    unjoined = await create(api, recordingEnabled=True)
+    end(server, unjoined["callId"])
+    assert error(await api.get(f"/api/calls/{unjoined['callId']}/recording"), 404) == {
+        "detail": "Nothing was recorded: the call ended without anyone joining it."
+    }
 
 
 async def test_send_data_message(api: httpx.AsyncClient, server: LocalServer) -> None:

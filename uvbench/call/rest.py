@@ -3,16 +3,24 @@
 Retries follow Ultravox's guidance (PROTOCOL.md §5): on 429 and 503 honour `Retry-After` (seconds
 or an HTTP date), otherwise back off exponentially; other errors are final and reported with the
 status and the server's own words. The API key goes in a header and nowhere else.
+
+The lookups `uvbench calls` uses (list_calls, read_call, messages_page, save_recording) retry
+reads on 429/503 too and raise ApiRequestError for anything else, so a command can say what
+went wrong in one line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import os
 import random
+import socket
 import time
-from collections.abc import Callable
+import urllib.parse
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +28,11 @@ import httpx
 RETRY_STATUSES = (429, 503)
 DEFAULT_ATTEMPTS = 5
 MAX_BACKOFF_S = 30.0
+READ_ATTEMPTS = 3
+"""Tries of a read (GET) refused with 429/503, for the lookups of `uvbench calls`."""
+MAX_REDIRECTS = 5
+
+Params = Sequence[tuple[str, str]] | dict[str, str] | None
 
 
 class CallFailed(Exception):
@@ -28,6 +41,36 @@ class CallFailed(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class ApiRequestError(Exception):
+    """A read of the API that did not succeed.
+
+    `status` is the HTTP status (None when the API was not reached: refused, timed out, DNS),
+    `detail` the server's own words (its `{"detail": ...}` or the body's start), `retry_after_s`
+    the server's Retry-After when it gave one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        detail: str = "",
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
+        self.retry_after_s = retry_after_s
+
+
+def cursor_of(page_url: str | None) -> str | None:
+    """The `cursor` query value of a page's `next`/`previous` URL (decoded), or None."""
+    if not page_url:
+        return None
+    values = urllib.parse.parse_qs(urllib.parse.urlsplit(page_url).query).get("cursor")
+    return values[0] if values else None
 
 
 @dataclass(frozen=True)
@@ -55,6 +98,28 @@ def retry_after_seconds(value: str | None, now: float | None = None) -> float | 
 def _detail(response: httpx.Response) -> str:
     text = response.text.strip().replace("\n", " ")
     return text[:300] + ("…" if len(text) > 300 else "")
+
+
+def _server_words(response: httpx.Response) -> str:
+    """What the server said about an error: DRF's `detail`, its field errors, else the body."""
+    try:
+        body = response.json()
+    except ValueError:
+        return _detail(response)
+    if isinstance(body, dict):
+        if isinstance(body.get("detail"), str):
+            return body["detail"]
+        parts = []
+        for name, value in body.items():
+            text = "; ".join(map(str, value)) if isinstance(value, list) else str(value)
+            parts.append(f"{name}: {text}")
+        if parts:
+            return "; ".join(parts)[:300]
+    return _detail(response)
+
+
+def _same_origin(a: httpx.URL, b: httpx.URL) -> bool:
+    return (a.scheme, a.host, a.port) == (b.scheme, b.host, b.port)
 
 
 class UltravoxApi:
@@ -142,17 +207,110 @@ class UltravoxApi:
         return out
 
     async def recording(self, call_id: str, *, wait_s: float = 5.0) -> bytes | None:
-        """The server's recording once available (425 means not yet); None if there is none."""
+        """The server's recording once available (425 means not yet); None if there is none.
+
+        Redirects are followed by hand: the real API may answer with a signed URL on a storage
+        host, which must not receive the API key (httpx keeps custom headers across hosts)."""
         deadline = time.monotonic() + wait_s
+        origin = httpx.URL(f"{self.api_url}/calls/{urllib.parse.quote(call_id, safe='')}/recording")
         while True:
-            response = await self.http.get(
-                f"{self.api_url}/calls/{call_id}/recording", headers=self._headers, follow_redirects=True
-            )
+            url = origin
+            for _ in range(MAX_REDIRECTS + 1):
+                headers = self._headers if _same_origin(url, origin) else {}
+                response = await self.http.get(str(url), headers=headers)
+                if not (response.is_redirect and "Location" in response.headers):
+                    break
+                url = response.url.join(response.headers["Location"])
             if response.status_code == 200:
                 return response.content
             if response.status_code != 425 or time.monotonic() > deadline:
                 return None
             await asyncio.sleep(0.1)
+
+    # -- lookups for `uvbench calls`: retries on 429/503, every failure an ApiRequestError ------
+
+    async def _get(
+        self,
+        url: str,
+        params: Params = None,
+        *,
+        headers: dict[str, str] | None = None,
+        stream: bool = False,
+        attempts: int = READ_ATTEMPTS,
+    ) -> httpx.Response:
+        """One GET, retried on 429/503 (Retry-After honoured); any answer that is not retried.
+
+        With `stream`, the caller must close the response. Redirects are not followed here.
+        """
+        headers = self._headers if headers is None else headers
+        for attempt in range(1, attempts + 1):
+            request = self.http.build_request("GET", url, params=params, headers=headers)
+            try:
+                response = await self.http.send(request, stream=stream)
+            except httpx.TimeoutException:
+                raise ApiRequestError(f"GET {_shown(request.url)} timed out") from None
+            except httpx.TransportError as exc:
+                raise ApiRequestError(f"cannot reach {_shown(request.url)} ({_why(exc)})") from None
+            if response.status_code in RETRY_STATUSES and attempt < attempts:
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+                await response.aclose()
+                wait = retry_after if retry_after is not None else 2**attempt
+                await asyncio.sleep(min(MAX_BACKOFF_S, wait))
+                continue
+            return response
+        raise AssertionError("unreachable")
+
+    async def _get_json(self, path: str, params: Params = None) -> Any:
+        response = await self._get(f"{self.api_url}{path}", params)
+        if response.status_code != 200:
+            raise _request_error(response)
+        try:
+            return response.json()
+        except ValueError:
+            raise ApiRequestError(
+                f"GET {_shown(response.url)} answered 200 but not with JSON: {_detail(response)}",
+                status=response.status_code,
+            ) from None
+
+    async def list_calls(self, params: Params = None) -> dict[str, Any]:
+        """One page of GET /calls: `{next, previous, results, total}`. `params` are the API's query
+        parameters as they are named there (cursor, pageSize, fromDate, sort, ...)."""
+        return await self._get_json("/calls", params)
+
+    async def read_call(self, call_id: str) -> dict[str, Any]:
+        """GET /calls/{id}; raises ApiRequestError (404 for an unknown call)."""
+        return await self._get_json(f"/calls/{urllib.parse.quote(call_id, safe='')}")
+
+    async def messages_page(self, call_id: str, params: Params = None) -> dict[str, Any]:
+        """One page of GET /calls/{id}/messages (params: cursor, pageSize, mode)."""
+        return await self._get_json(f"/calls/{urllib.parse.quote(call_id, safe='')}/messages", params)
+
+    async def save_recording(self, call_id: str, path: Path) -> int:
+        """GET /calls/{id}/recording into `path`; the number of bytes written.
+
+        Redirects (the real API may answer 302 to a signed URL) are followed, and the API key is
+        sent only to the API's own origin, never to the host of a signed URL. The file appears
+        whole or not at all. A recording not ready yet is ApiRequestError with status 425.
+        """
+        url = httpx.URL(f"{self.api_url}/calls/{urllib.parse.quote(call_id, safe='')}/recording")
+        origin = url
+        for _ in range(MAX_REDIRECTS + 1):
+            headers = self._headers if _same_origin(url, origin) else {}
+            response = await self._get(str(url), headers=headers, stream=True)
+            try:
+                if response.is_redirect and "Location" in response.headers:
+                    url = response.url.join(response.headers["Location"])
+                    continue
+                if response.status_code != 200:
+                    await response.aread()
+                    raise _request_error(response)
+                try:
+                    return await _stream_to(response, path)
+                except httpx.TransportError as exc:
+                    raise ApiRequestError(f"GET {_shown(url)}: download broke off ({_why(exc)})") from None
+            finally:
+                await response.aclose()
+        raise ApiRequestError(f"GET {_shown(origin)}: more than {MAX_REDIRECTS} redirects")
 
     async def ground_truth(self, call_id: str) -> dict[str, Any] | None:
         """The local server's record of the call (uvbench extension); None on other servers."""
@@ -164,6 +322,52 @@ class UltravoxApi:
         except httpx.HTTPError:
             return None
         return response.json() if response.status_code == 200 else None
+
+
+def _shown(url: httpx.URL | str) -> str:
+    """A URL for messages: without its query (a signed URL's signature stays out of logs)."""
+    url = httpx.URL(str(url))
+    return str(url.copy_with(query=None, fragment=None))
+
+
+def _why(exc: BaseException) -> str:
+    """A transport failure in a few words: "connection refused", "unknown host (...)", ..."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(seen, socket.gaierror):
+            return f"unknown host: {seen.strerror}"
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        seen = seen.__cause__ or seen.__context__
+    return str(exc) or type(exc).__name__
+
+
+def _request_error(response: httpx.Response) -> ApiRequestError:
+    status = response.status_code
+    words = _server_words(response)
+    return ApiRequestError(
+        f"GET {_shown(response.url)}: HTTP {status}: {words}",
+        status=status,
+        detail=words,
+        retry_after_s=retry_after_seconds(response.headers.get("Retry-After")),
+    )
+
+
+async def _stream_to(response: httpx.Response, path: Path) -> int:
+    partial = path.with_name(f".{path.name}.part")
+    written = 0
+    try:
+        with open(partial, "wb") as out:
+            async for chunk in response.aiter_bytes():
+                out.write(chunk)
+                written += len(chunk)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return written
 
 
 def _reason(status: int) -> str:

@@ -10,7 +10,8 @@ Choices where the spec is silent (PROTOCOL.md §13), all local-server behaviour:
   larger one is cut to 1000, as DRF's pagination does. An unusable cursor is 404 "Invalid cursor".
 - `GET /api/calls` sorts by `-created` by default; `sort` accepts `created` and `-created`.
 - `GET .../recording` of a call created without `recordingEnabled` is 404 even before the call
-  ends: it will never become available, so "425 Too Early" would invite pointless retries.
+  ends: it will never become available, so "425 Too Early" would invite pointless retries. The
+  same holds for a call that ended without anyone joining it.
 - `DELETE` of a live call ends it (`endReason: hangup`, socket closed) and then deletes it.
 - `faults.rest_delay_ms` delays every `/api` answer, errors included, but not `/_uvbench`: the
   control routes stay fast so a test can always turn the fault off again.
@@ -721,6 +722,9 @@ async def get_recording(request: web.Request) -> web.Response:
         raise ApiError.detail(
             404, "Recording was not enabled for this call; create it with recordingEnabled: true."
         )
+    if record.ended_ns is not None and record.joined_ns is None:
+        # Nobody joined, so nothing was recorded: 425 would have the client retry forever.
+        raise ApiError.detail(404, "Nothing was recorded: the call ended without anyone joining it.")
     if record.ended_ns is None or record.recording_wav is None:
         # The session writes the WAV just after the end, so "ended but no bytes" is also too early.
         raise ApiError.detail(425, "Recording not available yet: the call has not ended.")
