@@ -100,7 +100,7 @@ def test_run_quickstart_writes_a_run_folder(tmp_path):
     result = run_cli("run", "scenarios/quickstart.yaml", "--out", str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "order-status  call " in result.stdout and "expect: 5/5 passed" in result.stdout
-    (folder,) = tmp_path.iterdir()
+    (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]  # and history.sqlite
     records = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
     assert [r["outcome"] for r in records] == ["completed"]
     record = records[0]
@@ -109,6 +109,28 @@ def test_run_quickstart_writes_a_run_folder(tmp_path):
     for artifact in record["artifacts"].values():
         assert (folder / artifact).stat().st_size > 0
     assert json.loads((folder / "summary.json").read_text())["outcomes"] == {"completed": 1}
+    assert f"report: {folder / 'report.html'}" in result.stdout.splitlines()
+
+
+def test_open_shows_the_report_in_a_graphical_browser_only(tmp_path, monkeypatch, capsys):
+    import webbrowser
+
+    from uvbench.cli.run import _show_report
+
+    (tmp_path / "report.html").write_text("<html></html>")
+    opened: list[str] = []
+    monkeypatch.setattr(webbrowser, "open", lambda url: opened.append(url) or True)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    _show_report(tmp_path, open_it=True)  # no display: text browsers would take the terminal over
+    assert opened == [] and "no graphical web browser here" in capsys.readouterr().out
+    monkeypatch.setenv("DISPLAY", ":0")
+    _show_report(tmp_path, open_it=True)
+    assert opened == [(tmp_path / "report.html").resolve().as_uri()]
+    capsys.readouterr()
+    _show_report(tmp_path, open_it=False)
+    assert len(opened) == 1 and capsys.readouterr().out == f"report: {tmp_path / 'report.html'}\n"
 
 
 def test_run_reports_scenario_problems_one_per_line_with_exit_2(tmp_path):
@@ -156,7 +178,7 @@ def test_a_breached_threshold_exits_1_and_shows_in_junit_and_report_rebuilds(tmp
     assert result.returncode == 1, result.stdout + result.stderr
     assert "✗ turn.ttfa_ms p(95) < 1 p(95)=" in result.stdout
     assert "✓ call.success_pct > 99 value=100%" in result.stdout
-    (folder,) = out.iterdir()
+    (folder,) = [p for p in out.iterdir() if p.is_dir()]  # and history.sqlite
     suites = {suite.name: suite for suite in JUnitXml.fromfile(str(folder / "junit.xml"))}
     assert suites["short"].tests == 2 and suites["short"].failures == 0
     assert suites["thresholds"].tests == 2 and suites["thresholds"].failures == 1

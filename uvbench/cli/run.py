@@ -8,6 +8,9 @@ from pathlib import Path
 
 from uvbench.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, UsageError
 
+SWITCH_INTERVAL_S = 0.0005
+"""The interpreter's thread switch interval during a run (Python's default is 5 ms)."""
+
 
 def add_parser(sub) -> None:
     run = sub.add_parser(
@@ -18,6 +21,9 @@ def add_parser(sub) -> None:
         "--out", type=Path, default=Path("reports"), help="folder for the run folder (default reports/)"
     )
     run.add_argument("-q", "--quiet", action="store_true", help="print only the run folder and the verdict")
+    run.add_argument(
+        "--open", action="store_true", help="open report.html in the web browser when the run ends"
+    )
     load = run.add_argument_group("load (k6 vocabulary: a VU is a call slot, an iteration a call)")
     load.add_argument(
         "--vus",
@@ -34,6 +40,19 @@ def add_parser(sub) -> None:
     load.add_argument("--max-in-flight", type=int, default=None, help="open model: cap on calls at once")
     load.add_argument("--repeat", type=int, default=1, help="run each scenario this many times")
     load.add_argument("--seed", type=int, default=None, help="seed the order of calls, to repeat a run")
+    load.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="drive the load from N processes, each with its own event loop (default 1: this one)",
+    )
+    load.add_argument(
+        "--step",
+        default=None,
+        metavar="START:STEP:MAX:HOLD",
+        help="find the knee: START concurrent calls, +STEP every HOLD, up to MAX, until a threshold "
+        "(or, without thresholds, any failed or invalid call) breaks, e.g. 10:10:300:30s",
+    )
     run.add_argument(
         "--threshold",
         action="append",
@@ -41,31 +60,53 @@ def add_parser(sub) -> None:
         metavar="'METRIC: EXPR'",
         help="a k6-style gate, e.g. 'turn.ttfa_ms: p(95) < 1200' or 'call.success_pct: > 99'; repeatable",
     )
+    run.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="compare with an earlier run folder as `uvbench compare` does; exit 1 when this run regressed",
+    )
     run.set_defaults(handler=main)
 
 
 def main(args: argparse.Namespace) -> int:
     from uvbench.report.terminal import call_summary
     from uvbench.runner.run import TargetError, run_scenarios
-    from uvbench.scenario import ScenarioError, load_scenarios
+    from uvbench.scenario import ScenarioError
+    from uvbench.scenario.plan import LoadConfigError, plan_run
 
-    try:
-        scenarios = load_scenarios(args.path)
+    try:  # a scenario file, a folder of them or a suite file; the files' load: with the flags applied
+        plan = plan_run(args.path, _cli_load(args), repeat=args.repeat)
     except ScenarioError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_BAD_INPUT
+    except LoadConfigError as exc:
+        raise UsageError(str(exc)) from None
+    scenarios = plan.scenarios
     if not scenarios:
         raise UsageError(f"{args.path}: no scenario files (*.yaml) found there")
+    baseline = None
+    if args.baseline is not None:  # read before any call: a folder that is not a run folder is exit 2
+        from uvbench.cli.compare import load_run
+
+        baseline = load_run(args.baseline)
 
     from uvbench.report.live import LiveView
     from uvbench.runner.fanout import RunState
 
-    name = scenarios[0].base_name if len({s.base_name for s in scenarios}) == 1 else args.path.stem
-    profile = _load_profile(args)
-    total = profile.iterations or (None if profile.total_duration_s else len(scenarios) * args.repeat)
+    name = plan.name
+    stepper = _stepper(args)  # step mode: the stepper sets the concurrency, not a profile
+    if plan.suite and (stepper or args.workers > 1):
+        raise UsageError("--step and --workers drive one load; a suite runs its loads in one process")
+    profile = plan.profile
+    total = plan.total_calls
+    if stepper:
+        total = None
+    duration = stepper.plan.total_s if stepper else plan.duration_s
     state = RunState()
-    view = LiveView(state, total_calls=total, duration_s=profile.total_duration_s, enabled=not args.quiet)
+    view = LiveView(state, total_calls=total, duration_s=duration, enabled=not args.quiet)
     # A few calls: each one's summary. A load run: only the calls that did not complete, briefly.
     detailed = total is not None and total <= 5
 
@@ -78,16 +119,32 @@ def main(args: argparse.Namespace) -> int:
             call = f"{record['scenario']} call {record.get('call_id')}"
             view.print(f"{call}: {record['outcome']}: {record['outcome_detail']}")
 
-    thresholds = _thresholds(args.threshold)
+    thresholds = plan.thresholds + _thresholds(args.threshold)  # the files' gates, then the flags'
+    if stepper:
+        stepper.thresholds = list(thresholds)  # each level's gate (none: no failed/invalid call)
 
     def on_drop(dropped: int) -> None:
         if dropped == 1:
             print(
-                "uvbench: warning: a call could not start because --max-in-flight calls were running; "
-                "dropped calls are counted in summary.json (raise --max-in-flight or lower --arrival-rate)",
+                "uvbench: warning: a call could not start because maxVUs (--max-in-flight) calls were"
+                " running; dropped calls are counted in summary.json (raise maxVUs or lower the rate)",
                 file=sys.stderr,
             )
 
+    for note in plan.notes:
+        print(f"uvbench: note: {note}", file=sys.stderr)
+    if not args.quiet and not stepper:
+        print("\n".join(plan.header()))  # the expanded load: of each load, as summary.json's `load`
+    # Two process-wide settings for the pacers' sake (docs/benchmarks.md, client capacity):
+    # - what is alive now (modules, schemas, scenarios) lives for the whole run: frozen out of the
+    #   collector's way, a full collection mid-run walks only the calls' objects (half the pause);
+    # - a finished call's metrics and files are computed in a thread, which holds the interpreter
+    #   lock for up to the switch interval whenever the loop wants it back: 0.5 ms, not 5 ms.
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         with view:
             summary = run_scenarios(
@@ -100,18 +157,43 @@ def main(args: argparse.Namespace) -> int:
                 on_call=on_call,
                 on_drop=on_drop,
                 state=state,
+                workers=args.workers,
+                step=stepper,
+                on_worker_failed=lambda line: print(f"uvbench: {line}", file=sys.stderr),
+                groups=plan.groups if plan.suite else None,
+                scenario_tags=plan.scenario_tags,
             )
     except TargetError as exc:
         raise UsageError(str(exc)) from None
     from uvbench.report.finish import finish_run
 
+    if not stepper:
+        _write_load(summary.folder, plan.load_json)
+
+    if stepper:  # thresholds judged each level; they are not a gate over the whole run
+        _write_knee(summary.folder, stepper.knee(interrupted=summary.interrupted))
+        thresholds = []
     finished = finish_run(summary.folder, summary.records, thresholds)
     for line in finished.lines:
         print(line)
     passed = sum(1 for r in summary.records if r["passed"])
     code = summary.exit_code
+    if stepper:
+        print(stepper.summary(interrupted=summary.interrupted))
+        if code != 3:  # failed calls at the level that broke are the finding, not a failure
+            code = 0 if stepper.held else EXIT_FAILED
     if code == 0 and not finished.thresholds_passed:
         code = EXIT_FAILED
+    if baseline is not None and not summary.interrupted:
+        from uvbench.cli.compare import baseline_check
+
+        comparison, lines = baseline_check(
+            args.baseline, baseline, summary.folder, summary.records, quiet=args.quiet
+        )
+        print("\n".join(lines))
+        if code == 0 and comparison.verdict == "regressed":
+            code = EXIT_FAILED
+    _show_report(summary.folder, open_it=args.open)
     if summary.interrupted:
         done = f"{passed}/{len(summary.records)} finished calls completed"
         print(f"run interrupted: {done}; results in {summary.folder}/")
@@ -119,6 +201,61 @@ def main(args: argparse.Namespace) -> int:
     verdict = {0: "passed", 1: "FAILED", 3: "could not be carried out"}[code]
     print(f"run {verdict}: {passed}/{len(summary.records)} calls completed; results in {summary.folder}/")
     return code
+
+
+def _show_report(folder: Path, *, open_it: bool) -> None:
+    page = folder / "report.html"
+    if not page.is_file():
+        return
+    print(f"report: {page}")
+    if not open_it:
+        return
+    import os
+    import webbrowser
+
+    # On Linux with no display only text browsers are found, which would take over the terminal
+    # and cannot show plots or play audio: say where the page is instead.
+    headless = sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
+    if headless or not webbrowser.open(page.resolve().as_uri()):
+        print("uvbench: no graphical web browser here; open the report above on a machine with one")
+
+
+def _stepper(args: argparse.Namespace):
+    from uvbench.runner.step import StepError, Stepper, StepPlan
+
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
+    if args.step is None:
+        return None
+    clashes = [
+        flag
+        for flag, value in (
+            ("--vus", args.concurrency),
+            ("--duration", args.duration),
+            ("--iterations", args.iterations),
+            ("--stage", args.stage),
+            ("--arrival-rate", args.arrival_rate),
+            ("--max-in-flight", args.max_in_flight),
+        )
+        if value is not None
+    ]
+    if clashes:
+        raise UsageError(f"--step sets the concurrency itself; drop {', '.join(clashes)}")
+    try:
+        return Stepper(StepPlan.parse(args.step))
+    except StepError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _write_knee(folder: Path, knee: dict) -> None:
+    import json
+
+    path = folder / "summary.json"
+    summary = json.loads(path.read_text()) if path.exists() else {}
+    summary["knee"] = knee
+    path.write_text(json.dumps(summary, indent=2))
 
 
 def _thresholds(texts: list[str]):
@@ -138,9 +275,21 @@ def _thresholds(texts: list[str]):
         raise UsageError("; ".join(exc.problems)) from None
 
 
-def _load_profile(args: argparse.Namespace):
-    from uvbench.runner.load import LoadError, LoadProfile, parse_stages
+def _write_load(folder: Path, load) -> None:
+    """summary.json's `load`: the expanded k6 load the run used (a list of them for a suite)."""
+    import json
+
+    path = folder / "summary.json"
+    summary = json.loads(path.read_text()) if path.exists() else {}
+    summary["load"] = load
+    path.write_text(json.dumps(summary, indent=2))
+
+
+def _cli_load(args: argparse.Namespace):
+    """The load flags as given (k6's CLI tier: they override the file's load, see load_config)."""
+    from uvbench.runner.load import LoadError, parse_stages
     from uvbench.scenario import duration_seconds
+    from uvbench.scenario.load_config import CliLoad
 
     if args.repeat < 1:
         raise UsageError(f"--repeat must be at least 1, got {args.repeat}")
@@ -149,13 +298,14 @@ def _load_profile(args: argparse.Namespace):
     except ValueError:
         raise UsageError(f"--duration {args.duration!r} is not a duration (expected e.g. 60s, 5m)") from None
     try:
-        return LoadProfile(
-            concurrency=args.concurrency or 1,
-            duration_s=duration,
-            iterations=args.iterations,
-            stages=parse_stages(args.stage) if args.stage else (),
-            arrival_rate=args.arrival_rate,
-            max_in_flight=args.max_in_flight,
-        )
+        stages = parse_stages(args.stage) if args.stage else None
     except LoadError as exc:
         raise UsageError(str(exc)) from None
+    return CliLoad(
+        vus=args.concurrency,
+        duration=duration,
+        iterations=args.iterations,
+        stages=None if stages is None else tuple((s.duration_s, s.target) for s in stages),
+        arrival_rate=args.arrival_rate,
+        max_in_flight=args.max_in_flight,
+    )
