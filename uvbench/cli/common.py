@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
+from uvbench.eventloop import fast_event_loop_factory
+
+__all__ = ["API_KEY_ENV", "UsageError", "fast_event_loop_factory"]
+
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOT_RUN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 API_KEY_ENV = "UVBENCH_SERVER_API_KEY"
 
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit code 2."""
-
-
-def fast_event_loop_factory():
-    """uvloop's event loop where it is installed (not on Windows), else asyncio's default."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop

@@ -347,7 +347,7 @@ def run_scenarios(
                 for api in apis.values():
                     await api.close()
 
-        from uvbench.cli.common import fast_event_loop_factory
+        from uvbench.eventloop import fast_event_loop_factory
 
         try:
             # uvloop where installed, as the workers and the local server use: a little less

@@ -461,7 +461,7 @@ def worker_main(spec: WorkerSpec, conn: Connection, counters: Any) -> None:
     try:
         import asyncio
 
-        from uvbench.cli.common import fast_event_loop_factory
+        from uvbench.eventloop import fast_event_loop_factory
 
         with asyncio.Runner(loop_factory=fast_event_loop_factory()) as runner:
             runner.run(_work(spec, conn, counters, outbox))
