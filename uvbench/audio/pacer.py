@@ -59,6 +59,10 @@ class Composer:
     chunk_samples: int
     queued: list[Utterance] = field(default_factory=list)
     next_chunk: int = 0
+    _silence: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._silence = bytes(2 * self.chunk_samples)
 
     @property
     def samples_sent(self) -> int:
@@ -85,6 +89,18 @@ class Composer:
             raise ValueError(f"chunk {k} requested, {self.next_chunk} expected: chunks leave in order")
         a = k * self.chunk_samples
         b = a + self.chunk_samples
+        queued = self.queued
+        # Utterances are queued in stream order and dropped once sent: the first one decides the
+        # two common cases cheaply (silence, or one utterance covering the whole chunk).
+        if not queued or queued[0].start_sample >= b:
+            self.next_chunk = k + 1
+            return self._silence
+        first = queued[0]
+        if first.start_sample <= a and first.end_sample >= b:
+            self.next_chunk = k + 1
+            if first.end_sample == b:
+                self.queued = queued[1:]
+            return first.pcm[a - first.start_sample : b - first.start_sample].tobytes()
         out = np.zeros(self.chunk_samples, dtype=np.int16)
         for u in self.queued:
             lo, hi = max(a, u.start_sample), min(b, u.end_sample)

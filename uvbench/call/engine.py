@@ -2,8 +2,11 @@
 
 The I/O shell around the sans-I/O parts: `Schedule`/`Composer` decide what audio leaves and when,
 the script decides what the user does, and everything observed goes into the call's `Timeline`.
-Four tasks share the socket: the paced sender, the receiver, the pinger and the script. A fault in
-one call (refused create, dropped socket, bad message) ends that call with a reason; it never
+The socket (`wsclient.CallSocket`) hands every frame it reads to `_Receiver` as it arrives; the
+paced sender (`PacedSender`) is a chain of timer callbacks writing each chunk at its deadline;
+two tasks remain: the pinger and the script. No task wakes up per audio frame in either
+direction, which is what lets one process carry hundreds of calls (docs/benchmarks.md). A fault
+in one call (refused create, dropped socket, bad message) ends that call with a reason; it never
 raises out of `run_call`.
 """
 
@@ -19,11 +22,12 @@ from typing import Any
 import numpy as np
 import websockets
 
-from uvbench.audio.pacer import Composer, Schedule, drift_ms
-from uvbench.audio.sender import send_paced
+from uvbench.audio.pacer import Composer, Schedule
+from uvbench.audio.sender import PacedSender
 from uvbench.call.live import LivePlayback, LiveState
 from uvbench.call.rest import CallFailed, UltravoxApi
 from uvbench.call.timeline import Timeline
+from uvbench.call.wsclient import CallSocket, JoinError
 from uvbench.protocol import messages as wire
 from uvbench.protocol.audio import AUDIBLE_THRESHOLD
 
@@ -111,16 +115,21 @@ class CallContext:
         self.live = LiveState(LivePlayback(plan.output_rate, plan.honor_clear))
         self.composer = Composer(plan.chunk_samples)
         self.schedule: Schedule | None = None
-        self.ws: Any = None
-        self.stop_sending = asyncio.Event()
+        self.ws: CallSocket | None = None
+        self.sender: PacedSender | None = None
         self.hung_up = False
 
     async def send_message(self, message: dict[str, Any]) -> None:
+        assert self.ws is not None
         self.timeline.add(time.monotonic_ns(), "msg.out", message=message)
-        await self.ws.send(wire.encode(message))
+        self.ws.send_text(wire.encode(message))
 
     async def close(self) -> None:
+        """Hang up: the user's audio stream ends here, then the closing handshake."""
+        assert self.ws is not None
         self.hung_up = True
+        if self.sender is not None:
+            self.sender.stop()
         await self.ws.close()
 
     def stream_samples_sent(self) -> int:
@@ -192,25 +201,30 @@ async def _converse(ctx: CallContext, join_url: str, script: Script) -> None:
     url = join_url + ("&" if "?" in join_url else "?") + "apiVersion=1"
     timeline.add(time.monotonic_ns(), "ws.connect_started")
     try:
-        ctx.ws = await websockets.connect(
-            url, open_timeout=plan.join_timeout_s, max_size=None, compression=None, ping_interval=20
-        )
-    except (OSError, TimeoutError, websockets.WebSocketException) as exc:
+        ws = ctx.ws = await CallSocket.connect(url, open_timeout=plan.join_timeout_s)
+    except (OSError, TimeoutError, JoinError, websockets.WebSocketException) as exc:
         timeline.add(time.monotonic_ns(), "error", where="join", message=str(exc), reason="join_failed")
         result.failure = f"join_failed: {exc}"
         return
-    opened = time.monotonic_ns()
+    # Stamped when the server's handshake response was read, not when this task resumed.
+    opened = ws.opened_ns
     timeline.add(opened, "ws.open")
-    ctx.schedule = Schedule(plan.input_rate, plan.chunk_samples, opened)
+    schedule = ctx.schedule = Schedule(plan.input_rate, plan.chunk_samples, opened)
     timeline.add(
         opened, "pacer.started", t0_ns=opened, sample_rate=plan.input_rate, chunk_samples=plan.chunk_samples
     )
-    receiver = asyncio.create_task(_receive(ctx))
-    sender = asyncio.create_task(_send_audio(ctx))
+    sender = ctx.sender = PacedSender(schedule, ctx.composer, ws, _on_sent(ctx))
+    receiver = _Receiver(ctx)
+    ws.start(receiver.on_binary, receiver.on_text)
+    sender.start()
+    ws.closed.add_done_callback(receiver.on_closed)
     pinger = asyncio.create_task(_ping(ctx)) if plan.ping_interval_s else None
     script_task = asyncio.create_task(script(ctx))
     try:
-        done, _ = await asyncio.wait({script_task, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({script_task, ws.closed}, return_when=asyncio.FIRST_COMPLETED)
+        if script_task not in done and ctx.hung_up:
+            # The script hung up and the socket closed before the script resumed: let it finish.
+            done, _ = await asyncio.wait({script_task}, timeout=CLOSE_WAIT_S)
         if script_task in done:
             script_error = script_task.exception()
             if script_error is not None:
@@ -220,8 +234,8 @@ async def _converse(ctx: CallContext, join_url: str, script: Script) -> None:
         else:
             # The server ended the call while the script still ran.
             script_task.cancel()
-            if not ctx.hung_up:
-                code = ctx.ws.close_code
+            if not ctx.hung_up and ws.error is None:
+                code = ws.close_code
                 timeline.add(
                     time.monotonic_ns(),
                     "error",
@@ -230,75 +244,107 @@ async def _converse(ctx: CallContext, join_url: str, script: Script) -> None:
                     message=f"the server closed the socket (code {code}) before the script finished",
                 )
                 result.failure = result.failure or f"closed_by_server: code {code}"
-        await asyncio.wait_for(receiver, CLOSE_WAIT_S)
-    except TimeoutError:
-        receiver.cancel()
+        # asyncio.wait rather than wait_for, which on 3.11 can swallow a cancellation (Ctrl-C).
+        closed, _ = await asyncio.wait({ws.closed}, timeout=CLOSE_WAIT_S)
+        if not closed:
+            ws.abort()
     finally:
         for task in (pinger, script_task):
             if task is not None and not task.done():
                 task.cancel()
-        ctx.stop_sending.set()
-        await asyncio.gather(sender, return_exceptions=True)
-        if ctx.ws.close_code is None:
-            await ctx.ws.close()
-        now = time.monotonic_ns()
-        sent = ctx.composer.samples_sent
+        # The stream ended when the user hung up, or when the socket closed or refused a chunk,
+        # whichever came first (the sender keeps that time): the closing handshake that follows
+        # is no part of the pacer's record.
+        sender.stop()
+        stream_end = sender.stopped_ns
+        assert stream_end is not None
+        if not ws.closed.done():
+            ws.abort()
+            await ws.closed
+        # Drift is read on the chunk grid: against the audio of every chunk whose deadline had
+        # passed when the stream ended. A chunk due a moment before the end and still on its
+        # way (late by its lateness, like any chunk) counts one chunk short, never more.
+        sent, n = ctx.composer.samples_sent, schedule.chunk_samples
+        due = schedule.samples_due(stream_end) // n * n
         timeline.add(
-            now,
+            stream_end,
             "pacer.stopped",
             samples_sent=sent,
-            samples_due=ctx.schedule.samples_due(now),
-            drift_ms=drift_ms(ctx.schedule, sent, now),
+            samples_due=due,
+            drift_ms=(sent - due) * 1000 / schedule.sample_rate,
         )
         result.samples_sent = sent
         by = "client" if ctx.hung_up else "server"
-        timeline.add(now, "ws.closed", code=ctx.ws.close_code, reason=ctx.ws.close_reason or "", by=by)
+        timeline.add(
+            time.monotonic_ns(), "ws.closed", code=ws.close_code, reason=ws.close_reason or "", by=by
+        )
+    for error in (ws.error, sender.error):  # a bug in a frame handler or in the pacer's callback
+        if error is not None:
+            raise error
 
 
-async def _send_audio(ctx: CallContext) -> None:
-    """Real-time paced audio on absolute deadlines; silence whenever the user says nothing."""
-    assert ctx.schedule is not None
-    timeline, live = ctx.timeline, ctx.live
+def _on_sent(ctx: CallContext) -> Callable[[int, int, int, int], None]:
+    chunk_sent, live = ctx.timeline.chunk_sent, ctx.live
 
     def on_sent(due_ns: int, sent_ns: int, start: int, end: int) -> None:
-        timeline.chunk_sent(due_ns, sent_ns, start, end)
-        if live.stream_waiters:
+        chunk_sent(due_ns, sent_ns, start, end)
+        targets = live.stream_targets
+        if targets and end >= min(targets):
             live.notify()
 
-    try:
-        await send_paced(ctx.schedule, ctx.composer, ctx.ws.send, ctx.stop_sending, on_sent)
-    except websockets.ConnectionClosed:
-        return
+    return on_sent
 
 
-async def _receive(ctx: CallContext) -> None:
-    timeline, live, plan = ctx.timeline, ctx.live, ctx.plan
-    record = plan.record
-    try:
-        async for frame in ctx.ws:
-            now = time.monotonic_ns()
-            if isinstance(frame, bytes):
-                samples = np.frombuffer(frame[: len(frame) // 2 * 2], dtype="<i2")
-                loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > AUDIBLE_THRESHOLD)
-                first, last = (int(loud[0]), int(loud[-1])) if loud.size else (-1, -1)
-                timeline.frame_received(now, samples.size, first, last)
-                live.playback.on_audio(now, samples.size, first, last)
-                if record:
-                    ctx.result.agent_audio.append(frame)
-                live.notify()
-                continue
-            parsed = wire.parse_server_message(frame)
-            if isinstance(parsed, wire.InvalidMessage):
-                timeline.add(now, "msg.in_invalid", text=frame[:500], error=parsed.error)
-                continue
-            timeline.add(now, "msg.in", message=parsed.to_current())
-            _apply(ctx, now, parsed)
-            live.notify()
-    except websockets.ConnectionClosed:
-        pass
-    finally:
-        live.closed = True
-        live.notify()
+AUDIBLE_OFFSET = np.uint16(AUDIBLE_THRESHOLD)
+
+
+def audible_bounds(frame: bytes) -> tuple[int, int]:
+    """Index of the first and last sample with |x| > AUDIBLE_THRESHOLD in 16-bit PCM; (-1, -1) if none.
+
+    In uint16 arithmetic x + T wraps so that |x| <= T maps to [0, 2T] and everything else above
+    2T (exact for every int16 value, -32768 included): two vector operations, no int32 copy."""
+    n = len(frame) >> 1
+    loud = (np.frombuffer(frame, dtype="<u2", count=n) + AUDIBLE_OFFSET) > 2 * AUDIBLE_THRESHOLD
+    first = int(loud.argmax()) if n else 0
+    if not n or not loud[first]:
+        return -1, -1
+    return first, n - 1 - int(loud[::-1].argmax())
+
+
+class _Receiver:
+    """What the call does with each frame, called by the socket as the frame arrives."""
+
+    def __init__(self, ctx: CallContext) -> None:
+        self.ctx = ctx
+        self.frame_received = ctx.timeline.frame_received
+        self.live = ctx.live
+        self.on_audio = ctx.live.playback.on_audio
+        self.agent_audio = ctx.result.agent_audio if ctx.plan.record else None
+
+    def on_binary(self, frame: bytes, now: int) -> None:
+        first, last = audible_bounds(frame)
+        samples = len(frame) >> 1
+        self.frame_received(now, samples, first, last)
+        self.on_audio(now, samples, first, last)
+        if self.agent_audio is not None:
+            self.agent_audio.append(frame)
+        if self.live.audio_waiters:
+            self.live.notify()
+
+    def on_text(self, frame: str, now: int) -> None:
+        parsed = wire.parse_server_message(frame)
+        if isinstance(parsed, wire.InvalidMessage):
+            self.ctx.timeline.add(now, "msg.in_invalid", text=frame[:500], error=parsed.error)
+            return
+        self.ctx.timeline.add(now, "msg.in", message=parsed.to_current())
+        _apply(self.ctx, now, parsed)
+        self.live.notify()
+
+    def on_closed(self, _: Any) -> None:
+        if self.ctx.sender is not None:
+            self.ctx.sender.stop()
+        self.live.closed = True
+        self.live.notify()
 
 
 def _apply(ctx: CallContext, now: int, message: Any) -> None:

@@ -89,9 +89,13 @@ class LiveState:
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     closed: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
-    stream_waiters: int = 0
-    """Script steps waiting on the outgoing stream's progress: only then does each chunk sent
-    wake them (otherwise 50 wake-ups a second per call for nothing)."""
+    stream_targets: list[int] = field(default_factory=list)
+    """Stream positions (in samples) that script steps wait for the outgoing stream to reach: a
+    chunk sent wakes them only once it reaches the nearest (not 50 times a second per call)."""
+    audio_waiters: int = 0
+    """Script steps waiting for agent audio to become audible: only then does each agent audio
+    frame wake them. Other waits need no frame-by-frame wake-up: messages wake them, and what the
+    listener will hear of audio already received is a time they can sleep until (`wake_at`)."""
 
     def notify(self) -> None:
         self.changed.set()

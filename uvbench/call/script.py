@@ -114,6 +114,7 @@ async def _run_step(ctx: CallContext, run: ScriptRun, index: int, step: Any) -> 
             "the agent to be audible",
             lambda now: ctx.live.playback.audible_since(now),
             _audible_wake(ctx),
+            audio=True,
         )
         start_at = heard_from + round(step.after * NS)
         await _sleep_until(ctx, start_at)
@@ -130,7 +131,7 @@ async def _run_step(ctx: CallContext, run: ScriptRun, index: int, step: Any) -> 
             step.silence + 30,
             "the silence to be sent",
             lambda now: composer.samples_sent >= target or None,
-            stream=True,
+            stream=target,
         )
     elif isinstance(step, WaitForStep):
         await _wait_for(ctx, step)
@@ -182,7 +183,7 @@ async def _speak(ctx: CallContext, index: int, step: SayStep | BargeInStep, kind
         pcm.size / rate + 30,
         "the utterance to be sent",
         lambda now: ctx.composer.samples_sent >= utterance.end_sample or None,
-        stream=True,
+        stream=utterance.end_sample,
     )
 
 
@@ -197,6 +198,7 @@ async def _wait_for(ctx: CallContext, step: WaitForStep) -> None:
             "the agent to be audible",
             lambda now: live.playback.audible_since(now),
             _audible_wake(ctx),
+            audio=True,
         )
     elif isinstance(cond, AgentDone):
         finals_before = live.agent_finals
@@ -267,20 +269,30 @@ async def _until(
     wake_at: Callable[[], int | None] | None = None,
     *,
     closing_ok: bool = False,
-    stream: bool = False,
+    stream: int | None = None,
+    audio: bool = False,
 ) -> Any:
     """Wait until `check(now)` returns a value (not None); StepFailed after `timeout_s`.
 
-    Re-checked whenever the call's live state changes, and at `wake_at()` if it names a future
-    time (things the listener will hear later, from audio already buffered).
+    Re-checked whenever the call's live state changes (a data message, the socket closing), at
+    `wake_at()` if it names a future time (things the listener will hear later, from audio
+    already buffered), when the outgoing stream reaches sample `stream`, and on every agent
+    audio frame if `audio`.
     """
     deadline = time.monotonic_ns() + round(timeout_s * NS)
-    if stream:
-        ctx.live.stream_waiters += 1
+    live = ctx.live
+    if stream is not None:
+        live.stream_targets.append(stream)
+        try:
+            return await _until(ctx, timeout_s, what, check, wake_at, closing_ok=closing_ok, audio=audio)
+        finally:
+            live.stream_targets.remove(stream)
+    if audio:
+        live.audio_waiters += 1
         try:
             return await _until(ctx, timeout_s, what, check, wake_at, closing_ok=closing_ok)
         finally:
-            ctx.live.stream_waiters -= 1
+            live.audio_waiters -= 1
     while True:
         ctx.live.changed.clear()
         now = time.monotonic_ns()

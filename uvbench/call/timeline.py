@@ -35,7 +35,11 @@ EVENT_KINDS: dict[str, str] = {
     "call.fetched": "{end_reason, ended}: the Call object after the call",
     # Outgoing audio stream
     "pacer.started": "{t0_ns, sample_rate, chunk_samples}: stream sample s is captured at t0 + s/rate",
-    "pacer.stopped": "{samples_sent, samples_due, drift_ms}",
+    "pacer.stopped": (
+        "{samples_sent, samples_due, drift_ms}: the stream ended (hang-up, or the socket closed);"
+        " samples_due = the audio of every chunk whose deadline had passed by then; drift_ms ="
+        " (sent - due) / rate"
+    ),
     # Data messages
     "msg.in": "{message}: a parsed server data message (unknown types kept as they came)",
     "msg.in_invalid": "{text, error}: a text frame that is not a data message",

@@ -1,0 +1,345 @@
+"""How many concurrent 16 kHz calls one uvbench client process carries with its pacer on time.
+
+The local server runs in its own process (`ServerProcess`, as `uvbench run` starts it); by default
+it is pinned to CPU 0 and the client to CPU 1, so the client has one core to itself and the server
+sits beside it on the other. Each level is a separate client process (fresh memory, fresh CPU
+counters) that starts its calls evenly over the ramp, holds them all for the hold, then hangs them
+all up at once. Every call is a real `uvbench` call (the engine, the scenario interpreter, the
+listener, the metrics): 16 kHz in and out, clientBufferSizeMs 60 (the agent streams in real time,
+20 ms frames), the greeting then spoken turns (`hello_16k.wav`) answered by the agent, silence in
+between, audio recorded in memory as `uvbench run` does by default.
+
+Per level: pacer lateness of every chunk sent (min/p50/p99/max over all calls' chunks), the
+worst call's p99, invalid calls (`invalid:generator_overloaded`: the generator itself fell
+behind; why, in brackets) and failed calls; over the hold, the client's CPU (percent of its
+core, and microseconds per call-second) and RSS growth per call; `after`: client CPU per call
+(ms) to hang up, read back and compute metrics; the server's CPU; `psi`: the share of time some
+task on the machine waited for a CPU (Linux PSI: other load on the machine makes figures noisy);
+`preempt`: involuntary context switches of the client during the hold. The verdict is the
+largest level whose pacer p99 stays at or under the limit (default 5 ms) with no invalid (and
+no failed) call. Figures and the machine they came from: docs/benchmarks.md.
+
+    .venv/bin/python bench/capacity.py                          # 50,100,...,300, 30 s hold each
+    .venv/bin/python bench/capacity.py --levels 100,200 --hold 20
+    .venv/bin/python bench/capacity.py --no-pin                 # let the kernel place both processes
+    .venv/bin/python bench/capacity.py --event-loop asyncio     # the standard library's loop
+    .venv/bin/python bench/capacity.py --levels 200 --profile /tmp/cap   # cProfile: /tmp/cap.200
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+NS = 1_000_000_000
+SERVER_CONFIG = {"agent": {"latency": {"kind": "fixed", "ms": 300}}}
+TURN_S = 9.0
+"""About how long a spoken turn and its reply take (3.4 s of audio, 0.3 s latency, the reply)."""
+MEDIUM = "{inputSampleRate: 16000, outputSampleRate: 16000, clientBufferSizeMs: 60}"
+
+
+def scenario_text(chunk_ms: int, turns: int) -> str:
+    steps = "".join(
+        "\n  - say: hello_16k.wav\n  - wait_for: agent_done\n    timeout: 30s" for _ in range(turns)
+    )
+    return (
+        textwrap.dedent(
+            f"""\
+        name: capacity
+        call:
+          medium: {{serverWebSocket: {MEDIUM}}}
+        client: {{chunk_ms: {chunk_ms}}}
+        script:
+          - wait_for: agent_done
+            timeout: 30s"""
+        )
+        + steps
+    )
+
+
+WARM_UP = f"""\
+name: warm-up
+call: {{medium: {{serverWebSocket: {MEDIUM}}}}}
+script:
+  - say: yes_16k.wav
+  - hang_up
+"""
+"""One call before the level: the imports and caches of a first call are not the level's cost."""
+
+
+def cpu_pressure_us() -> int | None:
+    """Time (us) some task on this machine waited for a CPU (Linux PSI), or None."""
+    try:
+        line = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except OSError:
+        return None
+    return int(line.rsplit("total=", 1)[1])
+
+
+def rss_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- one level, in a client process of its own ---------------------------------------------------
+
+
+async def client_level(args: argparse.Namespace) -> dict:
+    from uvbench.call.engine import run_call
+    from uvbench.call.rest import UltravoxApi
+    from uvbench.call.script import ScriptRun, make_script
+    from uvbench.cli.run import SWITCH_INTERVAL_S
+    from uvbench.metrics import compute
+    from uvbench.runner.run import Endpoint, plan_for
+    from uvbench.scenario import parse_scenarios
+
+    level = args.level
+    turns = max(1, int(args.hold // TURN_S))
+    (scenario,) = parse_scenarios(scenario_text(args.chunk_ms, turns), source="capacity.yaml", base_dir=".")
+    endpoint = Endpoint(args.api_url, args.api_key, "local", True)
+    api = UltravoxApi(args.api_url, args.api_key)
+    # Warm what every call shares (the clip's decode cache, lazy imports, the HTTP client's
+    # connection) so the first calls do not pay for it while the others stream.
+    from uvbench.audio.source import load_pcm
+
+    load_pcm(scenario.script[1].path, 16000)
+    (warm,) = parse_scenarios(WARM_UP, source="warm-up.yaml", base_dir=".")
+    warm_result = await run_call(plan_for(warm, endpoint), make_script(warm, ScriptRun()), api=api)
+    await asyncio.to_thread(compute, warm_result.timeline)
+    del warm_result
+    # As `uvbench run` sets them (uvbench/cli/run.py).
+    gc.collect()
+    gc.freeze()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+    t_start = time.monotonic_ns()
+    hold_from = t_start + round(args.ramp * NS)
+    end_ns = hold_from + round(args.hold * NS)
+    rss0 = rss_bytes()
+    window: dict[str, float] = {}
+
+    async def sample() -> None:
+        await asyncio.sleep((hold_from - time.monotonic_ns()) / NS)
+        window["cpu0"], window["t0"] = time.process_time(), time.monotonic()
+        window["psi0"] = cpu_pressure_us() or 0
+        window["ivcsw0"] = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
+        await asyncio.sleep((end_ns - time.monotonic_ns()) / NS - 0.05)
+        window["cpu1"], window["t1"] = time.process_time(), time.monotonic()
+        window["psi1"] = cpu_pressure_us() or 0
+        window["ivcsw1"] = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
+        window["rss"] = rss_bytes()
+
+    async def one(i: int):
+        await asyncio.sleep(args.ramp * i / level)
+        plan = plan_for(scenario, endpoint)
+        script = make_script(scenario, ScriptRun())
+
+        async def scripted(ctx) -> None:
+            await script(ctx)
+            delay = (end_ns - time.monotonic_ns()) / NS
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await ctx.close()
+
+        result = await run_call(plan, scripted, api=api)
+        metrics = await asyncio.to_thread(compute, result.timeline)
+        return result.timeline.audio_out, metrics
+
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    sampler = asyncio.create_task(sample())
+    outcomes = await asyncio.gather(*(one(i) for i in range(level)))
+    await sampler
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(args.profile)
+    await api.close()
+
+    lateness = []
+    for audio_out, _ in outcomes:
+        rows = np.frombuffer(audio_out, dtype=np.int64).reshape(-1, 4)
+        lateness.append((rows[:, 1] - rows[:, 0]) / 1e6)
+    late = np.concatenate(lateness) if lateness else np.zeros(0)
+    outcome = [m.outcome for _, m in outcomes]
+    call_p99 = [m.metrics.get("pacer.lateness_p99_ms") for _, m in outcomes]
+    call_p99 = [p for p in call_p99 if p is not None]
+    wall = window["t1"] - window["t0"]
+    cpu = window["cpu1"] - window["cpu0"]
+    return {
+        "calls": level,
+        "completed": outcome.count("completed"),
+        "invalid": sum(o.startswith("invalid:") for o in outcome),
+        "failed": sum(o.startswith("failed:") for o in outcome),
+        "chunks": int(late.size),
+        "p50_ms": round(float(np.percentile(late, 50)), 3) if late.size else None,
+        "p99_ms": round(float(np.percentile(late, 99)), 3) if late.size else None,
+        "max_ms": round(float(late.max()), 3) if late.size else None,
+        "min_ms": round(float(late.min()), 3) if late.size else None,
+        "worst_call_p99_ms": round(max(call_p99), 3) if call_p99 else None,
+        "client_cpu_pct": round(100 * cpu / wall, 1),
+        "cpu_us_per_call_s": round(1e6 * cpu / (wall * level), 1),
+        "rss_kib_per_call": round((window["rss"] - rss0) / 1024 / level, 1),
+        "after_ms_per_call": round(1e3 * (time.process_time() - window["cpu1"]) / level, 1),
+        "preempted": int(window["ivcsw1"] - window["ivcsw0"]),
+        "cpu_pressure_pct": round(100 * (window["psi1"] - window["psi0"]) / 1e6 / wall, 1),
+        "details": sorted(
+            {
+                f"{m.outcome} ({(m.outcome_detail or '').split(' ')[1]})"
+                for _, m in outcomes
+                if m.outcome.startswith("invalid:")
+            }
+            | {o for o in outcome if o.startswith("failed:")}
+        ),
+    }
+
+
+def client_main(args: argparse.Namespace) -> None:
+    from uvbench.eventloop import fast_event_loop_factory
+
+    factory = fast_event_loop_factory() if args.event_loop == "uvloop" else None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        row = runner.run(client_level(args))
+    print(json.dumps(row), flush=True)
+
+
+# -- the ramp, from the parent ---------------------------------------------------------------------
+
+
+def machine() -> str:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or platform.machine(),
+    )
+    return f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, Linux {platform.release()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--levels", default="50,100,150,200,250,300", help="concurrent calls per step")
+    parser.add_argument("--hold", type=float, default=30.0, help="seconds all of a level's calls overlap")
+    parser.add_argument("--ramp", type=float, default=10.0, help="seconds over which a level's calls start")
+    parser.add_argument("--chunk-ms", type=int, default=20, help="client audio chunk size")
+    parser.add_argument("--limit-ms", type=float, default=5.0, help="pacer lateness p99 limit")
+    parser.add_argument("--event-loop", default="uvloop", choices=("uvloop", "asyncio"), help="client loop")
+    parser.add_argument(
+        "--no-pin", dest="pin", action="store_false", help="do not pin the server to CPU 0, client to CPU 1"
+    )
+    parser.add_argument("--profile", default=None, help="(client) write cProfile stats of each level here")
+    # Internal: one level in a child process.
+    parser.add_argument("--level", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--api-url", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--api-key", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.level is not None:
+        client_main(args)
+        return
+
+    from uvbench.server.process import ServerProcess
+
+    load = os.getloadavg()
+    print(f"machine: {machine()}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    pinning = "server on CPU 0, client on CPU 1" if args.pin else "not pinned"
+    print(
+        f"hold {args.hold:g} s after a {args.ramp:g} s ramp, {args.chunk_ms} ms chunks, "
+        f"{args.event_loop} client loop, {pinning}\n"
+    )
+    header = (
+        f"{'calls':>5} {'done':>5} {'inval':>5} {'fail':>4} {'chunks':>8} "
+        f"{'min ms':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'worst':>7} "
+        f"{'cli CPU':>7} {'us/call-s':>9} {'KiB/call':>8} {'after':>6} "
+        f"{'srv CPU':>7} {'psi':>5} {'preempt':>7}"
+    )
+    print(header)
+    rows = []
+    with ServerProcess(SERVER_CONFIG) as server:
+        server_pid = server._proc.pid  # noqa: SLF001 - the bench reads the server's CPU time
+        if args.pin:
+            os.sched_setaffinity(server_pid, {0})
+        for level in [int(x) for x in args.levels.split(",")]:
+            cmd = [
+                sys.executable,
+                __file__,
+                "--level",
+                str(level),
+                "--api-url",
+                server.api_url,
+                "--api-key",
+                server.api_key,
+                "--hold",
+                str(args.hold),
+                "--ramp",
+                str(args.ramp),
+                "--chunk-ms",
+                str(args.chunk_ms),
+                "--event-loop",
+                args.event_loop,
+            ]
+            if args.profile:
+                cmd += ["--profile", f"{args.profile}.{level}"]
+            pin = (lambda: os.sched_setaffinity(0, {1})) if args.pin else None
+            server_cpu0, t0 = cpu_seconds(server_pid), time.monotonic()
+            done = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=pin, cwd=ROOT)
+            server_cpu = (cpu_seconds(server_pid) - server_cpu0) / (time.monotonic() - t0)
+            if done.returncode != 0:
+                print(done.stderr[-3000:], file=sys.stderr)
+                raise SystemExit(f"level {level}: the client process failed")
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            row["server_cpu_pct"] = round(100 * server_cpu, 1)
+            rows.append(row)
+            print(
+                f"{row['calls']:>5} {row['completed']:>5} {row['invalid']:>5} {row['failed']:>4} "
+                f"{row['chunks']:>8} {row['min_ms']:>7.2f} {row['p50_ms']:>7.2f} "
+                f"{row['p99_ms']:>7.2f} {row['max_ms']:>7.1f} "
+                f"{row['worst_call_p99_ms']:>7.2f} {row['client_cpu_pct']:>6.1f}% "
+                f"{row['cpu_us_per_call_s']:>9.0f} {row['rss_kib_per_call']:>8.0f} "
+                f"{row['after_ms_per_call']:>6.1f} {row['server_cpu_pct']:>6.1f}% "
+                f"{row['cpu_pressure_pct']:>4.0f}% {row['preempted']:>7}",
+                flush=True,
+            )
+            if row["details"]:
+                print(f"      not completed: {', '.join(row['details'])}")
+            time.sleep(2.0)  # let the server finish the last calls' teardown
+    held = [
+        r["calls"]
+        for r in rows
+        if r["p99_ms"] is not None and r["p99_ms"] <= args.limit_ms and r["invalid"] == 0 and r["failed"] == 0
+    ]
+    load = os.getloadavg()
+    print(
+        f"\nlargest concurrency with pacer p99 <= {args.limit_ms:g} ms and no invalid call: "
+        f"{max(held) if held else 0}"
+    )
+    print(f"(load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})")
+
+
+if __name__ == "__main__":
+    main()
