@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import platform
@@ -107,7 +106,6 @@ async def client_level(args: argparse.Namespace) -> dict:
     from uvbench.call.engine import run_call
     from uvbench.call.rest import UltravoxApi
     from uvbench.call.script import ScriptRun, make_script
-    from uvbench.cli.run import SWITCH_INTERVAL_S
     from uvbench.metrics import compute
     from uvbench.runner.run import Endpoint, plan_for
     from uvbench.scenario import parse_scenarios
@@ -126,10 +124,9 @@ async def client_level(args: argparse.Namespace) -> dict:
     warm_result = await run_call(plan_for(warm, endpoint), make_script(warm, ScriptRun()), api=api)
     await asyncio.to_thread(compute, warm_result.timeline)
     del warm_result
-    # As `uvbench run` sets them (uvbench/cli/run.py).
-    gc.collect()
-    gc.freeze()
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    from uvbench.eventloop import settle_for_pacing
+
+    settle_for_pacing()  # as `uvbench run` and its workers do
 
     t_start = time.monotonic_ns()
     hold_from = t_start + round(args.ramp * NS)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from uvbench.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, UsageError
 
-SWITCH_INTERVAL_S = 0.0005
 """The interpreter's thread switch interval during a run (Python's default is 5 ms)."""
 
 
@@ -135,16 +134,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"uvbench: note: {note}", file=sys.stderr)
     if not args.quiet and not stepper:
         print("\n".join(plan.header()))  # the expanded load: of each load, as summary.json's `load`
-    # Two process-wide settings for the pacers' sake (docs/benchmarks.md, client capacity):
-    # - what is alive now (modules, schemas, scenarios) lives for the whole run: frozen out of the
-    #   collector's way, a full collection mid-run walks only the calls' objects (half the pause);
-    # - a finished call's metrics and files are computed in a thread, which holds the interpreter
-    #   lock for up to the switch interval whenever the loop wants it back: 0.5 ms, not 5 ms.
-    import gc
+    from uvbench.eventloop import settle_for_pacing
 
-    gc.collect()
-    gc.freeze()
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    settle_for_pacing()  # (the worker processes do the same)
     try:
         with view:
             summary = run_scenarios(

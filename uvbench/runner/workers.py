@@ -461,8 +461,9 @@ def worker_main(spec: WorkerSpec, conn: Connection, counters: Any) -> None:
     try:
         import asyncio
 
-        from uvbench.eventloop import fast_event_loop_factory
+        from uvbench.eventloop import fast_event_loop_factory, settle_for_pacing
 
+        settle_for_pacing()
         with asyncio.Runner(loop_factory=fast_event_loop_factory()) as runner:
             runner.run(_work(spec, conn, counters, outbox))
         outbox.put(("done", spec.worker))
