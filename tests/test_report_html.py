@@ -595,3 +595,11 @@ def test_an_empty_run_still_writes_a_page(tmp_path):
     assert "No call finished in this run." in text and "interrupted" in text
     assert "No barge-ins in this run." in text and "No turn latency" in text
     assert "<svg" not in text
+
+
+def test_the_load_line_reads_like_the_command_line():
+    from uvbench.report.html import _load_dict_text
+
+    stages = [{"duration": "15s", "target": 50}, {"duration": "45s", "target": 50}]
+    text = _load_dict_text({"executor": "ramping-vus", "startVUs": 1, "stages": stages, "gracefulStop": None})
+    assert text == "executor ramping-vus, startVUs 1, stages 15s:50,45s:50"

@@ -200,6 +200,17 @@ def _duration_text(seconds: float | None) -> str:
     return f"{minutes} min {sec:02d} s"
 
 
+def _load_dict_text(load: dict[str, Any]) -> str:
+    """An expanded `load:` as one line; stages as k6 writes them on the command line (15s:50)."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, list) and all(isinstance(x, dict) and "duration" in x for x in v):
+            return ",".join(f"{x.get('duration')}:{x.get('target')}" for x in v)
+        return str(v)
+
+    return ", ".join(f"{_esc(k)} {_esc(value(v))}" for k, v in load.items() if v not in (None, "", (), []))
+
+
 def _load_text(run: _Run) -> str:
     """The load profile: as the summary states it when it does, else what the records show."""
     stated = run.summary.get("load") or run.summary.get("profile")
@@ -207,7 +218,9 @@ def _load_text(run: _Run) -> str:
     if isinstance(stated, str) and stated:
         parts.append(_esc(stated))
     elif isinstance(stated, dict) and stated:
-        parts.append(", ".join(f"{_esc(k)} {_esc(v)}" for k, v in stated.items() if v not in (None, "", ())))
+        parts.append(_load_dict_text(stated))
+    elif isinstance(stated, list):  # a suite: one expanded load per group
+        parts.extend(_load_dict_text(load) for load in stated if isinstance(load, dict) and load)
     levels = [r.get("concurrency") for r in run.records if _num(r.get("concurrency"))]
     vus = {(r.get("tags") or {}).get("vu") for r in run.records} - {None}
     stages = {r.get("stage") for r in run.records} - {None}
