@@ -4,10 +4,10 @@ real run (in one process and with two workers) checking summary.json's `knee` ob
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
 
+from tests.short_scenario import write_short_scenario
 from tests.test_aggregate import record, turn
 from uvbench.cli import main
 from uvbench.metrics.thresholds import parse_thresholds
@@ -132,23 +132,9 @@ def test_stepped_load_is_what_the_fan_out_runner_reads():
     assert profile.finished(30.0, 1) and profile.target_at(30.0) == 0
 
 
-SHORT = """
-    name: stepper
-    call:
-      experimentalSettings: {uvbench: {agent: {greeting: "Hi.", replies: ["Okay."]}}}
-    client: {record: false, ping_interval: 0}
-    script:
-      - wait_for: agent_done
-      - say: hello_16k.wav
-      - wait_for: agent_done
-      - hang_up
-"""
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_short_step_run_writes_the_knee(tmp_path, capsys, workers):
-    scenario = tmp_path / "stepper.yaml"
-    scenario.write_text(textwrap.dedent(SHORT))
+    scenario = write_short_scenario(tmp_path, "stepper")
     out = tmp_path / "out"
     code = main(
         ["run", str(scenario), "--step", "1:1:2:3s", "--workers", str(workers), "--out", str(out), "-q"]

@@ -10,12 +10,12 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import httpx
 import pytest
 
+from tests.short_scenario import write_short_scenario
 from uvbench.cli import main
 from uvbench.runner.load import LoadProfile, Stage, split_count
 from uvbench.runner.workers import FAULT_ENV, whole_profile
@@ -88,26 +88,9 @@ def test_per_vu_iterations_follow_the_vus():
 
 # -- real runs ---------------------------------------------------------------------------------------
 
-SHORT = """
-    name: short
-    call:
-      experimentalSettings: {uvbench: {agent: {greeting: "Hi.", replies: ["Okay."]}}}
-    client: {record: false, ping_interval: 0}
-    script:
-      - wait_for: agent_done
-      - say: hello_16k.wav
-      - wait_for: agent_done
-      - hang_up
-"""
-
 
 def write_scenario(tmp_path, target: str | None = None):
-    text = textwrap.dedent(SHORT)
-    if target:
-        text = text.replace("name: short", f"name: short\ntarget: {target}")
-    path = tmp_path / "short.yaml"
-    path.write_text(text)
-    return path
+    return write_short_scenario(tmp_path, "short", target=target)
 
 
 def read_records(folder) -> list[dict]:
