@@ -11,7 +11,7 @@ import logging
 import sys
 
 from uvbench import __version__
-from uvbench.cli import calls, compare, corpus, history, report, run, schema, selfcheck, serve
+from uvbench.cli import calls, compare, corpus, history, locust, report, run, schema, selfcheck, serve
 from uvbench.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
@@ -21,7 +21,7 @@ from uvbench.cli.common import (
 
 __all__ = ["main", "UsageError", "fast_event_loop_factory"]
 
-COMMANDS = (serve, selfcheck, run, report, compare, history, calls, schema, corpus)
+COMMANDS = (serve, selfcheck, run, locust, report, compare, history, calls, schema, corpus)
 """In the order `uvbench --help` lists them."""
 
 

@@ -40,15 +40,19 @@ class RunFolder:
         self._results: Any = (path / "results.jsonl").open("a", encoding="utf-8")
         self.count = 0
         self._numbers = itertools.count(1)
+        self._prefix = ""
 
     @classmethod
-    def attach(cls, path: Path, *, first: int, step: int) -> RunFolder:
+    def attach(cls, path: Path, *, first: int, step: int, prefix: str = "") -> RunFolder:
         """A worker process's handle on the parent's run folder: its call files are numbered
-        first, first+step, first+2*step, ... (worker w of W: w+1, w+1+W, ...), so no two workers'
-        stems collide; `write_call` does not touch results.jsonl (the parent appends it)."""
+        first, first+step, first+2*step, ... (worker w of W: w+1, w+1+W, ...), or carry the
+        worker's `prefix` (a locust worker: "w1-0001-..."), so no two workers' stems collide;
+        `write_call` does not touch results.jsonl (the parent appends it)."""
         folder = cls.__new__(cls)
         folder.path = path
         folder.calls_dir = path / "calls"
+        folder.calls_dir.mkdir(parents=True, exist_ok=True)  # a locust worker on another machine
+        folder._prefix = prefix
         folder._results = None
         folder.count = 0
         folder._numbers = itertools.count(first, step)
@@ -56,7 +60,7 @@ class RunFolder:
 
     def call_stem(self, scenario: str) -> str:
         self.count += 1
-        return f"{next(self._numbers):04d}-{_slug(scenario)}"
+        return f"{self._prefix}{next(self._numbers):04d}-{_slug(scenario)}"
 
     def append_result(self, record: dict[str, Any]) -> None:
         """One line of results.jsonl (the only writer of the file, so lines never interleave)."""

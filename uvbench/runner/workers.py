@@ -553,7 +553,7 @@ class _WorkerHooks:
             self.tell(("lost", self.w, tags.get("step")))
 
 
-def _warm_audio(scenarios: list[Scenario]) -> None:
+def warm_audio(scenarios: list[Scenario]) -> None:
     from uvbench.audio.source import load_pcm
     from uvbench.scenario import BargeInStep, SayStep
 
@@ -624,7 +624,7 @@ async def _work(spec: WorkerSpec, conn: Connection, counters: Any, outbox: queue
     for endpoint in spec.endpoints.values():
         if endpoint not in apis:
             apis[endpoint] = UltravoxApi(endpoint.api_url, endpoint.api_key)
-    await asyncio.to_thread(_warm_audio, spec.scenarios)
+    await asyncio.to_thread(warm_audio, spec.scenarios)
     loop.add_reader(conn.fileno(), on_control)
     tell(("ready", spec.worker))
     try:

@@ -1,0 +1,133 @@
+"""The uvbench run folder of a locust run, kept by the process that owns the test (locust's master,
+or locust without workers): records appended as they arrive, the report written at the end.
+
+Locust decides when calls start; this only receives their records (from this process's users, or
+from workers over locust's own messages) and, at the end, writes what `uvbench run` writes:
+summary.json, calls.csv, stats.csv, junit.xml, history and report.html, with the thresholds judged.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from uvbench.report.finish import finish_run
+from uvbench.report.run_folder import RunFolder
+from uvbench.runner.run import RunSummary, _summary
+
+EXIT_FAILED = 1
+
+
+@dataclass
+class Verdict:
+    lines: list[str]
+    exit_code: int | None
+    """For locust's process_exit_code: 1 a threshold failed, 3 nothing could be measured, 0 the
+    thresholds passed; None (no thresholds) leaves locust's own rule (any failure: 1)."""
+
+
+@dataclass
+class RunCollector:
+    folder: RunFolder
+    thresholds: list[Any] = field(default_factory=list)
+    load: Any = None
+    """summary.json's `load` (the expanded k6 load of the scenario file, when locust followed it)."""
+    profile: Any = None
+    """The LoadProfile the shape follows, to tag each record with its stage; None with -u/-r/-t."""
+    distributed: bool = False
+    """Records come from workers: `concurrency` becomes the run-wide user count at the call's start
+    (sampled by `sample_users`), each worker's own count kept as `worker_concurrency`."""
+    started_wall: float = field(default_factory=time.time)
+    records: list[dict[str, Any]] = field(default_factory=list)
+    interrupted_calls: int = 0
+    lost_calls: list[str] = field(default_factory=list)
+    finished: bool = False
+    _user_samples: list[tuple[float, int]] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, out: Path, name: str, **kwargs: Any) -> RunCollector:
+        return cls(RunFolder(Path(out), name), **kwargs)
+
+    @property
+    def path(self) -> Path:
+        return self.folder.path
+
+    def sample_users(self, count: int, at_wall: float | None = None) -> None:
+        self._user_samples.append((time.time() if at_wall is None else at_wall, count))
+
+    def users_at(self, wall: float) -> int | None:
+        i = bisect.bisect_right(self._user_samples, (wall, float("inf"))) - 1
+        return self._user_samples[i][1] if i >= 0 else None
+
+    def add(self, record: dict[str, Any]) -> dict[str, Any]:
+        """One finished call: tagged run-wide, appended to results.jsonl at once."""
+        if self.finished:
+            return record
+        tags = dict(record.get("tags") or {})
+        started = tags.get("started_at")
+        if isinstance(started, (int, float)):
+            offset = max(0.0, started - self.started_wall)
+            tags["start_offset_s"] = round(offset, 3)
+            if self.profile is not None:
+                tags["stage"] = self.profile.stage_at(offset)
+            if self.distributed:
+                users = self.users_at(started)
+                tags["worker_concurrency"] = tags.get("concurrency")
+                if users:
+                    tags["concurrency"] = users
+        record = {
+            **record,
+            "tags": tags,
+            "concurrency": tags.get("concurrency", 1),
+            "stage": tags.get("stage"),
+        }
+        self.folder.append_result(record)
+        self.records.append(record)
+        return record
+
+    def lost(self, reason: str) -> None:
+        """A call that gave no record (the engine failed it); counted, never silently dropped."""
+        if reason.startswith("cancelled"):
+            self.interrupted_calls += 1
+        else:
+            self.lost_calls.append(reason)
+
+    def finish(self, extra_thresholds_exit: bool = True) -> Verdict:
+        """Write the summary and reports once; later calls return the same verdict lines."""
+        self.finished = True
+        summary = {
+            **_summary(self.records),
+            "dropped_calls": 0,
+            "interrupted_calls": self.interrupted_calls,
+            "lost_calls": len(self.lost_calls),
+            "interrupted": False,
+            "driver": "locust",
+        }
+        if self.load is not None:
+            summary["load"] = self.load
+        self.folder.write_summary(summary)
+        self.folder.close()
+        done = finish_run(self.path, self.records, self.thresholds)
+        lines = list(done.lines)
+        if self.lost_calls:
+            lines.append(
+                f"uvbench: {len(self.lost_calls)} calls gave no record; the first: {self.lost_calls[0]}"
+            )
+        code: int | None = None
+        if RunSummary(self.path, self.records).exit_code == 3 or (not self.records and self.lost_calls):
+            code = 3
+        elif self.thresholds:
+            code = 0 if done.thresholds_passed else EXIT_FAILED
+        passed = sum(1 for r in self.records if r["passed"])
+        if (self.path / "report.html").is_file():
+            lines.append(f"report: {self.path / 'report.html'}")
+        lines.append(f"uvbench: {passed}/{len(self.records)} calls completed; results in {self.path}/")
+        return Verdict(lines, code)
+
+
+def read_summary(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "summary.json").read_text())
