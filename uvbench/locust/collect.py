@@ -9,7 +9,6 @@ summary.json, calls.csv, stats.csv, junit.xml, history and report.html, with the
 from __future__ import annotations
 
 import bisect
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,7 +95,7 @@ class RunCollector:
         else:
             self.lost_calls.append(reason)
 
-    def finish(self, extra_thresholds_exit: bool = True) -> Verdict:
+    def finish(self) -> Verdict:
         """Write the summary and reports once; later calls return the same verdict lines."""
         self.finished = True
         summary = {
@@ -127,7 +126,3 @@ class RunCollector:
             lines.append(f"report: {self.path / 'report.html'}")
         lines.append(f"uvbench: {passed}/{len(self.records)} calls completed; results in {self.path}/")
         return Verdict(lines, code)
-
-
-def read_summary(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / "summary.json").read_text())

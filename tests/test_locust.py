@@ -1,0 +1,156 @@
+"""uvbench under locust, end to end: real locust processes (master, workers, or alone) on loopback,
+running a short real-call scenario against the embedded local server started by the master."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.short_scenario import short_scenario, write_short_scenario
+from uvbench.locust import locustfile_path
+
+LOCUST = [sys.executable, "-m", "locust"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def _rows(path: Path) -> dict[tuple[str, str], dict[str, str]]:
+    with path.open() as f:
+        return {(row["Type"], row["Name"]): row for row in csv.DictReader(f)}
+
+
+def _run_folder(out: Path) -> Path:
+    folders = [p for p in out.iterdir() if p.is_dir()]
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
+def _records(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.timeout(180)
+def test_master_and_two_workers_run_calls_and_write_both_reports(tmp_path: Path) -> None:
+    scenario = write_short_scenario(tmp_path, "short")
+    out, port = tmp_path / "reports", _free_port()
+    common = ["-f", locustfile_path()]
+    master = subprocess.Popen(
+        [*LOCUST, *common, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
+         "--expect-workers", "2", "--headless", "-u", "4", "-r", "4", "-t", "9s",
+         "--uvbench-scenario", str(scenario), "--uvbench-out", str(out),
+         "--csv", str(tmp_path / "locust"), "--html", str(tmp_path / "locust.html"), "--only-summary"],
+        cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    workers = [
+        subprocess.Popen(
+            [*LOCUST, *common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    try:
+        log, _ = master.communicate(timeout=150)
+        for worker in workers:
+            worker.communicate(timeout=30)
+    finally:
+        for proc in (master, *workers):
+            if proc.poll() is None:
+                proc.kill()
+    assert master.returncode == 0, log[-3000:]
+    assert "Traceback" not in log
+
+    # The calls ran on both workers, and their records reached the master's run folder.
+    folder = _run_folder(out)
+    records = _records(folder)
+    assert {r["tags"]["worker"] for r in records} == {0, 1}
+    assert records and all(r["outcome"] == "completed" for r in records)
+    assert all(r["tags"]["concurrency"] >= 1 and r["tags"]["worker_concurrency"] >= 1 for r in records)
+    for record in records:  # each worker wrote its call files into the folder under its own prefix
+        assert (folder / record["artifacts"]["timeline"]).is_file()
+    assert {Path(r["artifacts"]["timeline"]).name[:3] for r in records} == {"w0-", "w1-"}
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["driver"] == "locust" and summary["calls"] == len(records)
+    assert (folder / "report.html").stat().st_size > 10_000
+    assert f"report: {folder}/report.html" in log or "report.html" in log
+
+    # Locust's CSV holds uvbench's request names with plausible figures.
+    rows = _rows(tmp_path / "locust_stats.csv")
+    ttfa, setup, call = (
+        rows[("turn", "short:ttfa")],
+        rows[("call", "short:setup")],
+        rows[("call", "short:call")],
+    )
+    assert int(call["Request Count"]) == len(records) and int(call["Failure Count"]) == 0
+    assert int(ttfa["Request Count"]) == len(records)  # one spoken turn per call
+    assert 100 < float(ttfa["Median Response Time"]) < 3000  # the simulated agent answers in ~0.5-1 s
+    assert 0 < float(setup["Average Response Time"]) < 2000
+    assert 1000 < float(call["Median Response Time"]) < 20000
+    assert ("call", "short:first_audio") in rows and ("call", "short:playback") in rows
+    assert (tmp_path / "locust.html").stat().st_size > 10_000
+
+
+@pytest.mark.timeout(120)
+def test_uvbench_locust_follows_the_files_load_and_gates_on_its_thresholds(tmp_path: Path) -> None:
+    scenario = tmp_path / "gated.yaml"
+    scenario.write_text(
+        short_scenario("gated")
+        + "load: {executor: constant-vus, vus: 2, duration: 6s}\n"
+        + 'thresholds: {"turn.ttfa_ms": ["p(95) < 5"]}\n'
+    )
+    out = tmp_path / "reports"
+    done = subprocess.run(
+        [sys.executable, "-m", "uvbench", "locust", str(scenario), "--headless", "--only-summary",
+         "-s", "20s", "--uvbench-out", str(out), "--csv", str(tmp_path / "locust")],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=100,
+    )  # fmt: skip
+    log = done.stdout + done.stderr
+    assert done.returncode == 1, log[-3000:]  # the threshold failed; no call did
+    assert "locust follows the load of" in log and "Traceback" not in log
+    assert "✗ turn.ttfa_ms p(95) < 5" in log
+    folder = _run_folder(out)
+    records = _records(folder)
+    # Two VUs for 6 s with --stop-timeout: every started call finished and was recorded.
+    assert len(records) >= 2 and all(r["outcome"] == "completed" for r in records)
+    assert {r["tags"]["vu"] for r in records} == {0, 1}
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["load"]["executor"] == "constant-vus" and summary["load"]["vus"] == 2
+    assert summary["thresholds"][0]["passed"] is False and summary["interrupted_calls"] == 0
+    assert "gated" in (folder / "junit.xml").read_text()
+    assert _rows(tmp_path / "locust_stats.csv")[("turn", "gated:ttfa")]["Failure Count"] == "0"
+
+
+def test_a_bad_scenario_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nscript:\n  - sey: hello_16k.wav\n")
+    done = subprocess.run(
+        [*LOCUST, "-f", locustfile_path(), "--uvbench-scenario", str(bad), "--headless", "-t", "2s"],
+        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert f"{bad}:3:5: script[0].sey: unknown step kind" in done.stderr
+    missing = subprocess.run(
+        [sys.executable, "-m", "uvbench", "locust", str(tmp_path / "nope.yaml")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0
+    assert "no such scenario file" in missing.stderr
