@@ -134,6 +134,8 @@ class UltravoxUser(User):
                 start_time=started,
             )
             session.deliver_lost(str(exc))
+            if session.engine is None or session.engine.fatal:
+                gevent.sleep(1.0)  # no engine to run calls: fail once a second, not in a busy loop
             return
         except gevent.GreenletExit:
             session.interrupted += 1
@@ -392,7 +394,11 @@ class _Session:
         elif self.collector is not None:
             self.collector.lost(reason)
 
-    def finish(self) -> None:
+    def finish(self, collector: RunCollector | None = None) -> None:
+        """Write the run's report once (only `collector`'s, when given: a timer set at one test's
+        stop must not end the next test the web UI started meanwhile)."""
+        if collector is not None and collector is not self.collector:
+            return
         collector = self.collector
         if collector is None or collector.finished:
             return
@@ -525,7 +531,8 @@ def _on_test_stop(environment: Any, **_: Any) -> None:
             deadline = time.monotonic() + MASTER_FINISH_GRACE_S + (environment.stop_timeout or 0)
             while session.collector and not session.collector.finished and time.monotonic() < deadline:
                 gevent.sleep(0.1)
-        gevent.spawn_later(MASTER_FINISH_GRACE_S + (environment.stop_timeout or 0), session.finish)
+        grace = MASTER_FINISH_GRACE_S + (environment.stop_timeout or 0)
+        gevent.spawn_later(grace, session.finish, session.collector)
     else:
         session.finish()
 
