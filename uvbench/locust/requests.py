@@ -85,11 +85,12 @@ def requests_of(record: dict[str, Any]) -> list[Request]:
     detail = record.get("outcome_detail") or record.get("error") or ""
     valid = not outcome.startswith("invalid:")
     create, join = _ms(metrics.get("call.create_ms")), _ms(metrics.get("call.join_ms"))
-    if outcome in ("failed:create", "failed:connect"):
+    joined = outcome not in ("failed:create", "failed:connect")
+    if not joined:
         add("call", "setup", (create or 0.0) + (join or 0.0), UvbenchFailure(outcome, detail))
     elif valid and create is not None:
         add("call", "setup", create + (join or 0.0))
-    if valid:
+    if valid and joined:
         first_audio = _ms(metrics.get("call.first_audio_ms"))
         if first_audio is not None:
             add("call", "first_audio", first_audio)
@@ -113,7 +114,7 @@ def requests_of(record: dict[str, Any]) -> list[Request]:
                 add("barge_in", "time_to_silence", silence, UvbenchFailure("interrupt_failed", reason))
             elif silence is not None:
                 add("barge_in", "time_to_silence", silence)
-        if create is not None:
+        if create is not None:  # no playback row for a call that never played anything
             underflow_ms = _ms(metrics.get("call.underflow_ms"))
             underflows = metrics.get("call.underflow_count") or 0
             failure = None
