@@ -83,7 +83,12 @@ def test_master_and_two_workers_run_calls_and_write_both_reports(tmp_path: Path)
     records = _records(folder)
     assert {r["tags"]["worker"] for r in records} == {0, 1}
     assert records and all(r["outcome"] == "completed" for r in records)
-    assert all(r["tags"]["concurrency"] >= 1 and r["tags"]["worker_concurrency"] >= 1 for r in records)
+    # Run-wide tags, as `uvbench run --workers` gives: four users are VUs 0-3 across the workers,
+    # and the run's calls in flight reach 4 (each worker's own count stays as worker_concurrency).
+    assert {r["tags"]["vu"] for r in records} == {0, 1, 2, 3}
+    assert max(r["concurrency"] for r in records) == 4
+    assert max(r["tags"]["worker_concurrency"] for r in records) == 2
+    assert len({r["tags"]["iteration"] for r in records}) == len(records)
     for record in records:  # each worker wrote its call files into the folder under its own prefix
         assert (folder / record["artifacts"]["timeline"]).is_file()
     assert {Path(r["artifacts"]["timeline"]).name[:3] for r in records} == {"w0-", "w1-"}

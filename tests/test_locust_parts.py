@@ -396,7 +396,7 @@ def test_add_appends_at_once_and_tags_the_stage(tmp_path: Path) -> None:
     lines = _lines(collector.path)
     assert [r["tags"]["start_offset_s"] for r in lines] == [12.346, 22.0, 0.0]
     assert [(r["stage"], r["tags"]["stage"]) for r in lines] == [(1, 1), (2, 2), (0, 0)]
-    assert [r["concurrency"] for r in lines] == [2, 2, 2]  # not distributed: the record's own
+    assert [r["concurrency"] for r in lines] == [2, 2, 2]  # no start was told: the record's own
     assert "worker_concurrency" not in lines[0]["tags"]
     assert collector.records == lines
 
@@ -411,23 +411,28 @@ def test_add_without_a_profile_or_start_keeps_the_stage_unset(tmp_path: Path) ->
     assert "tags" in record and record["tags"] == {"vu": 1}  # the caller's record is not changed
 
 
-def test_distributed_concurrency_is_the_run_wide_user_count_at_the_calls_start(tmp_path: Path) -> None:
-    collector = RunCollector.create(tmp_path, "dist", distributed=True, started_wall=WALL)
-    collector.sample_users(4, at_wall=WALL + 1)
-    collector.sample_users(9, at_wall=WALL + 5)
-    collector.sample_users(6, at_wall=WALL + 10)
-    early = collector.add(_tagged(1, WALL + 0.5, concurrency=2))  # before any sample: the worker's own
-    mid = collector.add(_tagged(2, WALL + 7, concurrency=3))
-    exact = collector.add(_tagged(3, WALL + 10, concurrency=1))
-    late = collector.add(_tagged(4, WALL + 60, concurrency=5))
-    assert [(r["concurrency"], r["tags"]["worker_concurrency"]) for r in (early, mid, exact, late)] == [
-        (2, 2),
-        (9, 3),
-        (6, 1),
-        (6, 5),
-    ]
-    assert [r["concurrency"] for r in _lines(collector.path)] == [2, 9, 6, 6]
-    assert collector.users_at(WALL + 4.99) == 4
+def test_run_wide_tags_come_from_the_starts_the_workers_told(tmp_path: Path) -> None:
+    collector = RunCollector.create(tmp_path, "dist", started_wall=WALL)
+    collector.call_started("0:0", worker=0, vu=0)
+    collector.call_started("1:0", worker=1, vu=0)  # the same local VU number on another worker
+    collector.call_started("0:1", worker=0, vu=1)
+    first = _tagged(1, WALL + 1, concurrency=1)
+    first["tags"].update(call_key="1:0", vu=0)
+    first = collector.add(first)
+    # Run-wide: the second call to start, with 2 in flight; VU 1 of the run; the worker's own kept.
+    assert (first["concurrency"], first["tags"]["iteration"], first["tags"]["vu"]) == (2, 1, 1)
+    assert (first["tags"]["worker_concurrency"], first["tags"]["worker_vu"]) == (1, 0)
+    collector.lost("engine: boom", key="0:1")  # a lost call leaves the calls in flight too
+    collector.call_started("1:1", worker=1, vu=0)  # worker 1's VU 0 again: still run-wide VU 1
+    later = _tagged(2, WALL + 9, concurrency=1)
+    later["tags"].update(call_key="1:1", vu=0)
+    later = collector.add(later)
+    assert (later["concurrency"], later["tags"]["iteration"], later["tags"]["vu"]) == (2, 3, 1)
+    assert collector.call_ended("0:0") == {"vu": 0, "iteration": 0, "concurrency": 1}
+    unknown = _tagged(3, WALL + 10, concurrency=4)  # its start was never told: the worker's tags stay
+    unknown["tags"]["call_key"] = "9:9"
+    assert collector.add(unknown)["concurrency"] == 4
+    assert [r["concurrency"] for r in _lines(collector.path)] == [2, 2, 4]
 
 
 def test_lost_calls_cancelled_are_interrupted_others_are_lost(tmp_path: Path, no_html: list[int]) -> None:

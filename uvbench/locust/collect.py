@@ -8,7 +8,6 @@ summary.json, calls.csv, stats.csv, junit.xml, history and report.html, with the
 
 from __future__ import annotations
 
-import bisect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,15 +36,14 @@ class RunCollector:
     """summary.json's `load` (the expanded k6 load of the scenario file, when locust followed it)."""
     profile: Any = None
     """The LoadProfile the shape follows, to tag each record with its stage; None with -u/-r/-t."""
-    distributed: bool = False
-    """Records come from workers: `concurrency` becomes the run-wide user count at the call's start
-    (sampled by `sample_users`), each worker's own count kept as `worker_concurrency`."""
     started_wall: float = field(default_factory=time.time)
     records: list[dict[str, Any]] = field(default_factory=list)
     interrupted_calls: int = 0
     lost_calls: list[str] = field(default_factory=list)
     finished: bool = False
-    _user_samples: list[tuple[float, int]] = field(default_factory=list)
+    _in_flight: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _vus: dict[tuple[Any, Any], int] = field(default_factory=dict)
+    _started: int = 0
 
     @classmethod
     def create(cls, out: Path, name: str, **kwargs: Any) -> RunCollector:
@@ -55,29 +53,39 @@ class RunCollector:
     def path(self) -> Path:
         return self.folder.path
 
-    def sample_users(self, count: int, at_wall: float | None = None) -> None:
-        self._user_samples.append((time.time() if at_wall is None else at_wall, count))
+    def call_started(self, key: str, worker: Any, vu: Any) -> None:
+        """A call began (told by its user before it runs; from a worker, by a message that
+        arrives before its record). Its run-wide tags are fixed now, as `uvbench run` fixes them:
+        `concurrency` = calls in flight in the whole run, this one included; `vu` numbered across
+        workers in order of first call; `iteration` = run-wide start order."""
+        vu_id = self._vus.setdefault((worker, vu), len(self._vus))
+        self._in_flight[key] = {
+            "vu": vu_id,
+            "iteration": self._started,
+            "concurrency": len(self._in_flight) + 1,
+        }
+        self._started += 1
 
-    def users_at(self, wall: float) -> int | None:
-        i = bisect.bisect_right(self._user_samples, (wall, float("inf"))) - 1
-        return self._user_samples[i][1] if i >= 0 else None
+    def call_ended(self, key: str | None) -> dict[str, Any] | None:
+        """The run-wide tags of a call that ended (recorded, lost or interrupted)."""
+        return self._in_flight.pop(key, None) if key is not None else None
 
     def add(self, record: dict[str, Any]) -> dict[str, Any]:
         """One finished call: tagged run-wide, appended to results.jsonl at once."""
         if self.finished:
             return record
         tags = dict(record.get("tags") or {})
+        run_wide = self.call_ended(tags.get("call_key"))
+        if run_wide is not None:
+            # The engine's own figures, kept: its calls in flight and the user's number in its process.
+            tags["worker_concurrency"], tags["worker_vu"] = tags.get("concurrency"), tags.get("vu")
+            tags.update(run_wide)
         started = tags.get("started_at")
         if isinstance(started, (int, float)):
             offset = max(0.0, started - self.started_wall)
             tags["start_offset_s"] = round(offset, 3)
             if self.profile is not None:
                 tags["stage"] = self.profile.stage_at(offset)
-            if self.distributed:
-                users = self.users_at(started)
-                tags["worker_concurrency"] = tags.get("concurrency")
-                if users:
-                    tags["concurrency"] = users
         record = {
             **record,
             "tags": tags,
@@ -88,8 +96,10 @@ class RunCollector:
         self.records.append(record)
         return record
 
-    def lost(self, reason: str) -> None:
-        """A call that gave no record (the engine failed it); counted, never silently dropped."""
+    def lost(self, reason: str, key: str | None = None) -> None:
+        """A call that gave no record (the engine failed it, or locust stopped its user); counted,
+        never silently dropped."""
+        self.call_ended(key)
         if reason.startswith("cancelled"):
             self.interrupted_calls += 1
         else:

@@ -42,8 +42,8 @@ from uvbench.locust.collect import RunCollector
 from uvbench.locust.requests import UvbenchFailure, requests_of
 from uvbench.locust.stages import NotAShape, ShapePlan
 
-RECORD, LOST, STOPPED, DRAIN = "uvbench:record", "uvbench:lost", "uvbench:stopped", "uvbench:drain"
-USERS_SAMPLE_S = 0.5
+STARTED, RECORD, LOST = "uvbench:started", "uvbench:record", "uvbench:lost"
+STOPPED, DRAIN = "uvbench:stopped", "uvbench:drain"
 MASTER_FINISH_GRACE_S = 10.0
 """After a stop, how long the master waits for every worker's last records before writing the
 report without them (a worker that died never sends them)."""
@@ -110,35 +110,40 @@ class UltravoxUser(User):
     @task
     def call(self) -> None:
         session = self.uvbench
-        index, attempt = session.next_call(type(self))
-        scenario = session.scenarios[index]
         started = time.time()
-        tags = {
-            "attempt": attempt,
-            "vu": self.vu,
-            "iteration": next(session.iterations),
-            "worker": session.worker_index,
-            "started_at": started,
-        }
+        name, key = "uvbench", None
         try:
-            record = session.engine_for_calls().call(index, tags)
+            index, attempt = session.next_call(type(self))
+            name = session.scenarios[index].name
+            engine = session.engine_for_calls()
+            key = session.announce_start(self.vu)
+            tags = {
+                "attempt": attempt,
+                "vu": self.vu,
+                "iteration": next(session.iterations),
+                "worker": session.worker_index,
+                "started_at": started,
+                "call_key": key,
+            }
+            record = engine.call(index, tags)
         except CallLost as exc:
             self.environment.events.request.fire(
                 request_type="call",
-                name=f"{scenario.name}:call",
+                name=f"{name}:call",
                 response_time=(time.time() - started) * 1000,
                 response_length=0,
                 response=None,
-                context={"scenario": scenario.name, "vu": self.vu, "worker": session.worker_index},
+                context={"scenario": name, "vu": self.vu, "worker": session.worker_index},
                 exception=UvbenchFailure("failed:lost", str(exc)),
                 start_time=started,
             )
-            session.deliver_lost(str(exc))
-            if session.engine is None or session.engine.fatal:
+            session.deliver_lost(str(exc), key)
+            if session.engine is None or session.engine.fatal or not session.plans:
                 gevent.sleep(1.0)  # no engine to run calls: fail once a second, not in a busy loop
             return
         except gevent.GreenletExit:
             session.interrupted += 1
+            session.deliver_lost("cancelled: locust stopped the user while its call ran", key, counted=True)
             raise
         for request in requests_of(record):
             self.environment.events.request.fire(
@@ -188,6 +193,7 @@ class _Session:
         self._index_of: dict[int, int] = {}
         self.vus = itertools.count()
         self.iterations = itertools.count()
+        self._call_numbers = itertools.count()
         self.interrupted = 0
         self.engine: EngineProcess | None = None
         self.collector: RunCollector | None = None
@@ -196,7 +202,6 @@ class _Session:
         self.thresholds: list[Any] = []
         self.stopped_workers = 0
         self.workers_at_start = 0
-        self._sampler: Any = None
 
     @property
     def options(self) -> Any:
@@ -263,7 +268,9 @@ class _Session:
         path = self.path_of(user_class)
         order = self._orders.get(path)
         if order is None:
-            plan = self.plans[path]
+            plan = self.plans.get(path)
+            if plan is None:  # its loading failed at test start, and said why then
+                raise CallLost(f"scenario {path} is not loaded in this process")
             pools = plan.loads[0].pools
             if len(pools) > 1:
                 order = weighted_order(pools, seed=None)
@@ -358,14 +365,11 @@ class _Session:
             thresholds=self.thresholds,
             load=load,
             profile=self.shape_plan.profile if self.shape_plan else None,
-            distributed=self.is_master,
         )
         self.options.uvbench_run_folder = str(self.collector.path.resolve())
         self.stopped_workers = 0
         if self.is_master:
             self.workers_at_start = self.environment.runner.worker_count
-            if self._sampler is None:
-                self._sampler = gevent.spawn(self._sample_users)
 
     def _locust_load(self) -> dict[str, Any]:
         options = self.options
@@ -376,23 +380,31 @@ class _Session:
             "runTime": getattr(options, "run_time", None),
         }
 
-    def _sample_users(self) -> None:
-        while True:
-            if self.collector is not None and not self.collector.finished:
-                self.collector.sample_users(self.environment.runner.user_count)
-            gevent.sleep(USERS_SAMPLE_S)
-
     def deliver(self, record: dict[str, Any]) -> None:
         if self.is_worker:
             self.environment.runner.send_message(RECORD, record)
         elif self.collector is not None:
             self.collector.add(record)
 
-    def deliver_lost(self, reason: str) -> None:
+    def announce_start(self, vu: int) -> str:
+        """Tell the run's owner a call starts (before it does), for its run-wide tags; its key."""
+        key = f"{self.worker_index}:{next(self._call_numbers)}"
         if self.is_worker:
-            self.environment.runner.send_message(LOST, reason)
+            self.environment.runner.send_message(STARTED, {"key": key, "worker": self.worker_index, "vu": vu})
         elif self.collector is not None:
-            self.collector.lost(reason)
+            self.collector.call_started(key, None, vu)
+        return key
+
+    def deliver_lost(self, reason: str, key: str | None, *, counted: bool = False) -> None:
+        """A call that gives no record. `counted`: an interrupted call, which the worker counts
+        itself and reports with "stopped" (so only its end is told here)."""
+        if self.is_worker:
+            self.environment.runner.send_message(LOST, {"reason": reason, "key": key, "counted": counted})
+        elif self.collector is not None:
+            if counted:
+                self.collector.call_ended(key)
+            else:
+                self.collector.lost(reason, key)
 
     def finish(self, collector: RunCollector | None = None) -> None:
         """Write the run's report once (only `collector`'s, when given: a timer set at one test's
@@ -477,15 +489,25 @@ def _on_init(environment: Any, **_: Any) -> None:
             print(f"uvbench: note: {note}", file=sys.stderr)
     if session.is_master:
         runner = environment.runner
-        runner.register_message(
-            RECORD, lambda msg, **kw: session.collector and session.collector.add(msg.data)
-        )
-        runner.register_message(
-            LOST, lambda msg, **kw: session.collector and session.collector.lost(msg.data)
-        )
+        for kind in (STARTED, RECORD, LOST):
+            runner.register_message(kind, lambda msg, kind=kind, **kw: _from_worker(session, kind, msg.data))
         runner.register_message(STOPPED, lambda msg, **kw: _worker_stopped(session, msg.data))
     else:
         session.engine = EngineProcess()
+
+
+def _from_worker(session: _Session, kind: str, data: Any) -> None:
+    collector = session.collector
+    if collector is None or collector.finished:
+        return
+    if kind == STARTED:
+        collector.call_started(data["key"], data["worker"], data["vu"])
+    elif kind == RECORD:
+        collector.add(data)
+    elif data.get("counted"):  # interrupted: the worker's "stopped" message counts it
+        collector.call_ended(data.get("key"))
+    else:
+        collector.lost(data["reason"], data.get("key"))
 
 
 def _worker_stopped(session: _Session, data: dict[str, Any]) -> None:
