@@ -45,6 +45,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import cpu_model  # noqa: E402
+
 NS = 1_000_000_000
 SERVER_CONFIG = {"agent": {"latency": {"kind": "fixed", "ms": 300}}}
 TURN_S = 9.0
@@ -226,14 +228,7 @@ def client_main(args: argparse.Namespace) -> None:
 
 
 def machine() -> str:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor() or platform.machine(),
-    )
+    model = cpu_model()
     return f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, Linux {platform.release()}"
 
 
