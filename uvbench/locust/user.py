@@ -70,6 +70,8 @@ def _add_arguments(parser: Any) -> None:
         dest="uvbench_scenario",
         default="",
         env_var="LOCUST_UVBENCH_SCENARIO",
+        # Loaded once at startup (its local server started, its thresholds read): not a web form field.
+        include_in_web_ui=False,
         help="the scenario or suite file the UltravoxUser runs (a class's `scenario` overrides it)",
     )
     parser.add_argument(
