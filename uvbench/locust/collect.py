@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from uvbench.cli.common import EXIT_FAILED, EXIT_NOT_RUN
 from uvbench.report.finish import finish_run
 from uvbench.report.run_folder import RunFolder
 from uvbench.runner.run import RunSummary, _summary
-
-EXIT_FAILED = 1
 
 
 @dataclass
@@ -106,7 +105,7 @@ class RunCollector:
             self.lost_calls.append(reason)
 
     def finish(self) -> Verdict:
-        """Write the summary and reports once; later calls return the same verdict lines."""
+        """Write summary.json and the report files, and judge the run (the session calls it once)."""
         self.finished = True
         summary = {
             **_summary(self.records),
@@ -127,8 +126,8 @@ class RunCollector:
                 f"uvbench: {len(self.lost_calls)} calls gave no record; the first: {self.lost_calls[0]}"
             )
         code: int | None = None
-        if RunSummary(self.path, self.records).exit_code == 3 or (not self.records and self.lost_calls):
-            code = 3
+        if RunSummary(self.path, self.records).exit_code == EXIT_NOT_RUN:  # nothing could be measured
+            code = EXIT_NOT_RUN
         elif self.thresholds:
             code = 0 if done.thresholds_passed else EXIT_FAILED
         passed = sum(1 for r in self.records if r["passed"])
