@@ -320,3 +320,21 @@ def test_result_to_json() -> None:
         "abort_on_fail": True,
         "delay_abort_eval": None,
     }
+
+
+def test_command_line_thresholds_are_metric_colon_expression() -> None:
+    from uvbench.metrics.thresholds import parse_threshold_flags
+
+    parsed = parse_threshold_flags(["turn.ttfa_ms: p(95) < 1200", "turn.ttfa_ms:p(50)<700"])
+    assert [(t.key, t.expression) for t in parsed] == [
+        ("turn.ttfa_ms", "p(95) < 1200"),
+        ("turn.ttfa_ms", "p(50)<700"),
+    ]
+    with pytest.raises(ThresholdError) as malformed:
+        parse_threshold_flags(["turn.ttfa_ms p(95) < 1200", "call.failed:"], "--uvbench-threshold")
+    assert [p.split(":")[0] for p in malformed.value.problems] == [
+        "--uvbench-threshold 'turn.ttfa_ms p(95) < 1200'",
+        "--uvbench-threshold 'call.failed",
+    ]
+    with pytest.raises(ThresholdError, match="unknown metric"):
+        parse_threshold_flags(["turn.ttfaa_ms: p(95) < 1"])

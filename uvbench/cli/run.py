@@ -251,18 +251,10 @@ def _write_knee(folder: Path, knee: dict) -> None:
 
 
 def _thresholds(texts: list[str]):
-    from uvbench.metrics.thresholds import ThresholdError, parse_thresholds
+    from uvbench.metrics.thresholds import ThresholdError, parse_threshold_flags
 
-    mapping: dict[str, list[str]] = {}
-    for text in texts:
-        metric, sep, expression = text.partition(":")
-        if not sep or not expression.strip():
-            raise UsageError(
-                f"--threshold {text!r}: expected 'METRIC: EXPRESSION', e.g. 'turn.ttfa_ms: p(95) < 1200'"
-            )
-        mapping.setdefault(metric.strip(), []).append(expression.strip())
     try:
-        return parse_thresholds(mapping)
+        return parse_threshold_flags(texts)
     except ThresholdError as exc:
         raise UsageError("; ".join(exc.problems)) from None
 

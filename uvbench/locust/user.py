@@ -283,26 +283,18 @@ class _Session:
         return self._index_of[id(scenario)], attempt
 
     def thresholds_of(self) -> list[Any]:
-        from uvbench.metrics.thresholds import ThresholdError, parse_thresholds
+        from uvbench.metrics.thresholds import ThresholdError, parse_threshold_flags
 
         found: dict[tuple[str, str], Any] = {}
         for plan in self.plans.values():
             for threshold in plan.thresholds:
                 found.setdefault((threshold.key, threshold.expression), threshold)
-        mapping: dict[str, list[str]] = {}
-        for text in getattr(self.options, "uvbench_threshold", None) or []:
-            metric, sep, expression = text.partition(":")
-            if not sep or not expression.strip():
-                raise ConfigProblem(
-                    [f"uvbench: --uvbench-threshold {text!r}: expected 'METRIC: EXPRESSION', "
-                     "e.g. 'turn.ttfa_ms: p(95) < 1200'"]
-                )  # fmt: skip
-            mapping.setdefault(metric.strip(), []).append(expression.strip())
+        flags = getattr(self.options, "uvbench_threshold", None) or []
         try:
-            for threshold in parse_thresholds(mapping):
+            for threshold in parse_threshold_flags(flags, "--uvbench-threshold"):
                 found.setdefault((threshold.key, threshold.expression), threshold)
         except ThresholdError as exc:
-            raise ConfigProblem([f"uvbench: --uvbench-threshold: {p}" for p in exc.problems]) from None
+            raise ConfigProblem([f"uvbench: {problem}" for problem in exc.problems]) from None
         return list(found.values())
 
     def choose_shape(self) -> None:

@@ -176,6 +176,24 @@ def parse_thresholds(
     return out
 
 
+def parse_threshold_flags(texts: list[str], flag: str = "--threshold") -> list[Threshold]:
+    """Thresholds given on a command line, each 'METRIC: EXPRESSION' (`flag` repeated), or
+    `ThresholdError` listing every problem."""
+    mapping: dict[str, list[str | dict[str, Any]]] = {}
+    malformed = []
+    for text in texts:
+        metric, sep, expression = text.partition(":")
+        if not sep or not expression.strip():
+            malformed.append(
+                f"{flag} {text!r}: expected 'METRIC: EXPRESSION', e.g. 'turn.ttfa_ms: p(95) < 1200'"
+            )
+            continue
+        mapping.setdefault(metric.strip(), []).append(expression.strip())
+    if malformed:
+        raise ThresholdError(malformed)
+    return parse_thresholds(mapping)
+
+
 def _parse_key(key: str) -> tuple[str, tuple[tuple[str, str], ...]] | str:
     m = _KEY.match(key)
     if m is None:
