@@ -95,7 +95,8 @@ def test_master_and_two_workers_run_calls_and_write_both_reports(tmp_path: Path)
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["driver"] == "locust" and summary["calls"] == len(records)
     assert (folder / "report.html").stat().st_size > 10_000
-    assert f"report: {folder}/report.html" in log or "report.html" in log
+    assert f"report: {folder / 'report.html'}" in log
+    assert f"uvbench: {len(records)}/{len(records)} calls completed; results in {folder}/" in log
 
     # Locust's CSV holds uvbench's request names with plausible figures.
     rows = _rows(tmp_path / "locust_stats.csv")
