@@ -28,7 +28,8 @@ import websockets
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from uvbench.audio.pacer import Composer, Schedule, drift_ms  # noqa: E402
-from uvbench.audio.sender import send_paced  # noqa: E402
+from uvbench.audio.sender import PacedSender  # noqa: E402
+from uvbench.call.wsclient import CallSocket  # noqa: E402
 
 RATE, CHUNK = 16000, 320
 NS = 1_000_000_000
@@ -59,23 +60,30 @@ async def naive(send, stop, on_sent) -> None:
 
 
 async def one_stream(url: str, kind: str, stop: asyncio.Event, out: list) -> None:
-    async with websockets.connect(url, compression=None) as ws:
-        t0 = time.monotonic_ns()
-        schedule = Schedule(RATE, CHUNK, t0)
-        lateness: list[float] = []
-        sent = [0]
+    # Paced: the socket and sender every call uses; naive: the websockets client, sleep then send.
+    socket = (
+        await CallSocket.connect(url) if kind == "paced" else await websockets.connect(url, compression=None)
+    )
+    t0 = time.monotonic_ns()
+    schedule = Schedule(RATE, CHUNK, t0)
+    lateness: list[float] = []
+    sent = [0]
 
-        def record(k: int) -> None:
-            sent[0] = (k + 1) * CHUNK
-            lateness.append((time.monotonic_ns() - schedule.due_ns(k)) / 1e6)
+    def record(k: int) -> None:
+        sent[0] = (k + 1) * CHUNK
+        lateness.append((time.monotonic_ns() - schedule.due_ns(k)) / 1e6)
 
-        if kind == "paced":
-            await send_paced(
-                schedule, Composer(CHUNK), ws.send, stop, lambda due, at, a, b: record(b // CHUNK - 1)
-            )
-        else:
-            await naive(ws.send, stop, record)
-        out.append((kind, drift_ms(schedule, sent[0], time.monotonic_ns()), lateness))
+    if kind == "paced":
+        socket.start(lambda *_: None, lambda *_: None)
+        sender = PacedSender(schedule, Composer(CHUNK), socket, lambda due, at, a, b: record(b // CHUNK - 1))
+        sender.start()
+        await stop.wait()
+        sender.stop()
+        await sender.done
+    else:
+        await naive(socket.send, stop, record)
+    out.append((kind, drift_ms(schedule, sent[0], time.monotonic_ns()), lateness))
+    await socket.close()
 
 
 async def run(url: str, streams: int, seconds: float) -> list:

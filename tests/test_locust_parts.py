@@ -292,7 +292,6 @@ def test_constant_users_for_the_duration() -> None:
     assert plan.tick(9.9) == (3, 1.0)
     assert plan.tick(10) is None
     assert plan.tick(42) is None
-    assert plan.cumulative_stages() == [{"duration": 10, "users": 3}]
 
 
 RAMP = LoadProfile(stages=(Stage(10, 10), Stage(10, 10), Stage(5, 0)))
@@ -326,14 +325,6 @@ def test_a_steep_ramp_spawns_fast_enough() -> None:
     assert plan.tick(0) == (0, 50.0)
     assert plan.tick(0.5) == (25, 50.0)
     assert plan.tick(1.5) == (75, 25.0)
-
-
-def test_cumulative_stages_are_locusts_end_times() -> None:
-    assert ShapePlan.of(RAMP).cumulative_stages() == [
-        {"duration": 10, "users": 10},
-        {"duration": 20, "users": 10},
-        {"duration": 25, "users": 0},
-    ]
 
 
 @pytest.mark.parametrize(

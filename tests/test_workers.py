@@ -17,8 +17,8 @@ import pytest
 
 from tests.short_scenario import write_short_scenario
 from uvbench.cli import main
-from uvbench.runner.load import LoadProfile, Stage, split_count
-from uvbench.runner.workers import FAULT_ENV, whole_profile
+from uvbench.runner.load import LoadProfile, Stage, split_count, whole_profile
+from uvbench.runner.workers import FAULT_ENV
 from uvbench.server.process import ServerProcess
 
 # -- the split (pure) --------------------------------------------------------------------------------

@@ -37,6 +37,10 @@ class Schedule:
         """How many samples a real-time source has produced by `t_ns`."""
         return max(0, (t_ns - self.t0_ns) * self.sample_rate // NS)
 
+    def samples_due_on_grid(self, t_ns: int) -> int:
+        """The samples of every chunk whose deadline has passed by `t_ns`."""
+        return self.samples_due(t_ns) // self.chunk_samples * self.chunk_samples
+
 
 @dataclass
 class Utterance:
@@ -126,5 +130,7 @@ class PacerStats:
 
 
 def drift_ms(schedule: Schedule, samples_sent: int, t_ns: int) -> float:
-    """Audio sent minus audio due at `t_ns`, in ms: within one chunk when the pacer kept up."""
-    return (samples_sent - schedule.samples_due(t_ns)) * 1000 / schedule.sample_rate
+    """Audio sent minus audio due at `t_ns`, in ms, on the chunk grid: against every chunk whose
+    deadline had passed. A chunk due a moment before and still on its way (late by its lateness,
+    like any chunk) counts one chunk short, never more; a pacer that kept up reads 0 or -1 chunk."""
+    return (samples_sent - schedule.samples_due_on_grid(t_ns)) * 1000 / schedule.sample_rate

@@ -1,51 +1,26 @@
 """The paced sender: the I/O loop that puts the composer's chunks on the wire at their deadlines.
 
-`send_paced` is the plain form (a task awaiting any async `send`); `PacedSender` is what a call
-uses: the same deadlines, driven by timer callbacks writing straight to the call's socket.
+`PacedSender` sends each chunk at its absolute deadline, never "sleep one chunk": a late wake-up
+shortens the next wait instead of pushing every later chunk back, so the stream cannot drift. It
+is driven by timer callbacks writing straight to the call's socket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
 from uvbench.audio.pacer import Composer, Schedule
 
-NS = 1_000_000_000
 MS = 1_000_000
 
 
-async def send_paced(
-    schedule: Schedule,
-    composer: Composer,
-    send: Callable[[bytes], Awaitable[None]],
-    stop: asyncio.Event,
-    on_sent: Callable[[int, int, int, int], None],
-) -> None:
-    """Send chunk after chunk, each at its absolute deadline, until `stop` is set or `send` fails.
-
-    `on_sent(due_ns, sent_ns, start_sample, end_sample)` records each chunk. Sleeping until an
-    absolute deadline, never for "one chunk", is what keeps drift at zero: a late wake-up shortens
-    the next sleep instead of pushing every later chunk back.
-    """
-    n = schedule.chunk_samples
-    k = composer.next_chunk
-    while not stop.is_set():
-        due = schedule.due_ns(k)
-        delay = due - time.monotonic_ns()
-        if delay > 0:
-            await asyncio.sleep(delay / NS)
-        await send(composer.chunk(k))
-        on_sent(due, time.monotonic_ns(), k * n, (k + 1) * n)
-        k += 1
-
-
 class PacedSender:
-    """The same pacing as `send_paced`, as timer callbacks: one timer per chunk, no task.
+    """Each chunk at its deadline, as timer callbacks: one timer per chunk, no task.
 
     At hundreds of calls per process a task per stream costs a future, a wake-up and a task step
     per chunk; here a chunk costs one timer and one call. `socket` is anything with
@@ -78,7 +53,7 @@ class PacedSender:
         self._handle: asyncio.TimerHandle | asyncio.Handle | None = None
 
     def start(self) -> None:
-        self._arm(time.monotonic_ns())
+        self._arm(self.schedule.due_ns(self.composer.next_chunk), time.monotonic_ns())
 
     def stop(self) -> None:
         if self.stopped_ns is None:
@@ -92,8 +67,8 @@ class PacedSender:
         if not self.done.done():
             self.done.set_result(None)
 
-    def _arm(self, now: int) -> None:
-        delay = self.schedule.due_ns(self.composer.next_chunk) - now
+    def _arm(self, due: int, now: int) -> None:
+        delay = due - now
         # Whole milliseconds, rounded up: uvloop's timers count whole milliseconds anyway (a
         # shorter delay would become "at once" and spin the loop until due), and asyncio's
         # loop sleeps in epoll's milliseconds too. An early timer is the exception then.
@@ -125,4 +100,4 @@ class PacedSender:
         except Exception as exc:
             self._finish(time.monotonic_ns(), exc)
             return
-        self._arm(now)
+        self._arm(due, now)

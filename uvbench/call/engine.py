@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import websockets
 
-from uvbench.audio.pacer import Composer, Schedule
+from uvbench.audio.pacer import Composer, Schedule, drift_ms
 from uvbench.audio.sender import PacedSender
 from uvbench.call.live import LivePlayback, LiveState
 from uvbench.call.rest import CallFailed, UltravoxApi
@@ -245,9 +245,7 @@ async def _converse(ctx: CallContext, join_url: str, script: Script) -> None:
                 )
                 result.failure = result.failure or f"closed_by_server: code {code}"
         # asyncio.wait rather than wait_for, which on 3.11 can swallow a cancellation (Ctrl-C).
-        closed, _ = await asyncio.wait({ws.closed}, timeout=CLOSE_WAIT_S)
-        if not closed:
-            ws.abort()
+        await asyncio.wait({ws.closed}, timeout=CLOSE_WAIT_S)  # then aborted below if not closed
     finally:
         for task in (pinger, script_task):
             if task is not None and not task.done():
@@ -261,17 +259,13 @@ async def _converse(ctx: CallContext, join_url: str, script: Script) -> None:
         if not ws.closed.done():
             ws.abort()
             await ws.closed
-        # Drift is read on the chunk grid: against the audio of every chunk whose deadline had
-        # passed when the stream ended. A chunk due a moment before the end and still on its
-        # way (late by its lateness, like any chunk) counts one chunk short, never more.
-        sent, n = ctx.composer.samples_sent, schedule.chunk_samples
-        due = schedule.samples_due(stream_end) // n * n
+        sent = ctx.composer.samples_sent
         timeline.add(
             stream_end,
             "pacer.stopped",
             samples_sent=sent,
-            samples_due=due,
-            drift_ms=(sent - due) * 1000 / schedule.sample_rate,
+            samples_due=schedule.samples_due_on_grid(stream_end),
+            drift_ms=drift_ms(schedule, sent, stream_end),
         )
         result.samples_sent = sent
         by = "client" if ctx.hung_up else "server"

@@ -38,25 +38,17 @@ class EngineProcess:
         self._send_lock = Semaphore()  # frames from several greenlets must not interleave
         self._ids = itertools.count(1)
         self._waiting: dict[int, AsyncResult] = {}
-        self._ready = AsyncResult()
         self.fatal: str | None = None
         self._reader = gevent.spawn(self._read)
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._waiting)
 
     def _send(self, message: tuple[Any, ...]) -> None:
         with self._send_lock:
             wire.send(self._sock, message)
 
     def configure(self, spec: Any) -> None:
-        """The test's scenarios, endpoints and run folder; calls asked before it is done wait."""
-        self._ready = AsyncResult()
+        """The test's scenarios, endpoints and run folder; calls asked before it is done wait
+        in the engine."""
         self._send(("configure", spec))
-
-    def wait_ready(self, timeout_s: float | None = None) -> None:
-        self._ready.get(timeout=timeout_s)
 
     def call(self, scenario_index: int, tags: dict[str, Any]) -> dict[str, Any]:
         """Run one call in the engine and return its record (this greenlet waits, others run).
@@ -95,8 +87,6 @@ class EngineProcess:
                     waiting = self._waiting.get(message[1])
                     if waiting is not None:
                         waiting.set_exception(CallLost(message[2]))
-                elif kind == "ready":
-                    self._ready.set(True)
                 elif kind == "fatal":
                     self._fail(message[1])
         except (OSError, EOFError):
@@ -104,8 +94,6 @@ class EngineProcess:
 
     def _fail(self, line: str) -> None:
         self.fatal = line
-        if not self._ready.ready():
-            self._ready.set_exception(CallLost(line))
         for waiting in list(self._waiting.values()):
             if not waiting.ready():
                 waiting.set_exception(CallLost(line))

@@ -8,7 +8,7 @@ of `uvbench run`: `run_call_of` on uvloop with the same process settings, and `w
 the run folder. Greenlets only ask for calls and wait for their records (`uvbench.locust.bridge`).
 
 Messages in:   ("configure", EngineSpec)   ("call", id, scenario index, tags)   ("cancel", id)
-Messages out:  ("ready",)   ("record", id, record)   ("lost", id, reason)   ("fatal", line)
+Messages out:  ("record", id, record)   ("lost", id, reason)   ("fatal", line)
 A call's record is written to the run folder before it is sent; a call that raised or was
 cancelled comes back as "lost" with the reason, never silently.
 """
@@ -85,7 +85,6 @@ class Engine:
             self.outbox.put(("fatal", f"the call engine could not start: {_line(exc)}"))
             return
         self.configured.set()
-        self.outbox.put(("ready",))
 
     async def call(self, call_id: int, index: int, tags: dict[str, Any]) -> None:
         from uvbench.runner.run import run_call_of, write_call

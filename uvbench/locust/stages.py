@@ -51,13 +51,3 @@ class ShapePlan:
         # starts its VUs), and the next second's along a steep ramp.
         rate = max(1.0, float(abs(following - users)), float(users) if t_s < 1.0 else 0.0)
         return users, rate
-
-    def cumulative_stages(self) -> list[dict[str, float]]:
-        """The stages in locust's stage-example form: cumulative end time, users at that end."""
-        if not self.profile.stages:
-            return [{"duration": self.duration_s, "users": self.profile.concurrency}]
-        out, end = [], 0.0
-        for stage in self.profile.stages:
-            end += stage.duration_s
-            out.append({"duration": end, "users": stage.target})
-        return out

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from uvbench.runner.load import LoadProfile
+from uvbench.runner.load import LoadProfile, whole_profile
 from uvbench.scenario import Scenario
 
 TICK_S = 0.05
@@ -151,16 +151,12 @@ async def run_load(
     if workers > 1:  # one of several worker processes: items worker, worker+W, ... of the run's order
         order = itertools.islice(order, worker, None, workers)
     if not cycle:
-        profile = LoadProfile(
-            concurrency=profile.concurrency,
-            iterations=len(scenarios) * repeat,
-            max_in_flight=profile.max_in_flight,
-        )
+        profile = whole_profile(profile, len(scenarios) * repeat)
     tasks: set[asyncio.Task[Any]] = set()
     free_slots: list[int] = []
     next_slot = itertools.count()
     # This load's own counts (the state's are run-wide when loads run in parallel groups).
-    mine = {"started": 0, "in_flight": 0, "slots": 0}
+    mine = {"started": 0, "in_flight": 0}
     per_vu = profile.iterations_per_vu
     vu_calls: dict[int, int] = {}
     running: dict[int, asyncio.Task[Any]] = {}
@@ -183,7 +179,7 @@ async def run_load(
 
     def slot_free() -> bool:
         """per-vu-iterations: a VU slot that has calls left is free (others always are)."""
-        return per_vu is None or bool(free_slots) or mine["slots"] < profile.concurrency
+        return per_vu is None or bool(free_slots) or len(vu_calls) < profile.concurrency
 
     def interrupt(task: asyncio.Task[Any]) -> None:
         if not task.done() and not task.cancelling():
@@ -199,7 +195,6 @@ async def run_load(
             slot = free_slots.pop()
         else:
             slot = next(next_slot)
-            mine["slots"] += 1
         vu_calls[slot] = vu_calls.get(slot, 0) + 1
         tags = {
             "attempt": attempt,

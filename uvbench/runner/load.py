@@ -43,8 +43,6 @@ class LoadProfile:
     stages: tuple[Stage, ...] = ()
     arrival_rate: float | None = None
     max_in_flight: int | None = None
-    first_arrival_s: float = 0.0
-    """Open model: when call 0 arrives."""
     arrival_stride: tuple[int, int] = (0, 1)
     """Open model, one worker's share (w, W) (see `share`): its call k is the run's arrival k*W + w."""
     start_vus: int = 0
@@ -132,9 +130,9 @@ class LoadProfile:
         offset, every = self.arrival_stride
         k = k * every + offset
         if self.rate_stages:
-            return self.first_arrival_s + self._ramped_arrival_s(k)
+            return self._ramped_arrival_s(k)
         assert self.arrival_rate is not None
-        return self.first_arrival_s + k / self.arrival_rate
+        return k / self.arrival_rate
 
     def _ramped_arrival_s(self, k: int) -> float:
         """Ramping rate: call k arrives when the integral of the rate reaches k (so call 0 at t = 0,
@@ -245,3 +243,12 @@ def parse_stages(text: str) -> tuple[Stage, ...]:
                 f"stage {part.strip()!r} is not duration:target (expected e.g. 30s:20,5m:20,30s:0)"
             ) from None
     return tuple(stages)
+
+
+def whole_profile(profile: LoadProfile | None, calls: int) -> LoadProfile:
+    """The profile with its stop made explicit: one without a duration or iterations runs `calls`
+    calls (each scenario `repeat` times), as iterations, so it can be shared among workers."""
+    profile = profile or LoadProfile()
+    if profile.iterations is not None or profile.total_duration_s is not None:
+        return profile
+    return LoadProfile(concurrency=profile.concurrency, iterations=calls, max_in_flight=profile.max_in_flight)

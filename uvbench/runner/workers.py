@@ -50,7 +50,7 @@ from typing import Any
 
 from uvbench.report.run_folder import RunFolder
 from uvbench.runner.fanout import RunState
-from uvbench.runner.load import LoadProfile, split_count
+from uvbench.runner.load import LoadProfile, split_count, whole_profile
 from uvbench.runner.run import Endpoint, RunSummary, Targets, _summary
 from uvbench.runner.step import Stepper, StepProfile
 from uvbench.scenario import Scenario
@@ -83,15 +83,6 @@ class WorkerSpec:
 
 # ------------------------------------------------------------------------------------------------
 # The parent
-
-
-def whole_profile(profile: LoadProfile | None, calls: int) -> LoadProfile:
-    """The profile with its stop made explicit: without a duration or iterations each scenario runs
-    `repeat` times, i.e. `calls` iterations (as `run_load` itself does), so it can be shared."""
-    profile = profile or LoadProfile()
-    if profile.iterations is not None or profile.total_duration_s is not None:
-        return profile
-    return LoadProfile(concurrency=profile.concurrency, iterations=calls, max_in_flight=profile.max_in_flight)
 
 
 def run_workers(
