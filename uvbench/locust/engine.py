@@ -48,10 +48,9 @@ class Engine:
     def __init__(self, outbox: queue.SimpleQueue[Any]) -> None:
         self.outbox = outbox
         self.spec: EngineSpec | None = None
-        self.folder: Any = None
+        self.writer: Any = None
         self.configured = asyncio.Event()
         self.calls: dict[int, asyncio.Task[None]] = {}
-        self.apis: dict[Any, Any] = {}
         self.stopped = asyncio.Event()
 
     def handle(self, message: tuple[Any, ...]) -> None:
@@ -69,39 +68,30 @@ class Engine:
             self.stopped.set()
 
     async def configure(self, spec: EngineSpec) -> None:
-        from uvbench.call.rest import UltravoxApi
         from uvbench.report.run_folder import RunFolder
-        from uvbench.runner.workers import warm_audio
+        from uvbench.runner.run import CallWriter
 
         self.configured.clear()
         try:
             self.spec = spec
-            self.folder = RunFolder.attach(spec.folder, first=1, step=1, prefix=spec.stem_prefix)
-            for endpoint in spec.endpoints.values():
-                if endpoint not in self.apis:  # TLS setup costs tens of ms of CPU: not under pacers
-                    self.apis[endpoint] = UltravoxApi(endpoint.api_url, endpoint.api_key)
-            await asyncio.to_thread(warm_audio, spec.scenarios)
+            folder = RunFolder.attach(spec.folder, first=1, step=1, prefix=spec.stem_prefix)
+            if self.writer is not None:  # a new test (the web UI): the last test's clients go
+                await self.writer.close()
+            self.writer = CallWriter(folder, spec.endpoints, spec.scenario_tags)
+            await self.writer.warm(spec.scenarios)
         except Exception as exc:
             self.outbox.put(("fatal", f"the call engine could not start: {_line(exc)}"))
             return
         self.configured.set()
 
     async def call(self, call_id: int, index: int, tags: dict[str, Any]) -> None:
-        from uvbench.runner.run import run_call_of, write_call
-
         try:
             await self.configured.wait()
             assert self.spec is not None
-            scenario = self.spec.scenarios[index]
-            endpoint = self.spec.endpoints[scenario.name]
-            # The engine's own count of calls in flight, this one included (the locust master
+            # The engine's own count of calls in flight, this one included (the run's owner
             # replaces it with the run-wide count and keeps this one as worker_concurrency).
-            tags = {**self.spec.scenario_tags.get(scenario.name, {}), **tags, "concurrency": len(self.calls)}
-            result, metrics, checks, _ = await run_call_of(scenario, endpoint, self.apis[endpoint])
-            # Writing the recording and files is slow work: off the loop the pacers run on.
-            record = await asyncio.to_thread(
-                write_call, self.folder, scenario, endpoint, result, metrics, checks, tags
-            )
+            tags = {**tags, "concurrency": len(self.calls)}
+            record = await self.writer.run(self.spec.scenarios[index], tags)
             self.outbox.put(("record", call_id, record))
         except asyncio.CancelledError:
             self.outbox.put(("lost", call_id, "cancelled: locust stopped the user while its call ran"))
@@ -114,8 +104,8 @@ class Engine:
         for task in list(self.calls.values()):
             task.cancel()
         await asyncio.gather(*self.calls.values(), return_exceptions=True)
-        for api in self.apis.values():
-            await api.close()
+        if self.writer is not None:
+            await self.writer.close()
 
 
 def _line(exc: BaseException) -> str:

@@ -240,6 +240,62 @@ def write_call(
     return folder.write_call(stem, record, result.timeline.to_json(), recording, result.server_recording)
 
 
+def warm_audio(scenarios: list[Scenario]) -> None:
+    """Decode every clip at its call's input rate now (cached), not under the first calls' pacers."""
+    from uvbench.audio.source import load_pcm
+    from uvbench.scenario import BargeInStep, SayStep
+
+    for scenario in scenarios:
+        for step in scenario.script:
+            if isinstance(step, (SayStep, BargeInStep)):
+                try:
+                    load_pcm(step.path, scenario.input_sample_rate)
+                except Exception:  # the call itself reports an unreadable clip
+                    pass
+
+
+class CallWriter:
+    """What every runner does per call (one process, a worker process, a locust call engine): run
+    the scenario's call on its endpoint and write it to the run folder; the record is returned."""
+
+    def __init__(
+        self,
+        folder: RunFolder,
+        endpoints: dict[str, Endpoint],
+        scenario_tags: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        self.folder = folder
+        self.endpoints = endpoints
+        self.scenario_tags = scenario_tags or {}
+        self.apis: dict[Endpoint, UltravoxApi] = {}
+
+    def api(self, endpoint: Endpoint) -> UltravoxApi:
+        if endpoint not in self.apis:
+            self.apis[endpoint] = UltravoxApi(endpoint.api_url, endpoint.api_key)
+        return self.apis[endpoint]
+
+    async def warm(self, scenarios: list[Scenario]) -> None:
+        """Cold-start work before the first call, not under the first calls' pacers: one HTTP
+        client per endpoint for the whole run (making one costs tens of milliseconds of CPU, TLS
+        setup) and every clip decoded at its call's input rate."""
+        for endpoint in self.endpoints.values():
+            self.api(endpoint)
+        await asyncio.to_thread(warm_audio, scenarios)
+
+    async def run(self, scenario: Scenario, tags: dict[str, Any]) -> dict[str, Any]:
+        tags = {**self.scenario_tags.get(scenario.name, {}), **tags}  # the runner's own tags win
+        endpoint = self.endpoints[scenario.name]
+        result, metrics, checks, _ = await run_call_of(scenario, endpoint, self.api(endpoint))
+        # Writing the recording and files is slow work: off the loop the pacers run on.
+        return await asyncio.to_thread(
+            write_call, self.folder, scenario, endpoint, result, metrics, checks, tags
+        )
+
+    async def close(self) -> None:
+        for api in self.apis.values():
+            await api.close()
+
+
 @dataclass
 class RunSummary:
     folder: Path
@@ -307,22 +363,10 @@ def run_scenarios(
     state = state or RunState()
     interrupted = False
     try:
-        endpoints = {s.name: targets.endpoint(s) for s in scenarios}
-        # One HTTP client per endpoint for the whole run: making one costs tens of milliseconds of
-        # CPU (TLS setup), which would stall every call's pacer each time a call starts.
-        apis: dict[Endpoint, UltravoxApi] = {}
+        writer = CallWriter(folder, {s.name: targets.endpoint(s) for s in scenarios}, scenario_tags)
 
         async def run_one(scenario: Scenario, tags: dict[str, Any]) -> dict[str, Any]:
-            if scenario_tags and scenario.name in scenario_tags:
-                tags = {**scenario_tags[scenario.name], **tags}  # the runner's own tags win
-            endpoint = endpoints[scenario.name]
-            if endpoint not in apis:
-                apis[endpoint] = UltravoxApi(endpoint.api_url, endpoint.api_key)
-            result, metrics, checks, _ = await run_call_of(scenario, endpoint, apis[endpoint])
-            # Writing the recording and files is slow work: off the loop the pacers run on.
-            record = await asyncio.to_thread(
-                write_call, folder, scenario, endpoint, result, metrics, checks, tags
-            )
+            record = await writer.run(scenario, tags)
             records.append(record)
             if on_call:
                 on_call(record, folder.path)
@@ -330,6 +374,7 @@ def run_scenarios(
 
         async def run_all() -> None:
             try:
+                await writer.warm(scenarios)
                 if groups:
                     await run_groups(groups, run_one, repeat=repeat, seed=seed, state=state, on_drop=on_drop)
                     return
@@ -344,8 +389,7 @@ def run_scenarios(
                     hooks=hooks,
                 )
             finally:
-                for api in apis.values():
-                    await api.close()
+                await writer.close()
 
         from uvbench.eventloop import fast_event_loop_factory
 

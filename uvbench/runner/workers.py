@@ -544,33 +544,22 @@ class _WorkerHooks:
             self.tell(("lost", self.w, tags.get("step")))
 
 
-def warm_audio(scenarios: list[Scenario]) -> None:
-    from uvbench.audio.source import load_pcm
-    from uvbench.scenario import BargeInStep, SayStep
-
-    for scenario in scenarios:
-        for step in scenario.script:
-            if isinstance(step, (SayStep, BargeInStep)):
-                try:
-                    load_pcm(step.path, scenario.input_sample_rate)
-                except Exception:  # the call itself reports an unreadable clip
-                    pass
-
-
 async def _work(spec: WorkerSpec, conn: Connection, counters: Any, outbox: queue.SimpleQueue[Any]) -> None:
     import asyncio
 
-    from uvbench.call.rest import UltravoxApi
     from uvbench.runner.fanout import run_load
-    from uvbench.runner.run import run_call_of, write_call
+    from uvbench.runner.run import CallWriter
 
     loop = asyncio.get_running_loop()
-    folder = RunFolder.attach(spec.folder, first=spec.worker + 1, step=spec.workers)
+    writer = CallWriter(
+        RunFolder.attach(spec.folder, first=spec.worker + 1, step=spec.workers),
+        spec.endpoints,
+        spec.scenario_tags,
+    )
     tell = outbox.put
     levels = _RemoteLevels(spec.step_total_s, tell, spec.worker) if spec.step_total_s else None
     hooks = _WorkerHooks(spec, counters, levels, tell)
     state = RunState()
-    apis: dict[Endpoint, UltravoxApi] = {}
     go: asyncio.Future[float] = loop.create_future()
     main: list[asyncio.Task[Any]] = []
 
@@ -595,27 +584,14 @@ async def _work(spec: WorkerSpec, conn: Connection, counters: Any, outbox: queue
             cancel()
 
     async def run_one(scenario: Scenario, tags: dict[str, Any]) -> dict[str, Any]:
-        if spec.scenario_tags and scenario.name in spec.scenario_tags:
-            tags = {**spec.scenario_tags[scenario.name], **tags}  # the runner's own tags win
-        endpoint = spec.endpoints[scenario.name]
-        if endpoint not in apis:
-            apis[endpoint] = UltravoxApi(endpoint.api_url, endpoint.api_key)
-        result, metrics, checks, _ = await run_call_of(scenario, endpoint, apis[endpoint])
-        record = await asyncio.to_thread(
-            write_call, folder, scenario, endpoint, result, metrics, checks, tags
-        )
+        record = await writer.run(scenario, tags)
         tell(("record", spec.worker, record))
         return record
 
     def on_drop(dropped: int) -> None:
         counters[SLOTS * spec.worker + _DROPPED] = dropped
 
-    # Cold-start work before the shared start instant, not under the first calls' pacers: each
-    # endpoint's HTTP client (TLS setup) and every clip decoded at its call's input rate.
-    for endpoint in spec.endpoints.values():
-        if endpoint not in apis:
-            apis[endpoint] = UltravoxApi(endpoint.api_url, endpoint.api_key)
-    await asyncio.to_thread(warm_audio, spec.scenarios)
+    await writer.warm(spec.scenarios)  # before the shared start instant, not under the first pacers
     loop.add_reader(conn.fileno(), on_control)
     tell(("ready", spec.worker))
     try:
@@ -653,5 +629,4 @@ async def _work(spec: WorkerSpec, conn: Connection, counters: Any, outbox: queue
             loop.remove_reader(conn.fileno())
         except (OSError, ValueError):
             pass
-        for api in apis.values():
-            await api.close()
+        await writer.close()
