@@ -400,7 +400,7 @@ async def _read_back(api: UltravoxApi, result: CallResult) -> None:
     timeline = result.timeline
     try:
         for _ in range(30):
-            result.call = await api.get_call(call_id)
+            result.call = await api.read_call(call_id)
             if result.call.get("ended"):
                 break
             await asyncio.sleep(0.1)

@@ -189,38 +189,23 @@ class UltravoxApi:
             )
         raise AssertionError("unreachable")
 
-    async def get_call(self, call_id: str) -> dict[str, Any]:
-        response = await self.http.get(f"{self.api_url}/calls/{call_id}", headers=self._headers)
-        response.raise_for_status()
-        return response.json()
-
     async def messages(self, call_id: str) -> list[dict[str, Any]]:
-        """All messages of the call, following pagination."""
-        url: str | None = f"{self.api_url}/calls/{call_id}/messages"
+        """All messages of the call, page after page."""
         out: list[dict[str, Any]] = []
-        while url:
-            response = await self.http.get(url, headers=self._headers)
-            response.raise_for_status()
-            page = response.json()
+        params: Params = None
+        while True:
+            page = await self.messages_page(call_id, params)
             out.extend(page.get("results", []))
-            url = page.get("next")
-        return out
+            cursor = cursor_of(page.get("next"))
+            if cursor is None:
+                return out
+            params = {"cursor": cursor}
 
     async def recording(self, call_id: str, *, wait_s: float = 5.0) -> bytes | None:
-        """The server's recording once available (425 means not yet); None if there is none.
-
-        Redirects are followed by hand: the real API may answer with a signed URL on a storage
-        host, which must not receive the API key (httpx keeps custom headers across hosts)."""
+        """The server's recording once available (425 means not yet); None if there is none."""
         deadline = time.monotonic() + wait_s
-        origin = httpx.URL(f"{self.api_url}/calls/{urllib.parse.quote(call_id, safe='')}/recording")
         while True:
-            url = origin
-            for _ in range(MAX_REDIRECTS + 1):
-                headers = self._headers if _same_origin(url, origin) else {}
-                response = await self.http.get(str(url), headers=headers)
-                if not (response.is_redirect and "Location" in response.headers):
-                    break
-                url = response.url.join(response.headers["Location"])
+            response = await self._get_following(self._recording_url(call_id))
             if response.status_code == 200:
                 return response.content
             if response.status_code != 425 or time.monotonic() > deadline:
@@ -288,28 +273,37 @@ class UltravoxApi:
     async def save_recording(self, call_id: str, path: Path) -> int:
         """GET /calls/{id}/recording into `path`; the number of bytes written.
 
-        Redirects (the real API may answer 302 to a signed URL) are followed, and the API key is
-        sent only to the API's own origin, never to the host of a signed URL. The file appears
-        whole or not at all. A recording not ready yet is ApiRequestError with status 425.
+        The file appears whole or not at all. A recording not ready yet is ApiRequestError with
+        status 425.
         """
-        url = httpx.URL(f"{self.api_url}/calls/{urllib.parse.quote(call_id, safe='')}/recording")
+        url = self._recording_url(call_id)
+        response = await self._get_following(url, stream=True)
+        try:
+            if response.status_code != 200:
+                await response.aread()
+                raise _request_error(response)
+            try:
+                return await _stream_to(response, path)
+            except httpx.TransportError as exc:
+                raise ApiRequestError(f"GET {_shown(url)}: download broke off ({_why(exc)})") from None
+        finally:
+            await response.aclose()
+
+    def _recording_url(self, call_id: str) -> httpx.URL:
+        return httpx.URL(f"{self.api_url}/calls/{urllib.parse.quote(call_id, safe='')}/recording")
+
+    async def _get_following(self, url: httpx.URL, *, stream: bool = False) -> httpx.Response:
+        """`_get`, following redirects by hand: the real API may answer with a signed URL on a
+        storage host, which must never receive the API key (httpx keeps custom headers across
+        hosts), so the key goes only to the API's own origin."""
         origin = url
         for _ in range(MAX_REDIRECTS + 1):
             headers = self._headers if _same_origin(url, origin) else {}
-            response = await self._get(str(url), headers=headers, stream=True)
-            try:
-                if response.is_redirect and "Location" in response.headers:
-                    url = response.url.join(response.headers["Location"])
-                    continue
-                if response.status_code != 200:
-                    await response.aread()
-                    raise _request_error(response)
-                try:
-                    return await _stream_to(response, path)
-                except httpx.TransportError as exc:
-                    raise ApiRequestError(f"GET {_shown(url)}: download broke off ({_why(exc)})") from None
-            finally:
-                await response.aclose()
+            response = await self._get(str(url), headers=headers, stream=stream)
+            if not (response.is_redirect and "Location" in response.headers):
+                return response
+            await response.aclose()
+            url = response.url.join(response.headers["Location"])
         raise ApiRequestError(f"GET {_shown(origin)}: more than {MAX_REDIRECTS} redirects")
 
     async def ground_truth(self, call_id: str) -> dict[str, Any] | None:
