@@ -505,7 +505,8 @@ def test_finish_writes_the_summary_and_the_reports(tmp_path: Path) -> None:
     assert len((folder / "calls.csv").read_text().splitlines()) == 4  # header + 3 calls
     assert (folder / "junit.xml").read_text().count("<testcase") == 3
     assert (folder / "stats.csv").is_file()
-    assert (folder / "report.html").stat().st_size > 0
+    assert (folder / "report.html").stat().st_size > 10_000
+    assert "turn.ttfa_ms" in (folder / "report.html").read_text()
     assert f"report: {folder / 'report.html'}" in verdict.lines
     assert "uvbench: 1 calls gave no record; the first: RuntimeError: engine gone" in verdict.lines
     assert verdict.exit_code is None

@@ -332,9 +332,10 @@ def test_command_line_thresholds_are_metric_colon_expression() -> None:
     ]
     with pytest.raises(ThresholdError) as malformed:
         parse_threshold_flags(["turn.ttfa_ms p(95) < 1200", "call.failed:"], "--uvbench-threshold")
-    assert [p.split(":")[0] for p in malformed.value.problems] == [
-        "--uvbench-threshold 'turn.ttfa_ms p(95) < 1200'",
-        "--uvbench-threshold 'call.failed",
+    expected = "expected 'METRIC: EXPRESSION', e.g. 'turn.ttfa_ms: p(95) < 1200'"
+    assert malformed.value.problems == [
+        f"--uvbench-threshold 'turn.ttfa_ms p(95) < 1200': {expected}",
+        f"--uvbench-threshold 'call.failed:': {expected}",
     ]
     with pytest.raises(ThresholdError, match="unknown metric"):
         parse_threshold_flags(["turn.ttfaa_ms: p(95) < 1"])
