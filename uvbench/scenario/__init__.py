@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from uvbench.scenario.base import JSON_SCHEMA_DIALECT
 from uvbench.scenario.load_config import EXECUTORS, CliLoad, LoadConfigError, LoadSpec, apply_cli
 from uvbench.scenario.loader import (
     ScenarioError,
@@ -58,8 +59,6 @@ from uvbench.scenario.model import (
     duration_seconds,
 )
 from uvbench.scenario.suite import LoadedSuite, Suite, SuiteEntry, load_suite, suite_json_schema
-
-JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
 def json_schema() -> dict[str, Any]:

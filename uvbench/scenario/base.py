@@ -43,6 +43,10 @@ def did_you_mean(word: str, candidates: list[str] | tuple[str, ...], *, quote: b
     return f'did you mean "{match[0]}"?' if quote else f"did you mean {match[0]}?"
 
 
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+"""The dialect of the scenario and suite JSON Schemas (`uvbench schema`)."""
+
+
 # --------------------------------------------------------------------------------------------
 # Durations
 

@@ -21,14 +21,16 @@ CLI flags override the file like k6's tiers (`apply_cli`): --duration, --iterati
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 
 import yaml
 from pydantic import (
     AfterValidator,
     BeforeValidator,
+    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -445,6 +447,53 @@ def file_load(model: Any) -> _Executor | None:
     if model.load is not None:
         return model.load
     return from_shortcuts(model.vus, model.duration, model.iterations, model.stages)
+
+
+def in_file_order(names: Iterable[str]) -> list[str]:
+    """A scenario's or suite's keys in the order its model declares them: the inherited `FileLoad`
+    keys (first in pydantic's field order) just before `thresholds`."""
+    names = list(names)
+    own = [name for name in names if name in FileLoad.model_fields]
+    rest = [name for name in names if name not in FileLoad.model_fields]
+    at = rest.index("thresholds") if "thresholds" in rest else len(rest)
+    return rest[:at] + own + rest[at:]
+
+
+def _schema_in_file_order(schema: dict[str, Any], cls: type) -> None:
+    properties = schema.get("properties")
+    if isinstance(properties, dict):
+        schema["properties"] = {name: properties[name] for name in in_file_order(properties)}
+
+
+class FileLoad(_Model):
+    """The top-level load of a scenario or suite file: `load:` or k6's shortcuts (`load_spec`)."""
+
+    model_config = ConfigDict(json_schema_extra=_schema_in_file_order)
+
+    load: LoadSpec | None = None
+    """How many calls run and when, as a k6 executor: constant-vus, ramping-vus,
+    constant-arrival-rate, ramping-arrival-rate, shared-iterations or per-vu-iterations, with k6's
+    keys. Or the shortcuts vus, duration, iterations, stages at the top level. CLI flags override it."""
+    vus: Annotated[int, Field(ge=0)] | None = None
+    """k6 shortcut: calls in flight (with duration: constant-vus; with stages: their start)."""
+    duration: Annotated[Duration, Field(gt=0)] | None = None
+    """k6 shortcut: constant-vus for this long (with iterations: their maxDuration)."""
+    iterations: Annotated[int, Field(ge=1)] | None = None
+    """k6 shortcut: shared-iterations, this many calls in all."""
+    stages: Annotated[list[StageSpec], Field(min_length=1)] | None = None
+    """k6 shortcut: ramping-vus through [{duration, target}]."""
+
+    @model_validator(mode="after")
+    def _load_shortcuts(self) -> Self:
+        found = shortcut_problem(self)
+        if found:
+            raise problem(found[1], at=found[0])
+        return self
+
+    @property
+    def load_spec(self) -> LoadSpec | None:
+        """The file's load in canonical form (`load:`, or derived from the shortcuts), or None."""
+        return file_load(self)
 
 
 # --------------------------------------------------------------------------------------------

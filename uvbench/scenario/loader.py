@@ -41,7 +41,13 @@ from uvbench.protocol.schema import (
     load_openapi,
     validate_start_call,
 )
-from uvbench.scenario.load_config import LOAD_KEYS, shortcut_problem_in, threshold_problems
+from uvbench.scenario.load_config import (
+    LOAD_KEYS,
+    FileLoad,
+    in_file_order,
+    shortcut_problem_in,
+    threshold_problems,
+)
 from uvbench.scenario.model import (
     CONDITION_KINDS,
     DEFAULT_MEDIUM,
@@ -325,10 +331,13 @@ def _is_model(tp: Any) -> bool:
 
 
 def _user_fields(model: type[BaseModel]) -> dict[str, Any]:
-    """The keys a file may write for `model` (aliases), to their field info."""
+    """The keys a file may write for `model` (aliases), to their field info, in declared order."""
+    fields = model.model_fields
+    if issubclass(model, FileLoad):
+        fields = {name: fields[name] for name in in_file_order(fields)}
     return {
         info.alias or name: info
-        for name, info in model.model_fields.items()
+        for name, info in fields.items()
         if not (model is Scenario and name in _RESERVED)
     }
 

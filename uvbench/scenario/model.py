@@ -50,14 +50,7 @@ from uvbench.scenario.base import (  # noqa: F401 (re-exported: the names other 
     problem,
     show,
 )
-from uvbench.scenario.load_config import (
-    LOAD_TAGS,
-    LoadSpec,
-    StageSpec,
-    Thresholds,
-    file_load,
-    shortcut_problem,
-)
+from uvbench.scenario.load_config import LOAD_TAGS, FileLoad, Thresholds
 
 # --------------------------------------------------------------------------------------------
 # Vocabulary
@@ -902,7 +895,7 @@ def cross_problems(data: dict[str, Any]) -> list[tuple[Loc, str, bool]]:
     return found
 
 
-class Scenario(_Model):
+class Scenario(FileLoad):
     """One scenario: who to call, how, and the user's script. See scenarios/quickstart.yaml."""
 
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -931,18 +924,7 @@ class Scenario(_Model):
     script: Annotated[list[Step], Field(min_length=1)]
     """The user's steps, in order."""
 
-    load: LoadSpec | None = None
-    """How many calls run and when, as a k6 executor: constant-vus, ramping-vus,
-    constant-arrival-rate, ramping-arrival-rate, shared-iterations or per-vu-iterations, with k6's
-    keys. Or the shortcuts vus, duration, iterations, stages at the top level. CLI flags override it."""
-    vus: Annotated[int, Field(ge=0)] | None = None
-    """k6 shortcut: calls in flight (with duration: constant-vus; with stages: their start)."""
-    duration: Annotated[Duration, Field(gt=0)] | None = None
-    """k6 shortcut: constant-vus for this long (with iterations: their maxDuration)."""
-    iterations: Annotated[int, Field(ge=1)] | None = None
-    """k6 shortcut: shared-iterations, this many calls in all."""
-    stages: Annotated[list[StageSpec], Field(min_length=1)] | None = None
-    """k6 shortcut: ramping-vus through [{duration, target}]."""
+    # load, vus, duration, iterations, stages: FileLoad's (listed here in the schema and messages)
     thresholds: Thresholds = {}
     """k6 thresholds gating the run: {"turn.ttfa_ms": ["p(95) < 1200"], "call.failed": ["rate < 0.01"]};
     --threshold adds to them."""
@@ -976,18 +958,6 @@ class Scenario(_Model):
                 f"{show(value)} is not a call id (expected a UUID, the callId of an earlier call)"
             ) from None
         return value
-
-    @model_validator(mode="after")
-    def _load_shortcuts(self) -> Scenario:
-        found = shortcut_problem(self)
-        if found:
-            raise problem(found[1], at=found[0])
-        return self
-
-    @property
-    def load_spec(self) -> LoadSpec | None:
-        """The file's load in canonical form (`load:`, or derived from the shortcuts), or None."""
-        return file_load(self)
 
     @model_validator(mode="after")
     def _cross_check(self, info: ValidationInfo) -> Scenario:

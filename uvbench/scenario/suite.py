@@ -27,14 +27,8 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import Field, ValidationError, model_validator
 
-from uvbench.scenario.base import Duration, _Model, did_you_mean, problem, show
-from uvbench.scenario.load_config import (
-    LoadSpec,
-    StageSpec,
-    Thresholds,
-    file_load,
-    shortcut_problem,
-)
+from uvbench.scenario.base import JSON_SCHEMA_DIALECT, Duration, _Model, did_you_mean, problem, show
+from uvbench.scenario.load_config import FileLoad, LoadSpec, Thresholds
 from uvbench.scenario.loader import (
     SUITE_KEY,
     ScenarioError,
@@ -104,7 +98,7 @@ class SuiteEntry(_Model):
 EntryName = Annotated[str, Field(pattern=NAME_PATTERN)]
 
 
-class Suite(_Model):
+class Suite(FileLoad):
     """A suite: named scenario files sharing a load by weight, or each with its own load in parallel."""
 
     KEY_HINTS: ClassVar[dict[str, str]] = {
@@ -117,32 +111,16 @@ class Suite(_Model):
     """Names the run folder (default: the file's name)."""
     description: str = ""
     """What the suite exercises."""
-    load: LoadSpec | None = None
-    """The load the entries without their own load share (a k6 executor); or the shortcuts below."""
-    vus: Annotated[int, Field(ge=0)] | None = None
-    """k6 shortcut: calls in flight (with duration: constant-vus; with stages: their start)."""
-    duration: Annotated[Duration, Field(gt=0)] | None = None
-    """k6 shortcut: constant-vus for this long (with iterations: their maxDuration)."""
-    iterations: Annotated[int, Field(ge=1)] | None = None
-    """k6 shortcut: shared-iterations, this many calls in all."""
-    stages: Annotated[list[StageSpec], Field(min_length=1)] | None = None
-    """k6 shortcut: ramping-vus through [{duration, target}]."""
+    load: LoadSpec | None = Field(
+        None,
+        description="The load the entries without their own load share (a k6 executor);"
+        " or the shortcuts below.",
+    )
+    # vus, duration, iterations, stages: FileLoad's (listed here in the schema and messages)
     thresholds: Thresholds = {}
     """k6 thresholds over every call of the suite; filter entries with {scenario:<entry>}."""
     scenarios: Annotated[dict[EntryName, SuiteEntry], Field(min_length=1)]
     """The entries by name (lowercase letters, digits, _ and -): {file, weight, load, startTime, tags}."""
-
-    @model_validator(mode="after")
-    def _load_shortcuts(self) -> Suite:
-        found = shortcut_problem(self)
-        if found:
-            raise problem(found[1], at=found[0])
-        return self
-
-    @property
-    def load_spec(self) -> LoadSpec | None:
-        """The shared load in canonical form, or None."""
-        return file_load(self)
 
 
 @dataclass
@@ -262,4 +240,4 @@ def load_suite(path: str | os.PathLike) -> LoadedSuite:
 def suite_json_schema() -> dict[str, Any]:
     """The JSON Schema (2020-12) of a suite file, for `uvbench schema --suite` and editors."""
     schema = Suite.model_json_schema(by_alias=True, mode="validation")
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema, "title": "uvbench suite"}
+    return {"$schema": JSON_SCHEMA_DIALECT, **schema, "title": "uvbench suite"}
