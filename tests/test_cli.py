@@ -187,6 +187,9 @@ def test_a_breached_threshold_exits_1_and_shows_in_junit_and_report_rebuilds(tmp
         False,
         True,
     ]
+    # the runner's keys, then the load the run was given, then the aggregate and the gates
+    assert list(summary)[-3:] == ["load", "aggregate", "thresholds"]
+    assert summary["load"]["vus"] == 2 and summary["load"]["iterations"] == 2
     before = (folder / "results.jsonl").read_text()
     rebuilt = run_cli("report", str(folder))
     assert rebuilt.returncode == 0 and "report rebuilt from 2 call timelines" in rebuilt.stdout

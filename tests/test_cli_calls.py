@@ -373,3 +373,12 @@ def test_recording_follows_a_redirect_without_sending_the_key_elsewhere(cli, mon
     assert code == 0 and target.read_bytes() == b"RIFF....WAVE" and "12 bytes" in out
     assert [r.url.host for r in seen] == ["127.0.0.1", "storage.example.com"]
     assert "X-API-Key" in seen[0].headers and "X-API-Key" not in seen[1].headers
+
+
+def test_the_ultravox_key_variable_named_in_the_help_is_the_scenarios(capsys):
+    from uvbench.scenario import ULTRAVOX_API_KEY_ENV
+
+    with pytest.raises(SystemExit):
+        main(["calls", "list", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"(default {ULTRAVOX_API_KEY_ENV} for ultravox," in help_text

@@ -223,6 +223,7 @@ def test_cli_exit_codes_table_and_json(tmp_path, capsys) -> None:
     }
     assert {r["metric"] for r in doc["scopes"][0]["rows"]} == {"turn.ttfa_ms"}
     assert cli(["compare", str(base), str(slow), "--min-effect", "90%"]) == 0  # nothing moves 90 %
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("compare: no change")
 
 
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys) -> None:
@@ -313,3 +314,26 @@ def test_run_with_baseline_exits_1_and_writes_compare_json_and_junit(real_runs) 
     assert baseline.tests == 1 and baseline.failures == 1
     (case,) = list(baseline)
     assert case.name == "baseline comparison" and "turn.ttfa_ms p50" in case.result[0].message
+
+
+def test_figures_and_differences_print_in_their_unit() -> None:
+    from uvbench.report.compare import format_value
+
+    assert [format_value(812.4, u) for u in ("ms", "%", "/min", "count", "")] == [
+        "812 ms",
+        "812.4%",
+        "812.40/min",
+        "812.4",
+        "812.40",
+    ]
+    assert [format_value(-1.25, u, signed=True) for u in ("ms", "%", "/min", "count", "")] == [
+        "-1 ms",
+        "-1.2 pp",
+        "-1.25/min",
+        "-1.2",
+        "-1.25",
+    ]
+    assert (
+        format_value(3.0, "ms", signed=True) == "+3 ms" and format_value(0.5, "%", signed=True) == "+0.5 pp"
+    )
+    assert format_value(None, "ms") == "—" and format_value(None, "%", signed=True) == "—"

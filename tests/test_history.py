@@ -213,3 +213,42 @@ def test_history_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert len(err) == 1 and "no figures of 'turn.ttfa'" in err[0] and "turn.ttfa_ms" in err[0]
     assert cli(["history", "--db", str(db), "--name", "nope"]) == 2
     assert "no runs named 'nope'" in capsys.readouterr().err
+
+
+def test_a_run_is_aggregated_once_at_its_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """finish_run's aggregate serves the summary, the history rows and the page's plots alike (the
+    plots grouped by concurrency or by buffer size group the calls their own way)."""
+    import uvbench.report.finish as finish_mod
+    import uvbench.report.history as history_mod
+    import uvbench.report.html as html_mod
+    import uvbench.report.plots as plots_mod
+
+    calls: list[int] = []
+
+    def counting(records: Any, **kwargs: Any) -> Any:
+        records = list(records)
+        if kwargs.get("by") in (None, "scenario"):
+            calls.append(len(records))
+        return aggregate(records, **kwargs)
+
+    for mod in (finish_mod, history_mod, html_mod, plots_mod):
+        monkeypatch.setattr(mod, "aggregate", counting)
+    folder, records = make_run(tmp_path / "reports", "20260101-100000-checkout", [500, 600, 700, 800])
+    records.append(record(9000, outcome="invalid:generator_overloaded"))
+    finish_run(folder, records, [])
+    assert calls == [len(records)]
+    assert (folder / "report.html").is_file()
+    (point,) = history_points(tmp_path / "reports" / DB_NAME)
+    assert point["metrics"] == {"turn.ttfa_ms.p95": aggregate(records[:4]).metrics["turn.ttfa_ms"].p95}
+
+
+def test_finish_run_merges_extra_into_the_summary_in_one_write(tmp_path: Path) -> None:
+    folder, records = make_run(tmp_path / "reports", "20260101-100000-checkout", [500, 600])
+    (folder / "summary.json").write_text(json.dumps({"calls": 2, "load": None, "interrupted": False}))
+    finish_run(folder, records, [], {"load": {"executor": "constant-vus", "vus": 2}, "knee": {"held": 4}})
+    summary = json.loads((folder / "summary.json").read_text())
+    assert list(summary) == ["calls", "load", "interrupted", "knee", "aggregate", "thresholds"]
+    assert summary["load"] == {"executor": "constant-vus", "vus": 2} and summary["knee"] == {"held": 4}
+    with sqlite3.connect(tmp_path / "reports" / DB_NAME) as conn:  # the history saw the merged load
+        (profile,) = conn.execute("SELECT profile FROM runs").fetchone()
+    assert json.loads(profile)["load"] == {"executor": "constant-vus", "vus": 2}

@@ -418,3 +418,13 @@ def test_rebuild_needs_a_run_folder(tmp_path: Path) -> None:
     result = rebuild(tmp_path)
     assert result.records == [] and result.warnings
     assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_write_text_replaces_the_file_whole(tmp_path: Path) -> None:
+    from uvbench.report.run_folder import write_text
+
+    path = tmp_path / "calls.csv"
+    path.write_text("old\n")
+    write_text(path, "new ✓\n")
+    assert path.read_text(encoding="utf-8") == "new ✓\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["calls.csv"]  # no temporary file left behind

@@ -603,3 +603,30 @@ def test_the_load_line_reads_like_the_command_line():
     stages = [{"duration": "15s", "target": 50}, {"duration": "45s", "target": 50}]
     text = _load_dict_text({"executor": "ramping-vus", "startVUs": 1, "stages": stages, "gracefulStop": None})
     assert text == "executor ramping-vus, startVUs 1, stages 15s:50,45s:50"
+
+
+def test_the_runs_aggregate_draws_the_same_plots(tmp_path):
+    """The page drawn from the aggregate finish_run computed (invalid calls included in its records)
+    is the page drawn from the valid calls' own aggregate: an aggregate's metrics are the valid calls'."""
+    from uvbench.metrics.aggregate import aggregate
+
+    records = _synthetic(12) + [
+        _record(50 + n, ttfa=9000.0 + n, concurrency=1, buffer_ms=60, outcome="invalid:generator_overloaded")
+        for n in range(3)
+    ]
+
+    def normalised(text: str) -> str:
+        text = re.sub(r"\buv\d+-", "uvN-", text)  # each figure's id prefix
+        return re.sub(r"generated [0-9: -]+", "generated", text)
+
+    overall = aggregate(records, by="scenario")
+    summary = {"aggregate": overall.to_json()}
+    given = render_html(tmp_path, records, summary, overall=overall)
+    computed = render_html(tmp_path, records, summary)
+    assert normalised(given) == normalised(computed)
+    assert "9000" not in given.split('id="plots"')[1].split("</section>")[0]  # no invalid call drawn
+
+
+def test_the_preferred_history_lines_are_among_the_figures_read():
+    read = {f"{m}.{s}" for m in plots.HISTORY_METRICS for s in plots.HISTORY_STATS}
+    assert set(plots.HISTORY_PREFERRED) <= read

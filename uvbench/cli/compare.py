@@ -168,7 +168,7 @@ def baseline_check(
     """`uvbench run --baseline`: compare the finished run with the baseline, write compare.json into
     the run folder and a "baseline comparison" testcase into its junit.xml; returns the comparison
     and the lines to print (the rows that moved, then the verdict line)."""
-    from uvbench.report.compare import REGRESSED, compare, format_diff, table_lines
+    from uvbench.report.compare import REGRESSED, compare, format_value, table_lines
     from uvbench.report.junit import add_baseline_case
 
     comparison = compare(baseline, records, baseline_label=str(baseline_dir), current_label=str(folder))
@@ -176,7 +176,8 @@ def baseline_check(
     junit = folder / "junit.xml"
     if junit.exists():
         regressed = [
-            f"{'' if s.name == 'overall' else f'[{s.name}] '}{r.label} {format_diff(r.diff, r.unit)}"
+            f"{'' if s.name == 'overall' else f'[{s.name}] '}{r.label} "
+            + format_value(r.diff, r.unit, signed=True)
             for s, r in comparison.regressions
         ]
         detail = "\n".join(table_lines(comparison))

@@ -46,7 +46,7 @@ def sparkline(values: list[float]) -> str:
 
 def _unit(metric: str) -> str:
     if metric.endswith("_ms"):
-        return " ms"
+        return "ms"
     if metric.endswith("_pct"):
         return "%"
     if metric.endswith("_per_min"):
@@ -54,16 +54,8 @@ def _unit(metric: str) -> str:
     return ""
 
 
-def _fmt(value: float, unit: str, signed: bool = False) -> str:
-    sign = "+" if signed else ""
-    if unit == " ms":
-        return f"{value:{sign}.0f} ms"
-    if unit == "%":
-        return f"{value:{sign}.1f}" + (" pp" if signed else "%")
-    return f"{value:{sign}.2f}{unit}"
-
-
 def main(args: argparse.Namespace) -> int:
+    from uvbench.report.compare import format_value
     from uvbench.report.history import (
         RATE_METRICS,
         HistoryError,
@@ -115,9 +107,9 @@ def main(args: argparse.Namespace) -> int:
     previous = None
     line = sparkline(values)
     for point, value, spark in zip(points, values, line, strict=True):
-        change = "—" if previous is None else _fmt(value - previous, unit, signed=True)
+        change = "—" if previous is None else format_value(value - previous, unit, signed=True)
         started = point["started"].replace("T", " ")
-        print(f"  {point['run']:<{width}}{started:<21}{_fmt(value, unit):>11}{change:>11}  {spark}")
+        print(f"  {point['run']:<{width}}{started:<21}{format_value(value, unit):>11}{change:>11}  {spark}")
         previous = value
-    print(f"trend {line}  (min {_fmt(min(values), unit)}, max {_fmt(max(values), unit)})")
+    print(f"trend {line}  (min {format_value(min(values), unit)}, max {format_value(max(values), unit)})")
     return EXIT_OK

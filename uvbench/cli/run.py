@@ -8,8 +8,6 @@ from pathlib import Path
 
 from uvbench.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, UsageError
 
-"""The interpreter's thread switch interval during a run (Python's default is 5 ms)."""
-
 
 def add_parser(sub) -> None:
     run = sub.add_parser(
@@ -159,13 +157,12 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     from uvbench.report.finish import finish_run
 
-    if not stepper:
-        _write_load(summary.folder, plan.load_json)
-
     if stepper:  # thresholds judged each level; they are not a gate over the whole run
-        _write_knee(summary.folder, stepper.knee(interrupted=summary.interrupted))
+        extra = {"knee": stepper.knee(interrupted=summary.interrupted)}
         thresholds = []
-    finished = finish_run(summary.folder, summary.records, thresholds)
+    else:
+        extra = {"load": plan.load_json}
+    finished = finish_run(summary.folder, summary.records, thresholds, extra)
     for line in finished.lines:
         print(line)
     passed = sum(1 for r in summary.records if r["passed"])
@@ -241,15 +238,6 @@ def _stepper(args: argparse.Namespace):
         raise UsageError(str(exc)) from None
 
 
-def _write_knee(folder: Path, knee: dict) -> None:
-    import json
-
-    path = folder / "summary.json"
-    summary = json.loads(path.read_text()) if path.exists() else {}
-    summary["knee"] = knee
-    path.write_text(json.dumps(summary, indent=2))
-
-
 def _thresholds(texts: list[str]):
     from uvbench.metrics.thresholds import ThresholdError, parse_threshold_flags
 
@@ -257,16 +245,6 @@ def _thresholds(texts: list[str]):
         return parse_threshold_flags(texts)
     except ThresholdError as exc:
         raise UsageError("; ".join(exc.problems)) from None
-
-
-def _write_load(folder: Path, load) -> None:
-    """summary.json's `load`: the expanded k6 load the run used (a list of them for a suite)."""
-    import json
-
-    path = folder / "summary.json"
-    summary = json.loads(path.read_text()) if path.exists() else {}
-    summary["load"] = load
-    path.write_text(json.dumps(summary, indent=2))
 
 
 def _cli_load(args: argparse.Namespace):

@@ -261,7 +261,9 @@ class Comparison:
                 f"minimum with {self.settings.confidence:.0%} confidence)"
             )
         moved = self.regressions if verdict == REGRESSED else self.improvements
-        what = ", ".join(f"{_where(s)}{r.label} {format_diff(r.diff, r.unit)}" for s, r in moved)
+        what = ", ".join(
+            f"{_where(s)}{r.label} {format_value(r.diff, r.unit, signed=True)}" for s, r in moved
+        )
         return f"compare: {verdict}: {what}"
 
     def to_json(self) -> dict[str, Any]:
@@ -578,28 +580,19 @@ def with_settings(settings: Settings | None = None, **changes: Any) -> Settings:
 # Text.
 
 
-def format_value(value: float | None, unit: str) -> str:
+def format_value(value: float | None, unit: str, *, signed: bool = False) -> str:
+    """A figure in its unit ("ms", "count", "%", "/min"; any other unit: two decimals, then the
+    unit); `signed`, a difference: always signed, percent in points ("+1.5 pp")."""
     if value is None:
         return "—"
+    sign = "+" if signed else ""
+    if unit == "ms":
+        return f"{value:{sign}.0f} ms"
     if unit == "%":
-        return f"{value:.1f}%"
-    if unit == "/min":
-        return f"{value:.2f}/min"
+        return f"{value:{sign}.1f}" + (" pp" if signed else "%")
     if unit == "count":
-        return f"{value:.1f}"
-    return f"{value:.0f} ms"
-
-
-def format_diff(value: float | None, unit: str) -> str:
-    if value is None:
-        return "—"
-    if unit == "%":
-        return f"{value:+.1f} pp"
-    if unit == "/min":
-        return f"{value:+.2f}/min"
-    if unit == "count":
-        return f"{value:+.1f}"
-    return f"{value:+.0f} ms"
+        return f"{value:{sign}.1f}"
+    return f"{value:{sign}.2f}{unit}"
 
 
 def format_ci(ci: tuple[float, float] | None, unit: str) -> str:
@@ -627,7 +620,7 @@ def table_lines(comparison: Comparison, *, only_moved: bool = False) -> list[str
             verdict = r.verdict + (f" ({r.note})" if r.note else "")
             lines.append(
                 f"  {r.label:<30}{format_value(r.baseline, r.unit):>11}{format_value(r.current, r.unit):>11}"
-                f"{format_diff(r.diff, r.unit):>11}  {format_ci(r.ci, r.unit):<22}{verdict}"
+                f"{format_value(r.diff, r.unit, signed=True):>11}  {format_ci(r.ci, r.unit):<22}{verdict}"
             )
     lines += [f"note: {n}" for n in comparison.notes]
     lines.append(comparison.summary_line())

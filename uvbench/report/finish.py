@@ -37,8 +37,16 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.0f}"
 
 
-def finish_run(folder: Path, records: list[dict[str, Any]], thresholds: list[Threshold]) -> Finished:
-    """Write summary.json (with aggregates and gates), calls.csv, stats.csv, junit.xml and report.html."""
+def finish_run(
+    folder: Path,
+    records: list[dict[str, Any]],
+    thresholds: list[Threshold],
+    extra: dict[str, Any] | None = None,
+) -> Finished:
+    """Write summary.json (with aggregates and gates), calls.csv, stats.csv, junit.xml and report.html.
+
+    `extra` (e.g. `{"load": ...}` or `{"knee": ...}`) is merged into the runner's summary.json ahead
+    of the aggregate and the gates, in the file's one rewrite."""
     finished = Finished(results=evaluate(thresholds, records) if thresholds else [])
     overall = aggregate(records, by="scenario")
     if overall.warning:
@@ -57,20 +65,22 @@ def finish_run(folder: Path, records: list[dict[str, Any]], thresholds: list[Thr
                 )
     summary_path = folder / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary.update(extra or {})
     summary["aggregate"] = overall.to_json()
     summary["thresholds"] = [r.to_json() for r in finished.results]
     summary_path.write_text(json.dumps(summary, indent=2))
     (folder / "calls.csv").write_text(calls_csv(records))
     (folder / "stats.csv").write_text(stats_csv(records))
     (folder / "junit.xml").write_text(junit_xml(records, threshold_results=finished.results))
-    history_warning = record_finished_run(folder, records)  # <out>/history.sqlite, upsert by run id
+    history_warning = record_finished_run(folder, records, overall)  # <out>/history.sqlite, upsert by run id
     if history_warning:
         finished.lines.append(f"uvbench: warning: {history_warning}")
     try:  # the page is the last file: a problem drawing it must not lose the run's verdict
         from uvbench.report.html import write_html_report  # imports matplotlib: only when writing
+        from uvbench.report.plots import HISTORY_METRICS, HISTORY_STATS
 
-        history = history_for_run(folder, ("turn.ttfa_ms", "interrupt.silence_ms"), ("p50", "p95"))
-        write_html_report(folder, records, summary, history=history)
+        history = history_for_run(folder, HISTORY_METRICS, HISTORY_STATS)
+        write_html_report(folder, records, summary, history=history, overall=overall)
     except Exception as exc:
         finished.lines.insert(0, f"uvbench: warning: report.html not written ({type(exc).__name__}: {exc})")
     return finished

@@ -142,9 +142,13 @@ def figures(agg: Aggregate) -> dict[tuple[str, str], float]:
     return out
 
 
-def run_figures(records: Sequence[dict[str, Any]]) -> dict[str, dict[tuple[str, str], float]]:
-    """Scenario (OVERALL for the whole run) -> its figures."""
-    overall = aggregate(records, by="scenario")
+def run_figures(
+    records: Sequence[dict[str, Any]], overall: Aggregate | None = None
+) -> dict[str, dict[tuple[str, str], float]]:
+    """Scenario (OVERALL for the whole run) -> its figures. `overall`, the records'
+    `aggregate(records, by="scenario")` when the caller has it, saves computing it again."""
+    if overall is None:
+        overall = aggregate(records, by="scenario")
     out = {OVERALL: figures(overall)}
     for scenario, group in overall.groups.items():
         out[str(scenario)] = figures(group)
@@ -186,11 +190,13 @@ def record_run(
     records: Sequence[dict[str, Any]],
     *,
     meta: dict[str, Any] | None = None,
+    overall: Aggregate | None = None,
 ) -> str:
-    """Write (or replace) the run's rows in `db`; returns the run id. `meta` overrides `run_meta`."""
+    """Write (or replace) the run's rows in `db`; returns the run id. `meta` overrides `run_meta`;
+    `overall` is the records' `aggregate(records, by="scenario")` when the caller has it."""
     db = Path(db)
     info = {**run_meta(folder, records), **(meta or {})}
-    per_scope = run_figures(records)
+    per_scope = run_figures(records, overall)
     now = dt.datetime.now().replace(microsecond=0).isoformat()
     with closing(_connect(db, create=True)) as conn:
         conn.execute("BEGIN IMMEDIATE")  # the write lock now: concurrent runs queue here
@@ -236,12 +242,14 @@ def record_run(
     return run_id
 
 
-def record_finished_run(folder: Path, records: Sequence[dict[str, Any]]) -> str | None:
+def record_finished_run(
+    folder: Path, records: Sequence[dict[str, Any]], overall: Aggregate | None = None
+) -> str | None:
     """`record_run` into `db_for(folder)`, never raising: a warning line when the history could not
     be written (the run's own files are what matters)."""
     db = db_for(folder)
     try:
-        record_run(db, folder, records)
+        record_run(db, folder, records, overall=overall)
     except (OSError, sqlite3.Error, HistoryError, ValueError) as exc:
         return f"run history not updated ({db}): {exc}"
     return None

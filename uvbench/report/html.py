@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import json
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -28,8 +26,9 @@ from typing import Any
 from urllib.parse import quote
 
 from uvbench.metrics import GLOSSARY
-from uvbench.metrics.aggregate import aggregate, is_invalid
+from uvbench.metrics.aggregate import Aggregate, aggregate, is_invalid
 from uvbench.report.finish import HEADLINE
+from uvbench.report.run_folder import load_timeline, write_text
 
 MAX_CALL_ROWS = 200
 TIMELINE_CALLS = 4
@@ -152,12 +151,16 @@ class _Run:
     name: str
     started: str | None
     warnings: list[str] = field(default_factory=list)
+    overall: Aggregate | None = None
+    """The records' aggregate when the caller computed it (its `metrics` cover the valid calls)."""
 
 
-def _run_info(folder: Path, records: list[dict[str, Any]], summary: dict[str, Any]) -> _Run:
+def _run_info(
+    folder: Path, records: list[dict[str, Any]], summary: dict[str, Any], overall: Aggregate | None = None
+) -> _Run:
     agg = summary.get("aggregate")
     if not isinstance(agg, dict) or "metrics" not in agg:
-        agg = aggregate(records, by="scenario").to_json()
+        agg = (overall or aggregate(records, by="scenario")).to_json()
     m = _STAMP.match(folder.name)
     name, started = folder.name, None
     if m:
@@ -166,9 +169,7 @@ def _run_info(folder: Path, records: list[dict[str, Any]], summary: dict[str, An
             started = dt.datetime.strptime(m.group(1), "%Y%m%d-%H%M%S").strftime("%Y-%m-%d %H:%M:%S")
         except ValueError:
             started = None
-    if isinstance(summary.get("started"), str):
-        started = summary["started"]
-    return _Run(folder, records, summary, agg, name, started)
+    return _Run(folder, records, summary, agg, name, started, overall=overall)
 
 
 def _anchor(anchors: dict[str, Any], *keys: str) -> float | None:
@@ -213,11 +214,9 @@ def _load_dict_text(load: dict[str, Any]) -> str:
 
 def _load_text(run: _Run) -> str:
     """The load profile: as the summary states it when it does, else what the records show."""
-    stated = run.summary.get("load") or run.summary.get("profile")
+    stated = run.summary.get("load")
     parts: list[str] = []
-    if isinstance(stated, str) and stated:
-        parts.append(_esc(stated))
-    elif isinstance(stated, dict) and stated:
+    if isinstance(stated, dict) and stated:
         parts.append(_load_dict_text(stated))
     elif isinstance(stated, list):  # a suite: one expanded load per group
         parts.extend(_load_dict_text(load) for load in stated if isinstance(load, dict) and load)
@@ -421,7 +420,8 @@ def _figure(svg: str | None, none_text: str, caption: str = "") -> str:
 
 def _plots(run: _Run, plots_mod: Any) -> str:
     valid = [r for r in run.records if not is_invalid(r)]
-    overall = aggregate(valid)
+    # An aggregate's `metrics` are the valid calls' whatever records it was given: the run's will do.
+    overall = run.overall if run.overall is not None else aggregate(valid)
     parts = [
         _figure(
             plots_mod.latency_histogram(valid, overall=overall),
@@ -561,7 +561,6 @@ def _pick_calls(records: list[dict[str, Any]], n: int = TIMELINE_CALLS) -> list[
 
 def _playback_of(folder: Path, record: dict[str, Any]) -> tuple[Any, str | None]:
     """The listener's playback of a call from its saved timeline, or None and why not."""
-    from uvbench.call.timeline import Timeline
     from uvbench.metrics.call import playback
 
     rel = (record.get("artifacts") or {}).get("timeline")
@@ -569,8 +568,7 @@ def _playback_of(folder: Path, record: dict[str, Any]) -> tuple[Any, str | None]
         return None, "no timeline saved for this call"
     path = folder / rel
     try:
-        timeline = Timeline.from_json(json.loads(path.read_text(encoding="utf-8")))
-        return playback(timeline), None
+        return playback(load_timeline(path)), None
     except FileNotFoundError:
         return None, f"its timeline {PurePosixPath(rel).name} is missing"
     except Exception as exc:  # a corrupt timeline must not stop the report
@@ -812,13 +810,19 @@ footer{color:#777;font-size:12px;text-align:center;margin-top:18px}
 
 
 def render_html(
-    folder: Path, records: list[dict[str, Any]], summary: dict[str, Any], *, history: list[dict] | None = None
+    folder: Path,
+    records: list[dict[str, Any]],
+    summary: dict[str, Any],
+    *,
+    history: list[dict] | None = None,
+    overall: Aggregate | None = None,
 ) -> str:
-    """The page for a run folder's records and summary (see the module doc)."""
+    """The page for a run folder's records and summary (see the module doc). `overall`, the records'
+    aggregate when the caller has it, saves computing it again."""
     from uvbench.report import plots as plots_mod
 
     folder = Path(folder)
-    run = _run_info(folder, records, summary)
+    run = _run_info(folder, records, summary, overall)
     thresholds = [t for t in summary.get("thresholds") or () if isinstance(t, dict)]
     shown = _pick_calls(records)
     sections = [
@@ -861,13 +865,16 @@ def render_html(
 
 
 def write_html_report(
-    folder: Path, records: list[dict[str, Any]], summary: dict[str, Any], *, history: list[dict] | None = None
+    folder: Path,
+    records: list[dict[str, Any]],
+    summary: dict[str, Any],
+    *,
+    history: list[dict] | None = None,
+    overall: Aggregate | None = None,
 ) -> Path:
     """Write `report.html` into the run folder (via a temporary file and a rename) and return its path."""
     folder = Path(folder)
-    text = render_html(folder, records, summary, history=history)
+    text = render_html(folder, records, summary, history=history, overall=overall)
     path = folder / REPORT_NAME
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, text)
     return path

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from uvbench.listener import Playback
-from uvbench.metrics.aggregate import Aggregate, aggregate
+from uvbench.metrics.aggregate import Aggregate, aggregate, percentile
 
 NS = 1_000_000_000
 MAX_BINS = 60
@@ -159,10 +159,15 @@ def _thin(values: Sequence[float], limit: int) -> np.ndarray:
     return arr[np.unique(np.linspace(0, len(arr) - 1, limit).round().astype(int))]
 
 
-def _percentile(ordered: Sequence[float], q: float) -> float | None:
-    from uvbench.metrics.aggregate import percentile
-
-    return percentile(ordered, q)
+def _series(
+    records: Iterable[dict[str, Any]], metrics: Sequence[str], overall: Aggregate | None
+) -> dict[str, list[float]] | None:
+    """Each metric's sorted values (`metric_values`), the metrics without any left out; None when
+    none has a value (nothing to draw)."""
+    if overall is None:
+        overall = aggregate(records)
+    series = {m: metric_values(records, m, overall) for m in metrics}
+    return {m: v for m, v in series.items() if v} or None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -179,9 +184,8 @@ def latency_histogram(
     overall: Aggregate | None = None,
 ) -> str | None:
     """Histogram of turn latencies (TTFA and TTFB on shared bins) with TTFA's p50/p95/p99 marked."""
-    series = {m: metric_values(records, m, overall) for m in metrics}
-    series = {m: v for m, v in series.items() if v}
-    if not series:
+    series = _series(records, metrics, overall)
+    if series is None:
         return None
     every = np.concatenate([np.asarray(v) for v in series.values()])
     lo, hi = float(every.min()), float(every.max())
@@ -205,7 +209,7 @@ def latency_histogram(
                 label=f"{LABELS.get(m, m)}  n={len(values)}",
             )
         for q, style in ((50, "-"), (95, "--"), (99, ":")):
-            v = _percentile(series[main], q)
+            v = percentile(series[main], q)
             if v is not None:
                 ax.axvline(v, color="#333333", linestyle=style, linewidth=1.0, label=f"p{q} {_fmt_ms(v)}")
         ax.set_title(f"Turn latency distribution ({LABELS.get(main, main).split(' ')[0]} percentiles marked)")
@@ -225,9 +229,8 @@ def latency_cdf(
     overall: Aggregate | None = None,
 ) -> str | None:
     """Empirical CDF of turn latencies, in percent of turns, with the 50/95/99 % levels drawn."""
-    series = {m: metric_values(records, m, overall) for m in metrics}
-    series = {m: v for m, v in series.items() if v}
-    if not series:
+    series = _series(records, metrics, overall)
+    if series is None:
         return None
 
     def build(Figure):
@@ -243,7 +246,7 @@ def latency_cdf(
                 where="post",
                 color=COLORS.get(m),
                 linewidth=1.4,
-                label=f"{LABELS.get(m, m)}  p95 {_fmt_ms(_percentile(values, 95))}",
+                label=f"{LABELS.get(m, m)}  p95 {_fmt_ms(percentile(values, 95))}",
             )
         for level, dy in ((50, 0), (95, -3), (99, 3)):
             ax.axhline(level, color="#999999", linewidth=0.7, linestyle=":")
@@ -438,9 +441,8 @@ def barge_in_distribution(
     overall: Aggregate | None = None,
 ) -> str | None:
     """Time to silence and to the clear after each barge-in: a box and every value as a dot."""
-    series = {m: metric_values(records, m, overall) for m in metrics}
-    series = {m: v for m, v in series.items() if v}
-    if not series:
+    series = _series(records, metrics, overall)
+    if series is None:
         return None
 
     def build(Figure):
@@ -454,7 +456,7 @@ def barge_in_distribution(
             jitter = rng.uniform(-0.17, 0.17, len(x))
             ax.scatter(x, y + jitter, s=10, color=COLORS.get(m), alpha=0.55, linewidths=0, zorder=3)
             # The box: p25..p75 with the median; the whiskers reach the minimum and the maximum.
-            q1, med, q3 = (_percentile(values, q) for q in (25, 50, 75))
+            q1, med, q3 = (percentile(values, q) for q in (25, 50, 75))
             box = {"color": "#444444", "linewidth": 1.0, "zorder": 4}
             ax.plot([q1, q3, q3, q1, q1], [y - 0.25, y - 0.25, y + 0.25, y + 0.25, y - 0.25], **box)
             ax.plot([med, med], [y - 0.25, y + 0.25], color="#111111", linewidth=1.8, zorder=4)
@@ -464,7 +466,7 @@ def barge_in_distribution(
             range(len(names)),
             [
                 f"{LABELS.get(m, m).split(' ')[0]}  n={len(series[m])}\n"
-                f"p50 {_fmt_ms(_percentile(series[m], 50))}\np95 {_fmt_ms(_percentile(series[m], 95))}"
+                f"p50 {_fmt_ms(percentile(series[m], 50))}\np95 {_fmt_ms(percentile(series[m], 95))}"
                 for m in names
             ],
         )
@@ -746,14 +748,11 @@ def call_timeline(view: CallView) -> str:
 # History of runs
 
 
-HISTORY_PREFERRED = (
-    "turn.ttfa_ms.p95",
-    "turn.ttfa_ms.p50",
-    "turn.ttfb_ms.p95",
-    "interrupt.silence_ms.p95",
-    "interrupt.clear_ms.p95",
-    "call.first_audio_ms.p95",
-)
+HISTORY_METRICS = ("turn.ttfa_ms", "interrupt.silence_ms")
+HISTORY_STATS = ("p50", "p95")
+"""The figures a run's page reads from the history (every metric with every stat)."""
+HISTORY_PREFERRED = ("turn.ttfa_ms.p95", "turn.ttfa_ms.p50", "interrupt.silence_ms.p95")
+"""The lines drawn first, in this order; the other figures read follow by name."""
 MAX_HISTORY_RUNS = 40
 MAX_HISTORY_LINES = 6
 

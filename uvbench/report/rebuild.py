@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from uvbench.call.timeline import Timeline
 from uvbench.metrics import compute
 from uvbench.report.csv_report import calls_csv, stats_csv
 from uvbench.report.junit import junit_xml
+from uvbench.report.run_folder import load_timeline, write_text
 
 RECOMPUTED = ("metrics", "turns", "barge_ins", "underflows", "anchors", "ping_rtts_ms")
 """Record keys replaced by the recomputed figures (plus outcome, outcome_detail, passed,
@@ -35,13 +35,6 @@ class RebuildResult:
     """Every call's record, in call order, as rewritten."""
     warnings: list[str] = field(default_factory=list)
     """Calls that kept their stored record (timeline missing or corrupt) or could not be read."""
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and a rename, so an interrupted rebuild leaves the old file whole."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _call_files(run_dir: Path) -> list[Path]:
@@ -85,10 +78,6 @@ def recompute_record(record: dict[str, Any], timeline: Timeline) -> dict[str, An
     out["duration_ms"] = out["metrics"].get("call.duration_ms")
     out["end_reason"] = out["metrics"].get("call.end_reason")
     return out
-
-
-def _load_timeline(path: Path) -> Timeline:
-    return Timeline.from_json(json.loads(path.read_text(encoding="utf-8")))
 
 
 def _stored_results(run_dir: Path) -> dict[str, dict[str, Any]]:
@@ -151,7 +140,7 @@ def rebuild(run_dir: Path | str) -> RebuildResult:
             warnings.append(f"{rel}: {warning}")
         timeline_path = _timeline_path(run_dir, call_file, record)
         try:
-            timeline = _load_timeline(timeline_path)
+            timeline = load_timeline(timeline_path)
             rebuilt = recompute_record(record, timeline)
         except FileNotFoundError:
             warnings.append(f"{rel}: its timeline {timeline_path.name} is missing; kept the stored figures")
@@ -164,14 +153,14 @@ def rebuild(run_dir: Path | str) -> RebuildResult:
             rebuilt, timeline = record, None
         if timeline is not None and (first_wall_ns is None or timeline.wall_epoch_ns < first_wall_ns):
             first_wall_ns = timeline.wall_epoch_ns
-        _write_text(call_file, json.dumps(rebuilt, indent=2))
+        write_text(call_file, json.dumps(rebuilt, indent=2))
         records.append(rebuilt)
 
-    _write_text(run_dir / "results.jsonl", "".join(json.dumps(r) + "\n" for r in records))
-    _write_text(run_dir / "calls.csv", calls_csv(records))
-    _write_text(run_dir / "stats.csv", stats_csv(records))
+    write_text(run_dir / "results.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    write_text(run_dir / "calls.csv", calls_csv(records))
+    write_text(run_dir / "stats.csv", stats_csv(records))
     stamp = dt.datetime.fromtimestamp(first_wall_ns / 1e9).replace(microsecond=0) if first_wall_ns else None
-    _write_text(
+    write_text(
         run_dir / "junit.xml", junit_xml(records, suite_name=f"uvbench run {run_dir.name}", timestamp=stamp)
     )
     return RebuildResult(records, warnings)

@@ -17,9 +17,27 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import json
+import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from uvbench.call.timeline import Timeline
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and a rename, so an interrupted write leaves the old file whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_timeline(path: Path) -> Timeline:
+    """A call's saved timeline (`calls/<stem>.timeline.json`)."""
+    from uvbench.call.timeline import Timeline
+
+    return Timeline.from_json(json.loads(path.read_text(encoding="utf-8")))
 
 
 def _slug(text: str) -> str:
