@@ -399,9 +399,15 @@ async def test_the_pacer_stops_when_the_socket_closes():
     sender, socket, rows = pacer()
     sender.start()
     await asyncio.sleep(0.05)
+    closed_at = time.monotonic_ns()
     socket.closed = True
+    sent = len(rows)
     await asyncio.wait_for(sender.done, 1)
-    assert sender.stopped_ns is not None and rows
+    # It stopped at the first chunk the closed socket refused (soon after the close),
+    # recorded nothing more, and ended without an error of its own.
+    assert sent >= 2 and len(rows) == sent
+    assert closed_at <= sender.stopped_ns <= closed_at + 100 * 1_000_000
+    assert sender.error is None
 
 
 # -- the pacer's record at the end of a real call --------------------------------------------------

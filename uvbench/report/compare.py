@@ -505,13 +505,12 @@ def _shortage(
 
 def compare_scope(
     name: str,
-    baseline: Iterable[dict[str, Any]],
-    current: Iterable[dict[str, Any]],
+    b_samples: list[Any],
+    c_samples: list[Any],
     settings: Settings,
     metrics: Sequence[str],
 ) -> Scope:
-    b_samples = [s for s in map(call_sample, baseline) if s is not None]
-    c_samples = [s for s in map(call_sample, current) if s is not None]
+    """One scope's rows, from its calls' samples (`call_sample`, invalid calls already left out)."""
     base, cur = _Side(b_samples), _Side(c_samples)
     scope = Scope(name, (len(b_samples), len(c_samples)))
     for metric in metrics:
@@ -540,8 +539,10 @@ def compare(
     if unknown:
         raise KeyError(unknown[0])
     comparison = Comparison(settings, [], baseline=baseline_label, current=current_label)
-    comparison.scopes.append(compare_scope(OVERALL, baseline, current, settings, names))
-    b_by, c_by = _by_scenario(baseline), _by_scenario(current)
+    # Each call's sample once (in the records' order), for the overall scope and its scenario's.
+    b_pairs, c_pairs = _samples(baseline), _samples(current)
+    comparison.scopes.append(compare_scope(OVERALL, _valid(b_pairs), _valid(c_pairs), settings, names))
+    b_by, c_by = _by_scenario(b_pairs), _by_scenario(c_pairs)
     if len(b_by) > 1 or len(c_by) > 1:
         only_b = sorted(set(b_by) - set(c_by))
         only_c = sorted(set(c_by) - set(b_by))
@@ -564,10 +565,22 @@ def compare(
     return comparison
 
 
-def _by_scenario(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {}
-    for r in records:
-        out.setdefault(str(r.get("scenario")), []).append(r)
+def _samples(records: Iterable[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """(scenario, call sample or None for an invalid call) of each call, in the records' order."""
+    return [(str(r.get("scenario")), call_sample(r)) for r in records]
+
+
+def _valid(pairs: list[tuple[str, Any]]) -> list[Any]:
+    return [sample for _, sample in pairs if sample is not None]
+
+
+def _by_scenario(pairs: list[tuple[str, Any]]) -> dict[str, list[Any]]:
+    """Each scenario's valid samples (a scenario whose calls were all invalid is still listed)."""
+    out: dict[str, list[Any]] = {}
+    for scenario, sample in pairs:
+        samples = out.setdefault(scenario, [])
+        if sample is not None:
+            samples.append(sample)
     return out
 
 
