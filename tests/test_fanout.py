@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import textwrap
+import time
 
 import httpx
 import pytest
@@ -105,3 +107,20 @@ def test_stages_ramp_concurrency_up_and_down(scenario_for, tmp_path):
     assert stages <= {0, 1} and 1 in stages
     assert max(r["concurrency"] for r in summary.records) == 4
     assert all(r["outcome"] == "completed" for r in summary.records)
+
+
+async def test_sleep_until_never_returns_before_the_deadline(monkeypatch) -> None:
+    from uvbench.runner import fanout
+
+    real_sleep = asyncio.sleep
+    wakeups = []
+
+    async def early_sleep(delay: float) -> None:  # a timer that fires 2 ms early, as uvloop's may
+        wakeups.append(delay)
+        await real_sleep(max(0.0, delay - 0.002))
+
+    monkeypatch.setattr(fanout.asyncio, "sleep", early_sleep)
+    deadline = time.monotonic() + 0.02
+    await fanout.sleep_until(deadline)
+    assert time.monotonic() >= deadline
+    assert len(wakeups) >= 2  # the early wake-up slept again for the rest

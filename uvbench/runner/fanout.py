@@ -107,6 +107,14 @@ def weighted_order(
         yield scenario, attempts[id(scenario)]
 
 
+async def sleep_until(deadline: float) -> None:
+    """Sleep until time.monotonic() reaches `deadline`, never returning before it: uvloop's timers
+    may fire up to about a millisecond early, which would start a late group's calls (and tag
+    their offset) before its startTime, or an arrival before its time."""
+    while (delay := deadline - time.monotonic()) > 0:
+        await asyncio.sleep(delay)
+
+
 class CallHooks(Protocol):
     """Observers of each call of `run_load`, told as it starts (after the state counts it; may add
     or change its tags) and as it ends (record None when the call raised). Used by a worker
@@ -219,7 +227,7 @@ async def run_load(
     if origin is None:
         origin = state.t0 = time.monotonic()
     if start_s > 0:
-        await asyncio.sleep(max(0.0, origin + start_s - time.monotonic()))
+        await sleep_until(origin + start_s)
     t0 = origin + start_s
     if profile.open_model:
         cap = profile.max_in_flight
@@ -228,9 +236,7 @@ async def run_load(
             at = profile.arrival_s(k)
             if profile.finished(at, k):
                 break
-            delay = t0 + at - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await sleep_until(t0 + at)
             k += 1
             if cap is not None and mine["in_flight"] >= cap:
                 state.dropped += 1
