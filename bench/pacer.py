@@ -29,6 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from uvbench.audio.pacer import Composer, Schedule, drift_ms  # noqa: E402
 from uvbench.audio.sender import PacedSender  # noqa: E402
+
+try:  # the process-wide scheduler (its stream epochs on a shared grid), where this checkout has it
+    from uvbench.audio.sender import Scheduler  # noqa: E402
+except ImportError:  # an older checkout, measured for comparison
+    Scheduler = None
 from uvbench.call.wsclient import CallSocket  # noqa: E402
 
 RATE, CHUNK = 16000, 320
@@ -65,6 +70,8 @@ async def one_stream(url: str, kind: str, stop: asyncio.Event, out: list) -> Non
         await CallSocket.connect(url) if kind == "paced" else await websockets.connect(url, compression=None)
     )
     t0 = time.monotonic_ns()
+    if kind == "paced" and Scheduler is not None:  # as a call picks its epoch (call/engine.py)
+        t0, _ = Scheduler.of().stream_epoch(t0, CHUNK * NS // RATE)
     schedule = Schedule(RATE, CHUNK, t0)
     lateness: list[float] = []
     sent = [0]

@@ -1,37 +1,188 @@
-"""The paced sender: the I/O loop that puts the composer's chunks on the wire at their deadlines.
+"""The paced senders of a process: every call's chunks put on the wire at their deadlines by one
+scheduler, and the event loop's lag measured all the while.
 
-`PacedSender` sends each chunk at its absolute deadline, never "sleep one chunk": a late wake-up
-shortens the next wait instead of pushing every later chunk back, so the stream cannot drift. It
-is driven by timer callbacks writing straight to the call's socket.
+`PacedSender` sends each chunk at its absolute deadline, never "sleep one chunk": a late wake-up is
+paid back on the next chunk instead of pushing every later chunk back, so the stream cannot drift.
+
+`Scheduler` (one per event loop) holds every sender of the process in one deadline queue and owns
+one timer (`FineTimer`: nanoseconds on Linux) armed at the earliest deadline; when it fires, every
+chunk due by then is sent in that one callback. Three choices keep that cheap at a thousand calls:
+
+- **Stream epochs on a grid.** A call's stream epoch t0 (METRICS: stream time) is picked on a
+  0.5 ms grid, in the phase of the chunk period that the fewest streams use, at most one chunk after
+  the socket opened. So deadlines of many calls coincide and one wake-up serves them all (at most
+  2,000 wake-ups a second however many calls), and streams that open together (a lockstep round)
+  are spread over the chunk period instead of all falling due at once.
+- **Never early.** A chunk leaves only once `time.monotonic_ns()` has reached its deadline; the
+  timer is armed at the deadline itself (never before), so a chunk's lateness is only the timer's
+  wake-up delay plus the chunks sent ahead of it in the same wake-up.
+- **Loop lag, measured.** The timer is also armed at least every `PROBE_NS` while a call is
+  running, and every wake-up records how late it came against the time it was armed for: the
+  event loop's lag (METRICS: generator health). Wake-ups later than `LAG_FLOOR_NS` are kept with
+  their time, and each call copies those of its own lifetime into its timeline (`loop.lag`), so a
+  figure whose end was stamped while the loop was held up can be set apart (metrics/validity.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import heapq
+import itertools
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
 from uvbench.audio.pacer import Composer, Schedule
+from uvbench.audio.timer import FineTimer
 
-MS = 1_000_000
+GRID_NS = 500_000
+"""Stream epochs, and so every deadline of a stream whose chunk is a whole number of grid steps,
+fall on multiples of this."""
+PROBE_NS = 2_000_000
+"""Longest stretch without a wake-up while a call is running: the resolution of the lag record."""
+LAG_FLOOR_NS = 1_000_000
+"""Wake-ups later than this are kept (with their time) for the calls' timelines."""
+LAG_KEEP = 200_000
+"""At most this many late wake-ups are kept for calls still running (the oldest go first)."""
+
+
+class Scheduler:
+    """The deadline queue and timer shared by every paced sender on one event loop."""
+
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Scheduler] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop | None = None) -> Scheduler:
+        loop = loop or asyncio.get_running_loop()
+        scheduler = cls._by_loop.get(loop)
+        if scheduler is None:
+            scheduler = cls._by_loop[loop] = cls(loop)
+        return scheduler
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.timer = FineTimer(loop, self._wake)
+        self._heap: list[tuple[int, int, PacedSender]] = []
+        self._seq = itertools.count()
+        self._armed_ns: int | None = None
+        self._phases: dict[int, list[int]] = {}
+        self._calls: dict[int, int] = {}
+        """Running calls (by token) and when each started: while any runs, the loop is probed."""
+        self._tokens = itertools.count()
+        self._late_fire: list[int] = []
+        self._late_lag: list[int] = []
+        """Every wake-up more than LAG_FLOOR_NS late: when it came and how late, oldest first."""
+        self.wakeups = 0
+        self.max_lag_ns = 0
+
+    # -- calls and their lag record ---------------------------------------------------------------
+
+    def call_started(self) -> int:
+        """A call begins: the loop is probed from now on. Returns the token for `call_ended`."""
+        token = next(self._tokens)
+        now = time.monotonic_ns()
+        self._calls[token] = now
+        if self._armed_ns is None:
+            self._arm(now + PROBE_NS)
+        return token
+
+    def call_ended(self, token: int) -> None:
+        self._calls.pop(token, None)
+        # Forget the late wake-ups no running call can ask for any more.
+        oldest = min(self._calls.values(), default=None)
+        keep_from = len(self._late_fire) if oldest is None else self._first_late(oldest)
+        if keep_from > 0:
+            del self._late_fire[:keep_from], self._late_lag[:keep_from]
+
+    def _first_late(self, t_ns: int) -> int:
+        return bisect.bisect_left(self._late_fire, t_ns - PROBE_NS)
+
+    def lag_since(self, t_ns: int) -> list[list[int]]:
+        """The late wake-ups from about `t_ns` on, as [fire_ns, lag_ns] (a call's `loop.lag`)."""
+        i = self._first_late(t_ns)
+        return [[fire, lag] for fire, lag in zip(self._late_fire[i:], self._late_lag[i:], strict=True)]
+
+    # -- streams -----------------------------------------------------------------------------------
+
+    def stream_epoch(self, open_ns: int, chunk_ns: int) -> tuple[int, Any]:
+        """t0 for a stream opened at `open_ns`: on the grid, in the least used phase of the chunk
+        period (the earliest of equals), at most one chunk period later. Returns (t0, phase key),
+        the key to give back with `release_phase` when the stream ends."""
+        first = -(-open_ns // GRID_NS) * GRID_NS
+        if chunk_ns <= 0 or chunk_ns % GRID_NS:  # deadlines off the grid: no phase to share
+            return first, None
+        phases = chunk_ns // GRID_NS
+        counts = self._phases.setdefault(chunk_ns, [0] * phases)
+        p0 = first // GRID_NS % phases
+        step = min(range(phases), key=lambda i: counts[(p0 + i) % phases])
+        phase = (p0 + step) % phases
+        counts[phase] += 1
+        return first + step * GRID_NS, (chunk_ns, phase)
+
+    def release_phase(self, key: Any) -> None:
+        if key is not None:
+            chunk_ns, phase = key
+            self._phases[chunk_ns][phase] -= 1
+
+    def add(self, sender: PacedSender) -> None:
+        """Queue `sender` at its next deadline (`sender.next_due_ns`)."""
+        due = sender.next_due_ns
+        heapq.heappush(self._heap, (due, next(self._seq), sender))
+        if self._armed_ns is None or due < self._armed_ns:
+            self._arm(due)
+
+    # -- the timer -------------------------------------------------------------------------------
+
+    def _arm(self, t_ns: int) -> None:
+        self._armed_ns = t_ns
+        self.timer.arm(t_ns)
+
+    def _wake(self) -> None:
+        now = time.monotonic_ns()
+        armed = self._armed_ns
+        self._armed_ns = None
+        if armed is not None:
+            lag = now - armed
+            if lag < 0:  # the loop's own timer (not timerfd) fired early: nothing is due yet
+                self._arm(armed)
+                return
+            self.wakeups += 1
+            if lag > LAG_FLOOR_NS:
+                self._late_fire.append(now)
+                self._late_lag.append(lag)
+                if len(self._late_fire) > LAG_KEEP:
+                    del self._late_fire[: LAG_KEEP // 2], self._late_lag[: LAG_KEEP // 2]
+            if lag > self.max_lag_ns:
+                self.max_lag_ns = lag
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, sender = heapq.heappop(heap)
+            if sender.send_due(now):
+                heapq.heappush(heap, (sender.next_due_ns, next(self._seq), sender))
+            now = time.monotonic_ns()
+        if heap:
+            due = heap[0][0]
+            self._arm(min(due, now + PROBE_NS) if self._calls else due)
+        elif self._calls:
+            self._arm(now + PROBE_NS)
+
+    def close(self) -> None:
+        self.timer.close()
+        self._by_loop.pop(self.loop, None)
 
 
 class PacedSender:
-    """Each chunk at its deadline, as timer callbacks: one timer per chunk, no task.
+    """One call's outgoing stream: each chunk at its deadline, sent by the loop's `Scheduler`.
 
-    At hundreds of calls per process a task per stream costs a future, a wake-up and a task step
-    per chunk; here a chunk costs one timer and one call. `socket` is anything with
-    `send_binary(bytes)` (raising `websockets.ConnectionClosed` once closed), `writing_paused`
-    and `call_when_writable(callback)`; when its buffer is full the next chunk waits for it to
-    drain, and that wait shows as lateness. `done` resolves when the sender stops: on `stop()`,
-    when the socket closes, or on an exception of its own (then kept in `error`).
-
-    Some loops' timers fire early (uvloop's count whole milliseconds against a clock cached at
-    the start of the loop iteration, so up to about a millisecond early): a chunk is never sent
-    before it is due; an early timer is set again for the remainder.
+    `socket` is anything with `send_binary(bytes)` (raising `websockets.ConnectionClosed` once
+    closed), `writing_paused` and `call_when_writable(callback)`; when its buffer is full the stream
+    waits for it to drain, and that wait shows as lateness. `done` resolves when the sender stops:
+    on `stop()`, when the socket closes, or on an exception of its own (then kept in `error`).
+    `on_sent(due_ns, sent_ns, start_sample, end_sample)` is told of every chunk as it leaves.
     """
 
     def __init__(
@@ -40,20 +191,25 @@ class PacedSender:
         composer: Composer,
         socket: Any,
         on_sent: Callable[[int, int, int, int], None],
+        *,
+        scheduler: Scheduler | None = None,
+        phase: Any = None,
     ) -> None:
         self.schedule = schedule
         self.composer = composer
         self.socket = socket
         self.on_sent = on_sent
-        self.loop = asyncio.get_running_loop()
-        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.scheduler = scheduler or Scheduler.of()
+        self.phase = phase
+        self.done: asyncio.Future[None] = self.scheduler.loop.create_future()
         self.stopped_ns: int | None = None
         """When the stream ended: `stop()` was called or the socket refused a chunk."""
         self.error: Exception | None = None
-        self._handle: asyncio.TimerHandle | asyncio.Handle | None = None
+        self.next_due_ns = 0
 
     def start(self) -> None:
-        self._arm(self.schedule.due_ns(self.composer.next_chunk), time.monotonic_ns())
+        self.next_due_ns = self.schedule.due_ns(self.composer.next_chunk)
+        self.scheduler.add(self)
 
     def stop(self) -> None:
         if self.stopped_ns is None:
@@ -61,43 +217,41 @@ class PacedSender:
 
     def _finish(self, t_ns: int, error: Exception | None = None) -> None:
         self.stopped_ns, self.error = t_ns, error
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        self.scheduler.release_phase(self.phase)
+        self.phase = None
         if not self.done.done():
             self.done.set_result(None)
 
-    def _arm(self, due: int, now: int) -> None:
-        delay = due - now
-        # Whole milliseconds, rounded up: uvloop's timers count whole milliseconds anyway (a
-        # shorter delay would become "at once" and spin the loop until due), and asyncio's
-        # loop sleeps in epoll's milliseconds too. An early timer is the exception then.
-        self._handle = self.loop.call_later(-(-delay // MS) / 1000 if delay > 0 else 0, self._fire)
-
-    def _fire(self) -> None:
-        self._handle = None
+    def send_due(self, now: int) -> bool:
+        """Send every chunk due by `now`; True to be queued again at `next_due_ns`."""
         if self.stopped_ns is not None:
-            return
-        socket, composer, schedule = self.socket, self.composer, self.schedule
+            return False
+        socket, composer, schedule, on_sent = self.socket, self.composer, self.schedule, self.on_sent
         n = schedule.chunk_samples
-        now = time.monotonic_ns()
         k = composer.next_chunk
         due = schedule.due_ns(k)
         try:
             # Every chunk due by now leaves now: a late wake-up is paid back at once.
             while due <= now:
                 if socket.writing_paused:
-                    socket.call_when_writable(self._fire)
-                    return
+                    self.next_due_ns = due
+                    socket.call_when_writable(self._writable)
+                    return False
                 socket.send_binary(composer.chunk(k))
                 now = time.monotonic_ns()
-                self.on_sent(due, now, k * n, (k + 1) * n)
+                on_sent(due, now, k * n, (k + 1) * n)
                 k += 1
                 due = schedule.due_ns(k)
         except ConnectionClosed:
             self._finish(time.monotonic_ns())
-            return
+            return False
         except Exception as exc:
             self._finish(time.monotonic_ns(), exc)
-            return
-        self._arm(due, now)
+            return False
+        self.next_due_ns = due
+        return True
+
+    def _writable(self) -> None:
+        # The socket drained: what fell due meanwhile leaves now, not at the next wake-up.
+        if self.send_due(time.monotonic_ns()):
+            self.scheduler.add(self)
