@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def short_scenario(name: str, *, target: str | None = None) -> str:
+def short_scenario(name: str, *, target: str | None = None, record: str = "none") -> str:
     lines = [f"name: {name}"]
     if target:
         lines.append(f"target: {target}")
     lines += [
         "call:",
         '  experimentalSettings: {uvbench: {agent: {greeting: "Hi.", replies: ["Okay."]}}}',
-        "client: {record: false, ping_interval: 0}",
+        f"client: {{record: {record}, ping_interval: 0}}",
         "script:",
         "  - wait_for: agent_done",
         "  - say: hello_16k.wav",
@@ -22,7 +22,7 @@ def short_scenario(name: str, *, target: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_short_scenario(folder: Path, name: str, *, target: str | None = None) -> Path:
+def write_short_scenario(folder: Path, name: str, *, target: str | None = None, record: str = "none") -> Path:
     path = folder / f"{name}.yaml"
-    path.write_text(short_scenario(name, target=target))
+    path.write_text(short_scenario(name, target=target, record=record))
     return path

@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from uvbench.report.run_folder import RunFolder
-from uvbench.runner.run import Endpoint, run_call_of, write_call
+from uvbench.runner.run import Endpoint, run_call_of
 from uvbench.scenario import parse_scenarios
 from uvbench.server.process import ServerProcess
 
@@ -138,9 +138,8 @@ def test_underflows_appear_when_the_server_stalls_and_not_otherwise(server):
 def test_a_run_folder_holds_the_call_record_timeline_and_stereo_recording(server, tmp_path):
     text = TURN_AND_BARGE_IN % {"out": 24000, "buffer": 30000, "honor": "true"}
     one = scenario(text)
-    result, metrics, checks, _ = asyncio.run(run_call_of(one, endpoint(server)))
     folder = RunFolder(tmp_path, "accuracy")
-    record = write_call(folder, one, endpoint(server), result, metrics, checks)
+    _, _, _, record = asyncio.run(run_call_of(one, endpoint(server), folder=folder))
     folder.close()
     assert record["outcome"] == "completed"
     assert set(record["artifacts"]) == {"timeline", "recording"}

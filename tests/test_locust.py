@@ -46,7 +46,7 @@ def _records(folder: Path) -> list[dict]:
 
 @pytest.mark.timeout(180)
 def test_master_and_two_workers_run_calls_and_write_both_reports(tmp_path: Path) -> None:
-    scenario = write_short_scenario(tmp_path, "short")
+    scenario = write_short_scenario(tmp_path, "short", record="all")
     out, port = tmp_path / "reports", _free_port()
     common = ["-f", locustfile_path()]
     master = subprocess.Popen(
@@ -56,17 +56,22 @@ def test_master_and_two_workers_run_calls_and_write_both_reports(tmp_path: Path)
          "--csv", str(tmp_path / "locust"), "--html", str(tmp_path / "locust.html"), "--only-summary"],
         cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    workers = [
-        subprocess.Popen(
-            [*LOCUST, *common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
-            cwd=tmp_path,
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )  # fmt: skip
-        for _ in range(2)
-    ]
+    # Each worker in a working folder of its own, as on another machine: nothing it makes may be
+    # left there, everything must reach the master's run folder.
+    homes = [tmp_path / f"machine{i}" for i in range(2)]
+    workers = []
+    for home in homes:
+        home.mkdir()
+        workers.append(
+            subprocess.Popen(
+                [*LOCUST, *common, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
+                cwd=home,
+                env={**_env(), "TMPDIR": str(home)},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     try:
         log, _ = master.communicate(timeout=150)
         for worker in workers:
@@ -89,9 +94,24 @@ def test_master_and_two_workers_run_calls_and_write_both_reports(tmp_path: Path)
     assert max(r["concurrency"] for r in records) == 4
     assert max(r["tags"]["worker_concurrency"] for r in records) == 2
     assert len({r["tags"]["iteration"] for r in records}) == len(records)
-    for record in records:  # each worker wrote its call files into the folder under its own prefix
-        assert (folder / record["artifacts"]["timeline"]).is_file()
-    assert {Path(r["artifacts"]["timeline"]).name[:3] for r in records} == {"w0-", "w1-"}
+    # Every call's files came to the master's folder: its record, timeline and recording.
+    stems = set()
+    for record in records:
+        assert set(record["artifacts"]) == {"timeline", "recording"}
+        for artifact in record["artifacts"].values():
+            assert (folder / artifact).stat().st_size > 1000
+        stem = record["artifacts"]["timeline"].removesuffix(".timeline.json")
+        stems.add(stem)
+        assert json.loads((folder / f"{stem}.json").read_text()) == record  # run-wide tags included
+    assert len(stems) == len(records)
+    assert [p.name for home in homes for p in home.iterdir()] == []  # nothing left on the workers
+    # The run folder rebuilds to exactly what it was: results.jsonl byte for byte.
+    before = (folder / "results.jsonl").read_bytes()
+    rebuilt = subprocess.run(
+        [sys.executable, "-m", "uvbench", "report", str(folder)], capture_output=True, text=True, timeout=60
+    )
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert (folder / "results.jsonl").read_bytes() == before
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["driver"] == "locust" and summary["calls"] == len(records)
     assert (folder / "report.html").stat().st_size > 10_000

@@ -192,7 +192,7 @@ def test_report_html_holds_every_part_of_a_real_run(run_folder):
     assert audios and len(audios) <= 12
     for audio in audios:
         src = audio["src"] or ""
-        assert re.fullmatch(r"calls/[^/]+\.wav", src), src
+        assert re.fullmatch(r"calls/[^/]+\.(flac|server\.wav)", src), src
         assert (folder / src).is_file()
         assert audio.get("preload") == "none"
     assert "base64" not in text

@@ -405,7 +405,7 @@ def test_wrong_types_and_values(tmp_path: Path) -> None:
     assert found == [
         f'{path}:1:7: name: "Order Status" is not valid (expected a name matching [a-z0-9_-]+)',
         f"{path}:2:20: client.chunk_ms: 25 is not valid (expected 10, 20, 40 or 100)",
-        f'{path}:2:32: client.record: "maybe" is not valid (expected true or false)',
+        f'{path}:2:32: client.record: "maybe" is not valid (expected "all", "failed" or "none")',
         f"{path}:3:1: tools: a list is not valid (expected a mapping)",
         f'{path}:6:14: script[0].urgency: "now" is not valid (expected "immediate", "soon" or "later")',
         f'{path}:7:28: script[1].wait_for.transcript: "(" is not a valid regular expression: missing ),'

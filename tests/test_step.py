@@ -11,7 +11,7 @@ from tests.short_scenario import write_short_scenario
 from tests.test_aggregate import record, turn
 from uvbench.cli import main
 from uvbench.metrics.thresholds import parse_thresholds
-from uvbench.runner.step import StepError, SteppedLoad, Stepper, StepPlan
+from uvbench.runner.step import StepError, Stepper, StepPlan
 
 TTFA_P95 = parse_thresholds({"turn.ttfa_ms": ["p(95) < 1000"]})
 
@@ -115,21 +115,6 @@ def test_every_level_held():
     assert interrupted.summary(interrupted=True) == (
         "knee: not found: at least 1 concurrent calls held (level 2 not judged: the run was interrupted)"
     )
-
-
-def test_stepped_load_is_what_the_fan_out_runner_reads():
-    stepper = Stepper(StepPlan(2, 3, 8, 10))
-    load = SteppedLoad(stepper)
-    profile = load.profile
-    assert not profile.open_model and profile.total_duration_s == 30 and profile.stage_at(1) is None
-    assert profile.target_at(0.0) == 2 and not profile.finished(0.0, 0)
-    tags: dict = {}
-    load.call_started(tags, None)
-    assert tags["step"] == 2
-    assert profile.target_at(10.0) == 5  # the clock moved on: level 2 closed (all its starts counted)
-    load.call_ended(tags, call(), None)
-    assert stepper.held.concurrency == 2
-    assert profile.finished(30.0, 1) and profile.target_at(30.0) == 0
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -1,13 +1,17 @@
-"""One call, end to end: create, join, stream in real time, receive, run the script, read back.
+"""One call on the wire: create, join, stream in real time, receive, run the script. Nothing else.
 
 The I/O shell around the sans-I/O parts: `Schedule`/`Composer` decide what audio leaves and when,
 the script decides what the user does, and everything observed goes into the call's `Timeline`.
 The socket (`wsclient.CallSocket`) hands every frame it reads to `_Receiver` as it arrives; the
-paced sender (`PacedSender`) is a chain of timer callbacks writing each chunk at its deadline;
-two tasks remain: the pinger and the script. No task wakes up per audio frame in either
-direction, which is what lets one process carry hundreds of calls (docs/benchmarks.md). A fault
-in one call (refused create, dropped socket, bad message) ends that call with a reason; it never
-raises out of `run_call`.
+paced sender (`PacedSender`) is sent by the process's one `Scheduler`; two tasks remain: the
+pinger and the script. No task wakes up per audio frame in either direction.
+
+What a call needs after it ends (reading the call back from the API, the listener, the metrics,
+the recording, the record and its files) is not done here: it is the analysis's work
+(uvbench/analysis/), in another process when calls run under load, so that it never holds up the
+loop that paces the other calls. Agent audio is written to a file as it arrives (when the
+recording may be kept), never held in memory. A fault in one call (refused create, dropped
+socket, bad message) ends that call with a reason; it never raises out of `run_call`.
 """
 
 from __future__ import annotations
@@ -17,14 +21,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import websockets
 
 from uvbench.audio.pacer import Composer, Schedule, drift_ms
-from uvbench.audio.sender import PacedSender
+from uvbench.audio.sender import LAG_FLOOR_NS, PROBE_NS, PacedSender, Scheduler
 from uvbench.call.live import LivePlayback, LiveState
+from uvbench.call.plan import CallPlan
 from uvbench.call.rest import CallFailed, UltravoxApi
 from uvbench.call.timeline import Timeline
 from uvbench.call.wsclient import CallSocket, JoinError
@@ -37,72 +43,24 @@ NS = 1_000_000_000
 CLOSE_WAIT_S = 10.0
 
 
-@dataclass(frozen=True)
-class ToolReply:
-    result: str | None = None
-    delay_s: float = 0.0
-    error_type: str | None = None
-    error_message: str | None = None
-    response_type: str | None = None
-    agent_reaction: str | None = None
-
-
-@dataclass
-class CallPlan:
-    """Everything one call needs, resolved from a scenario and its target."""
-
-    scenario: str
-    api_url: str
-    api_key: str
-    body: dict[str, Any]
-    prior_call_id: str | None = None
-    chunk_ms: int = 20
-    honor_clear: bool = True
-    prebuffer_ms: float = 0.0
-    ping_interval_s: float | None = 1.0
-    record: bool = True
-    join_timeout_s: float = 10.0
-    tools: dict[str, ToolReply] = field(default_factory=dict)
-    local: bool = False
-    """The target is uvbench's local server: its ground truth is fetched after the call."""
-
-    @property
-    def medium(self) -> dict[str, Any]:
-        return self.body["medium"]["serverWebSocket"]
-
-    @property
-    def input_rate(self) -> int:
-        return int(self.medium["inputSampleRate"])
-
-    @property
-    def output_rate(self) -> int:
-        return int(self.medium.get("outputSampleRate") or self.input_rate)
-
-    @property
-    def client_buffer_ms(self) -> int:
-        return int(self.medium.get("clientBufferSizeMs") or 60)
-
-    @property
-    def chunk_samples(self) -> int:
-        return self.input_rate * self.chunk_ms // 1000
-
-
 @dataclass
 class CallResult:
+    """What the wire part of a call leaves: its timeline and what the analysis needs besides."""
+
     plan: CallPlan
     timeline: Timeline
     call_id: str | None = None
-    call: dict[str, Any] | None = None
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    server_recording: bytes | None = None
-    ground_truth: dict[str, Any] | None = None
-    user_audio: list[tuple[int, np.ndarray]] = field(default_factory=list)
-    """(stream start sample, pcm) of every scripted utterance, for the recording."""
+    user_audio: list[tuple[int, Path]] = field(default_factory=list)
+    """(stream start sample, audio file) of every scripted utterance, for the recording."""
     samples_sent: int = 0
-    agent_audio: list[bytes] = field(default_factory=list)
-    """Every agent audio frame as received (when recording), in timeline `audio_in` order."""
+    agent_audio_path: Path | None = None
+    """The agent's audio frames as received, back to back (s16le), in timeline `audio_in` order."""
     failure: str | None = None
     """None, or "<reason>: <message>" when the call could not be carried out as scripted."""
+    # Read back from the API after the call, by the analysis (uvbench.analysis.call.read_back):
+    call: dict[str, Any] | None = None
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    ground_truth: dict[str, Any] | None = None
 
 
 class CallContext:
@@ -156,6 +114,8 @@ async def run_call(plan: CallPlan, script: Script, *, api: UltravoxApi | None = 
     )
     own_api = api is None
     api = api or UltravoxApi(plan.api_url, plan.api_key)
+    scheduler = Scheduler.of()
+    lag_token = scheduler.call_started()
     try:
         try:
             call = await api.create_call(
@@ -169,12 +129,20 @@ async def run_call(plan: CallPlan, script: Script, *, api: UltravoxApi | None = 
         timeline.add(time.monotonic_ns(), "call.created", call_id=call["callId"], join_url=call["joinUrl"])
         ctx = CallContext(plan, timeline, result)
         await _converse(ctx, call["joinUrl"], script)
-        await _read_back(api, result)
     except Exception as exc:  # a bug or an unexpected fault must end this call only
         log.exception("call of %s failed", plan.scenario)
         timeline.add(time.monotonic_ns(), "error", where="engine", message=repr(exc), reason="internal")
         result.failure = result.failure or f"internal: {exc!r}"
     finally:
+        # The loop's late wake-ups over the call's life: what its stamps may be off by.
+        timeline.add(
+            time.monotonic_ns(),
+            "loop.lag",
+            period_ns=PROBE_NS,
+            floor_ns=LAG_FLOOR_NS,
+            late=scheduler.lag_since(timeline.mono_epoch_ns),
+        )
+        scheduler.call_ended(lag_token)
         if own_api:
             await api.close()
     return result
@@ -209,11 +177,17 @@ async def _converse(ctx: CallContext, join_url: str, script: Script) -> None:
     # Stamped when the server's handshake response was read, not when this task resumed.
     opened = ws.opened_ns
     timeline.add(opened, "ws.open")
-    schedule = ctx.schedule = Schedule(plan.input_rate, plan.chunk_samples, opened)
+    # The stream's epoch: on the process scheduler's grid, in its least used phase (audio/sender.py).
+    chunk_ns, off_grid = divmod(plan.chunk_samples * NS, plan.input_rate)
+    scheduler = Scheduler.of()
+    t0, phase = scheduler.stream_epoch(opened, 0 if off_grid else chunk_ns)
+    schedule = ctx.schedule = Schedule(plan.input_rate, plan.chunk_samples, t0)
     timeline.add(
-        opened, "pacer.started", t0_ns=opened, sample_rate=plan.input_rate, chunk_samples=plan.chunk_samples
+        opened, "pacer.started", t0_ns=t0, sample_rate=plan.input_rate, chunk_samples=plan.chunk_samples
     )
-    sender = ctx.sender = PacedSender(schedule, ctx.composer, ws, _on_sent(ctx))
+    sender = ctx.sender = PacedSender(
+        schedule, ctx.composer, ws, _on_sent(ctx), scheduler=scheduler, phase=phase
+    )
     receiver = _Receiver(ctx)
     ws.start(receiver.on_binary, receiver.on_text)
     sender.start()
@@ -272,6 +246,7 @@ async def _converse(ctx: CallContext, join_url: str, script: Script) -> None:
         timeline.add(
             time.monotonic_ns(), "ws.closed", code=ws.close_code, reason=ws.close_reason or "", by=by
         )
+        receiver.close()
     for error in (ws.error, sender.error):  # a bug in a frame handler or in the pacer's callback
         if error is not None:
             raise error
@@ -313,17 +288,25 @@ class _Receiver:
         self.frame_received = ctx.timeline.frame_received
         self.live = ctx.live
         self.on_audio = ctx.live.playback.on_audio
-        self.agent_audio = ctx.result.agent_audio if ctx.plan.record else None
+        path = ctx.plan.agent_audio_path
+        # Buffered: one write system call per 32 KiB of audio (a second of 16 kHz), not per frame.
+        self.spool = open(path, "wb", buffering=32768) if path is not None else None  # noqa: SIM115
+        ctx.result.agent_audio_path = path
 
     def on_binary(self, frame: bytes, now: int) -> None:
         first, last = audible_bounds(frame)
         samples = len(frame) >> 1
         self.frame_received(now, samples, first, last)
         self.on_audio(now, samples, first, last)
-        if self.agent_audio is not None:
-            self.agent_audio.append(frame)
+        if self.spool is not None:
+            self.spool.write(frame if not len(frame) & 1 else frame[:-1])
         if self.live.audio_waiters:
             self.live.notify()
+
+    def close(self) -> None:
+        spool, self.spool = self.spool, None
+        if spool is not None:
+            spool.close()
 
     def on_text(self, frame: str, now: int) -> None:
         parsed = wire.parse_server_message(frame)
@@ -391,29 +374,3 @@ async def _ping(ctx: CallContext) -> None:
             await ctx.send_message(wire.ping(time.monotonic_ns() / NS))
     except websockets.ConnectionClosed:
         return
-
-
-async def _read_back(api: UltravoxApi, result: CallResult) -> None:
-    """After the call: its end reason, messages, the server's recording and ground truth."""
-    call_id = result.call_id
-    assert call_id is not None
-    timeline = result.timeline
-    try:
-        for _ in range(30):
-            result.call = await api.read_call(call_id)
-            if result.call.get("ended"):
-                break
-            await asyncio.sleep(0.1)
-        timeline.add(
-            time.monotonic_ns(),
-            "call.fetched",
-            end_reason=result.call.get("endReason"),
-            ended=result.call.get("ended"),
-        )
-        result.messages = await api.messages(call_id)
-        if result.call.get("recordingEnabled"):
-            result.server_recording = await api.recording(call_id)
-        if result.plan.local:
-            result.ground_truth = await api.ground_truth(call_id)
-    except Exception as exc:  # reading back is best effort: the call itself is already measured
-        timeline.add(time.monotonic_ns(), "warning", where="read_back", message=str(exc))

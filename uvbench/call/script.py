@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import websockets
 
 from uvbench.audio.source import load_pcm, speech_bounds_at
@@ -166,7 +165,7 @@ async def _speak(ctx: CallContext, index: int, step: SayStep | BargeInStep, kind
         start = min(len(pcm), math.floor(bounds.start * rate))
         end = min(len(pcm), math.ceil(bounds.end * rate))
     utterance = ctx.composer.enqueue(pcm)
-    ctx.result.user_audio.append((utterance.start_sample, np.asarray(pcm)))
+    ctx.result.user_audio.append((utterance.start_sample, step.path))
     ctx.timeline.add(
         time.monotonic_ns(),
         "utterance.queued",

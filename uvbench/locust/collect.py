@@ -69,8 +69,10 @@ class RunCollector:
         """The run-wide tags of a call that ended (recorded, lost or interrupted)."""
         return self._in_flight.pop(key, None) if key is not None else None
 
-    def add(self, record: dict[str, Any]) -> dict[str, Any]:
-        """One finished call: tagged run-wide, appended to results.jsonl at once."""
+    def add(self, record: dict[str, Any], files: dict[str, bytes] | None = None) -> dict[str, Any]:
+        """One measured call: its files written into the run folder (by suffix, as the analysis
+        made them: ".timeline.json", ".flac", ".server.wav"), tagged run-wide, its record written
+        and appended to results.jsonl at once."""
         if self.finished:
             return record
         tags = dict(record.get("tags") or {})
@@ -85,13 +87,21 @@ class RunCollector:
             tags["start_offset_s"] = round(offset, 3)
             if self.profile is not None:
                 tags["stage"] = self.profile.stage_at(offset)
+        stem = self.folder.call_stem(str(record.get("scenario")))
+        artifacts = {}
+        for kind, suffix in (record.get("artifacts") or {}).items():
+            data = (files or {}).get(suffix)
+            if data is not None:
+                (self.folder.calls_dir / f"{stem}{suffix}").write_bytes(data)
+                artifacts[kind] = f"calls/{stem}{suffix}"
         record = {
             **record,
             "tags": tags,
             "concurrency": tags.get("concurrency", 1),
             "stage": tags.get("stage"),
+            "artifacts": artifacts,
         }
-        self.folder.append_result(record)
+        self.folder.write_record(stem, record)
         self.records.append(record)
         return record
 

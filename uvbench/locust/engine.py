@@ -2,15 +2,15 @@
 
 Locust runs users as gevent greenlets, and a greenlet switch on every socket operation would
 interrupt other calls' paced audio (gevent #1216). So each locust process (a worker, or locust
-without workers) starts one engine: `python -m uvbench.locust.engine FD`, a child process with no
-gevent in it, talking over the socket FD (`uvbench.locust.wire`). Here the calls are exactly those
-of `uvbench run`: `run_call_of` on uvloop with the same process settings, and `write_call` into
-the run folder. Greenlets only ask for calls and wait for their records (`uvbench.locust.bridge`).
+without workers) starts one engine: `python -m uvbench.locust.engine FD JOBS SPOOL`, a child process
+with no gevent in it, talking to locust over the socket FD (`uvbench.locust.wire`). Here the calls
+are exactly those of a `uvbench run` pacing process: on the wire only (`WireCaller`, on uvloop
+with the same process settings); each finished call is spooled and handed over on JOBS to the
+analysis process, which sends its record to locust (`uvbench.locust.bridge`).
 
 Messages in:   ("configure", EngineSpec)   ("call", id, scenario index, tags)   ("cancel", id)
-Messages out:  ("record", id, record)   ("lost", id, reason)   ("fatal", line)
-A call's record is written to the run folder before it is sent; a call that raised or was
-cancelled comes back as "lost" with the reason, never silently.
+Messages out:  ("lost", id, reason)   ("fatal", line)          on JOBS: ("job", ...), ("configure", ...)
+A call that raised or was cancelled comes back as "lost" with the reason, never silently.
 """
 
 from __future__ import annotations
@@ -37,18 +37,19 @@ class EngineSpec:
     scenarios: list[Any]
     """uvbench Scenario objects; calls name them by index."""
     endpoints: dict[str, Any]
-    """scenario name -> runner.run.Endpoint"""
-    folder: Path
-    stem_prefix: str = ""
-    """Prefixes this process's call files (e.g. "w1-"), so several locust workers share one folder."""
+    """scenario name -> call.plan.Endpoint"""
     scenario_tags: dict[str, dict[str, Any]] = field(default_factory=dict)
+    record: str | None = None
+    """Overrides every scenario's `client.record`."""
 
 
 class Engine:
-    def __init__(self, outbox: queue.SimpleQueue[Any]) -> None:
+    def __init__(self, outbox: queue.SimpleQueue[Any], jobs: queue.SimpleQueue[Any], spool: Path) -> None:
         self.outbox = outbox
+        self.jobs = jobs
         self.spec: EngineSpec | None = None
-        self.writer: Any = None
+        self.caller: Any = None
+        self.spool = spool
         self.configured = asyncio.Event()
         self.calls: dict[int, asyncio.Task[None]] = {}
         self.stopped = asyncio.Event()
@@ -68,17 +69,24 @@ class Engine:
             self.stopped.set()
 
     async def configure(self, spec: EngineSpec) -> None:
-        from uvbench.report.run_folder import RunFolder
-        from uvbench.runner.run import CallWriter
+        from uvbench.analysis.worker import AnalysisSpec
+        from uvbench.runner.workers import WireCaller
 
         self.configured.clear()
         try:
             self.spec = spec
-            folder = RunFolder.attach(spec.folder, first=1, step=1, prefix=spec.stem_prefix)
-            if self.writer is not None:  # a new test (the web UI): the last test's clients go
-                await self.writer.close()
-            self.writer = CallWriter(folder, spec.endpoints, spec.scenario_tags)
-            await self.writer.warm(spec.scenarios)
+            if self.caller is not None:  # a new test (the web UI): the last test's clients go
+                await self.caller.close()
+            self.caller = WireCaller(
+                spec.scenarios,
+                spec.endpoints,
+                self.spool,
+                record=spec.record,
+                scenario_tags=spec.scenario_tags,
+            )
+            # The analysis sends files back as bytes: the run folder is the master's, maybe elsewhere.
+            self.jobs.put(("configure", AnalysisSpec(spec.scenarios, spec.endpoints, None, spec.record)))
+            await self.caller.warm(spec.scenarios)
         except Exception as exc:
             self.outbox.put(("fatal", f"the call engine could not start: {_line(exc)}"))
             return
@@ -91,8 +99,8 @@ class Engine:
             # The engine's own count of calls in flight, this one included (the run's owner
             # replaces it with the run-wide count and keeps this one as worker_concurrency).
             tags = {**tags, "concurrency": len(self.calls)}
-            record = await self.writer.run(self.spec.scenarios[index], tags)
-            self.outbox.put(("record", call_id, record))
+            raw = await self.caller.run(self.spec.scenarios[index], tags)
+            self.jobs.put(("job", call_id, raw["spool"], raw["scenario"], raw["tags"], None))
         except asyncio.CancelledError:
             self.outbox.put(("lost", call_id, "cancelled: locust stopped the user while its call ran"))
         except Exception as exc:
@@ -104,8 +112,8 @@ class Engine:
         for task in list(self.calls.values()):
             task.cancel()
         await asyncio.gather(*self.calls.values(), return_exceptions=True)
-        if self.writer is not None:
-            await self.writer.close()
+        if self.caller is not None:
+            await self.caller.close()
 
 
 def _line(exc: BaseException) -> str:
@@ -132,8 +140,10 @@ def _sender(sock: socket.socket, outbox: queue.SimpleQueue[Any]) -> None:
             return
 
 
-async def _serve(sock: socket.socket, outbox: queue.SimpleQueue[Any]) -> None:
-    engine = Engine(outbox)
+async def _serve(
+    sock: socket.socket, outbox: queue.SimpleQueue[Any], jobs: queue.SimpleQueue[Any], spool: Path
+) -> None:
+    engine = Engine(outbox, jobs, spool)
     threading.Thread(target=_reader, args=(sock, asyncio.get_running_loop(), engine), daemon=True).start()
     try:
         await engine.stopped.wait()
@@ -146,25 +156,33 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C reaches the whole process group; locust decides what stops, and says so with "stop".
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=int(argv[0]))
-    sock.setblocking(True)
+    jobs_sock = socket.socket(fileno=int(argv[1]))
+    for each in (sock, jobs_sock):
+        each.setblocking(True)
     outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
     sender = threading.Thread(target=_sender, args=(sock, outbox), daemon=True)
     sender.start()
+    job_sender = threading.Thread(target=_sender, args=(jobs_sock, jobs), daemon=True)
+    job_sender.start()
     code = 0
     try:
         # The modules a call needs, imported before the settings below freeze them in place.
-        import uvbench.runner.run  # noqa: F401
+        import uvbench.runner.workers  # noqa: F401
         from uvbench.eventloop import fast_event_loop_factory, settle_for_pacing
 
         settle_for_pacing()
         with asyncio.Runner(loop_factory=fast_event_loop_factory()) as runner:
-            runner.run(_serve(sock, outbox))
+            runner.run(_serve(sock, outbox, jobs, Path(argv[2])))
     except BaseException as exc:
         outbox.put(("fatal", f"the call engine stopped: {_line(exc)}"))
         code = 1
     outbox.put(None)
+    jobs.put(None)  # the analysis finishes what it has, then exits
     sender.join(timeout=5)
+    job_sender.join(timeout=5)
     sock.close()
+    jobs_sock.close()
     os._exit(code)  # skip interpreter teardown: nothing is left to flush
 
 

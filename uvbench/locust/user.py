@@ -16,8 +16,9 @@ Roles, as locust has them:
   run folder at each test start and tells the workers where (custom options travel with locust's
   spawn message), receives every record, and writes the report and the verdict at the end;
 - each worker starts its engine when locust starts, hands it the scenarios at test start, and
-  sends each record to the master as its call ends (its call files go into the run folder path,
-  which on one machine is the master's folder).
+  sends each record to the master with the call's files (timeline, recordings) as the call is
+  measured; the master writes them into its run folder, so the folder is whole wherever the
+  workers run.
 
 Thresholds (the files' and --uvbench-threshold) are judged at the end on uvbench's records and set
 locust's exit code (1 when one fails, 0 when all pass); a run that measured nothing exits 3.
@@ -89,8 +90,7 @@ def _add_arguments(parser: Any) -> None:
         help="a k6-style gate on uvbench's figures, e.g. 'turn.ttfa_ms: p(95) < 1200'; repeatable",
     )
     # Set by the master and carried to the workers by locust's spawn message (not for users).
-    for hidden in ("--uvbench-local-server", "--uvbench-run-folder"):
-        parser.add_argument(hidden, default="", include_in_web_ui=False, help=argparse.SUPPRESS)
+    parser.add_argument("--uvbench-local-server", default="", include_in_web_ui=False, help=argparse.SUPPRESS)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -127,7 +127,7 @@ class UltravoxUser(User):
                 "started_at": started,
                 "call_key": key,
             }
-            record = engine.call(index, tags)
+            record, files = engine.call(index, tags)
         except CallLost as exc:
             self.environment.events.request.fire(
                 request_type="call",
@@ -158,7 +158,7 @@ class UltravoxUser(User):
                 exception=request.exception,
                 start_time=started,
             )
-        session.deliver(record)
+        session.deliver(record, files)
 
 
 class ScenarioShape(LoadTestShape):
@@ -360,7 +360,6 @@ class _Session:
             load=load,
             profile=self.shape_plan.profile if self.shape_plan else None,
         )
-        self.options.uvbench_run_folder = str(self.collector.path.resolve())
         self.stopped_workers = 0
         if self.is_master:
             self.workers_at_start = self.environment.runner.worker_count
@@ -374,11 +373,13 @@ class _Session:
             "runTime": getattr(options, "run_time", None),
         }
 
-    def deliver(self, record: dict[str, Any]) -> None:
+    def deliver(self, record: dict[str, Any], files: dict[str, bytes]) -> None:
+        """A measured call to the run folder's owner: its record and its files (the timeline,
+        recordings), which the owner writes into its run folder, wherever this process runs."""
         if self.is_worker:
-            self.environment.runner.send_message(RECORD, record)
+            self.environment.runner.send_message(RECORD, {"record": record, "files": files})
         elif self.collector is not None:
-            self.collector.add(record)
+            self.collector.add(record, files)
 
     def announce_start(self, vu: int) -> str:
         """Tell the run's owner a call starts (before it does), for its run-wide tags; its key."""
@@ -432,9 +433,7 @@ class _Session:
         scenario_tags: dict[str, dict[str, Any]] = {}
         for plan in self.plans.values():
             scenario_tags.update(plan.scenario_tags)
-        folder = Path(self.options.uvbench_run_folder)
-        prefix = f"w{self.worker_index}-" if self.is_worker else ""
-        self.engine.configure(EngineSpec(self.scenarios, self.endpoints(), folder, prefix, scenario_tags))
+        self.engine.configure(EngineSpec(self.scenarios, self.endpoints(), scenario_tags))
 
 
 _SESSIONS: dict[int, _Session] = {}
@@ -497,7 +496,7 @@ def _from_worker(session: _Session, kind: str, data: Any) -> None:
     if kind == STARTED:
         collector.call_started(data["key"], data["worker"], data["vu"])
     elif kind == RECORD:
-        collector.add(data)
+        collector.add(data["record"], data["files"])
     elif data.get("counted"):  # interrupted: the worker's "stopped" message counts it
         collector.call_ended(data.get("key"))
     else:

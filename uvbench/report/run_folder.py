@@ -85,6 +85,14 @@ class RunFolder:
         self._results.write(json.dumps(record) + "\n")
         self._results.flush()
 
+    def write_record(self, stem: str, record: dict[str, Any]) -> dict[str, Any]:
+        """A measured call's record (its files already in calls/): calls/<stem>.json, and a line
+        of results.jsonl when this folder owns it. Returns the record."""
+        (self.calls_dir / f"{stem}.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
+        if self._results is not None:
+            self.append_result(record)
+        return record
+
     def write_call(
         self,
         stem: str,

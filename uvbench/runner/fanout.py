@@ -117,12 +117,12 @@ async def sleep_until(deadline: float) -> None:
 
 class CallHooks(Protocol):
     """Observers of each call of `run_load`, told as it starts (after the state counts it; may add
-    or change its tags) and as it ends (record None when the call raised). Used by a worker
-    process (runner/workers.py: run-wide counters and tags) and by step mode (runner/step.py)."""
+    or change its tags) and as it ends (with what `run_one` returned, None when the call raised).
+    Used by a pacing process (runner/workers.py: run-wide counters and tags, step levels)."""
 
     def call_started(self, tags: dict[str, Any], state: RunState) -> None: ...
 
-    def call_ended(self, tags: dict[str, Any], record: dict[str, Any] | None, state: RunState) -> None: ...
+    def call_ended(self, tags: dict[str, Any], handed_over: Any, state: RunState) -> None: ...
 
 
 CallRunner = Callable[[Scenario, dict[str, Any]], "asyncio.Future[dict[str, Any]] | Any"]
@@ -144,7 +144,8 @@ async def run_load(
     start_s: float = 0.0,
     origin: float | None = None,
 ) -> RunState:
-    """Start calls as the profile says; `run_one(scenario, tags)` runs one and returns its record.
+    """Start calls as the profile says; `run_one(scenario, tags)` runs one (in a pacing process:
+    the call on the wire, handed over for analysis) and returns what `hooks.call_ended` is told.
 
     `order` replaces the interleaved order (e.g. `weighted_order`). Several loads may share one
     `state` (see `run_groups`): each counts its own calls against its profile; `origin` is then the
@@ -174,7 +175,6 @@ async def run_load(
         record = None
         try:
             record = await run_one(scenario, tags)
-            state.record(record)
         finally:
             state.in_flight -= 1
             mine["in_flight"] -= 1
@@ -305,6 +305,7 @@ async def run_groups(
     seed: int | None = None,
     state: RunState | None = None,
     on_drop: Callable[[int], None] | None = None,
+    hooks: CallHooks | None = None,
 ) -> RunState:
     """Every group's load at once on this loop, each from its start offset, sharing one RunState
     (VU numbers are per group; `run_one` can tell groups apart by scenario)."""
@@ -323,6 +324,7 @@ async def run_groups(
                 seed=group_seed,
                 state=state,
                 on_drop=on_drop,
+                hooks=hooks,
                 order=order,
                 start_s=group.start_s,
                 origin=origin,

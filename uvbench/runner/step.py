@@ -17,8 +17,8 @@ left to finish (each call ends on its own: script, timeouts), so every started c
 in the run folder; levels above the one that broke are reported "not judged". Ctrl-C cuts it short.
 
 `Stepper` is sans-I/O: fed the clock (seconds since the run started), call starts and ends; the
-fan-out runner asks it for the target (through `SteppedLoad` in one process; in several worker
-processes the parent asks it and sends each worker its share, see runner/workers.py).
+run's coordinator asks it for the level and sends each pacing process its share (see
+runner/workers.py).
 """
 
 from __future__ import annotations
@@ -246,36 +246,3 @@ class StepProfile(LoadProfile):
 
     def stage_at(self, t_s: float) -> int | None:
         return None
-
-
-class SteppedLoad:
-    """Step mode in one process: the control of the fan-out runner's profile and its call hooks.
-
-    `run_load` reads `profile` (its target and end ask the stepper) and tells this of each call
-    (`call_started` tags the call's `step`; `call_ended` feeds the verdicts)."""
-
-    def __init__(self, stepper: Stepper) -> None:
-        self.stepper = stepper
-        self.current: int | None = None
-        self.profile = StepProfile(duration_s=stepper.plan.total_s, control=self)
-
-    def _level(self, t_s: float) -> int | None:
-        level = self.stepper.level_at(t_s)
-        if level != self.current:
-            if self.current is not None:  # starts happen on this loop only: all of them are counted
-                self.stepper.close(self.current)
-            self.current = level
-        return level
-
-    def target_at(self, t_s: float) -> int:
-        return self._level(t_s) or 0
-
-    def finished(self, t_s: float, started: int) -> bool:
-        return self._level(t_s) is None
-
-    def call_started(self, tags: dict[str, Any], state: Any) -> None:
-        tags["step"] = self.current
-        self.stepper.started(self.current)  # type: ignore[arg-type]
-
-    def call_ended(self, tags: dict[str, Any], record: dict[str, Any] | None, state: Any) -> None:
-        self.stepper.ended(tags["step"], record)

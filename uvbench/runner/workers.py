@@ -1,40 +1,50 @@
-"""`uvbench run --workers N`: the load driven by N worker processes, merged into one run folder.
+"""The processes of a run: pacing processes carry the calls, analysis processes measure them, and
+this process (the coordinator) owns the run folder.
 
-One event loop paces every call's audio; past some tens of concurrent calls a single loop (and the
-interpreter lock) cannot keep every pacer on time. Each worker is a separate process with its own
-event loop (uvloop where installed) running the same fan-out runner on its share of the load:
+```
+coordinator (this process: run folder, results.jsonl, live view, step verdicts)
+  ├─ pacing process 0..W-1   each its own (uv)loop: calls on the wire only (create, join, paced
+  │                          audio out, frames in and stamped, the script); a finished call is
+  │                          spooled to a file and handed over as ("raw", ...)
+  └─ analysis process 0..A-1 each finished call: read back, figures, expectations, recording,
+                             timeline file; its record comes back as ("record", ...)
+```
 
-- The parent resolves targets once (it starts the local server, once) and gives the workers the
-  endpoints (url, key); workers never start servers.
-- `LoadProfile.share` splits the profile: concurrency, stage targets, iterations and the open
-  model's arrival rate and cap; worker w takes items w, w+W, ... of the run's work order (so the
-  scenario mix and the iteration numbers are those of one process) and, open model, the run's
-  arrivals w, w+W, ... at their own times. All workers start on one shared CLOCK_MONOTONIC instant,
-  after every one of them has imported and said ready (process start costs about a second).
-- Workers run calls with `run_call_of` and `write_call`, writing call files straight into the run
-  folder under worker-distinct numbers (worker w of W: w+1, w+1+W, ...), and send each record
-  to the parent over a pipe. The parent alone appends results.jsonl (no interleaved lines), folds
-  the record into `RunState` (the live view) and calls `on_call`, as the one-process path does.
-- Tags: `worker` is added; `vu` and `iteration` are made run-wide (local*W + w); `concurrency` is
-  the run's calls in flight once the call started, itself included: every worker publishes its own
-  count in a shared-memory array (one slot per worker, written only by it) and sums all slots at
-  each start. That is exact except for starts in two processes within the same microseconds,
-  which may each miss the other.
-- Ctrl-C: the parent asks the workers to cancel their calls and waits for them (workers ignore
-  SIGINT themselves); what finished stays, `interrupted` says so.
-- A worker that dies does not stop the run: its finished calls stay, the parent prints one line
-  (`on_worker_failed`), summary.json lists it under `workers.failed`, and the exit code is 3 (the
-  asked load was not delivered).
-- Step mode: the parent owns the `Stepper` (it decides levels) and sends each worker its share of
-  the level; workers tell it each start and acknowledge each level change, so a level is judged
-  only once no worker can start another call at it.
+Why: everything a call needs after it ends (about 20 ms of CPU per call for the listener,
+metrics, recording and files, more for reading the call back over HTTP) used to run in the process
+whose event loop paces the other calls, so when a round of calls ended together (k6's lockstep
+`--vus 50`) the next round's audio left late. Now a pacing process does nothing but the wire.
 
-Processes start with the "spawn" context: the parent may have threads (the live view), which fork
-would copy in whatever state they were in.
+- **Pacing**: the parent resolves targets once (it starts the local server, once) and gives the
+  workers the endpoints; `LoadProfile.share` splits the profile (concurrency, stage targets,
+  iterations, the open model's arrivals and cap); worker w takes items w, w+W, ... of the run's
+  work order. All workers start on one shared CLOCK_MONOTONIC instant after every one said ready.
+- **Analysis**: the coordinator numbers each handed-over call (its file stem) and gives it to the
+  analysis process with the fewest calls in hand; that process writes the call's timeline and
+  recordings into the run folder and sends the record back; the coordinator writes the record
+  (calls/<stem>.json) and appends results.jsonl (the only writer, so lines never interleave),
+  folds it into `RunState` (the live view) and calls `on_call`. If an analysis process dies, its
+  calls in hand are given to a new one (their spool files are still there); a call whose
+  analysis fails twice is lost and counted.
+- **Tags**: `worker` is added; `vu` and `iteration` are run-wide (local*W + w); `concurrency` is
+  the run's calls in flight once the call started, itself included: every pacing process
+  publishes its own count in a shared-memory array (one slot per worker, written only by it) and
+  sums all slots at each start.
+- **Ctrl-C**: the parent asks the pacing processes to cancel their calls; what was handed over is
+  still analysed; a second Ctrl-C stops waiting.
+- **A pacing process that dies** does not stop the run: its finished calls stay, the parent prints
+  one line (`on_worker_failed`), summary.json lists it under `workers.failed`, exit code 3.
+- **Step mode**: the parent owns the `Stepper` and sends each worker its share of the level;
+  workers tell it each start and acknowledge each level change.
+
+Processes start from a fork server that has imported uvbench once (forkserver where the platform
+has it, else spawn): starting one costs milliseconds, not the second of imports, and never forks
+this process's threads (the live view).
 """
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
 import queue
@@ -48,117 +58,159 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
+from uvbench.analysis.worker import AnalysisSpec, analysis_main
 from uvbench.report.run_folder import RunFolder
-from uvbench.runner.fanout import RunState
+from uvbench.runner.fanout import LoadGroup, RunState
 from uvbench.runner.load import LoadProfile, split_count, whole_profile
-from uvbench.runner.run import Endpoint, RunSummary, Targets, _summary
 from uvbench.runner.step import Stepper, StepProfile
 from uvbench.scenario import Scenario
 
 FAULT_ENV = "UVBENCH_TEST_WORKER_EXIT"
-"""Test hook: "W:N" makes worker W exit (code 70, no cleanup) right after sending its N-th record."""
+"""Test hook: "W:N" makes pacing worker W exit (code 70, no cleanup) right after handing over its
+N-th call."""
 STARTUP_TIMEOUT_S = 60.0
 CANCEL_TIMEOUT_S = 15.0
+DRAIN_TIMEOUT_S = 120.0
+"""After the load: how long the analysis of the calls already handed over may take at most."""
 _STARTED, _IN_FLIGHT, _DROPPED, _INTERRUPTED = range(4)
 SLOTS = 4
 """Slots per worker in the shared counters array (each written only by its worker)."""
+ANALYSIS_TRIES = 2
+
+
+def process_context() -> Any:
+    """forkserver (with uvbench's call and analysis modules imported once in the server) where
+    the platform has it, else spawn."""
+    try:
+        ctx = multiprocessing.get_context("forkserver")
+    except ValueError:
+        return multiprocessing.get_context("spawn")
+    ctx.set_forkserver_preload(["uvbench.runner.workers"])
+    return ctx
+
+
+def analysis_processes(pacing: int) -> int:
+    """Analysis processes for `pacing` pacing processes: one per two (a call's analysis costs a
+    fraction of its wire time), at least one."""
+    return max(1, (pacing + 1) // 2)
 
 
 @dataclass
 class WorkerSpec:
-    """What a worker process needs (pickled once at spawn)."""
+    """What a pacing process needs (pickled once at its start)."""
 
     worker: int
     workers: int
     scenarios: list[Scenario]
-    endpoints: dict[str, Endpoint]
+    endpoints: dict[str, Any]
     profile: LoadProfile | None
-    """Its share of the load; None in step mode (the parent sends levels)."""
+    """Its share of the load; None in step mode (the parent sends levels) or with groups."""
     step_total_s: float | None
     repeat: int
     seed: int | None
-    folder: Path
+    spool: Path
+    """Where finished calls are handed over (and agent audio written as it arrives)."""
+    record: str | None = None
     scenario_tags: dict[str, dict[str, Any]] | None = None
+    groups: list[LoadGroup] | None = None
+    """A suite's loads in parallel (one pacing process only)."""
+    crash_after: int | None = None
+    """FAULT_ENV, read by the parent."""
+
+
+@dataclass
+class _Job:
+    worker: int
+    spool: str
+    scenario: int
+    tags: dict[str, Any]
+    stem: str
+    tries: int = 0
 
 
 # ------------------------------------------------------------------------------------------------
-# The parent
+# The coordinator
 
 
-def run_workers(
+def run_fleet(
     scenarios: list[Scenario],
-    out_dir: Path,
-    name: str,
+    folder: RunFolder,
+    endpoints: dict[str, Any],
     *,
     workers: int,
     profile: LoadProfile | None = None,
     step: Stepper | None = None,
+    groups: list[LoadGroup] | None = None,
     repeat: int = 1,
     seed: int | None = None,
+    record: str | None = None,
     on_call: Callable[[dict[str, Any], Path], None] | None = None,
     on_drop: Callable[[int], None] | None = None,
     on_worker_failed: Callable[[str], None] | None = None,
-    state: RunState | None = None,
-    local_server_config: dict[str, Any] | None = None,
+    state: RunState,
     scenario_tags: dict[str, dict[str, Any]] | None = None,
-) -> RunSummary:
-    """`run_scenarios` with the calls in `workers` processes; the same run folder and summary."""
-    folder = RunFolder(out_dir, name)
-    targets = Targets(local_server_config)
-    state = state or RunState()
-    fleet: _Fleet | None = None
+) -> _Fleet:
+    """Run the load in `workers` pacing processes (and their analysis processes) into `folder`;
+    the fleet, with its records, failures and whether it was interrupted."""
+    if groups:
+        count = 1
+        shares: list[LoadProfile | None] = [None]
+    elif step is not None:
+        count = max(1, min(workers, step.plan.max))
+        shares = [None] * count
+    else:
+        whole = whole_profile(profile, len(scenarios) * repeat)
+        count = whole.useful_workers(workers)
+        shares = [whole.share(w, count) for w in range(count)]
+        assert all(shares), "useful_workers leaves no worker without a share"
+    spool = folder.path / ".spool"
+    spool.mkdir(exist_ok=True)
+    crash = _fault(os.environ.get(FAULT_ENV, ""))
+    specs = [
+        WorkerSpec(
+            worker=w,
+            workers=count,
+            scenarios=scenarios,
+            endpoints=endpoints,
+            profile=shares[w],
+            step_total_s=step.plan.total_s if step else None,
+            repeat=repeat,
+            seed=seed,
+            spool=spool,
+            record=record,
+            scenario_tags=scenario_tags,
+            groups=groups,
+            crash_after=crash.get(w),
+        )
+        for w in range(count)
+    ]
+    analysis = AnalysisSpec(scenarios, endpoints, folder.path, record)
+    fleet = _Fleet(specs, analysis, folder, state, step, on_call, on_drop, on_worker_failed)
     try:
-        endpoints = {s.name: targets.endpoint(s) for s in scenarios}
-        if step is not None:
-            count = max(1, min(workers, step.plan.max))
-            shares: list[LoadProfile | None] = [None] * count
-        else:
-            whole = whole_profile(profile, len(scenarios) * repeat)
-            count = whole.useful_workers(workers)
-            shares = [whole.share(w, count) for w in range(count)]
-            assert all(shares), "useful_workers leaves no worker without a share"
-        specs = [
-            WorkerSpec(
-                worker=w,
-                workers=count,
-                scenarios=scenarios,
-                endpoints=endpoints,
-                profile=shares[w],
-                step_total_s=step.plan.total_s if step else None,
-                repeat=repeat,
-                seed=seed,
-                folder=folder.path,
-                scenario_tags=scenario_tags,
-            )
-            for w in range(count)
-        ]
-        fleet = _Fleet(specs, folder, state, step, on_call, on_drop, on_worker_failed)
         fleet.run()
     finally:
-        if fleet is not None:
-            fleet.shutdown()
-        targets.close()  # after the workers: their calls need the local server to the end
-        records = fleet.records if fleet else []
-        summary = {
-            **_summary(records),
-            "dropped_calls": state.dropped,
-            "interrupted_calls": state.interrupted,
-            "interrupted": bool(fleet and fleet.interrupted),
-            "workers": {"count": len(fleet.specs) if fleet else 0, "failed": fleet.failed if fleet else []},
-        }
-        folder.write_summary(summary)
-        folder.close()
-    return RunSummary(
-        folder.path, records, fleet.interrupted, worker_failures=[f["message"] for f in fleet.failed]
-    )
+        fleet.shutdown()
+        for leftover in spool.iterdir():
+            leftover.unlink(missing_ok=True)
+        spool.rmdir()
+    return fleet
+
+
+def _fault(text: str) -> dict[int, int]:
+    if not text:
+        return {}
+    target, _, after = text.partition(":")
+    return {int(target): int(after or 1)}
 
 
 class _Fleet:
-    """The parent's side: starts the workers, merges what they send, steps levels, stops them."""
+    """The coordinator's side: starts the processes, dispatches analysis, merges records, steps
+    levels, stops them."""
 
     def __init__(
         self,
         specs: list[WorkerSpec],
+        analysis: AnalysisSpec,
         folder: RunFolder,
         state: RunState,
         step: Stepper | None,
@@ -167,6 +219,7 @@ class _Fleet:
         on_worker_failed: Callable[[str], None] | None,
     ) -> None:
         self.specs = specs
+        self.analysis = analysis
         self.folder = folder
         self.state = state
         self.step = step
@@ -175,10 +228,12 @@ class _Fleet:
         self.on_worker_failed = on_worker_failed
         self.records: list[dict[str, Any]] = []
         self.failed: list[dict[str, Any]] = []
+        self.lost: list[str] = []
+        """One line per call that gave no record (its analysis failed)."""
         self.interrupted = False
         self._sigints = 0
         n = len(specs)
-        self._ctx = multiprocessing.get_context("spawn")
+        self._ctx = process_context()
         self.counters = self._ctx.Array("q", SLOTS * n, lock=False)
         self.procs: list[Any] = []
         self.conns: list[Connection] = []
@@ -193,6 +248,11 @@ class _Fleet:
         self.level: int | None = None
         self.t0 = 0.0
         self._dropped_seen = 0
+        # Analysis processes: (process, connection) by slot, and the calls each has in hand.
+        self.analysers: list[tuple[Any, Connection] | None] = []
+        self.in_hand: list[dict[int, _Job]] = []
+        self._job_ids = itertools.count(1)
+        self._drain_deadline: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -219,25 +279,38 @@ class _Fleet:
         main_thread = threading.current_thread() is threading.main_thread()
         handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
         try:
-            self._spawn()
+            for _ in range(analysis_processes(len(self.specs))):
+                self.analysers.append(None)
+                self.in_hand.append({})
+                self._start_analyser(len(self.analysers) - 1)
+            for spec in self.specs:
+                parent_end, child_end = self._ctx.Pipe(duplex=True)
+                proc = self._ctx.Process(
+                    target=worker_main,
+                    args=(spec, child_end, self.counters),
+                    name=f"uvbench-pacing-{spec.worker}",
+                    daemon=True,
+                )
+                proc.start()
+                child_end.close()
+                self.procs.append(proc)
+                self.conns.append(parent_end)
+                self.alive.add(spec.worker)
         finally:
             if handler is not None:
                 signal.signal(signal.SIGINT, handler)
 
-    def _spawn(self) -> None:
-        for spec in self.specs:
-            parent_end, child_end = self._ctx.Pipe(duplex=True)
-            proc = self._ctx.Process(
-                target=worker_main,
-                args=(spec, child_end, self.counters),
-                name=f"uvbench-worker-{spec.worker}",
-                daemon=True,
-            )
-            proc.start()
-            child_end.close()
-            self.procs.append(proc)
-            self.conns.append(parent_end)
-            self.alive.add(spec.worker)
+    def _start_analyser(self, slot: int) -> None:
+        parent_end, child_end = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(
+            target=analysis_main,
+            args=(self.analysis, child_end),
+            name=f"uvbench-analysis-{slot}",
+            daemon=True,
+        )
+        proc.start()
+        child_end.close()
+        self.analysers[slot] = (proc, parent_end)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -258,9 +331,12 @@ class _Fleet:
             self._send(w, ("go", self.t0))
         self._step_levels()
 
+    def _jobs_in_hand(self) -> int:
+        return sum(len(jobs) for jobs in self.in_hand)
+
     def _loop(self) -> None:
         cancelled_at: float | None = None
-        while self.alive:
+        while self.alive or self._jobs_in_hand():
             if self._sigints and cancelled_at is None:
                 self.interrupted = True
                 cancelled_at = time.monotonic()
@@ -270,12 +346,28 @@ class _Fleet:
             if late or self._sigints > 1:  # a second Ctrl-C: stop waiting for them
                 for w in sorted(self.alive):
                     self.procs[w].terminate()
+                if self._sigints > 1:
+                    self._give_up_analysis("the run was stopped (a second Ctrl-C)")
+            if not self.alive:
+                if self._drain_deadline is None:
+                    self._drain_deadline = time.monotonic() + DRAIN_TIMEOUT_S
+                elif time.monotonic() > self._drain_deadline:
+                    self._give_up_analysis(f"its analysis did not finish within {DRAIN_TIMEOUT_S:.0f} s")
             self._poll(0.05)
             if cancelled_at is None:
                 self._step_levels()
 
+    def _give_up_analysis(self, why: str) -> None:
+        for slot, jobs in enumerate(self.in_hand):
+            for job in jobs.values():
+                self._lost(job, f"a call of worker {job.worker}: {why}")
+            jobs.clear()
+            self._stop_analyser(slot, terminate=True)
+
     def shutdown(self) -> None:
-        """Make sure no worker outlives the run (normally they have all exited by now)."""
+        """Make sure no process outlives the run (normally they have all exited by now)."""
+        for slot in range(len(self.analysers)):
+            self._stop_analyser(slot)
         for proc in self.procs:
             if proc.is_alive():
                 proc.terminate()
@@ -283,6 +375,23 @@ class _Fleet:
             proc.join(timeout=5)
         for conn in self.conns:
             conn.close()
+
+    def _stop_analyser(self, slot: int, *, terminate: bool = False) -> None:
+        entry = self.analysers[slot]
+        if entry is None:
+            return
+        proc, conn = entry
+        self.analysers[slot] = None
+        if not terminate:
+            try:
+                conn.send(("stop",))
+            except (OSError, EOFError, BrokenPipeError):
+                pass
+            proc.join(timeout=10)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(timeout=5)
+        conn.close()
 
     # -- messages ----------------------------------------------------------------------------------
 
@@ -293,21 +402,29 @@ class _Fleet:
             pass  # the worker is gone; its sentinel tells
 
     def _poll(self, timeout: float) -> None:
-        waitables: dict[Any, int] = {}
+        waitables: dict[Any, tuple[str, int]] = {}
         for w in self.alive:
-            waitables[self.conns[w]] = w
-            waitables[self.procs[w].sentinel] = w
+            waitables[self.conns[w]] = ("pacing", w)
+            waitables[self.procs[w].sentinel] = ("pacing-exit", w)
+        for slot, entry in enumerate(self.analysers):
+            if entry is not None:
+                waitables[entry[1]] = ("analysis", slot)
+                waitables[entry[0].sentinel] = ("analysis-exit", slot)
         if not waitables:
+            time.sleep(timeout)
             return
         for ready in wait(list(waitables), timeout):
-            w = waitables[ready]
-            if w not in self.alive:
-                continue
-            if ready is self.conns[w]:
-                self._drain(w)
-            else:  # the process ended: first read what it sent before it did
-                self._drain(w, to_eof=True)
-                self._exited(w)
+            what, i = waitables[ready]
+            if what == "pacing" and i in self.alive:
+                self._drain(i)
+            elif what == "pacing-exit" and i in self.alive:  # first read what it sent before it ended
+                self._drain(i, to_eof=True)
+                self._exited(i)
+            elif what == "analysis" and self.analysers[i] is not None:
+                self._drain_analysis(i)
+            elif what == "analysis-exit" and self.analysers[i] is not None:
+                self._drain_analysis(i, to_eof=True)
+                self._analyser_died(i)
         self._refresh()
 
     def _drain(self, w: int, *, to_eof: bool = False) -> None:
@@ -320,8 +437,8 @@ class _Fleet:
 
     def _handle(self, w: int, message: tuple[Any, ...]) -> None:
         kind = message[0]
-        if kind == "record":
-            self._record(w, message[2])
+        if kind == "raw":
+            self._dispatch(w, message[2])
         elif kind == "started":
             level = message[2]
             self.started_by[w][level] = self.started_by[w].get(level, 0) + 1
@@ -339,17 +456,88 @@ class _Fleet:
         elif kind == "error":
             self.errors[w] = message[2]
 
-    def _record(self, w: int, record: dict[str, Any]) -> None:
-        self.folder.append_result(record)
+    # -- analysis ----------------------------------------------------------------------------------
+
+    def _dispatch(self, w: int, raw: dict[str, Any]) -> None:
+        scenario = self.analysis.scenarios[raw["scenario"]]
+        self.calls_by[w] += 1  # its finished calls: handed over, measured or not yet
+        job = _Job(w, raw["spool"], raw["scenario"], raw["tags"], self.folder.call_stem(scenario.name))
+        self._give(next(self._job_ids), job)
+
+    def _give(self, job_id: int, job: _Job) -> None:
+        live = [slot for slot, entry in enumerate(self.analysers) if entry is not None]
+        if not live:
+            self._lost(job, "no analysis process is left")
+            return
+        slot = min(live, key=lambda s: len(self.in_hand[s]))
+        job.tries += 1
+        self.in_hand[slot][job_id] = job
+        entry = self.analysers[slot]
+        assert entry is not None
+        try:
+            entry[1].send(("job", job_id, job.spool, job.scenario, job.tags, job.stem))
+        except (OSError, EOFError, BrokenPipeError):
+            pass  # its sentinel tells; the job is handed on then
+
+    def _drain_analysis(self, slot: int, *, to_eof: bool = False) -> None:
+        entry = self.analysers[slot]
+        assert entry is not None
+        conn = entry[1]
+        try:
+            while to_eof or conn.poll():
+                message = conn.recv()
+                kind = message[0]
+                if kind == "record":
+                    job = self.in_hand[slot].pop(message[1], None)
+                    if job is not None:
+                        self._record(job, message[2])
+                elif kind == "lost":
+                    job = self.in_hand[slot].pop(message[1], None)
+                    if job is not None:
+                        self._lost(job, message[2])
+                elif kind == "fatal":
+                    self.errors[-1 - slot] = message[1]
+        except (EOFError, OSError):
+            pass
+
+    def _analyser_died(self, slot: int) -> None:
+        """Its calls in hand go to a new analysis process (their spool files are still there),
+        once; a call whose analysis failed twice is lost."""
+        entry = self.analysers[slot]
+        assert entry is not None
+        entry[0].join(timeout=5)
+        entry[1].close()
+        self.analysers[slot] = None
+        jobs, self.in_hand[slot] = self.in_hand[slot], {}
+        why = self.errors.get(-1 - slot) or f"exit code {entry[0].exitcode}"
+        retry = [(job_id, job) for job_id, job in jobs.items() if job.tries < ANALYSIS_TRIES]
+        for job in jobs.values():
+            if job.tries >= ANALYSIS_TRIES:
+                self._lost(job, f"its analysis process stopped twice ({why})")
+        if retry and self._sigints < 2:
+            self._start_analyser(slot)
+            for job_id, job in retry:
+                self._give(job_id, job)
+        else:
+            for _, job in retry:
+                self._lost(job, f"its analysis process stopped ({why})")
+
+    def _record(self, job: _Job, record: dict[str, Any]) -> None:
+        record = self.folder.write_record(job.stem, record)
         self.records.append(record)
-        self.calls_by[w] += 1
         self.state.finished += 1
         self.state.record(record)
         level = record.get("tags", {}).get("step")
         if level is not None:
-            self._ended(w, level, record)
+            self._ended(job.worker, level, record)
         if self.on_call:
             self.on_call(record, self.folder.path)
+
+    def _lost(self, job: _Job, reason: str) -> None:
+        self.lost.append(reason)
+        self.state.finished += 1
+        Path(job.spool).unlink(missing_ok=True)
+        self._ended(job.worker, job.tags.get("step"), None)
 
     def _ended(self, w: int, level: int | None, record: dict[str, Any] | None) -> None:
         if level is None:
@@ -396,10 +584,15 @@ class _Fleet:
                 "message": message,
             }
         )
-        # Its calls that started but never ended are lost for step mode's verdicts, and it will
-        # not acknowledge any level.
+        # Its calls that started but were never handed over are lost for step mode's verdicts,
+        # and it will not acknowledge any level.
+        handed = {level: 0 for level in self.started_by[w]}
+        for jobs in self.in_hand:
+            for job in jobs.values():
+                if job.worker == w and job.tags.get("step") in handed:
+                    handed[job.tags["step"]] += 1
         for level, started in self.started_by[w].items():
-            for _ in range(started - self.ended_by[w].get(level, 0)):
+            for _ in range(started - self.ended_by[w].get(level, 0) - handed.get(level, 0)):
                 self._ended(w, level, None)
         for level in list(self.pending_acks):
             self._acked(w, level)
@@ -439,14 +632,14 @@ class _Fleet:
 
 
 # ------------------------------------------------------------------------------------------------
-# A worker
+# A pacing process
 
 
 def worker_main(spec: WorkerSpec, conn: Connection, counters: Any) -> None:
-    """A worker process's entry point: its share of the load on its own event loop."""
+    """A pacing process's entry point: its share of the load on its own event loop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it sends "cancel" (see _start)
     outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    sender = threading.Thread(target=_sender, args=(spec.worker, conn, outbox), daemon=True)
+    sender = threading.Thread(target=_sender, args=(spec, conn, outbox), daemon=True)
     sender.start()
     code = 0
     try:
@@ -468,15 +661,9 @@ def worker_main(spec: WorkerSpec, conn: Connection, counters: Any) -> None:
     os._exit(code)  # skip interpreter teardown: nothing is left to flush
 
 
-def _sender(worker: int, conn: Connection, outbox: queue.SimpleQueue[Any]) -> None:
+def _sender(spec: WorkerSpec, conn: Connection, outbox: queue.SimpleQueue[Any]) -> None:
     """The worker's only writer to the pipe: the event loop never blocks on a send or a pickle."""
-    fault = os.environ.get(FAULT_ENV, "")
-    crash_after = None
-    if fault:
-        target, _, after = fault.partition(":")
-        if target == str(worker):
-            crash_after = int(after or 1)
-    records = 0
+    handed = 0
     while True:
         message = outbox.get()
         if message is None:
@@ -485,9 +672,9 @@ def _sender(worker: int, conn: Connection, outbox: queue.SimpleQueue[Any]) -> No
             conn.send(message)
         except (OSError, EOFError):
             return  # the parent is gone
-        if message[0] == "record":
-            records += 1
-            if crash_after is not None and records >= crash_after:
+        if message[0] == "raw":
+            handed += 1
+            if spec.crash_after is not None and handed >= spec.crash_after:
                 os._exit(70)
 
 
@@ -537,24 +724,90 @@ class _WorkerHooks:
             tags["step"] = self.levels.level
             self.tell(("started", self.w, self.levels.level))
 
-    def call_ended(self, tags: dict[str, Any], record: dict[str, Any] | None, state: RunState) -> None:
+    def call_ended(self, tags: dict[str, Any], handed_over: Any, state: RunState) -> None:
         self.counters[SLOTS * self.w + _IN_FLIGHT] = state.in_flight
         self.counters[SLOTS * self.w + _INTERRUPTED] = state.interrupted
-        if record is None:  # it raised or was cancelled: no record will come
+        if handed_over is None:  # it raised or was cancelled: nothing will be analysed
             self.tell(("lost", self.w, tags.get("step")))
+
+
+class WireCaller:
+    """What a pacing process does per call: the call on the wire (call/engine.py), then its raw
+    data spooled for the analysis (analysis/spool.py). Returns the hand-over."""
+
+    def __init__(
+        self,
+        scenarios: list[Scenario],
+        endpoints: dict[str, Any],
+        spool: Path,
+        *,
+        record: str | None = None,
+        scenario_tags: dict[str, dict[str, Any]] | None = None,
+        prefix: str = "",
+    ) -> None:
+        self.index = {id(s): i for i, s in enumerate(scenarios)}
+        self.endpoints = endpoints
+        self.spool = spool
+        self.record = record
+        self.scenario_tags = scenario_tags or {}
+        self.prefix = prefix
+        self.apis: dict[Any, Any] = {}
+        self._numbers = itertools.count(1)
+
+    def api(self, endpoint: Any) -> Any:
+        from uvbench.call.rest import UltravoxApi
+
+        if endpoint not in self.apis:
+            self.apis[endpoint] = UltravoxApi(endpoint.api_url, endpoint.api_key)
+        return self.apis[endpoint]
+
+    async def warm(self, scenarios: list[Scenario]) -> None:
+        """Cold-start work before the first call, not under the first calls' pacers: one HTTP
+        client per endpoint for the whole run (making one costs tens of milliseconds of CPU, TLS
+        setup) and every clip decoded at its call's input rate."""
+        import asyncio
+
+        from uvbench.runner.run import warm_audio
+
+        for endpoint in self.endpoints.values():
+            self.api(endpoint)
+        await asyncio.to_thread(warm_audio, scenarios)
+
+    async def run(self, scenario: Scenario, tags: dict[str, Any]) -> dict[str, Any]:
+        from uvbench.analysis import spool
+        from uvbench.call.engine import run_call
+        from uvbench.call.plan import plan_for
+        from uvbench.call.script import ScriptRun, make_script
+
+        tags = {**self.scenario_tags.get(scenario.name, {}), **tags}  # the runner's own tags win
+        endpoint = self.endpoints[scenario.name]
+        key = f"{self.prefix}{next(self._numbers)}"
+        keep = self.record or scenario.client.record
+        audio = self.spool / f"{key}.pcm" if keep != "none" else None
+        plan = plan_for(scenario, endpoint, agent_audio_path=audio)
+        result = await run_call(plan, make_script(scenario, ScriptRun()), api=self.api(endpoint))
+        path = self.spool / f"{key}.call"
+        spool.save(result, path)
+        return {"spool": str(path), "scenario": self.index[id(scenario)], "tags": tags}
+
+    async def close(self) -> None:
+        for api in self.apis.values():
+            await api.close()
 
 
 async def _work(spec: WorkerSpec, conn: Connection, counters: Any, outbox: queue.SimpleQueue[Any]) -> None:
     import asyncio
 
-    from uvbench.runner.fanout import run_load
-    from uvbench.runner.run import CallWriter
+    from uvbench.runner.fanout import run_groups, run_load
 
     loop = asyncio.get_running_loop()
-    writer = CallWriter(
-        RunFolder.attach(spec.folder, first=spec.worker + 1, step=spec.workers),
+    caller = WireCaller(
+        spec.scenarios,
         spec.endpoints,
-        spec.scenario_tags,
+        spec.spool,
+        record=spec.record,
+        scenario_tags=spec.scenario_tags,
+        prefix=f"w{spec.worker}-",
     )
     tell = outbox.put
     levels = _RemoteLevels(spec.step_total_s, tell, spec.worker) if spec.step_total_s else None
@@ -584,14 +837,14 @@ async def _work(spec: WorkerSpec, conn: Connection, counters: Any, outbox: queue
             cancel()
 
     async def run_one(scenario: Scenario, tags: dict[str, Any]) -> dict[str, Any]:
-        record = await writer.run(scenario, tags)
-        tell(("record", spec.worker, record))
-        return record
+        raw = await caller.run(scenario, tags)
+        tell(("raw", spec.worker, raw))
+        return raw
 
     def on_drop(dropped: int) -> None:
         counters[SLOTS * spec.worker + _DROPPED] = dropped
 
-    await writer.warm(spec.scenarios)  # before the shared start instant, not under the first pacers
+    await caller.warm(spec.scenarios)  # before the shared start instant, not under the first pacers
     loop.add_reader(conn.fileno(), on_control)
     tell(("ready", spec.worker))
     try:
@@ -600,23 +853,23 @@ async def _work(spec: WorkerSpec, conn: Connection, counters: Any, outbox: queue
         except asyncio.CancelledError:
             return
         await asyncio.sleep(max(0.0, t0 - time.monotonic()))
-        profile = levels.profile if levels is not None else spec.profile
-        main.append(
-            asyncio.create_task(
-                run_load(
-                    spec.scenarios,
-                    profile,
-                    run_one,
-                    repeat=spec.repeat,
-                    seed=spec.seed,
-                    state=state,
-                    on_drop=on_drop,
-                    hooks=hooks,
-                    worker=spec.worker,
-                    workers=spec.workers,
-                )
+        if spec.groups:
+            load = run_groups(spec.groups, run_one, repeat=spec.repeat, seed=spec.seed, state=state,
+                              on_drop=on_drop, hooks=hooks)  # fmt: skip
+        else:
+            load = run_load(
+                spec.scenarios,
+                levels.profile if levels is not None else spec.profile,
+                run_one,
+                repeat=spec.repeat,
+                seed=spec.seed,
+                state=state,
+                on_drop=on_drop,
+                hooks=hooks,
+                worker=spec.worker,
+                workers=spec.workers,
             )
-        )
+        main.append(asyncio.create_task(load))
         try:
             await main[0]
         except asyncio.CancelledError:  # Ctrl-C in the parent: cancel the calls in flight too
@@ -629,4 +882,4 @@ async def _work(spec: WorkerSpec, conn: Connection, counters: Any, outbox: queue
             loop.remove_reader(conn.fileno())
         except (OSError, ValueError):
             pass
-        await writer.close()
+        await caller.close()

@@ -187,8 +187,10 @@ class ClientSettings(_Model):
     """Playback of an utterance starts once this much agent audio is buffered (or the utterance ended)."""
     ping_interval: Duration | None = 1.0
     """Interval of data-message pings that measure the round trip; 0 or null disables them."""
-    record: bool = True
-    """Keep the stereo recording (left: user as sent, right: agent as heard)."""
+    record: Literal["all", "failed", "none"] = "all"
+    """Which calls keep their stereo recording (left: the user as sent, right: the agent as heard,
+    FLAC) and the server's own recording: every call, only calls that did not complete, or none.
+    (true and false still mean all and none.)"""
     join_timeout: Duration = 10.0
     """How long to wait for the websocket to open."""
 
@@ -196,6 +198,11 @@ class ClientSettings(_Model):
     @classmethod
     def _ping_off(cls, value: float | None) -> float | None:
         return None if not value else value
+
+    @field_validator("record", mode="before")
+    @classmethod
+    def _record_bool(cls, value: Any) -> Any:
+        return {True: "all", False: "none"}.get(value, value) if isinstance(value, bool) else value
 
 
 def _json_text(value: Any) -> Any:

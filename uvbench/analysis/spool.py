@@ -1,0 +1,68 @@
+"""The hand-over of a finished call from the process that paced it to the one that analyses it.
+
+One file per call (`<key>.call`) in a spool folder on local disk, written once by the pacing
+process when the call's wire part ends and deleted by the analysis once the call's files are
+written. A file rather than a pipe: a backlog of calls waiting for analysis (a thousand calls
+ending together) waits on disk, not in either process's memory, and the pacing process pays one
+pickle and one write per call, never a blocked send. The agent's audio is already in its own
+file beside it (`<key>.pcm`, written as it arrived).
+
+What is pickled is what only the call knows: its timeline (events as plain tuples, the audio rows
+as raw bytes), the call id, its failure, the samples sent and where its audio is; the plan is
+rebuilt from the scenario by the analysis. Both ends are uvbench processes of one run on one
+machine, so pickle is safe here.
+"""
+
+from __future__ import annotations
+
+import pickle
+from array import array
+from pathlib import Path
+
+from uvbench.call.engine import CallPlan, CallResult
+from uvbench.call.timeline import Event, Timeline
+
+VERSION = 1
+
+
+def save(result: CallResult, path: Path) -> None:
+    timeline = result.timeline
+    payload = (
+        VERSION,
+        timeline.mono_epoch_ns,
+        timeline.wall_epoch_ns,
+        [(e.t_ns, e.kind, e.data) for e in timeline.events],
+        timeline.audio_out.tobytes(),
+        timeline.audio_in.tobytes(),
+        result.call_id,
+        result.failure,
+        result.samples_sent,
+        [(start, str(clip)) for start, clip in result.user_audio],
+        None if result.agent_audio_path is None else str(result.agent_audio_path),
+    )
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+    tmp.rename(path)  # the analysis never sees half a file
+
+
+def load(path: Path, plan: CallPlan) -> CallResult:
+    (version, mono, wall, events, out_rows, in_rows, call_id, failure, sent, user, agent) = pickle.loads(
+        path.read_bytes()
+    )
+    if version != VERSION:
+        raise ValueError(f"{path}: spool version {version}, expected {VERSION}")
+    timeline = Timeline(mono, wall)
+    timeline.events = [Event(t, kind, data) for t, kind, data in events]
+    timeline.audio_out = array("q")
+    timeline.audio_out.frombytes(out_rows)
+    timeline.audio_in = array("q")
+    timeline.audio_in.frombytes(in_rows)
+    return CallResult(
+        plan,
+        timeline,
+        call_id=call_id,
+        failure=failure,
+        samples_sent=sent,
+        user_audio=[(start, Path(clip)) for start, clip in user],
+        agent_audio_path=None if agent is None else Path(agent),
+    )

@@ -1,0 +1,108 @@
+"""What one call needs, resolved from a scenario and its target: the `CallPlan`.
+
+`plan_for(scenario, endpoint)` is the one place a scenario's settings become a call's; the pacing
+process and the analysis both make the same plan from the same scenario.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from uvbench.scenario import Scenario
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a scenario's calls go: the API's URL and key, a label for reports, and whether it is
+    uvbench's local server (whose ground truth is read after each call)."""
+
+    api_url: str
+    api_key: str
+    label: str
+    local: bool
+
+
+@dataclass(frozen=True)
+class ToolReply:
+    result: str | None = None
+    delay_s: float = 0.0
+    error_type: str | None = None
+    error_message: str | None = None
+    response_type: str | None = None
+    agent_reaction: str | None = None
+
+
+@dataclass
+class CallPlan:
+    """Everything one call needs, resolved from a scenario and its target."""
+
+    scenario: str
+    api_url: str
+    api_key: str
+    body: dict[str, Any]
+    prior_call_id: str | None = None
+    chunk_ms: int = 20
+    honor_clear: bool = True
+    prebuffer_ms: float = 0.0
+    ping_interval_s: float | None = 1.0
+    record: str = "all"
+    """Which stereo recordings are kept: "all", "failed" (only calls that did not complete) or "none"."""
+    agent_audio_path: Path | None = None
+    """Where the agent's audio is written as it arrives (for the recording); None: not kept."""
+    join_timeout_s: float = 10.0
+    tools: dict[str, ToolReply] = field(default_factory=dict)
+    local: bool = False
+    """The target is uvbench's local server: its ground truth is fetched after the call."""
+
+    @property
+    def medium(self) -> dict[str, Any]:
+        return self.body["medium"]["serverWebSocket"]
+
+    @property
+    def input_rate(self) -> int:
+        return int(self.medium["inputSampleRate"])
+
+    @property
+    def output_rate(self) -> int:
+        return int(self.medium.get("outputSampleRate") or self.input_rate)
+
+    @property
+    def client_buffer_ms(self) -> int:
+        return int(self.medium.get("clientBufferSizeMs") or 60)
+
+    @property
+    def chunk_samples(self) -> int:
+        return self.input_rate * self.chunk_ms // 1000
+
+
+def plan_for(scenario: Scenario, endpoint: Endpoint, *, agent_audio_path: Path | None = None) -> CallPlan:
+    client = scenario.client
+    tools = {
+        name: ToolReply(
+            result=answer.result,
+            delay_s=answer.delay,
+            error_type=answer.error,
+            error_message=answer.message,
+            response_type=answer.response_type,
+            agent_reaction=answer.agent_reaction,
+        )
+        for name, answer in scenario.tools.items()
+    }
+    return CallPlan(
+        scenario=scenario.name,
+        api_url=endpoint.api_url,
+        api_key=endpoint.api_key,
+        body=scenario.call,
+        prior_call_id=scenario.prior_call_id,
+        chunk_ms=client.chunk_ms,
+        honor_clear=client.honor_clear,
+        prebuffer_ms=client.prebuffer_ms,
+        ping_interval_s=client.ping_interval,
+        record=client.record,
+        agent_audio_path=agent_audio_path,
+        join_timeout_s=client.join_timeout,
+        tools=tools,
+        local=endpoint.local,
+    )
