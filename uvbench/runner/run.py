@@ -199,7 +199,7 @@ def call_record(
         "end_reason": metrics.metrics.get("call.end_reason"),
         **{
             k: m[k]
-            for k in ("metrics", "turns", "barge_ins", "underflows", "anchors", "ping_rtts_ms")
+            for k in ("metrics", "set_apart", "turns", "barge_ins", "underflows", "anchors", "ping_rtts_ms")
             if k in m
         },
         "expectations": [c.to_json() for c in checks],
