@@ -408,3 +408,36 @@ def test_within_the_tolerance_nothing_is_set_apart(late_ms: float) -> None:
     m = call.compute()
     assert [t["validity"] for t in m.turns] == ["valid", "valid"]
     assert m.metrics["pacer.loop_lag_max_ms"] == 0.0
+
+
+# -- expectations ----------------------------------------------------------------------------------
+
+
+def test_a_bound_on_a_set_apart_figure_is_not_judged() -> None:
+    from uvbench.call.expect import check
+    from uvbench.scenario import MetricBound
+
+    call = Call()
+    greeting(call)
+    two_turns(call)
+    paced(call, {100: 15.0}, n=250)  # turn 0 set apart (anchor_late)
+    loop_lag(call, (105, 15), period_ms=5)  # ws.open: call.join_ms set apart (loop_lag)
+    m = call.compute()
+
+    def judged(**bound: object) -> tuple[bool, str]:
+        checked = check(4, MetricBound.model_validate(bound), None, m)  # type: ignore[arg-type]
+        return checked.ok, checked.detail
+
+    assert judged(metric="turn.ttfa_ms", turn=0, **{"<": 100}) == (
+        True,
+        "not judged: set apart (anchor_late)",
+    )
+    assert judged(metric="turn.ttfa_ms", **{"<": 200}) == (
+        False,
+        "got 300.0; 1 not judged: set apart (anchor_late)",
+    )
+    assert judged(metric="turn.ttfa_ms", turn=1, **{"<": 1000}) == (True, "got 300.0")
+    assert judged(metric="call.join_ms", **{"<": 1}) == (True, "not judged: set apart (loop_lag)")
+    # A figure that was not measured fails as before, set apart or not elsewhere.
+    assert judged(metric="turn.user_transcript_ms", turn=1, **{"<": 1000}) == (False, "no value: got [None]")
+    assert judged(metric="turn.user_transcript_ms", **{"<": 1000}) == (False, "no value: got [None, None]")
