@@ -17,6 +17,10 @@ Conventions (each figure's own anchor, end point and unit are in `GLOSSARY`):
   `final: true`, a `state` other than "speaking" after "speaking", or a `playback_clear_buffer`.
   Each audio frame belongs to the utterance in progress when it arrived.
 - A figure that cannot be measured is None, never 0 and never dropped.
+- A figure the load generator cannot vouch for (its anchor's chunks left late, or the event loop
+  lagged at one of its stamps: `uvbench.metrics.validity`, docs/metrics.md) is *set apart*: moved
+  from `metrics` to `set_apart` with its reason. The call is invalid only when its stream drifted
+  or every anchored item was set apart.
 """
 
 from __future__ import annotations
@@ -473,7 +477,7 @@ def _first_frame(replay: _Replay, start_index: int, arrive_before: int | None) -
 
 def _first_heard(replay: _Replay, start_index: int, arrive_before: int | None) -> int | None:
     """The first frame from `start_index` on, arrived before `arrive_before`, of which the listener
-    hears a non-silent sample (its `frame_audible` span starts when)."""
+    hears a non-silent sample (`_heard_at` says when)."""
     pb = replay.playback
     for i in range(start_index, len(replay.arrival)):
         if arrive_before is not None and replay.arrival[i] >= arrive_before:
