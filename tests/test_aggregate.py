@@ -181,3 +181,59 @@ def test_to_json_round_trips_through_json() -> None:
     assert data["groups"]["2"]["valid"] == 0
     assert data["groups"]["2"]["rates"]["call.success_rate"]["value"] is None
     assert set(data["rates"]) == set(RATES)
+
+
+def apart(index: int, reason: str, **figures: float) -> dict[str, Any]:
+    """A turn whose `figures` (name without "turn.") were set apart for `reason`."""
+    t = turn(index, None)
+    del t["metrics"]["turn.ttfa_ms"]
+    t["set_apart"] = {f"turn.{k}": {"value": v, "reason": reason} for k, v in figures.items()}
+    return t
+
+
+def test_set_apart_figures_are_counted_per_metric_and_reason_not_aggregated() -> None:
+    records = [
+        record(turns=[turn(0, 500), apart(1, "anchor_late", ttfa_ms=90_000.0, ttfb_ms=80_000.0)]),
+        record(
+            turns=[apart(0, "loop_lag", ttfa_ms=70_000.0), turn(1, 600)],
+            set_apart={"call.join_ms": {"value": 5000.0, "reason": "loop_lag"}},
+        ),
+        # An invalid call's own set-apart figures are described with the invalid calls, not here.
+        record("invalid:generator_overloaded", turns=[apart(0, "anchor_late", ttfa_ms=1.0)]),
+    ]
+    agg = aggregate(records)
+    assert agg.metrics["turn.ttfa_ms"].values == (500, 600)  # none of the set-apart values
+    assert "turn.ttfb_ms" not in agg.metrics
+    assert agg.set_apart == {
+        "call.join_ms": {"loop_lag": 1},
+        "turn.ttfa_ms": {"anchor_late": 1, "loop_lag": 1},
+        "turn.ttfb_ms": {"anchor_late": 1},
+    }
+    assert agg.set_apart_total == 4
+    assert agg.set_apart_reasons == {"anchor_late": 2, "loop_lag": 2}
+    # Anchored: call.join_ms of each call (2), turn.ttfa_ms of the 2 measured turns, 4 set apart.
+    assert agg.anchored == 8
+    assert agg.set_apart_warning == (
+        "4 of 8 anchored figures of valid calls were set apart (anchor_late 2, loop_lag 2): "
+        "the load generator was late around them; they are left out of the figures"
+    )
+    assert agg.warnings == [agg.warning, agg.set_apart_warning]  # invalid calls first
+    data = json.loads(json.dumps(agg.to_json()))
+    assert data["set_apart"] == agg.set_apart
+    assert (data["set_apart_total"], data["anchored"]) == (4, 8)
+    assert data["set_apart_reasons"] == {"anchor_late": 2, "loop_lag": 2}
+    assert data["set_apart_warning"] == agg.set_apart_warning
+
+
+def test_set_apart_warning_only_above_ten_percent() -> None:
+    # 10 calls, each 2 anchored figures (call.join_ms, turn.ttfa_ms): 20; 2 set apart is 10 %.
+    records = [record() for _ in range(8)] + [
+        record(turns=[apart(0, "anchor_late", ttfa_ms=1.0)]) for _ in range(2)
+    ]
+    agg = aggregate(records)
+    assert (agg.set_apart_total, agg.anchored) == (2, 20)
+    assert agg.set_apart_warning is None and agg.warnings == []
+    records.append(record(turns=[apart(0, "loop_lag", ttfa_ms=1.0)]))
+    assert aggregate(records).set_apart_warning is not None  # 3 of 22
+    assert aggregate([]).set_apart_warning is None
+    assert aggregate([record()]).to_json()["set_apart"] == {}

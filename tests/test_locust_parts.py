@@ -201,17 +201,44 @@ def test_underflows_make_playback_a_failure_timed_by_the_underflow() -> None:
 
 
 def test_an_invalid_call_gives_only_its_call_failure() -> None:
-    record = _call(
-        "invalid:generator_overloaded", outcome_detail="pacer lateness p99 12.000 ms > half a chunk"
-    )
+    detail = "all 3 anchored items set apart: anchor_late 2, loop_lag 1"
+    record = _call("invalid:generator_overloaded", outcome_detail=detail)
     record["metrics"].update({"call.underflow_count": 2, "call.underflow_ms": 50.0})
     record["barge_ins"][0]["success"] = False
     events = requests_of(record)
     assert _rows(events) == [("call", "booking:call", 8000.0, "invalid:generator_overloaded")]
-    assert repr(events[0].exception) == (
-        "invalid:generator_overloaded: pacer lateness p99 12.000 ms > half a chunk"
-    )
+    assert repr(events[0].exception) == f"invalid:generator_overloaded: {detail}"
     assert events[0].context["outcome"] == "invalid:generator_overloaded"
+
+
+def test_figures_set_apart_give_no_event_and_the_rest_of_the_call_counts() -> None:
+    record = _call()
+    first, _ = record["turns"]
+    first["set_apart"] = {
+        "turn.ttfa_ms": {"value": first["metrics"].pop("turn.ttfa_ms"), "reason": "anchor_late"}
+    }
+    barge_in = record["barge_ins"][0]
+    barge_in["set_apart"] = {
+        "interrupt.silence_ms": {
+            "value": barge_in["metrics"].pop("interrupt.silence_ms"),
+            "reason": "loop_lag",
+        }
+    }
+    for name in ("call.join_ms", "call.first_audio_ms"):
+        record.setdefault("set_apart", {})[name] = {
+            "value": record["metrics"].pop(name),
+            "reason": "loop_lag",
+        }
+    assert _rows(requests_of(record)) == [
+        ("turn", "booking:ttfa", 640.0, None),  # the other turn
+        ("call", "booking:playback", 0.0, None),  # playback is never set apart
+        ("call", "booking:call", 8000.0, None),
+    ]
+    record["set_apart"]["call.create_ms"] = {
+        "value": record["metrics"].pop("call.create_ms"),
+        "reason": "loop_lag",
+    }
+    assert ("call", "booking:playback", 0.0, None) in _rows(requests_of(record))  # the call was created
 
 
 def test_a_call_never_created_is_a_setup_failure_and_a_call_failure() -> None:

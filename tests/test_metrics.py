@@ -144,6 +144,9 @@ def test_turn_metrics_exact() -> None:
         "turn.talk_over_ms": 0.0,
     }
     assert set(turn["metrics"]) == set(TURN_METRICS)
+    assert (turn["set_apart"], turn["validity"]) == ({}, "valid")
+    assert turn["anchor_lateness_ms"] is None  # no chunk sent: nothing carried the anchor
+    assert turn["anchor_window_end_ns"] == ms(2650)  # the reply's first frame
     assert turn["t_ss_ns"] == ms(1100) and turn["t_se_ns"] == ms(2100)
     assert turn["first_audio_ns"] == ms(2650) and turn["first_audible_ns"] == ms(2675)
     assert turn["thinking_ns"] == ms(2500)
@@ -416,7 +419,9 @@ def test_call_metrics_exact() -> None:
     assert m.metrics["pacer.lateness_p99_ms"] == pytest.approx(4.9005)
     assert m.metrics["pacer.lateness_max_ms"] == pytest.approx(4.95)
     assert m.metrics["pacer.drift_ms"] == 0.5
+    assert m.metrics["pacer.loop_lag_max_ms"] is None  # no loop.lag event
     assert m.metrics["interrupt.success_pct"] is None
+    assert m.set_apart == {}
     assert m.outcome == "completed" and m.outcome_detail is None
     assert set(m.metrics) == set(CALL_METRICS)
     assert m.anchors["t0_ns"] == ms(100)
@@ -432,34 +437,86 @@ def test_every_figure_has_a_glossary_entry() -> None:
         assert name.endswith(("_ms", "_count", "_pct")) or entry["unit"] == "text"
 
 
-def overloaded(call: Call, lateness_ms: float, drift_ms: float = 0.0) -> None:
-    for k in range(100):
+def paced(
+    call: Call, late_ms: dict[int, float] | None = None, *, n: int = 100, drift_ms: float = 0.0
+) -> None:
+    """n chunks of 20 ms from t0 (chunk k: stream samples [320k, 320(k+1)), due at t0 + 20(k+1) ms),
+    each sent on time but those of `late_ms` (chunk -> ms late); the pacer stops after them."""
+    late_ms = late_ms or {}
+    for k in range(n):
         due = ms(Call.T0 + 20 * (k + 1))
-        call.tl.chunk_sent(due, due + ms(lateness_ms if k >= 95 else 0), k * 320, (k + 1) * 320)
-    call.event(2200, "pacer.stopped", samples_sent=32000, samples_due=32000, drift_ms=drift_ms)
+        call.tl.chunk_sent(due, due + ms(late_ms.get(k, 0)), k * 320, (k + 1) * 320)
+    call.event(
+        Call.T0 + 20 * n, "pacer.stopped", samples_sent=320 * n, samples_due=320 * n, drift_ms=drift_ms
+    )
 
 
-def test_generator_overloaded_by_lateness_is_invalid_even_with_a_missed_turn() -> None:
+def replied(call: Call) -> None:
+    """A turn spoken at stream 1000-2000 ms (t_se = 2100) answered by frames from 2400."""
+    call.utterance("say", (1000, 2000))
+    call.state(2390, "speaking")
+    call.frames(2400, 5)
+    call.agent(2500, final=True)
+
+
+def test_a_late_stream_no_longer_invalidates_a_call_and_a_missed_turn_stays_missed() -> None:
     call = Call()
-    call.utterance("say", (1000, 2000))  # never answered
-    overloaded(call, lateness_ms=30)
+    call.utterance("say", (1000, 2000))  # never answered; its last speech sample is in chunk 99
+    paced(call, {k: 30 for k in range(95, 100)})
     m = call.compute()
-    # p99 of 95 zeros and 5 x 30 ms: rank 98.01 is between two 30 ms values.
+    # p99 of 95 zeros and 5 x 30 ms: rank 98.01 is between two 30 ms values. It once made the
+    # whole call invalid; now only the figures anchored where the chunks were late are set apart.
     assert m.metrics["pacer.lateness_p99_ms"] == 30.0
+    assert m.outcome == "failed:missed_turn"
+    assert m.metrics["call.outcome"] == "failed:missed_turn"
+    turn = m.turns[0]
+    assert turn["missed"] is True
+    assert turn["anchor_lateness_ms"] == 30.0  # recorded, but a missed turn is never set apart
+    assert turn["anchor_window_end_ns"] == ms(2100 + 10_000)  # no reply: t_se + 10 s
+    assert (turn["validity"], turn["set_apart"]) == ("valid", {})
+
+
+def test_generator_overloaded_by_drift_even_with_a_missed_turn() -> None:
+    call = Call()
+    call.utterance("say", (1000, 2000))
+    paced(call, drift_ms=-25)
+    m = call.compute()
     assert m.outcome == "invalid:generator_overloaded"
+    assert m.outcome_detail == "pacer drift -25.000 ms > one chunk"
     assert m.metrics["call.outcome"] == "invalid:generator_overloaded"
 
 
-def test_generator_overloaded_by_drift_and_tolerance_limits() -> None:
+def test_tolerance_limits() -> None:
     call = Call()
-    overloaded(call, lateness_ms=0, drift_ms=-25)
-    assert call.compute().outcome == "invalid:generator_overloaded"
-    call = Call()
-    overloaded(call, lateness_ms=0, drift_ms=20)  # exactly one chunk: tolerated
+    paced(call, drift_ms=20)  # exactly one chunk: tolerated
     assert call.compute().outcome == "completed"
-    call = Call()
-    overloaded(call, lateness_ms=10)  # p99 exactly half a chunk: tolerated
-    assert call.compute().outcome == "completed"
+    # Chunk 110 (due 2320) carries the turn's anchor until the reply's first frame at 2400.
+    for late, validity, outcome in (
+        (10.0, "valid", "completed"),  # exactly half a chunk: tolerated
+        (10.001, "set_apart:anchor_late", "invalid:generator_overloaded"),  # its only anchored item
+    ):
+        call = Call()
+        replied(call)
+        paced(call, {110: late}, n=120)
+        m = call.compute()
+        turn = m.turns[0]
+        assert turn["anchor_lateness_ms"] == late
+        assert turn["validity"] == validity
+        assert m.outcome == outcome
+    assert m.outcome_detail == "all 1 anchored items set apart: anchor_late 1"
+    assert turn["set_apart"] == {  # the measured latency figures, with their values
+        "turn.ttfb_ms": {"value": 300.0, "reason": "anchor_late"},
+        "turn.ttfa_ms": {"value": 300.0, "reason": "anchor_late"},
+        "turn.agent_transcript_ms": {"value": 400.0, "reason": "anchor_late"},
+        "turn.talk_over_ms": {"value": 0.0, "reason": "anchor_late"},
+    }
+    assert turn["metrics"] == {  # playback figures stand; unmeasured ones stay None
+        "turn.thinking_ms": None,
+        "turn.user_transcript_ms": None,
+        "turn.agent_audio_ms": 100.0,
+        "turn.underflow_count": 0,
+        "turn.underflow_ms": 0.0,
+    }
 
 
 def test_failed_outcomes() -> None:

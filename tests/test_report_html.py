@@ -573,6 +573,56 @@ def test_many_invalid_calls_say_so_first(tmp_path):
     assert "No barge-ins" not in text
 
 
+def _set_apart_turn(record: dict[str, Any], reason: str) -> dict[str, Any]:
+    """The record with its turn's ttfa and ttfb set apart (out of `metrics`, into `set_apart`)."""
+    turn = record["turns"][0]
+    turn["set_apart"] = {
+        name: {"value": turn["metrics"].pop(name), "reason": reason}
+        for name in ("turn.ttfa_ms", "turn.ttfb_ms")
+    }
+    turn["validity"] = f"set_apart:{reason}"
+    return record
+
+
+def test_many_set_apart_figures_say_so_first_with_their_reasons(tmp_path):
+    records = [_record(n, ttfa=700.0 + n, concurrency=1, buffer_ms=60) for n in range(5)] + [
+        _set_apart_turn(_record(50 + n, ttfa=9000.0 + n, concurrency=1, buffer_ms=60), reason)
+        for n, reason in enumerate(["anchor_late"] * 4 + ["loop_lag"])
+    ]
+    finished = finish_run(tmp_path, records, [])
+    # 10 of 30 anchored figures (each call: call.first_audio_ms, turn.ttfa_ms, turn.ttfb_ms).
+    warning = (
+        "10 of 30 anchored figures of valid calls were set apart (anchor_late 8, loop_lag 2): "
+        "the load generator was late around them; they are left out of the figures"
+    )
+    assert finished.lines[0] == f"uvbench: warning: {warning}"
+    assert finished.lines[-1] == (
+        "  set apart (not in the figures): 10 of 30 anchored figures (anchor_late 8, loop_lag 2):"
+        " turn.ttfa_ms anchor_late 4, loop_lag 1; turn.ttfb_ms anchor_late 4, loop_lag 1"
+    )
+    assert any(line.startswith("  turn.ttfa_ms") and " 5 " in line for line in finished.lines)  # 5 counted
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["aggregate"]["set_apart"] == {
+        "turn.ttfa_ms": {"anchor_late": 4, "loop_lag": 1},
+        "turn.ttfb_ms": {"anchor_late": 4, "loop_lag": 1},
+    }
+    assert summary["aggregate"]["set_apart_warning"] == warning
+    text = (tmp_path / "report.html").read_text(encoding="utf-8")
+    body = text[text.index("<main>") :]
+    assert body.index("anchored figures of valid calls were set apart") < body.index("<h1>")
+    assert "figures set apart (generator late around them)" in body
+    assert "of 30 anchored · anchor_late 8, loop_lag 2 · turn.ttfa_ms 5, turn.ttfb_ms 5" in body
+    assert "9000" not in body.split('id="plots"')[1].split("</section>")[0]  # no set-apart value drawn
+
+
+def test_a_few_set_apart_figures_are_counted_without_a_warning(tmp_path):
+    records = [_record(n, ttfa=700.0 + n, concurrency=1, buffer_ms=60) for n in range(11)]
+    _set_apart_turn(records[0], "loop_lag")  # 2 of 33
+    text = render_html(tmp_path, records, {})
+    assert "were set apart" not in text
+    assert "figures set apart (generator late around them)" in text
+
+
 def test_a_run_without_barge_ins_says_so(tmp_path):
     records = [_record(n, ttfa=700.0 + n, concurrency=1, buffer_ms=60) for n in range(3)]
     text = render_html(tmp_path, records, {})

@@ -65,7 +65,6 @@ def _metric(step: int, bound: MetricBound, metrics: CallMetrics) -> Checked:
     if name.startswith("turn."):
         scope = metrics.turns if bound.turn is None else metrics.turns[bound.turn : bound.turn + 1]
         label = "every turn" if bound.turn is None else f"turn {bound.turn}"
-        values = [t["metrics"].get(name) for t in scope]
     elif name.startswith("interrupt.") and name != "interrupt.success_pct":
         scope = (
             metrics.barge_ins
@@ -73,14 +72,21 @@ def _metric(step: int, bound: MetricBound, metrics: CallMetrics) -> Checked:
             else metrics.barge_ins[bound.barge_in : bound.barge_in + 1]
         )
         label = "every barge-in" if bound.barge_in is None else f"barge-in {bound.barge_in}"
-        values = [b["metrics"].get(name) for b in scope]
     else:
         label = "the call"
-        values = [metrics.metrics.get(name)]
+        scope = [{"metrics": metrics.metrics, "set_apart": metrics.set_apart}]
     rule = " and ".join(f"{op} {value}" for op, value in bound.bounds())
     what = f"{name} {rule} ({label})"
+    # A figure set apart (the generator cannot vouch for it, metrics.validity) is not judged.
+    apart = [item["set_apart"][name]["reason"] for item in scope if name in (item.get("set_apart") or {})]
+    values = [item["metrics"].get(name) for item in scope if name not in (item.get("set_apart") or {})]
+    not_judged = f"not judged: set apart ({', '.join(sorted(set(apart)))})" if apart else ""
+    if apart and not values:
+        return Checked(step, True, what, not_judged)
     if not values or any(v is None for v in values):
-        return Checked(step, False, what, f"no value: got {values}")
+        return Checked(
+            step, False, what, f"no value: got {values}" + (f"; {len(apart)} {not_judged}" if apart else "")
+        )
     ok = all(OPERATORS[op](v, limit) for v in values for op, limit in bound.bounds())
     shown = ", ".join(f"{v:.1f}" if isinstance(v, float) else str(v) for v in values)
-    return Checked(step, ok, what, f"got {shown}")
+    return Checked(step, ok, what, f"got {shown}" + (f"; {len(apart)} {not_judged}" if apart else ""))

@@ -54,6 +54,13 @@ EVENT_KINDS: dict[str, str] = {
     "expect.checked": "{step, ok, what, detail}",
     "error": "{where, message, reason}: the call failed here (its outcome says failed:<reason>)",
     "warning": "{where, message}: something went wrong that does not fail the call",
+    # The process that ran the call
+    "loop.lag": (
+        "{period_ns, floor_ns, late: [[fire_ns, lag_ns], ...]}: one event, written at the call's end:"
+        " the process's event loop was probed at least every period_ns; each entry is a probe that ran"
+        " lag_ns later than it was due, at fire_ns, listed only when lag_ns > floor_ns (stamps taken"
+        " near it are uncertain: uvbench.metrics.validity)"
+    ),
 }
 
 

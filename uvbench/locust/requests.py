@@ -18,7 +18,10 @@ when it is a failure, and `context` = call id, stage, VU, worker.
                                   with its outcome (failed:<reason>, invalid:<reason>) as the kind
 
 An invalid call (the load generator fell behind, METRICS.md) gives only its `<s>:call` failure:
-its latencies are not the agent's and are kept out of locust's figures, as out of uvbench's.
+its latencies are not the agent's and are kept out of locust's figures, as out of uvbench's. A
+figure set apart in a valid call (`uvbench.metrics.validity`: not in its `metrics` map) gives no
+event either: `<s>:setup` needs both of its figures; a missed turn and a failed interruption are
+still failures.
 `tool` is reserved: METRICS.md defines no client-tool figure yet.
 """
 
@@ -85,10 +88,12 @@ def requests_of(record: dict[str, Any]) -> list[Request]:
     detail = record.get("outcome_detail") or record.get("error") or ""
     valid = not outcome.startswith("invalid:")
     create, join = _ms(metrics.get("call.create_ms")), _ms(metrics.get("call.join_ms"))
+    set_apart = record.get("set_apart") or {}
+    created = create is not None or "call.create_ms" in set_apart
     joined = outcome not in ("failed:create", "failed:connect")
     if not joined:
         add("call", "setup", (create or 0.0) + (join or 0.0), UvbenchFailure(outcome, detail))
-    elif valid and create is not None:
+    elif valid and create is not None and "call.join_ms" not in set_apart:
         add("call", "setup", create + (join or 0.0))
     if valid and joined:
         first_audio = _ms(metrics.get("call.first_audio_ms"))
@@ -114,7 +119,7 @@ def requests_of(record: dict[str, Any]) -> list[Request]:
                 add("barge_in", "time_to_silence", silence, UvbenchFailure("interrupt_failed", reason))
             elif silence is not None:
                 add("barge_in", "time_to_silence", silence)
-        if create is not None:  # no playback row for a call that never played anything
+        if created:  # no playback row for a call that never played anything
             underflow_ms = _ms(metrics.get("call.underflow_ms"))
             underflows = metrics.get("call.underflow_count") or 0
             failure = None

@@ -10,6 +10,10 @@ Pure functions over call records (the dicts of `results.jsonl`, see `uvbench.run
 - Invalid calls (outcome "invalid:<reason>": the generator could not measure them) never enter the
   figures or the rates; they are counted and described apart (`invalid`, `invalid_reasons`,
   `invalid_metrics`), and a `warning` is set when they are more than 10 % of the calls.
+- Figures set apart in valid calls (`uvbench.metrics.validity`: a record's, turn's or barge-in's
+  `set_apart` map) are not in `metrics` either; they are counted per metric and reason (`set_apart`),
+  and `set_apart_warning` is set when they are more than 10 % of the valid calls' anchored figures
+  (`anchored`: the figures that may be set apart, measured or set apart).
 - Rates are `Rate(numerator, denominator)`; `RATES` says what each one counts and over what.
   `audio.underflow_per_min` is the turns' underflows (`turn.underflow_count`, summed) per minute of
   agent audio heard in the turns (`turn.agent_audio_ms`, summed): numerator and denominator cover the
@@ -23,8 +27,13 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from uvbench.metrics.validity import CALL_FIGURES, INTERRUPT_FIGURES, REASONS, TURN_FIGURES
+
 INVALID_WARN_SHARE = 0.10
 """More invalid calls than this share of all calls sets `Aggregate.warning`."""
+SET_APART_WARN_SHARE = 0.10
+"""More set-apart figures than this share of the valid calls' anchored figures sets
+`Aggregate.set_apart_warning`."""
 
 RATES: dict[str, tuple[str, str]] = {
     "call.success_rate": ("completed calls", "valid calls"),
@@ -136,6 +145,10 @@ class Aggregate:
     invalid_reasons: dict[str, int] = field(default_factory=dict)
     invalid_metrics: dict[str, Stats] = field(default_factory=dict)
     """The invalid calls' own figures, never mixed into `metrics`."""
+    set_apart: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Valid calls' figures set apart, counted per metric and reason: {"turn.ttfa_ms": {"anchor_late": 3}}."""
+    anchored: int = 0
+    """Valid calls' anchored figures (those that may be set apart), measured or set apart."""
     groups: dict[Hashable, Aggregate] = field(default_factory=dict)
 
     @property
@@ -151,6 +164,33 @@ class Aggregate:
                 "their figures are reported apart"
             )
         return None
+
+    @property
+    def set_apart_total(self) -> int:
+        return sum(n for reasons in self.set_apart.values() for n in reasons.values())
+
+    @property
+    def set_apart_reasons(self) -> dict[str, int]:
+        """The set-apart figures per reason, strongest first."""
+        totals = {r: sum(reasons.get(r, 0) for reasons in self.set_apart.values()) for r in REASONS}
+        return {r: n for r, n in totals.items() if n}
+
+    @property
+    def set_apart_warning(self) -> str | None:
+        """Set when more than 10 % of the valid calls' anchored figures were set apart."""
+        total = self.set_apart_total
+        if self.anchored and total > SET_APART_WARN_SHARE * self.anchored:
+            why = ", ".join(f"{r} {n}" for r, n in self.set_apart_reasons.items())
+            return (
+                f"{total} of {self.anchored} anchored figures of valid calls were set apart ({why}): "
+                "the load generator was late around them; they are left out of the figures"
+            )
+        return None
+
+    @property
+    def warnings(self) -> list[str]:
+        """Every warning, invalid calls first; a summary prints them first."""
+        return [w for w in (self.warning, self.set_apart_warning) if w]
 
     def rate(self, name: str) -> float | None:
         r = self.rates.get(name)
@@ -168,6 +208,11 @@ class Aggregate:
             "metrics": {k: s.to_json() for k, s in self.metrics.items()},
             "invalid_reasons": dict(self.invalid_reasons),
             "invalid_metrics": {k: s.to_json() for k, s in self.invalid_metrics.items()},
+            "set_apart_warning": self.set_apart_warning,
+            "set_apart": {k: dict(v) for k, v in self.set_apart.items()},
+            "set_apart_total": self.set_apart_total,
+            "set_apart_reasons": self.set_apart_reasons,
+            "anchored": self.anchored,
             "groups": {str(k): g.to_json() for k, g in self.groups.items()},
         }
 
@@ -213,7 +258,10 @@ def _aggregate(records: list[dict[str, Any]]) -> Aggregate:
     for r in invalid:
         reason = str(_outcome(r)).removeprefix("invalid:")
         invalid_reasons[reason] = invalid_reasons.get(reason, 0) + 1
+    set_apart, anchored = _set_apart(valid)
     return Aggregate(
+        set_apart=set_apart,
+        anchored=anchored,
         calls=len(records),
         valid=len(valid),
         invalid=len(invalid),
@@ -244,6 +292,33 @@ def _metric_stats(records: list[dict[str, Any]]) -> dict[str, Stats]:
         for b in r.get("barge_ins") or ():
             add(b.get("metrics"))
     return {name: Stats.of(values[name]) for name in sorted(values)}
+
+
+def _set_apart(records: list[dict[str, Any]]) -> tuple[dict[str, dict[str, int]], int]:
+    """The records' set-apart figures per metric and reason, and their anchored figures (measured
+    in `metrics` or set apart; a missed turn's are none: it is a verdict, not a latency)."""
+    counts: dict[str, dict[str, int]] = {}
+    anchored = 0
+
+    def add(item: dict[str, Any], names: tuple[str, ...]) -> None:
+        nonlocal anchored
+        metrics = item.get("metrics") if isinstance(item.get("metrics"), dict) else {}
+        apart = item.get("set_apart") if isinstance(item.get("set_apart"), dict) else {}
+        anchored += sum(1 for name in names if _is_number(metrics.get(name)))
+        for name, entry in apart.items():
+            reason = str(entry.get("reason")) if isinstance(entry, dict) else "unknown"
+            per = counts.setdefault(name, {})
+            per[reason] = per.get(reason, 0) + 1
+            anchored += 1
+
+    for r in records:
+        add(r, CALL_FIGURES)
+        for t in r.get("turns") or ():
+            if not t.get("missed"):
+                add(t, TURN_FIGURES)
+        for b in r.get("barge_ins") or ():
+            add(b, INTERRUPT_FIGURES)
+    return {name: counts[name] for name in sorted(counts)}, anchored
 
 
 def _rates(valid: list[dict[str, Any]], completed: int) -> dict[str, Rate]:

@@ -17,6 +17,10 @@ Conventions (each figure's own anchor, end point and unit are in `GLOSSARY`):
   `final: true`, a `state` other than "speaking" after "speaking", or a `playback_clear_buffer`.
   Each audio frame belongs to the utterance in progress when it arrived.
 - A figure that cannot be measured is None, never 0 and never dropped.
+- A figure the load generator cannot vouch for (its anchor's chunks left late, or the event loop
+  lagged at one of its stamps: `uvbench.metrics.validity`, docs/metrics.md) is *set apart*: moved
+  from `metrics` to `set_apart` with its reason. The call is invalid only when its stream drifted
+  or every anchored item was set apart.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from typing import Any
 
 from uvbench.call.timeline import Event, Timeline
 from uvbench.listener import Listener, ListenerConfig, Playback
+from uvbench.metrics import validity
+from uvbench.metrics.validity import CALL_FIGURES, INTERRUPT_FIGURES, TURN_FIGURES, Chunk, LoopLag
 
 NS = 1_000_000_000
 MS = 1_000_000
@@ -144,7 +150,8 @@ GLOSSARY: dict[str, dict[str, str]] = {
     "call.outcome": {
         "from": "the whole timeline",
         "to": "completed | failed:<create|connect|error|server_close|missed_turn|expect> | "
-        "invalid:generator_overloaded",
+        "invalid:generator_overloaded (the stream drifted more than a chunk, or every anchored item "
+        "of the call, its turns, barge-ins and greeting, was set apart: docs/metrics.md, validity)",
         "unit": "text",
     },
     # -- generator health ------------------------------------------------------------------------
@@ -158,6 +165,11 @@ GLOSSARY: dict[str, dict[str, str]] = {
     "pacer.drift_ms": {
         "from": "audio due at the pacer's stop",
         "to": "audio sent at the pacer's stop (`pacer.stopped` drift_ms)",
+        "unit": "ms",
+    },
+    "pacer.loop_lag_max_ms": {
+        "from": "each late probe of the calling process's event loop (`loop.lag` event): when it was due",
+        "to": "when it ran; the largest such lag (0 when none was listed, None without the event)",
         "unit": "ms",
     },
 }
@@ -179,11 +191,13 @@ class CallMetrics:
     """A call's figures, under the names of METRICS.md ("Where the figures live")."""
 
     metrics: dict[str, Value]
-    """Call-level figures, keyed by the names in `CALL_METRICS`."""
+    """Call-level figures, keyed by the names in `CALL_METRICS` (less those in `set_apart`)."""
     turns: list[dict[str, Any]] = field(default_factory=list)
-    """Per turn: index, step, file, missed, `metrics` (`TURN_METRICS`) and absolute ns anchors."""
+    """Per turn: index, step, file, missed, `metrics` (`TURN_METRICS`), `set_apart`, `validity`,
+    `anchor_lateness_ms` and absolute ns anchors."""
     barge_ins: list[dict[str, Any]] = field(default_factory=list)
-    """Per barge-in: index, step, file, success, missed, `metrics` (`INTERRUPT_METRICS`), anchors."""
+    """Per barge-in: index, step, file, success, missed, `metrics` (`INTERRUPT_METRICS`), `set_apart`,
+    `validity`, `anchor_lateness_ms`, anchors."""
     underflows: list[dict[str, Any]] = field(default_factory=list)
     """Every underflow of the call: start_ns, end_ns, ms."""
     outcome: str = "completed"
@@ -192,10 +206,14 @@ class CallMetrics:
     ping_rtts_ms: list[float] = field(default_factory=list)
     anchors: dict[str, int | None] = field(default_factory=dict)
     """Call-level anchors as absolute monotonic ns (t0, ws_open, first_audible, ...)."""
+    set_apart: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Call-level figures the generator cannot vouch for, out of `metrics`: {name: {value, reason}}
+    (`uvbench.metrics.validity`)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "metrics": dict(self.metrics),
+            "set_apart": _copy_set_apart(self.set_apart),
             "turns": [_copy(t) for t in self.turns],
             "barge_ins": [_copy(b) for b in self.barge_ins],
             "underflows": [dict(u) for u in self.underflows],
@@ -216,13 +234,20 @@ class CallMetrics:
             outcome_detail=data.get("outcome_detail"),
             ping_rtts_ms=list(data.get("ping_rtts_ms", [])),
             anchors=dict(data.get("anchors", {})),
+            set_apart=_copy_set_apart(data.get("set_apart") or {}),
         )
+
+
+def _copy_set_apart(set_apart: dict[str, Any]) -> dict[str, Any]:
+    return {name: dict(entry) for name, entry in set_apart.items()}
 
 
 def _copy(record: dict[str, Any]) -> dict[str, Any]:
     out = dict(record)
     if isinstance(out.get("metrics"), dict):
         out["metrics"] = dict(out["metrics"])
+    if isinstance(out.get("set_apart"), dict):
+        out["set_apart"] = _copy_set_apart(out["set_apart"])
     return out
 
 
@@ -451,15 +476,34 @@ def _first_frame(replay: _Replay, start_index: int, arrive_before: int | None) -
 
 
 def _first_heard(replay: _Replay, start_index: int, arrive_before: int | None) -> int | None:
-    """When the listener first hears a non-silent sample of frames from `start_index` on that
-    arrived before `arrive_before`."""
+    """The first frame from `start_index` on, arrived before `arrive_before`, of which the listener
+    hears a non-silent sample (`_heard_at` says when)."""
     pb = replay.playback
     for i in range(start_index, len(replay.arrival)):
         if arrive_before is not None and replay.arrival[i] >= arrive_before:
             return None
-        span = pb.frame_audible[i]
-        if span is not None:
-            return span[0]
+        if pb.frame_audible[i] is not None:
+            return i
+    return None
+
+
+def _heard_at(replay: _Replay, frame: int | None) -> int | None:
+    """When the listener starts hearing `frame`'s non-silent samples."""
+    span = replay.playback.frame_audible[frame] if frame is not None else None
+    return span[0] if span is not None else None
+
+
+def _arrival(replay: _Replay, frame: int | None) -> int | None:
+    return replay.arrival[frame] if frame is not None else None
+
+
+def _frame_heard_from(replay: _Replay, t_ns: int | None) -> int | None:
+    """The frame whose non-silent samples are heard from `t_ns` (the one holding that sample)."""
+    if t_ns is None:
+        return None
+    for k, span in enumerate(replay.playback.frame_audible):
+        if span is not None and span[0] <= t_ns < span[1]:
+            return k
     return None
 
 
@@ -474,6 +518,33 @@ class _Utterance:
     file: Any
     t_ss: int
     t_se: int
+    first_sample: int
+    """Its first speech sample (speech_start_sample): the anchor of a barge-in."""
+    last_sample: int
+    """Its last speech sample (speech_end_sample - 1): the anchor of a turn."""
+
+
+@dataclass(frozen=True)
+class _Judge:
+    """What the validity verdicts need (`uvbench.metrics.validity`)."""
+
+    chunks: list[Chunk]
+    """The outgoing chunks, in stream order."""
+    loop: LoopLag | None
+    tolerance: int | None
+
+    def anchor_lateness(self, sample: int, window_end: int) -> int | None:
+        return validity.anchor_lateness_ns(validity.anchor_chunks(self.chunks, sample, window_end))
+
+    def late(self, lateness: int | None) -> bool:
+        return self.tolerance is not None and lateness is not None and lateness > self.tolerance
+
+    def reasons(
+        self, names: tuple[str, ...], anchor_late: bool, stamps: dict[str, tuple[int | None, ...]]
+    ) -> dict[str, str]:
+        return validity.set_apart_reasons(
+            names, anchor_late=anchor_late, stamps=stamps, loop=self.loop, tolerance=self.tolerance
+        )
 
 
 def _utterances(timeline: Timeline, config: _Config, t0: int | None) -> list[_Utterance]:
@@ -496,7 +567,16 @@ def _utterances(timeline: Timeline, config: _Config, t0: int | None) -> list[_Ut
             end = _int(data.get("end_sample"))
         if kind not in ("say", "barge_in") or start is None or end is None:
             continue
-        u = _Utterance(kind, data.get("step"), data.get("file"), stream_ns(start), stream_ns(max(start, end)))
+        end = max(start, end)
+        u = _Utterance(
+            kind,
+            data.get("step"),
+            data.get("file"),
+            stream_ns(start),
+            stream_ns(end),
+            first_sample=start,
+            last_sample=max(start, end - 1),
+        )
         found.append((u.t_ss, n, u))
     return [u for _, _, u in sorted(found, key=lambda x: (x[0], x[1]))]
 
@@ -511,11 +591,14 @@ def _underflows_in(playback: Playback, start: int | None, end: int | None) -> li
     ]
 
 
-def _turn(replay: _Replay, u: _Utterance, index: int, window_end: int | None) -> dict[str, Any]:
+def _turn(
+    replay: _Replay, u: _Utterance, index: int, window_end: int | None, judge: _Judge
+) -> dict[str, Any]:
     pb = replay.playback
     first_index = bisect.bisect_left(replay.arrival, u.t_se)
     first_audio = _first_frame(replay, first_index, window_end)
-    first_audible = _first_heard(replay, first_index, window_end)
+    heard_frame = _first_heard(replay, first_index, window_end)
+    first_audible = _heard_at(replay, heard_frame)
     missed = first_audible is None
     thinking = _first_in(replay.thinking, u.t_se, window_end)
     agent_transcript = _first_in(replay.agent_transcripts, u.t_se, window_end)
@@ -533,15 +616,31 @@ def _turn(replay: _Replay, u: _Utterance, index: int, window_end: int | None) ->
         "turn.underflow_ms": sum(underflows) / MS,
         "turn.talk_over_ms": pb.audible_ns_between(u.t_ss, u.t_se) / MS,
     }
+    anchor_end = validity.turn_anchor_end(u.t_se, first_audio, window_end)
+    lateness = judge.anchor_lateness(u.last_sample, anchor_end)
+    # A missed turn stays missed: a sender late by less than a second cannot explain no answer.
+    stamps = {
+        "turn.ttfb_ms": (first_audio,),
+        "turn.ttfa_ms": (_arrival(replay, heard_frame),),
+        "turn.thinking_ms": (thinking,),
+        "turn.agent_transcript_ms": (agent_transcript,),
+        "turn.user_transcript_ms": (user_transcript,),
+    }
+    reasons = {} if missed else judge.reasons(TURN_FIGURES, judge.late(lateness), stamps)
+    kept, set_apart = validity.split(metrics, reasons)
     return {
         "index": index,
         "step": u.step,
         "file": u.file,
         "missed": missed,
-        "metrics": metrics,
+        "metrics": kept,
+        "set_apart": set_apart,
+        "validity": validity.validity_of(set_apart),
+        "anchor_lateness_ms": None if lateness is None else lateness / MS,
         "t_ss_ns": u.t_ss,
         "t_se_ns": u.t_se,
         "window_end_ns": window_end,
+        "anchor_window_end_ns": anchor_end,
         "first_audio_ns": first_audio,
         "first_audible_ns": first_audible,
         "thinking_ns": thinking,
@@ -572,27 +671,34 @@ def _interrupted(replay: _Replay, t_bi: int) -> int | None:
     return utterance if ended is None or ended > t_bi else None
 
 
-def _barge_in(replay: _Replay, u: _Utterance, index: int, window_end: int | None) -> dict[str, Any]:
+def _barge_in(
+    replay: _Replay, u: _Utterance, index: int, window_end: int | None, judge: _Judge
+) -> dict[str, Any]:
     pb = replay.playback
     t_bi, t_be = u.t_ss, u.t_se
     target = _interrupted(replay, t_bi)
     clear = _first_in(replay.clears, t_bi, window_end)
-    last_audio = silent = None
+    last_audio = silent = silence_stamp = None
     success: bool | None = None
     reply_from = bisect.bisect_left(replay.arrival, t_be)
     if target is not None:
         first, last = replay.utterance_frames[target]
         last_audio = replay.arrival[last]
-        spans = (pb.frame_audible[k] for k in range(first, last + 1))
-        heard_until = max((span[1] for span in spans if span is not None), default=t_bi)
+        heard_frames = [k for k in range(first, last + 1) if pb.frame_audible[k] is not None]
+        heard_until = max((pb.frame_audible[k][1] for k in heard_frames), default=t_bi)  # type: ignore[index]
         # METRICS.md: the listener stops hearing the agent when the clear is honoured, or when its
         # buffer has drained (clear ignored); without a clear, when the utterance's sound ends.
         effect = next((c for c in pb.clears if c.t_ns == clear), None) if clear is not None else None
         silent = max(t_bi, effect.silent_at_ns if effect is not None else heard_until)
+        if effect is not None and effect.honoured:
+            silence_stamp = clear  # the clear cut the audio
+        elif heard_frames:
+            silence_stamp = replay.arrival[heard_frames[-1]]
         played_out = all(pb.played_samples[k] == pb.samples[k] for k in range(first, last + 1))
         success = clear is not None or not played_out
         reply_from = max(reply_from, last + 1)
-    response = _first_heard(replay, reply_from, window_end)
+    response_frame = _first_heard(replay, reply_from, window_end)
+    response = _heard_at(replay, response_frame)
     metrics: dict[str, Value] = {
         "interrupt.clear_ms": _ms(t_bi, clear),
         "interrupt.last_audio_ms": _ms(t_bi, last_audio),
@@ -600,16 +706,29 @@ def _barge_in(replay: _Replay, u: _Utterance, index: int, window_end: int | None
         "interrupt.talk_over_ms": pb.audible_ns_between(t_bi, t_be) / MS,
         "interrupt.response_ms": _ms(t_be, response),
     }
+    anchor_end = validity.barge_in_anchor_end(t_bi, response, silent, window_end)
+    lateness = judge.anchor_lateness(u.first_sample, anchor_end)
+    stamps = {
+        "interrupt.clear_ms": (clear,),
+        "interrupt.last_audio_ms": (last_audio,),
+        "interrupt.silence_ms": (silence_stamp,),
+        "interrupt.response_ms": (_arrival(replay, response_frame),),
+    }
+    kept, set_apart = validity.split(metrics, judge.reasons(INTERRUPT_FIGURES, judge.late(lateness), stamps))
     return {
         "index": index,
         "step": u.step,
         "file": u.file,
         "success": success,
         "missed": response is None,
-        "metrics": metrics,
+        "metrics": kept,
+        "set_apart": set_apart,
+        "validity": validity.validity_of(set_apart),
+        "anchor_lateness_ms": None if lateness is None else lateness / MS,
         "t_bi_ns": t_bi,
         "t_be_ns": t_be,
         "window_end_ns": window_end,
+        "anchor_window_end_ns": anchor_end,
         "clear_ns": clear,
         "last_audio_ns": last_audio,
         "silent_ns": silent,
@@ -668,13 +787,13 @@ def _outcome(
     created: Event | None,
     ws_open: Event | None,
     turns: list[dict[str, Any]],
+    set_apart_detail: str | None,
 ) -> tuple[str, str | None]:
-    p99, drift, chunk = metrics["pacer.lateness_p99_ms"], metrics["pacer.drift_ms"], config.chunk_ms
-    if chunk is not None:
-        if isinstance(p99, float) and p99 > chunk / 2:
-            return "invalid:generator_overloaded", f"pacer lateness p99 {p99:.3f} ms > half a chunk"
-        if isinstance(drift, float) and abs(drift) > chunk:
-            return "invalid:generator_overloaded", f"pacer drift {drift:.3f} ms > one chunk"
+    drift, chunk = metrics["pacer.drift_ms"], config.chunk_ms
+    if chunk is not None and isinstance(drift, float) and abs(drift) > chunk:
+        return "invalid:generator_overloaded", f"pacer drift {drift:.3f} ms > one chunk"
+    if set_apart_detail is not None:
+        return "invalid:generator_overloaded", set_apart_detail
     if created is None:
         answers = timeline.of_kind("call.create_answered")
         status = answers[-1].data.get("status") if answers else None
@@ -704,15 +823,24 @@ def compute(timeline: Timeline) -> CallMetrics:
     replay = _replay(timeline, config)
     pb = replay.playback
 
+    rows = timeline.audio_out_rows()
+    loop_event = timeline.first("loop.lag")
+    loop = LoopLag.from_data(loop_event.data) if loop_event is not None else None
+    judge = _Judge(
+        chunks=sorted((Chunk(*row) for row in rows), key=lambda c: c.start_sample),
+        loop=loop,
+        tolerance=validity.tolerance_ns(config.chunk_ms),
+    )
+
     utterances = _utterances(timeline, config, t0)
     turns: list[dict[str, Any]] = []
     barge_ins: list[dict[str, Any]] = []
     for k, u in enumerate(utterances):
         window_end = utterances[k + 1].t_ss if k + 1 < len(utterances) else None
         if u.kind == "say":
-            turns.append(_turn(replay, u, len(turns), window_end))
+            turns.append(_turn(replay, u, len(turns), window_end, judge))
         else:
-            barge_ins.append(_barge_in(replay, u, len(barge_ins), window_end))
+            barge_ins.append(_barge_in(replay, u, len(barge_ins), window_end, judge))
 
     created = timeline.first("call.created")
     create_sent = _create(timeline, created)
@@ -726,7 +854,7 @@ def compute(timeline: Timeline) -> CallMetrics:
     end_reason = fetched.data.get("end_reason") if fetched is not None else None
     rtts = _pings(timeline, replay)
 
-    lateness = sorted((sent - due) / MS for due, sent, _, _ in timeline.audio_out_rows())
+    lateness = sorted((sent - due) / MS for due, sent, _, _ in rows)
     stopped = timeline.first("pacer.stopped")
     drift = _number(stopped.data.get("drift_ms")) if stopped is not None else None
 
@@ -747,11 +875,31 @@ def compute(timeline: Timeline) -> CallMetrics:
         "pacer.lateness_p99_ms": _percentile(lateness, 99),
         "pacer.lateness_max_ms": lateness[-1] if lateness else None,
         "pacer.drift_ms": drift,
+        "pacer.loop_lag_max_ms": None if loop is None else loop.max_lag_ns / MS,
         "interrupt.success_pct": 100 * sum(judged) / len(judged) if judged else None,
     }
-    outcome, detail = _outcome(timeline, config, metrics, created, ws_open, turns)
+    greeting_frame = _frame_heard_from(replay, first_audible)
+    stamps = {
+        "call.create_ms": (create_sent.t_ns if create_sent else None, created.t_ns if created else None),
+        "call.join_ms": (connect.t_ns if connect else None, open_ns),
+        "call.started_ms": (open_ns, call_started),
+        "call.first_audio_ms": (open_ns, _arrival(replay, greeting_frame)),
+    }
+    metrics, set_apart = validity.split(metrics, judge.reasons(CALL_FIGURES, False, stamps))
+    # The anchored items: each turn (a missed one stands: its verdict is not a latency), each
+    # barge-in, and the greeting when there was one: agent audio heard before the first scripted
+    # utterance ended (later, the first audio heard is a reply).
+    items = [
+        None if t["missed"] else validity.item_set_apart(t["metrics"], t["set_apart"], TURN_FIGURES)
+        for t in turns
+    ] + [validity.item_set_apart(b["metrics"], b["set_apart"], INTERRUPT_FIGURES) for b in barge_ins]
+    if first_audible is not None and (not utterances or first_audible < utterances[0].t_se):
+        items.append(validity.item_set_apart(metrics, set_apart, ("call.first_audio_ms",)))
+    whole = validity.call_set_apart_detail(items)
+    outcome, detail = _outcome(timeline, config, metrics, created, ws_open, turns, whole)
     metrics["call.outcome"] = outcome
     return CallMetrics(
+        set_apart=set_apart,
         metrics=metrics,
         turns=turns,
         barge_ins=barge_ins,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uvbench.metrics.aggregate import aggregate
+from uvbench.metrics.aggregate import Aggregate, aggregate
 from uvbench.metrics.thresholds import Threshold, ThresholdResult, evaluate
 from uvbench.report.csv_report import calls_csv, stats_csv
 from uvbench.report.history import history_for_run, record_finished_run
@@ -37,6 +37,23 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.0f}"
 
 
+def set_apart_line(overall: Aggregate) -> str | None:
+    """How many figures of valid calls were set apart and why, most first; None when none was."""
+    if not overall.set_apart_total:
+        return None
+    by_metric = sorted(overall.set_apart.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
+    shown = "; ".join(
+        f"{name} " + ", ".join(f"{reason} {n}" for reason, n in reasons.items())
+        for name, reasons in by_metric[:4]
+    )
+    more = f"; {len(by_metric) - 4} more metrics" if len(by_metric) > 4 else ""
+    why = ", ".join(f"{r} {n}" for r, n in overall.set_apart_reasons.items())
+    return (
+        f"  set apart (not in the figures): {overall.set_apart_total} of {overall.anchored} anchored"
+        f" figures ({why}): {shown}{more}"
+    )
+
+
 def finish_run(
     folder: Path,
     records: list[dict[str, Any]],
@@ -49,8 +66,7 @@ def finish_run(
     of the aggregate and the gates, in the file's one rewrite."""
     finished = Finished(results=evaluate(thresholds, records) if thresholds else [])
     overall = aggregate(records, by="scenario")
-    if overall.warning:
-        finished.lines.append(f"uvbench: warning: {overall.warning}")
+    finished.lines.extend(f"uvbench: warning: {w}" for w in overall.warnings)
     if finished.results:
         finished.lines.append("THRESHOLDS")
         finished.lines.extend(f"  {r.message}" for r in finished.results)
@@ -63,6 +79,9 @@ def finish_run(
                     f"  {name:<28}{stats.count:>5} {_fmt(stats.p50):>6} {_fmt(stats.p95):>6}"
                     f" {_fmt(stats.p99):>6} {_fmt(stats.max):>6} ms"
                 )
+        line = set_apart_line(overall)
+        if line:
+            finished.lines.append(line)
     summary_path = folder / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     summary.update(extra or {})

@@ -5,12 +5,13 @@ no script, no font, no stylesheet and no image fetched from anywhere. Recordings
 `<audio>` elements that point at the call's WAV by its path relative to the run folder (the page
 lives in that folder), never embedded.
 
-The page, top to bottom: any warning (invalid calls, an interrupted run), the run's name, time,
-target and load, the calls' outcomes and the headline figures; the thresholds, breaches first;
-the plots; per-scenario statistics; a few calls in detail (timeline, transcript, recording); the
-table of calls, failed first. Everything is bounded so a 500-call run opens as fast as a 5-call
-one: `MAX_CALL_ROWS` rows in the call table, `TIMELINE_CALLS` calls in detail, `MAX_PLAYERS`
-audio players, `MAX_SCENARIOS` scenarios in the statistics; what is left out is counted.
+The page, top to bottom: any warning (invalid calls, many figures set apart, an interrupted run),
+the run's name, time, target and load, the calls' outcomes (and the figures set apart) and the
+headline figures; the thresholds, breaches first; the plots; per-scenario statistics; a few calls
+in detail (timeline, transcript, recording); the table of calls, failed first. Everything is
+bounded so a 500-call run opens as fast as a 5-call one: `MAX_CALL_ROWS` rows in the call table,
+`TIMELINE_CALLS` calls in detail, `MAX_PLAYERS` audio players, `MAX_SCENARIOS` scenarios in the
+statistics; what is left out is counted.
 Every piece of user text (scenario names, transcripts, error details) goes through `_esc`.
 """
 
@@ -241,9 +242,10 @@ def _load_text(run: _Run) -> str:
 
 def _banners(run: _Run) -> str:
     out = []
-    warning = run.agg.get("warning")
-    if warning:
-        out.append(f'<div class="banner warn">⚠ {_esc(warning)}</div>')
+    for key in ("warning", "set_apart_warning"):  # invalid calls, then figures set apart
+        warning = run.agg.get(key)
+        if warning:
+            out.append(f'<div class="banner warn">⚠ {_esc(warning)}</div>')
     if run.summary.get("interrupted"):
         out.append(
             '<div class="banner warn">⚠ The run was interrupted (Ctrl-C): only the calls that finished '
@@ -317,6 +319,21 @@ def _calls_tiles(run: _Run) -> str:
         tiles.append(("failed by reason", f"{failed_n}", reasons))
     if invalid:
         tiles.append(("invalid (generator overloaded)", f"{invalid}", inv_reasons or "—"))
+    set_apart = agg.get("set_apart_total") or 0
+    if set_apart:
+        why = ", ".join(f"{_esc(k)} {v}" for k, v in (agg.get("set_apart_reasons") or {}).items())
+        by_metric = sorted(
+            ((name, sum(reasons.values())) for name, reasons in (agg.get("set_apart") or {}).items()),
+            key=lambda kv: (-kv[1], kv[0]),
+        )
+        figures = ", ".join(f"{_esc(name)} {n}" for name, n in by_metric[:4])
+        tiles.append(
+            (
+                "figures set apart (generator late around them)",
+                f"{set_apart}",
+                f"of {agg.get('anchored', 0)} anchored · {why} · {figures}",
+            )
+        )
     tiles.append(
         (
             "underflows per min of agent audio",

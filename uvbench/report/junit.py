@@ -88,11 +88,21 @@ def _failure_message(record: dict[str, Any]) -> str:
     return _line(record.get("error") or outcome or "failed")
 
 
+def _set_apart(item: dict[str, Any]) -> str:
+    """The figures of a turn or barge-in set apart, with their reasons, as a suffix; "" if none."""
+    apart = item.get("set_apart") or {}
+    if not apart:
+        return ""
+    return ", figures set apart: " + ", ".join(
+        f"{name} ({entry.get('reason')})" for name, entry in apart.items()
+    )
+
+
 def _turn_timeline(record: dict[str, Any]) -> list[str]:
     lines = []
     for t in record.get("turns") or []:
         m = t.get("metrics") or {}
-        state = "MISSED" if t.get("missed") else "ok"
+        state = "MISSED" if t.get("missed") else "ok" + _set_apart(t)
         lines.append(
             f"turn {t.get('index')} ({t.get('file') or '-'}): {state}  ttfa {_fmt_ms(m.get('turn.ttfa_ms'))}"
             f"  ttfb {_fmt_ms(m.get('turn.ttfb_ms'))}  thinking {_fmt_ms(m.get('turn.thinking_ms'))}"
@@ -102,6 +112,7 @@ def _turn_timeline(record: dict[str, Any]) -> list[str]:
         m = b.get("metrics") or {}
         success = b.get("success")
         state = "stopped" if success else ("FAILED" if success is False else "nothing to interrupt")
+        state += _set_apart(b)
         lines.append(
             f"barge-in {b.get('index')} ({b.get('file') or '-'}): {state}"
             f"  clear {_fmt_ms(m.get('interrupt.clear_ms'))}"

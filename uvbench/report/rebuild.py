@@ -24,7 +24,7 @@ from uvbench.report.csv_report import calls_csv, stats_csv
 from uvbench.report.junit import junit_xml
 from uvbench.report.run_folder import load_timeline, write_text
 
-RECOMPUTED = ("metrics", "turns", "barge_ins", "underflows", "anchors", "ping_rtts_ms")
+RECOMPUTED = ("metrics", "set_apart", "turns", "barge_ins", "underflows", "anchors", "ping_rtts_ms")
 """Record keys replaced by the recomputed figures (plus outcome, outcome_detail, passed,
 duration_ms and end_reason, which derive from them)."""
 
