@@ -33,7 +33,7 @@ from uvbench.call.live import LivePlayback, LiveState
 from uvbench.call.plan import CallPlan
 from uvbench.call.rest import CallFailed, UltravoxApi
 from uvbench.call.timeline import Timeline
-from uvbench.call.wsclient import CallSocket, JoinError
+from uvbench.call.wsclient import CallSocket, JoinError, proxy_for
 from uvbench.protocol import messages as wire
 from uvbench.protocol.audio import AUDIBLE_THRESHOLD
 
@@ -146,6 +146,18 @@ async def run_call(plan: CallPlan, script: Script, *, api: UltravoxApi | None = 
         if own_api:
             await api.close()
     return result
+
+
+def warm_up() -> None:
+    """Import now what a process's first call would import mid-call (httpx's network backend on the
+    first request, the websocket client's proxy lookup on the first join): tens of milliseconds
+    that would hold up the event loop under the first calls' audio."""
+    import anyio._backends._asyncio  # noqa: F401
+    import anyio.streams.stapled  # noqa: F401
+    import anyio.streams.tls  # noqa: F401
+    import anyio.to_thread  # noqa: F401
+
+    proxy_for("ws://localhost/")
 
 
 def _attempts(timeline: Timeline) -> Callable[[int, int, Any], None]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from uvbench.analysis.call import BytesSink, FolderSink, analyse_call
-from uvbench.call.engine import CallResult, run_call
+from uvbench.call.engine import CallResult, run_call, warm_up
 from uvbench.call.expect import Checked
 from uvbench.call.plan import Endpoint, plan_for
 from uvbench.call.rest import UltravoxApi
@@ -81,6 +81,8 @@ async def run_call_of(
     record)."""
     own_api = api is None
     api = api or UltravoxApi(endpoint.api_url, endpoint.api_key)
+    warm_up()
+    warm_audio([scenario])
     try:
         with tempfile.TemporaryDirectory(prefix="uvbench-call-") as spool:
             audio = Path(spool) / "agent.pcm" if scenario.client.record != "none" else None

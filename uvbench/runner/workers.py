@@ -767,8 +767,10 @@ class WireCaller:
         setup) and every clip decoded at its call's input rate."""
         import asyncio
 
+        from uvbench.call.engine import warm_up
         from uvbench.runner.run import warm_audio
 
+        warm_up()
         for endpoint in self.endpoints.values():
             self.api(endpoint)
         await asyncio.to_thread(warm_audio, scenarios)
