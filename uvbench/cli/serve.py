@@ -25,7 +25,8 @@ def add_parser(sub) -> None:
         "carries: it counts the audio it is sent without reading it, answers pings, says a canned "
         "greeting and then a canned reply every agent.reply_every_s seconds (config; default 5, 0 = "
         "never), each utterance in one write; no VAD, turns, pacing, recording or faults. "
-        "Per call: experimentalSettings.uvbench.agent.mode: sink.",
+        "agent.read_batch_ms (e.g. 100) lets it read each connection that often only, which more "
+        "than halves its cost per frame. Per call: experimentalSettings.uvbench.agent.mode: sink.",
     )
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default 8765; 0 picks a free one)")

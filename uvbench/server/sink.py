@@ -8,7 +8,9 @@ pacing and ground truth run per frame). The sink does the least a call needs:
   where they lie (never unmasked or copied) and counted; small text and control frames are
   unmasked and read: a close is echoed and the TCP closed, a ping gets its pong, the data message
   `{"type": "ping"}` gets `{"type": "pong"}` with its timestamp, `hang_up` ends the call
-  (`agent_hangup`), any other text is ignored.
+  (`agent_hangup`), any other text is ignored. With `agent.read_batch_ms` a connection that has
+  read pauses until a shared tick, so one read takes several frames (fewer system calls and
+  callbacks per frame; pongs and the close then wait up to that long).
 - output: on join `call_started` and `state: listening`; then the greeting, and every
   `agent.reply_every_s` the canned reply (`agent.replies[0]`), each as ONE write of pre-encoded
   frames: `state: speaking`, the synthesized speech as 20 ms (`agent.chunk_ms`) binary frames at
@@ -119,6 +121,46 @@ def _enabled(record: CallRecord) -> dict[str, bool]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Batched reads (agent.read_batch_ms)
+
+
+class ReadTick:
+    """Resumes reading on every held sink connection at once, `period_s` after the first was held.
+
+    A connection that has read pauses its transport until the next tick, so each read then takes
+    all the frames of a period in one system call and one callback: one timer for all calls.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, period_s: float) -> None:
+        self.loop = loop
+        self.period_s = period_s
+        self._held: list[SinkConnection] = []
+        self._handle: asyncio.TimerHandle | None = None
+
+    def hold(self, conn: SinkConnection) -> None:
+        conn.transport.pause_reading()
+        self._held.append(conn)
+        if self._handle is None:
+            self._handle = self.loop.call_later(self.period_s, self._release)
+
+    def _release(self) -> None:
+        held, self._held = self._held, []
+        self._handle = None
+        for conn in held:
+            conn.resume_reading()
+
+
+def read_tick(state: ServerState, loop: asyncio.AbstractEventLoop, batch_ms: float) -> ReadTick | None:
+    """The server's shared tick for `batch_ms` (None for 0: read as data arrives)."""
+    if batch_ms <= 0:
+        return None
+    tick = state.read_ticks.get(batch_ms)
+    if tick is None or tick.loop is not loop:
+        tick = state.read_ticks[batch_ms] = ReadTick(loop, batch_ms / 1000)
+    return tick
+
+
+# ---------------------------------------------------------------------------------------------
 # The connection
 
 
@@ -148,6 +190,7 @@ class SinkConnection(asyncio.Protocol):
         self._transcripts = flags["transcript"]
         self._pongs = flags["pong"]
         self._frame_samples = frame_samples(record.output_sample_rate, record.agent.chunk_ms)
+        self._read_tick = read_tick(state, self.loop, record.agent.read_batch_ms)
         # Parser state between reads.
         self._pending = b""
         """The start of a frame whose header (or small payload) is not all here yet."""
@@ -285,6 +328,11 @@ class SinkConnection(asyncio.Protocol):
             if start > n:
                 break  # the header continues in the next read
             end = start + length
+            if b0 == FIN | BINARY and end <= n:  # the usual frame: a whole audio chunk
+                frames += 1
+                payload += length
+                pos = end
+                continue
             opcode = b0 & 0x0F
             if opcode == CONTINUATION:
                 binary = self._fragment == BINARY
@@ -296,21 +344,16 @@ class SinkConnection(asyncio.Protocol):
                     self._fragment = None if b0 & FIN else opcode
                 binary = opcode == BINARY
                 readable = b0 & FIN and length <= (SMALL_TEXT if opcode == TEXT else CONTROL_MAX)
-            if binary:
+            if binary or not readable:  # skipped unread, counted if binary
                 if end > n:
-                    self._skip, self._skip_binary = end - n, True
-                    payload += n - start
+                    self._skip, self._skip_binary = end - n, binary
+                    if binary:
+                        payload += n - start
                     pos = n
                     break
-                frames += 1
-                payload += length
-                pos = end
-                continue
-            if not readable:
-                if end > n:
-                    self._skip, self._skip_binary = end - n, False
-                    pos = n
-                    break
+                if binary:
+                    frames += 1
+                    payload += length
                 pos = end
                 continue
             if end > n:
@@ -327,15 +370,19 @@ class SinkConnection(asyncio.Protocol):
             self._pending = data[pos:]
         if frames or payload:
             self._count(frames, payload)
+        if self._read_tick is not None and not self._close_received and not self.transport.is_closing():
+            self._read_tick.hold(self)
 
     def _count(self, frames: int, payload: int) -> None:
         inp = self.input
         inp.frames_received += frames
         inp.bytes_received += payload
-        now = time.monotonic_ns()
         if inp.first_audio_ns is None:
-            inp.first_audio_ns = now
-        inp.last_audio_ns = now
+            inp.first_audio_ns = time.monotonic_ns()
+
+    def resume_reading(self) -> None:
+        if not self._lost and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def _on_frame(self, opcode: int, body: bytes) -> None:
         if opcode == TEXT:

@@ -128,8 +128,7 @@ class SinkInput:
     bytes_received: int = 0
     """Payload bytes of those frames as read (not unmasked, never looked at)."""
     first_audio_ns: int | None = None
-    last_audio_ns: int | None = None
-    """When the first / the latest read that carried binary payload arrived."""
+    """When the first read that carried binary payload arrived (no clock is read per frame)."""
     text_frames_received: int = 0
     pings_answered: int = 0
     """`{"type": "ping"}` data messages answered with a pong."""
