@@ -11,7 +11,6 @@ import asyncio
 import datetime as dt
 import json
 import math
-import os
 import random
 import subprocess
 import sys
@@ -266,7 +265,6 @@ def test_a_bad_agent_mode_in_the_config_is_one_clear_line(tmp_path):
         capture_output=True,
         text=True,
         timeout=60,
-        env=dict(os.environ),
     )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
