@@ -201,7 +201,10 @@ async def _wait_for(ctx: CallContext, step: WaitForStep) -> None:
         )
     elif isinstance(cond, AgentDone):
         finals_before = live.agent_finals
-        seen_speaking = [live.state == "speaking"]
+        # An utterance still being heard is the current one, even when its final transcript and
+        # `listening` are in already: a server may send a whole utterance faster than it plays (the
+        # local server's sink agent sends its greeting with the handshake's answer).
+        seen_speaking = [live.state == "speaking" or live.playback.last_audible_heard_ns > started]
 
         def done(now: int) -> Any:
             if live.state == "speaking":

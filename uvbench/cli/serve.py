@@ -16,7 +16,18 @@ from uvbench.cli.common import API_KEY_ENV, EXIT_OK, UsageError, fast_event_loop
 
 
 def add_parser(sub) -> None:
-    serve = sub.add_parser("serve", help="run the local Ultravox-compatible server with a simulated agent")
+    serve = sub.add_parser(
+        "serve",
+        help="run the local Ultravox-compatible server with a simulated agent",
+        description="The local Ultravox-compatible server: the call REST API and each call's websocket "
+        "on one port, with a simulated agent. --agent sink swaps the agent for one that costs the "
+        "server almost nothing per input frame, to benchmark how many calls one client process "
+        "carries: it counts the audio it is sent without reading it, answers pings, says a canned "
+        "greeting and then a canned reply every agent.reply_every_s seconds (config; default 5, 0 = "
+        "never), each utterance in one write; no VAD, turns, pacing, recording or faults. "
+        "agent.read_batch_ms (e.g. 100) lets it read each connection that often only, which more "
+        "than halves its cost per frame. Per call: experimentalSettings.uvbench.agent.mode: sink.",
+    )
     serve.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port (default 8765; 0 picks a free one)")
     serve.add_argument(
@@ -36,6 +47,13 @@ def add_parser(sub) -> None:
         help="YAML file with host, port, plan, agent and faults settings",
     )
     serve.add_argument("--latency-ms", type=float, default=None, help="median agent response latency in ms")
+    serve.add_argument(
+        "--agent",
+        choices=("simulated", "sink"),
+        default=None,
+        help="simulated (default): the conversational agent; sink: the near-zero-cost agent for client "
+        "capacity benchmarks (agent.mode in the config)",
+    )
     serve.add_argument(
         "--event-loop",
         choices=("auto", "uvloop", "asyncio"),
@@ -80,6 +98,9 @@ def _server_config(args: argparse.Namespace):
             changes["agent"] = agent_from_dict(
                 {"latency": {"ms": args.latency_ms}}, base=config.agent, where="--latency-ms"
             )
+        if args.agent is not None:
+            base = changes.get("agent", config.agent)
+            changes["agent"] = agent_from_dict({"mode": args.agent}, base=base, where="--agent")
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     return dataclasses.replace(config, **changes)
@@ -102,6 +123,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"uvbench local server listening on {server.base_url}", flush=True)
         print(f"  API key:  {server.api_key}", flush=True)
         print(f"  plan:     {config.plan.name}", flush=True)
+        print(f"  agent:    {config.agent.mode}", flush=True)
         body = '{"medium": {"serverWebSocket": {"inputSampleRate": 16000}}}'
         print(
             f"  try:      curl -s -X POST {server.api_url}/calls -H 'X-API-Key: {server.api_key}' "

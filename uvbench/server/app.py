@@ -13,6 +13,7 @@ from uvbench.audio.tts import synthesize
 from uvbench.protocol.schema import load_openapi
 from uvbench.server import rest, session
 from uvbench.server.config import ServerConfig
+from uvbench.server.sink import canned_speech, frame_samples
 from uvbench.server.state import STATE_KEY, ServerState
 
 MAX_FRAME_BYTES = 1 << 20
@@ -81,6 +82,10 @@ class LocalServer:
         for rate in sample_rates:
             for text in (behaviour.greeting, *behaviour.replies):
                 synthesize(text, rate, wpm=behaviour.voice_wpm)
+            if behaviour.mode == "sink":
+                samples = frame_samples(rate, behaviour.chunk_ms)
+                for text in (behaviour.greeting, behaviour.replies[0]):
+                    canned_speech(text, rate, samples, behaviour.voice_wpm)
         gc.collect()
         gc.freeze()
 

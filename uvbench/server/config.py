@@ -50,6 +50,8 @@ class Latency:
 
 
 LATENCY_KINDS = ("fixed", "uniform", "normal", "lognormal")
+AGENT_MODES = ("simulated", "sink")
+"""simulated: the conversational agent (agent.py); sink: the near-zero-cost agent (sink.py)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,16 @@ class AgentBehaviour:
     """What the agent says after a tool result; `{result}` is the result text."""
     seed: int | None = None
     """Seeds the latency draws so a run can be repeated; None draws from the call id."""
+    mode: str = "simulated"
+    """"simulated" (the agent above) or "sink": an agent that costs the server almost nothing per
+    input frame, for client capacity benchmarks (sink.py): it counts input, answers pings, speaks
+    the greeting and then `replies[0]` every `reply_every_s`, each utterance in one write."""
+    reply_every_s: float = 5.0
+    """Sink mode: seconds between canned replies after the greeting; 0 = never."""
+    read_batch_ms: float = 0.0
+    """Sink mode: read each connection at most this often (0: as soon as data arrives). At 100 a
+    read takes about 5 frames at once, which halves the server's CPU per input frame, but pongs
+    and the close handshake may wait that long."""
 
 
 @dataclass(frozen=True)
@@ -203,6 +215,15 @@ def _convert(cls: type, name: str, value: Any, where: str) -> Any:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ConfigError(f"{where}: expected a whole number or null")
             return value
+        if name == "mode":
+            if value not in AGENT_MODES:
+                raise ConfigError(f"{where}: {value!r} is not one of {', '.join(AGENT_MODES)}")
+            return value
+        if name in ("reply_every_s", "read_batch_ms"):
+            number = _number(value, where)
+            if number < 0:
+                raise ConfigError(f"{where}: must be >= 0 (0 = off)")
+            return number
     if cls is Faults:
         if name == "output_stalls":
             if not isinstance(value, list):

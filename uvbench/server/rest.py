@@ -722,6 +722,8 @@ async def get_recording(request: web.Request) -> web.Response:
         raise ApiError.detail(
             404, "Recording was not enabled for this call; create it with recordingEnabled: true."
         )
+    if record.agent.mode == "sink":
+        raise ApiError.detail(404, "Nothing is recorded: the call's agent is the sink (agent.mode sink).")
     if record.ended_ns is not None and record.joined_ns is None:
         # Nobody joined, so nothing was recorded: 425 would have the client retry forever.
         raise ApiError.detail(404, "Nothing was recorded: the call ended without anyone joining it.")

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from uvbench.audio.tts import synthesize
+from uvbench.server import sink
 from uvbench.server.agent import Agent, Outgoing
 from uvbench.server.recording import build_recording
 from uvbench.server.state import STATE_KEY, ServerState
@@ -52,6 +53,8 @@ async def handle_join(request: web.Request) -> web.StreamResponse:
             409, f"Call {call_id} already has a websocket connection; only one is allowed per call."
         )
     record.connected = True
+    if record.agent.mode == "sink":
+        return await sink.serve(request, state, record)
     transport = request.transport
     ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, autoping=True, compress=False)
     await ws.prepare(request)
@@ -233,6 +236,6 @@ async def close_all(state: ServerState) -> None:
     """Server shutdown: end every live call so clients see a close, not a reset."""
     for record in list(state.store.calls.values()):
         session = record.session
-        if isinstance(session, Session):
+        if session is not None:
             session.end_call("system_error")
     await asyncio.sleep(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -20,6 +21,8 @@ class ServerState:
     rest_503_left: int = 0
     base_url: str = ""
     """http://host:port once bound; join URLs are built from it."""
+    read_ticks: dict[float, Any] = field(default_factory=dict)
+    """The sink agent's shared read ticks (sink.ReadTick), one per read_batch_ms in use."""
 
     def __post_init__(self) -> None:
         self.set_faults(self.config.faults)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from uvbench.protocol.durations import format_duration, parse_duration
 from uvbench.server.config import AgentBehaviour, Faults
-from uvbench.server.truth import GroundTruth
+from uvbench.server.truth import GroundTruth, SinkTruth
 
 DEFAULT_JOIN_TIMEOUT = "30s"
 DEFAULT_MAX_DURATION = "3600s"
@@ -25,9 +25,12 @@ SEVERITIES = ("debug", "info", "warning", "error")
 
 
 class LiveSession(Protocol):
-    """The running websocket session of a joined call, as REST's send_data_message sees it."""
+    """The running websocket session of a joined call (session.Session or sink.SinkConnection),
+    as REST's send_data_message and DELETE and the server's shutdown see it."""
 
     def deliver_data_message(self, message: dict[str, Any]) -> None: ...
+
+    def end_call(self, reason: str) -> None: ...
 
 
 class Clock:
@@ -72,11 +75,16 @@ class CallRecord:
     """Message objects (ultravox.v1.Message) of the call, initial messages first."""
     initial_message_count: int = 0
     events: list[dict[str, Any]] = field(default_factory=list)
-    truth: GroundTruth = field(default_factory=GroundTruth)
+    truth: GroundTruth | SinkTruth = field(default_factory=GroundTruth)
+    """SinkTruth for a call of the sink agent (agent.mode sink), GroundTruth otherwise."""
     recording_wav: bytes | None = None
     session: LiveSession | None = None
     connected: bool = False
     """A websocket is (or was) attached: a second connection is refused."""
+
+    def __post_init__(self) -> None:
+        if self.agent.mode == "sink" and isinstance(self.truth, GroundTruth):
+            self.truth = SinkTruth()
 
     # -- derived -------------------------------------------------------------------------------
     @property

@@ -114,3 +114,59 @@ class GroundTruth:
         if lateness_values:
             out["pacing"]["lateness_ms"] = list(self.pacing_lateness_ms)
         return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The sink agent (sink.py) does none of the above: no endpointing, no pacing, no playback model.
+# Its ground truth is what it actually did, in its own shape, so no field above is faked.
+
+
+@dataclass
+class SinkInput:
+    frames_received: int = 0
+    """Binary websocket frames read to their last byte (a fragmented message counts each frame)."""
+    bytes_received: int = 0
+    """Payload bytes of those frames as read (not unmasked, never looked at)."""
+    first_audio_ns: int | None = None
+    """When the first read that carried binary payload arrived (no clock is read per frame)."""
+    text_frames_received: int = 0
+    pings_answered: int = 0
+    """`{"type": "ping"}` data messages answered with a pong."""
+
+
+@dataclass
+class SinkReply:
+    """One canned utterance: state speaking, its audio frames, the final transcript, listening."""
+
+    index: int
+    kind: str
+    """"greeting" or "reply"."""
+    text: str
+    ordinal: int
+    frames: int
+    samples: int
+    """Audio samples in the frames (the last frame is padded with silence to a whole frame)."""
+    bytes: int
+    """Bytes handed to the transport in the one write (websocket framing included)."""
+    write_ns: int
+    """When that write was made."""
+    unsent_bytes: int
+    """What the transport still held right after the write (0: the kernel took it all)."""
+
+
+@dataclass
+class SinkTruth:
+    joined_ns: int | None = None
+    call_started_sent_ns: int | None = None
+    input: SinkInput = field(default_factory=SinkInput)
+    replies: list[SinkReply] = field(default_factory=list)
+
+    def to_dict(self, *, lateness_values: bool = False) -> dict[str, Any]:
+        return {
+            "clock": "CLOCK_MONOTONIC, nanoseconds",
+            "agent": "sink",
+            "joined_ns": self.joined_ns,
+            "call_started_sent_ns": self.call_started_sent_ns,
+            "input": asdict(self.input),
+            "replies": [asdict(r) for r in self.replies],
+        }
