@@ -1,44 +1,62 @@
-"""How far uvbench's client-side figures are from the local server's ground truth.
+"""How far uvbench's figures are from the local server's ground truth, one call at a time and in
+lockstep at scale.
 
-Runs a scenario (a greeting, a spoken turn, a barge-in) against the local server in its own
-process, several calls at once, and for every call holds each client figure's end point against
-what the server recorded on the same CLOCK_MONOTONIC:
+`uvbench run` (the real runner: pacing and analysis processes) runs a scenario (a greeting, a
+spoken turn, a barge-in 400 ms into the reply) against a local server this script starts in its
+own process. Afterwards every call's figures and anchors (its record and timeline in the run
+folder) are held against what the server recorded on the same CLOCK_MONOTONIC
+(`GET /_uvbench/calls/<id>/ground_truth?input=1`), stamped when the bytes were written or read:
 
-- turn.ttfb_ms end point: first reply frame arrival vs the server's first byte of the reply
-- turn.ttfa_ms end point: first sound heard vs first byte + the reply's first audible sample / rate
-- interrupt.clear_ms end point: playback_clear_buffer arrival vs the server's send time
-- turn.thinking_ms end point: `state: thinking` arrival vs the server's end-of-turn decision
+- anchor: when the server read the chunk holding the turn's last speech sample, against the
+  moment that chunk was complete on the client's stream clock (`t0 + end of chunk / rate`): the
+  sender's own delay plus the loopback. (The chunk ends after `t_se` by a fixed part of a chunk,
+  known exactly and printed apart: any client that streams in chunks has it.)
+- greeting: the first sound heard (`call.first_audio_ms`'s end) vs the server's first byte of the
+  greeting + its first audible sample / rate (playback starts on arrival: 60 ms buffer);
+- ttfb: the reply's first frame's arrival vs the server's write of it;
+- ttfa: the first sound heard vs that write + the reply's first audible sample / rate;
+- thinking: `state: thinking`'s arrival vs the server's end-of-turn decision;
+- clear: `playback_clear_buffer`'s arrival vs its write.
 
-Reported per figure: median and p99 of the absolute error, in ms.
+Figures the load generator set apart (docs/metrics.md) are left out and counted. Reported per
+figure: count, median, p99 and max of the error, in ms.
 
-    .venv/bin/python bench/accuracy.py                  # 20 calls, 5 at a time, both buffer sizes
-    .venv/bin/python bench/accuracy.py --calls 50 --concurrency 10
+    .venv/bin/python bench/accuracy.py                              # 20 calls one at a time
+    .venv/bin/python bench/accuracy.py --vus 200 --iterations 400   # lockstep: two rounds of 200
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import platform
+import os
+import subprocess
 import sys
+import tempfile
 import textwrap
+import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from uvbench.runner.run import Endpoint, run_call_of  # noqa: E402
-from uvbench.scenario import parse_scenarios  # noqa: E402
+from bench.machine import cpu_model  # noqa: E402
+from uvbench.report.run_folder import load_timeline  # noqa: E402
 from uvbench.server.process import ServerProcess  # noqa: E402
 
 NS = 1_000_000_000
+OUT_RATE = 24000
+KEY_ENV = "UVBENCH_ACCURACY_KEY"
 SCENARIO = """
-    name: accuracy-{buffer}
+    name: accuracy
+    target: {{base_url: {url}, api_key_env: {key_env}}}
     call:
       medium:
-        serverWebSocket: {{inputSampleRate: 16000, outputSampleRate: 24000, clientBufferSizeMs: {buffer}}}
+        serverWebSocket: {{inputSampleRate: 16000, outputSampleRate: {rate}, clientBufferSizeMs: {buffer}}}
+    client: {{record: none}}
     script:
       - wait_for: agent_done
       - say: hello_16k.wav
@@ -50,66 +68,115 @@ SCENARIO = """
 """
 
 
-def errors_of(result, metrics) -> dict[str, list[float]]:
-    truth = result.ground_truth
-    out: dict[str, list[float]] = {"ttfb": [], "ttfa": [], "clear": [], "thinking": []}
-    replies = [r for r in truth["replies"] if r["kind"] == "reply" and r["first_byte_ns"]]
-    for turn, reply in zip(metrics.turns, replies, strict=False):
-        if turn["first_audio_ns"]:
+def errors_of(record: dict, timeline, truth: dict) -> tuple[dict[str, list[float]], list[float]]:
+    """(figure -> signed errors in ms, chunk quantization of each anchor in ms) for one call."""
+    out: dict[str, list[float]] = {k: [] for k in ("anchor", "greeting", "ttfb", "ttfa", "thinking", "clear")}
+    quantization: list[float] = []
+    replies = [r for r in truth["replies"] if r["first_byte_ns"]]
+    greeting = next((r for r in replies if r["kind"] == "greeting"), None)
+    answers = [r for r in replies if r["kind"] == "reply"]
+    first_heard = record["anchors"].get("first_audible_ns")
+    if greeting and first_heard and "call.first_audio_ms" in record["metrics"]:
+        heard = greeting["first_byte_ns"] + greeting["first_audible_sample"] * NS // OUT_RATE
+        out["greeting"].append((first_heard - heard) / 1e6)
+    started = timeline.first("pacer.started").data
+    t0, rate, n = started["t0_ns"], started["sample_rate"], started["chunk_samples"]
+    arrivals = truth["input"]["arrivals"]  # [read_ns, end_sample] of every input frame
+    says = [e.data for e in timeline.of_kind("utterance.queued") if e.data["kind"] == "say"]
+    for turn, say in zip(record["turns"], says, strict=False):
+        last = say["speech_end_sample"] - 1
+        if "turn.ttfb_ms" in turn["metrics"]:  # not set apart: the anchor counts too
+            chunk_end = (last // n + 1) * n
+            due = t0 + -(-chunk_end * NS // rate)
+            read = next((t for t, end in arrivals if end >= chunk_end), None)
+            if read is not None:
+                out["anchor"].append((read - due) / 1e6)
+                quantization.append((due - turn["t_se_ns"]) / 1e6)
+    for turn, reply in zip(record["turns"], answers, strict=False):
+        m = turn["metrics"]
+        if turn["first_audio_ns"] and "turn.ttfb_ms" in m:
             out["ttfb"].append((turn["first_audio_ns"] - reply["first_byte_ns"]) / 1e6)
-        if turn["first_audible_ns"] and reply["first_audible_sample"] is not None:
-            heard = reply["first_byte_ns"] + reply["first_audible_sample"] * NS // 24000
+        if turn["first_audible_ns"] and reply["first_audible_sample"] is not None and "turn.ttfa_ms" in m:
+            heard = reply["first_byte_ns"] + reply["first_audible_sample"] * NS // OUT_RATE
             out["ttfa"].append((turn["first_audible_ns"] - heard) / 1e6)
-        voice_turns = [t for t in truth["turns"] if t["kind"] == "voice"]
-        if turn["thinking_ns"] and voice_turns:
-            out["thinking"].append((turn["thinking_ns"] - voice_turns[0]["end_decided_ns"]) / 1e6)
-    for barge, clear in zip(metrics.barge_ins, truth["clears"], strict=False):
-        if barge["clear_ns"]:
+        voice = [t for t in truth["turns"] if t["kind"] == "voice"]
+        if turn["thinking_ns"] and voice and "turn.thinking_ms" in m:
+            out["thinking"].append((turn["thinking_ns"] - voice[0]["end_decided_ns"]) / 1e6)
+    for barge, clear in zip(record["barge_ins"], truth["clears"], strict=False):
+        if barge["clear_ns"] and "interrupt.clear_ms" in barge["metrics"]:
             out["clear"].append((barge["clear_ns"] - clear["sent_ns"]) / 1e6)
-    return out
+    return out, quantization
 
 
-async def run(endpoint: Endpoint, calls: int, concurrency: int, buffer: int) -> dict[str, list[float]]:
-    (scenario,) = parse_scenarios(textwrap.dedent(SCENARIO.format(buffer=buffer)), base_dir=".")
-    gate = asyncio.Semaphore(concurrency)
-    totals: dict[str, list[float]] = {}
-
-    async def one() -> None:
-        async with gate:
-            result, metrics, _, _ = await run_call_of(scenario, endpoint)
-        if result.ground_truth is None:
-            return
-        for name, values in errors_of(result, metrics).items():
-            totals.setdefault(name, []).extend(values)
-
-    await asyncio.gather(*(one() for _ in range(calls)))
-    return totals
+def set_apart_count(record: dict) -> int:
+    items = [record, *record["turns"], *record["barge_ins"]]
+    return sum(len(item.get("set_apart") or {}) for item in items)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--calls", type=int, default=20)
-    parser.add_argument("--concurrency", type=int, default=5)
+    parser.add_argument("--vus", type=int, default=1, help="calls at once (all start together)")
+    parser.add_argument("--iterations", type=int, default=20, help="calls in all")
+    parser.add_argument("--buffer", type=int, default=60, help="clientBufferSizeMs")
+    parser.add_argument("--workers", type=int, default=None, help="uvbench run --workers")
     args = parser.parse_args()
-    with ServerProcess({"agent": {"latency": {"kind": "fixed", "ms": 300}}}) as server:
-        endpoint = Endpoint(server.api_url, server.api_key, "local", True)
-        for buffer in (60, 30000):
-            totals = asyncio.run(run(endpoint, args.calls, args.concurrency, buffer))
-            for name, values in totals.items():
-                err = np.abs(np.array(values))
-                row = {
-                    "clientBufferSizeMs": buffer,
-                    "figure": name,
-                    "n": int(err.size),
-                    "median_ms": round(float(np.median(err)), 3) if err.size else None,
-                    "p99_ms": round(float(np.percentile(err, 99)), 3) if err.size else None,
-                    "max_ms": round(float(err.max()), 3) if err.size else None,
-                }
-                print(json.dumps(row), flush=True)
-    machine = f"{platform.machine()}, Python {platform.python_version()}"
-    print(f"({args.calls} calls per buffer size, {args.concurrency} at a time; {machine})")
+    load = os.getloadavg()
+    print(f"{os.cpu_count()} CPUs ({cpu_model()}); load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    with tempfile.TemporaryDirectory(prefix="uvbench-accuracy-") as tmp, ServerProcess(
+        {"agent": {"latency": {"kind": "fixed", "ms": 300}}}
+    ) as server:
+        scenario = Path(tmp) / "accuracy.yaml"
+        scenario.write_text(
+            textwrap.dedent(
+                SCENARIO.format(url=server.api_url, key_env=KEY_ENV, rate=OUT_RATE, buffer=args.buffer)
+            )
+        )
+        command = [sys.executable, "-m", "uvbench", "run", str(scenario), "--out", tmp, "-q",
+                   "--vus", str(args.vus), "--iterations", str(args.iterations)]  # fmt: skip
+        if args.workers:
+            command += ["--workers", str(args.workers)]
+        started = time.monotonic()
+        done = subprocess.run(command, env={**os.environ, KEY_ENV: server.api_key}, capture_output=True,
+                              text=True, cwd=ROOT)  # fmt: skip
+        took = time.monotonic() - started
+        (folder,) = [p for p in Path(tmp).iterdir() if p.is_dir()]
+        records = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+        totals: dict[str, list[float]] = {}
+        quantization: list[float] = []
+        with httpx.Client(headers={"X-API-Key": server.api_key}) as http:
+            for record in records:
+                truth = http.get(
+                    f"{server.base_url}/_uvbench/calls/{record['call_id']}/ground_truth", params={"input": 1}
+                ).json()
+                timeline = load_timeline(folder / record["artifacts"]["timeline"])
+                errors, q = errors_of(record, timeline, truth)
+                quantization += q
+                for name, values in errors.items():
+                    totals.setdefault(name, []).extend(values)
+    outcomes: dict[str, int] = {}
+    for record in records:
+        outcomes[record["outcome"]] = outcomes.get(record["outcome"], 0) + 1
+    print(f"uvbench run --vus {args.vus} --iterations {args.iterations} (clientBufferSizeMs {args.buffer}):"
+          f" {took:.0f} s, exit {done.returncode}, outcomes {outcomes},"
+          f" figures set apart {sum(set_apart_count(r) for r in records)}")  # fmt: skip
+    for name, values in totals.items():
+        err = np.abs(np.array(values))
+        row = {
+            "figure": name,
+            "n": int(err.size),
+            "median_ms": round(float(np.median(err)), 3) if err.size else None,
+            "p99_ms": round(float(np.percentile(err, 99)), 3) if err.size else None,
+            "max_ms": round(float(err.max()), 3) if err.size else None,
+        }
+        print(json.dumps(row), flush=True)
+    if quantization:
+        q = np.array(quantization)
+        print(f"(the anchor's chunk ends {q.min():.2f}-{q.max():.2f} ms after t_se: hello_16k.wav's last speech"
+              " sample inside its 20 ms chunk)")  # fmt: skip
+    load = os.getloadavg()
+    print(f"(load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})")
 
 
 if __name__ == "__main__":

@@ -1,28 +1,32 @@
-"""How many concurrent 16 kHz calls one uvbench client process carries with its pacer on time.
+"""How many concurrent 16 kHz calls one uvbench pacing process carries with its pacer on time.
 
-The local server runs in its own process (`ServerProcess`, as `uvbench run` starts it); by default
-it is pinned to CPU 0 and the client to CPU 1, so the client has one core to itself and the server
-sits beside it on the other. Each level is a separate client process (fresh memory, fresh CPU
-counters) that starts its calls evenly over the ramp, holds them all for the hold, then hangs them
-all up at once. Every call is a real `uvbench` call (the engine, the scenario interpreter, the
-listener, the metrics): 16 kHz in and out, clientBufferSizeMs 60 (the agent streams in real time,
-20 ms frames), the greeting then spoken turns (`hello_16k.wav`) answered by the agent, silence in
-between, audio recorded in memory as `uvbench run` does by default.
+A pacing process is what `uvbench run` (and each of its `--workers`, and locust's call engine)
+runs the calls in: the calls on the wire only. Each level here is such a process, fresh (memory,
+CPU counters): it starts its calls evenly over the ramp, holds them all for the hold, then hangs
+them all up at once, and hands every finished call over as `uvbench run` does (the call's spool
+file, analysis/spool.py). Its figures are measured over the hold: CPU (percent of its core, and
+microseconds per call-second), RSS growth per call in flight, involuntary preemptions, and the
+lateness of every chunk sent. `post` is the CPU one hand-over costs the pacing process (writing
+the spool file; the milliseconds of a call's analysis run elsewhere). After the level the calls
+are analysed here (outside the measured window) for the outcomes: invalid calls (the generator
+itself fell behind) and figures set apart (docs/metrics.md).
 
-Per level: pacer lateness of every chunk sent (min/p50/p99/max over all calls' chunks), the
-worst call's p99, invalid calls (`invalid:generator_overloaded`: the generator itself fell
-behind; why, in brackets) and failed calls; over the hold, the client's CPU (percent of its
-core, and microseconds per call-second) and RSS growth per call; `after`: client CPU per call
-(ms) to hang up, read back and compute metrics; the server's CPU; `psi`: the share of time some
-task on the machine waited for a CPU (Linux PSI: other load on the machine makes figures noisy);
-`preempt`: involuntary context switches of the client during the hold. The verdict is the
-largest level whose pacer p99 stays at or under the limit (default 5 ms) with no invalid (and
-no failed) call. Figures and the machine they came from: docs/benchmarks.md.
+Two targets, each `uvbench serve` in its own process pinned to CPU 0 (the client on CPU 1):
+- `--agent simulated` (default): the simulated agent answers every spoken turn with real speech
+  (300 ms latency, clientBufferSizeMs 60 so its audio streams in real time, 20 ms frames): the
+  greeting, then spoken turns (`hello_16k.wav`) each answered, silence to the end of the hold.
+  The simulated agent holds about 200 calls on its core.
+- `--agent sink`: the server's sink agent, which costs almost nothing per frame, for levels the
+  simulated agent cannot hold: the greeting, then `hello_16k.wav` and 1 s of silence in turn;
+  the sink speaks a canned 1.2 s reply every `--reply-every` seconds (one burst each).
+
+The verdict is the largest level whose pacer p99 stays at or under the limit (default 5 ms) with
+no invalid (and no failed) call. Figures and the machine they came from: docs/benchmarks.md.
 
     .venv/bin/python bench/capacity.py                          # 50,100,...,300, 30 s hold each
-    .venv/bin/python bench/capacity.py --levels 100,200 --hold 20
+    .venv/bin/python bench/capacity.py --levels 200 --hold 30
+    .venv/bin/python bench/capacity.py --agent sink --levels 500,1000,1500,2000
     .venv/bin/python bench/capacity.py --no-pin                 # let the kernel place both processes
-    .venv/bin/python bench/capacity.py --event-loop asyncio     # the standard library's loop
     .venv/bin/python bench/capacity.py --levels 200 --profile /tmp/cap   # cProfile: /tmp/cap.200
 """
 
@@ -34,8 +38,10 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -62,6 +68,24 @@ def scenario_text(chunk_ms: int, turns: int) -> str:
         textwrap.dedent(
             f"""\
         name: capacity
+        call:
+          medium: {{serverWebSocket: {MEDIUM}}}
+        client: {{chunk_ms: {chunk_ms}}}
+        script:
+          - wait_for: agent_done
+            timeout: 30s"""
+        )
+        + steps
+    )
+
+
+def sink_scenario_text(chunk_ms: int, hold_s: float) -> str:
+    rounds = max(1, int(hold_s // 4.5))  # hello_16k.wav (3.4 s) and a second of silence
+    steps = "".join("\n  - say: hello_16k.wav\n  - silence: 1s" for _ in range(rounds))
+    return (
+        textwrap.dedent(
+            f"""\
+        name: capacity-sink
         call:
           medium: {{serverWebSocket: {MEDIUM}}}
         client: {{chunk_ms: {chunk_ms}}}
@@ -105,36 +129,40 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def client_level(args: argparse.Namespace) -> dict:
-    from uvbench.call.engine import run_call
+    from uvbench.analysis import spool
+    from uvbench.audio.source import load_pcm
+    from uvbench.call.engine import run_call, warm_up
+    from uvbench.call.plan import Endpoint, plan_for
     from uvbench.call.rest import UltravoxApi
     from uvbench.call.script import ScriptRun, make_script
+    from uvbench.eventloop import settle_for_pacing
     from uvbench.metrics import compute
-    from uvbench.runner.run import Endpoint, plan_for
     from uvbench.scenario import parse_scenarios
 
     level = args.level
-    turns = max(1, int(args.hold // TURN_S))
-    (scenario,) = parse_scenarios(scenario_text(args.chunk_ms, turns), source="capacity.yaml", base_dir=".")
+    if args.agent == "sink":
+        text = sink_scenario_text(args.chunk_ms, args.hold)
+    else:
+        text = scenario_text(args.chunk_ms, max(1, int(args.hold // TURN_S)))
+    (scenario,) = parse_scenarios(text, source="capacity.yaml", base_dir=".")
     endpoint = Endpoint(args.api_url, args.api_key, "local", True)
     api = UltravoxApi(args.api_url, args.api_key)
+    folder = Path(tempfile.mkdtemp(prefix="uvbench-capacity-"))
     # Warm what every call shares (the clip's decode cache, lazy imports, the HTTP client's
-    # connection) so the first calls do not pay for it while the others stream.
-    from uvbench.audio.source import load_pcm
-
+    # connection), as a pacing process does before the load.
+    warm_up()
     load_pcm(scenario.script[1].path, 16000)
     (warm,) = parse_scenarios(WARM_UP, source="warm-up.yaml", base_dir=".")
-    warm_result = await run_call(plan_for(warm, endpoint), make_script(warm, ScriptRun()), api=api)
-    await asyncio.to_thread(compute, warm_result.timeline)
-    del warm_result
-    from uvbench.eventloop import settle_for_pacing
-
-    settle_for_pacing()  # as `uvbench run` and its workers do
+    spool.save(await run_call(plan_for(warm, endpoint), make_script(warm, ScriptRun()), api=api),
+               folder / "warm.call")  # fmt: skip
+    settle_for_pacing()  # as `uvbench run`'s pacing processes do
 
     t_start = time.monotonic_ns()
     hold_from = t_start + round(args.ramp * NS)
     end_ns = hold_from + round(args.hold * NS)
     rss0 = rss_bytes()
     window: dict[str, float] = {}
+    post: list[float] = []
 
     async def sample() -> None:
         await asyncio.sleep((hold_from - time.monotonic_ns()) / NS)
@@ -147,9 +175,9 @@ async def client_level(args: argparse.Namespace) -> dict:
         window["ivcsw1"] = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
         window["rss"] = rss_bytes()
 
-    async def one(i: int):
+    async def one(i: int) -> Path:
         await asyncio.sleep(args.ramp * i / level)
-        plan = plan_for(scenario, endpoint)
+        plan = plan_for(scenario, endpoint, agent_audio_path=folder / f"{i}.pcm")
         script = make_script(scenario, ScriptRun())
 
         async def scripted(ctx) -> None:
@@ -160,8 +188,11 @@ async def client_level(args: argparse.Namespace) -> dict:
             await ctx.close()
 
         result = await run_call(plan, scripted, api=api)
-        metrics = await asyncio.to_thread(compute, result.timeline)
-        return result.timeline.audio_out, metrics
+        path = folder / f"{i}.call"
+        started = time.thread_time()
+        spool.save(result, path)  # the hand-over: all a pacing process does after a call
+        post.append(time.thread_time() - started)
+        return path
 
     profiler = None
     if args.profile:
@@ -170,21 +201,32 @@ async def client_level(args: argparse.Namespace) -> dict:
         profiler = cProfile.Profile()
         profiler.enable()
     sampler = asyncio.create_task(sample())
-    outcomes = await asyncio.gather(*(one(i) for i in range(level)))
+    paths = await asyncio.gather(*(one(i) for i in range(level)))
     await sampler
+    after_cpu = time.process_time() - window["cpu1"]
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(args.profile)
     await api.close()
 
-    lateness = []
-    for audio_out, _ in outcomes:
-        rows = np.frombuffer(audio_out, dtype=np.int64).reshape(-1, 4)
+    # The analysis, after the measured window (in `uvbench run` it is another process's work).
+    lateness, outcomes, set_apart, details = [], [], 0, set()
+    plan = plan_for(scenario, endpoint)
+    for path in paths:
+        result = spool.load(path, plan)
+        rows = np.frombuffer(result.timeline.audio_out, dtype=np.int64).reshape(-1, 4)
         lateness.append((rows[:, 1] - rows[:, 0]) / 1e6)
+        metrics = compute(result.timeline)
+        outcomes.append(metrics)
+        set_apart += sum(len(t.get("set_apart") or {}) for t in metrics.turns) + len(metrics.set_apart)
+        if not metrics.outcome == "completed":
+            details.add(f"{metrics.outcome} ({metrics.outcome_detail})"[:160])
+    shutil.rmtree(folder, ignore_errors=True)
     late = np.concatenate(lateness) if lateness else np.zeros(0)
-    outcome = [m.outcome for _, m in outcomes]
-    call_p99 = [m.metrics.get("pacer.lateness_p99_ms") for _, m in outcomes]
+    outcome = [m.outcome for m in outcomes]
+    call_p99 = [m.metrics.get("pacer.lateness_p99_ms") for m in outcomes]
     call_p99 = [p for p in call_p99 if p is not None]
+    loop_lag = [m.metrics.get("pacer.loop_lag_max_ms") or 0.0 for m in outcomes]
     wall = window["t1"] - window["t0"]
     cpu = window["cpu1"] - window["cpu0"]
     return {
@@ -192,26 +234,22 @@ async def client_level(args: argparse.Namespace) -> dict:
         "completed": outcome.count("completed"),
         "invalid": sum(o.startswith("invalid:") for o in outcome),
         "failed": sum(o.startswith("failed:") for o in outcome),
+        "set_apart": set_apart,
         "chunks": int(late.size),
         "p50_ms": round(float(np.percentile(late, 50)), 3) if late.size else None,
         "p99_ms": round(float(np.percentile(late, 99)), 3) if late.size else None,
         "max_ms": round(float(late.max()), 3) if late.size else None,
         "min_ms": round(float(late.min()), 3) if late.size else None,
         "worst_call_p99_ms": round(max(call_p99), 3) if call_p99 else None,
+        "loop_lag_max_ms": round(max(loop_lag), 2) if loop_lag else None,
         "client_cpu_pct": round(100 * cpu / wall, 1),
         "cpu_us_per_call_s": round(1e6 * cpu / (wall * level), 1),
         "rss_kib_per_call": round((window["rss"] - rss0) / 1024 / level, 1),
-        "after_ms_per_call": round(1e3 * (time.process_time() - window["cpu1"]) / level, 1),
+        "post_ms_per_call": round(1e3 * sum(post) / len(post), 3) if post else None,
+        "after_ms_per_call": round(1e3 * after_cpu / level, 2),
         "preempted": int(window["ivcsw1"] - window["ivcsw0"]),
         "cpu_pressure_pct": round(100 * (window["psi1"] - window["psi0"]) / 1e6 / wall, 1),
-        "details": sorted(
-            {
-                f"{m.outcome} ({(m.outcome_detail or '').split(' ')[1]})"
-                for _, m in outcomes
-                if m.outcome.startswith("invalid:")
-            }
-            | {o for o in outcome if o.startswith("failed:")}
-        ),
+        "details": sorted(details)[:5],
     }
 
 
@@ -246,6 +284,10 @@ def main() -> None:
         "--no-pin", dest="pin", action="store_false", help="do not pin the server to CPU 0, client to CPU 1"
     )
     parser.add_argument("--profile", default=None, help="(client) write cProfile stats of each level here")
+    parser.add_argument(
+        "--agent", default="simulated", choices=("simulated", "sink"), help="the server's agent"
+    )
+    parser.add_argument("--reply-every", type=float, default=5.0, help="(sink) seconds between its replies")
     # Internal: one level in a child process.
     parser.add_argument("--level", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--api-url", default=None, help=argparse.SUPPRESS)
@@ -262,17 +304,20 @@ def main() -> None:
     pinning = "server on CPU 0, client on CPU 1" if args.pin else "not pinned"
     print(
         f"hold {args.hold:g} s after a {args.ramp:g} s ramp, {args.chunk_ms} ms chunks, "
-        f"{args.event_loop} client loop, {pinning}\n"
+        f"{args.event_loop} client loop, {args.agent} agent, {pinning}\n"
     )
     header = (
         f"{'calls':>5} {'done':>5} {'inval':>5} {'fail':>4} {'chunks':>8} "
         f"{'min ms':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'worst':>7} "
-        f"{'cli CPU':>7} {'us/call-s':>9} {'KiB/call':>8} {'after':>6} "
+        f"{'cli CPU':>7} {'us/call-s':>9} {'KiB/call':>8} {'post ms':>7} {'lag ms':>6} {'apart':>5} "
         f"{'srv CPU':>7} {'psi':>5} {'preempt':>7}"
     )
     print(header)
     rows = []
-    with ServerProcess(SERVER_CONFIG) as server:
+    config = SERVER_CONFIG
+    if args.agent == "sink":
+        config = {"agent": {"mode": "sink", "reply_every_s": args.reply_every}}
+    with ServerProcess(config) as server:
         server_pid = server._proc.pid  # noqa: SLF001 - the bench reads the server's CPU time
         if args.pin:
             os.sched_setaffinity(server_pid, {0})
@@ -294,6 +339,8 @@ def main() -> None:
                 str(args.chunk_ms),
                 "--event-loop",
                 args.event_loop,
+                "--agent",
+                args.agent,
             ]
             if args.profile:
                 cmd += ["--profile", f"{args.profile}.{level}"]
@@ -313,7 +360,8 @@ def main() -> None:
                 f"{row['p99_ms']:>7.2f} {row['max_ms']:>7.1f} "
                 f"{row['worst_call_p99_ms']:>7.2f} {row['client_cpu_pct']:>6.1f}% "
                 f"{row['cpu_us_per_call_s']:>9.0f} {row['rss_kib_per_call']:>8.0f} "
-                f"{row['after_ms_per_call']:>6.1f} {row['server_cpu_pct']:>6.1f}% "
+                f"{row['post_ms_per_call']:>7.3f} {row['loop_lag_max_ms']:>6.1f} {row['set_apart']:>5} "
+                f"{row['server_cpu_pct']:>6.1f}% "
                 f"{row['cpu_pressure_pct']:>4.0f}% {row['preempted']:>7}",
                 flush=True,
             )

@@ -24,10 +24,7 @@ import pytest
 import websockets
 
 from uvbench.audio.tts import synthesize
-from uvbench.call.engine import run_call
-from uvbench.call.script import ScriptRun, make_script
-from uvbench.metrics import compute
-from uvbench.runner.run import Endpoint, plan_for
+from uvbench.runner.run import Endpoint, run_call_of
 from uvbench.scenario import parse_scenarios
 from uvbench.server import LocalServer, ServerConfig
 from uvbench.server.config import AgentBehaviour, Faults
@@ -294,10 +291,10 @@ async def test_the_uvbench_client_completes_a_call_against_a_sink_call():
         source="sink.yaml",
         base_dir=".",
     )
-    async with LocalServer(ServerConfig()) as server:
-        plan = plan_for(scenario, Endpoint(server.api_url, server.api_key, "local", True))
-        result = await run_call(plan, make_script(scenario, ScriptRun()))
-    metrics = compute(result.timeline)
+    with ServerProcess() as server:  # in a process of its own, as `uvbench run` starts it
+        result, metrics, _, _ = await run_call_of(
+            scenario, Endpoint(server.api_url, server.api_key, "local", True)
+        )
     assert result.failure is None and metrics.outcome == "completed", metrics.outcome_detail
     assert result.call["endReason"] == "hangup"
     heard = [e.data["message"] for e in result.timeline.messages_in("transcript")]
