@@ -100,6 +100,10 @@ def test_run_quickstart_writes_a_run_folder(tmp_path):
     result = run_cli("run", "scenarios/quickstart.yaml", "--out", str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "order-status  call " in result.stdout and "expect: 5/5 passed" in result.stdout
+    lines = result.stdout.splitlines()
+    assert "processes: 1 pacing (1 call at most, about 500 per process, " in lines[1]
+    assert lines[1].endswith("and a local server), 1 analysis")
+    assert lines[2] == "recordings: every call (stereo FLAC in calls/, and the server's own when it made one)"
     (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]  # and history.sqlite
     records = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
     assert [r["outcome"] for r in records] == ["completed"]
@@ -108,6 +112,7 @@ def test_run_quickstart_writes_a_run_folder(tmp_path):
     assert all(t["metrics"]["turn.ttfa_ms"] > 0 for t in record["turns"])
     for artifact in record["artifacts"].values():
         assert (folder / artifact).stat().st_size > 0
+    assert record["artifacts"]["recording"].endswith(".flac")
     assert json.loads((folder / "summary.json").read_text())["outcomes"] == {"completed": 1}
     assert f"report: {folder / 'report.html'}" in result.stdout.splitlines()
 
@@ -195,6 +200,31 @@ def test_a_breached_threshold_exits_1_and_shows_in_junit_and_report_rebuilds(tmp
     assert rebuilt.returncode == 0 and "report rebuilt from 2 call timelines" in rebuilt.stdout
     assert (folder / "results.jsonl").read_text() == before
     assert run_cli("report", str(tmp_path)).returncode == 2
+
+
+def test_record_failed_keeps_the_recordings_of_failed_calls_only(tmp_path):
+    scenarios = tmp_path / "scenarios"
+    scenarios.mkdir()
+    body = "client: {record: all, ping_interval: 0}\nscript:\n  - wait_for: agent_done\n  - hang_up\n"
+    (scenarios / "fine.yaml").write_text("name: fine\n" + body)
+    (scenarios / "broken.yaml").write_text(
+        "name: broken\n"
+        + body
+        + "  - expect:\n      - transcript_contains: never said\n        role: agent\n"
+    )
+    out = tmp_path / "out"
+    result = run_cli("run", str(scenarios), "--out", str(out), "--record", "failed")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "recordings: calls that do not complete (stereo FLAC in calls/" in result.stdout
+    (folder,) = [p for p in out.iterdir() if p.is_dir()]
+    records = {r["scenario"]: r for r in map(json.loads, (folder / "results.jsonl").read_text().splitlines())}
+    assert records["broken"]["outcome"] == "failed:expect" and records["fine"]["outcome"] == "completed"
+    assert set(records["broken"]["artifacts"]) == {"timeline", "recording"}
+    assert set(records["fine"]["artifacts"]) == {"timeline"}
+    assert [p.name for p in (folder / "calls").glob("*.flac")] == [
+        records["broken"]["artifacts"]["recording"].removeprefix("calls/")
+    ]
+    assert not (folder / ".spool").exists()  # every hand-over was measured and cleaned up
 
 
 def test_ctrl_c_mid_run_leaves_a_valid_partial_run_folder(tmp_path):

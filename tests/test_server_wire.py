@@ -351,6 +351,14 @@ async def test_input_audio_underflow_becomes_a_warning_event(http):
     assert len(underflows) == 1 and underflows[0]["severity"] == "warning"
     truth = (await http.get(f"/_uvbench/calls/{call['callId']}/ground_truth")).json()
     assert truth["input"]["max_deficit_ms"] > 500
+    assert "arrivals" not in truth["input"]
+    # ?input=1: when the server read each frame, and the samples it had then (40 frames of 320).
+    frames = (await http.get(f"/_uvbench/calls/{call['callId']}/ground_truth", params={"input": 1})).json()
+    arrivals = frames["input"]["arrivals"]
+    assert [end for _, end in arrivals] == [320 * (k + 1) for k in range(40)]
+    reads = [t for t, _ in arrivals]
+    assert reads == sorted(reads) and reads[0] >= frames["joined_ns"]
+    assert (reads[-1] - reads[0]) / 1e6 == pytest.approx(39 * 40, rel=0.2)  # one frame every 40 ms
 
 
 async def test_client_tool_over_the_wire(http):

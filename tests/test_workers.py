@@ -17,7 +17,7 @@ import pytest
 
 from tests.short_scenario import write_short_scenario
 from uvbench.cli import main
-from uvbench.runner.load import LoadProfile, Stage, split_count, whole_profile
+from uvbench.runner.load import PACING_CALLS, LoadProfile, Stage, pacing_processes, split_count, whole_profile
 from uvbench.runner.workers import FAULT_ENV
 from uvbench.server.process import ServerProcess
 
@@ -79,6 +79,20 @@ def test_open_model_arrivals_are_staggered_so_the_merged_ones_are_evenly_spaced(
     a, b = shares(ramp, 2)
     assert [a.arrival_s(k) for k in range(3)] == [ramp.arrival_s(k) for k in (0, 2, 4)]
     assert [b.arrival_s(k) for k in range(3)] == [ramp.arrival_s(k) for k in (1, 3, 5)]
+
+
+def test_the_number_of_pacing_processes_follows_the_peak_and_the_cores():
+    assert LoadProfile(concurrency=50).peak_calls == 50
+    assert LoadProfile(concurrency=50, iterations=3).peak_calls == 3
+    assert LoadProfile(stages=(Stage(10, 300), Stage(10, 1200), Stage(5, 0))).peak_calls == 1200
+    assert LoadProfile(arrival_rate=5, duration_s=60, max_in_flight=900).peak_calls == 900
+    assert LoadProfile(arrival_rate=5, duration_s=60).peak_calls is None  # only the calls' length would tell
+    assert pacing_processes(PACING_CALLS, 16, local_server=False) == 1
+    assert pacing_processes(PACING_CALLS + 1, 16, local_server=False) == 2
+    assert pacing_processes(5000, 4, local_server=False) == 4  # no more than the cores
+    assert pacing_processes(5000, 4, local_server=True) == 3  # one is the local server's
+    assert pacing_processes(5000, 2, local_server=True) == 1
+    assert pacing_processes(None, 16, local_server=False) == 1
 
 
 def test_per_vu_iterations_follow_the_vus():

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from uvbench.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, UsageError
+from uvbench.runner.load import PACING_CALLS
 
 
 def add_parser(sub) -> None:
@@ -40,8 +41,9 @@ def add_parser(sub) -> None:
     load.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="drive the load from N processes, each with its own event loop (default 1: this one)",
+        default=None,
+        help="pace the calls' audio in N processes, each with its own event loop (default: one per "
+        f"{PACING_CALLS} calls at the load's peak, up to the cores; the run's header says how many)",
     )
     load.add_argument(
         "--step",
@@ -49,6 +51,13 @@ def add_parser(sub) -> None:
         metavar="START:STEP:MAX:HOLD",
         help="find the knee: START concurrent calls, +STEP every HOLD, up to MAX, until a threshold "
         "(or, without thresholds, any failed or invalid call) breaks, e.g. 10:10:300:30s",
+    )
+    run.add_argument(
+        "--record",
+        choices=("all", "failed", "none"),
+        default=None,
+        help="which calls keep their recordings (stereo FLAC, and the server's own): overrides every "
+        "scenario's client.record",
     )
     run.add_argument(
         "--threshold",
@@ -95,8 +104,9 @@ def main(args: argparse.Namespace) -> int:
 
     name = plan.name
     stepper = _stepper(args)  # step mode: the stepper sets the concurrency, not a profile
-    if plan.suite and (stepper or args.workers > 1):
+    if plan.suite and (stepper or (args.workers or 1) > 1):
         raise UsageError("--step and --workers drive one load; a suite runs its loads in one process")
+    workers, processes_line = _processes(args, plan, stepper)
     profile = plan.profile
     total = plan.total_calls
     if stepper:
@@ -130,8 +140,11 @@ def main(args: argparse.Namespace) -> int:
 
     for note in plan.notes:
         print(f"uvbench: note: {note}", file=sys.stderr)
-    if not args.quiet and not stepper:
-        print("\n".join(plan.header()))  # the expanded load: of each load, as summary.json's `load`
+    if not args.quiet:
+        if not stepper:
+            print("\n".join(plan.header()))  # the expanded load: of each load, as summary.json's `load`
+        print(processes_line)
+        print(_recordings_line(args.record, scenarios))
     from uvbench.eventloop import settle_for_pacing
 
     settle_for_pacing()  # (the worker processes do the same)
@@ -147,8 +160,9 @@ def main(args: argparse.Namespace) -> int:
                 on_call=on_call,
                 on_drop=on_drop,
                 state=state,
-                workers=args.workers,
+                workers=workers,
                 step=stepper,
+                record=args.record,
                 on_worker_failed=lambda line: print(f"uvbench: {line}", file=sys.stderr),
                 groups=plan.groups if plan.suite else None,
                 scenario_tags=plan.scenario_tags,
@@ -211,10 +225,42 @@ def _show_report(folder: Path, *, open_it: bool) -> None:
         print("uvbench: no graphical web browser here; open the report above on a machine with one")
 
 
+def _processes(args: argparse.Namespace, plan, stepper) -> tuple[int, str]:
+    """How many pacing processes, and the header line that says so (and why)."""
+    import os
+
+    from uvbench.runner.load import pacing_processes
+    from uvbench.runner.workers import analysis_processes
+
+    if plan.suite:
+        workers, why = 1, "a suite's loads run in one"
+    elif args.workers is not None:
+        workers, why = args.workers, "--workers"
+    else:
+        peak = stepper.plan.max if stepper else plan.profile.peak_calls
+        local = any(s.target.is_local for s in plan.scenarios)
+        workers = pacing_processes(peak, os.cpu_count(), local_server=local)
+        cores = f"{os.cpu_count()} cores{' and a local server' if local else ''}"
+        if peak is None:
+            why = f"the load's peak is not known: give --workers N beyond about {PACING_CALLS} calls"
+        else:
+            why = f"{peak} call{'s' if peak != 1 else ''} at most, about {PACING_CALLS} per process, {cores}"
+    analysis = analysis_processes(workers)
+    return workers, (f"processes: {workers} pacing ({why}), {analysis} analysis")
+
+
+def _recordings_line(override: str | None, scenarios: list) -> str:
+    policies = {override} if override else {s.client.record for s in scenarios}
+    said = {"all": "every call", "failed": "calls that do not complete", "none": "no call"}
+    kept = "; ".join(said[p] for p in sorted(policies))
+    where = "" if policies == {"none"} else " (stereo FLAC in calls/, and the server's own when it made one)"
+    return f"recordings: {kept}{where}"
+
+
 def _stepper(args: argparse.Namespace):
     from uvbench.runner.step import StepError, Stepper, StepPlan
 
-    if args.workers < 1:
+    if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be at least 1, got {args.workers}")
     if args.step is None:
         return None

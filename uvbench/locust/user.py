@@ -83,6 +83,13 @@ def _add_arguments(parser: Any) -> None:
         help="folder for uvbench's run folder and report.html (default reports/)",
     )
     parser.add_argument(
+        "--uvbench-record",
+        default="",
+        choices=("", "all", "failed", "none"),
+        include_in_web_ui=False,
+        help="which calls keep their recordings (all, failed, none): overrides the scenarios' client.record",
+    )
+    parser.add_argument(
         "--uvbench-threshold",
         action="append",
         default=[],
@@ -433,7 +440,8 @@ class _Session:
         scenario_tags: dict[str, dict[str, Any]] = {}
         for plan in self.plans.values():
             scenario_tags.update(plan.scenario_tags)
-        self.engine.configure(EngineSpec(self.scenarios, self.endpoints(), scenario_tags))
+        record = getattr(self.options, "uvbench_record", "") or None
+        self.engine.configure(EngineSpec(self.scenarios, self.endpoints(), scenario_tags, record))
 
 
 _SESSIONS: dict[int, _Session] = {}

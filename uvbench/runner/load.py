@@ -102,6 +102,20 @@ class LoadProfile:
             return sum(s.duration_s for s in self.stages or self.rate_stages)
         return self.duration_s
 
+    @property
+    def peak_calls(self) -> int | None:
+        """The most calls this profile may have in flight at once; None when only the calls'
+        own length would tell (an open model without a cap)."""
+        if self.open_model:
+            peak = self.max_in_flight
+        elif self.stages:
+            peak = max(self.start_vus, *(s.target for s in self.stages))
+        else:
+            peak = self.concurrency
+        if peak is not None and self.iterations is not None:
+            peak = min(peak, self.iterations)
+        return peak
+
     def target_at(self, t_s: float) -> int:
         """Calls allowed in flight `t_s` seconds into the run (closed model)."""
         if not self.stages:
@@ -252,3 +266,17 @@ def whole_profile(profile: LoadProfile | None, calls: int) -> LoadProfile:
     if profile.iterations is not None or profile.total_duration_s is not None:
         return profile
     return LoadProfile(concurrency=profile.concurrency, iterations=calls, max_in_flight=profile.max_in_flight)
+
+
+PACING_CALLS = 500
+"""Calls one pacing process is given before `uvbench run` starts another (when the cores allow):
+half of what one carries with its pacer's p99 under 5 ms (docs/benchmarks.md, client capacity)."""
+
+
+def pacing_processes(peak_calls: int | None, cores: int | None, *, local_server: bool) -> int:
+    """How many pacing processes a load needs when --workers is not given: one per PACING_CALLS
+    calls at its peak, at most one per core (less the core a local server needs)."""
+    if peak_calls is None or peak_calls <= PACING_CALLS:
+        return 1
+    spare = max(1, (cores or 1) - (1 if local_server else 0))
+    return max(1, min(-(-peak_calls // PACING_CALLS), spare))

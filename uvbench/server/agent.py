@@ -328,6 +328,7 @@ class Agent:
         inp.last_audio_ns = now
         samples = np.frombuffer(data, dtype="<i2")
         inp.samples_received += samples.size
+        self.truth.input_arrivals.extend((now, inp.samples_received))
         if self.input_pcm is not None:
             self.input_pcm += data
         self._check_input_clock(now)

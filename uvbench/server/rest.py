@@ -874,7 +874,8 @@ async def usage_concurrency(request: web.Request) -> web.Response:
 async def ground_truth(request: web.Request) -> web.Response:
     record = _record(request)
     lateness = _query_bool(request, "lateness", False)
-    truth = record.truth.to_dict(lateness_values=lateness)
+    arrivals = _query_bool(request, "input", False)
+    truth = record.truth.to_dict(lateness_values=lateness, input_values=arrivals)
     body = {
         "callId": record.call_id,
         "created_ns": record.created_ns,

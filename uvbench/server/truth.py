@@ -89,6 +89,9 @@ class GroundTruth:
     clears: list[ClearTruth] = field(default_factory=list)
     pacing_lateness_ms: array = field(default_factory=lambda: array("d"))
     """For each agent audio frame: how late it left against the pacer's own schedule."""
+    input_arrivals: array = field(default_factory=lambda: array("q"))
+    """For each input audio frame, flat: when it was read, and the input samples received with it
+    (what a client's end-of-speech anchor is held against)."""
 
     def pacing_summary(self) -> dict[str, Any]:
         values = sorted(self.pacing_lateness_ms)
@@ -100,7 +103,7 @@ class GroundTruth:
 
         return {"count": len(values), "p50_ms": pct(50), "p99_ms": pct(99), "max_ms": values[-1]}
 
-    def to_dict(self, *, lateness_values: bool = False) -> dict[str, Any]:
+    def to_dict(self, *, lateness_values: bool = False, input_values: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
             "clock": "CLOCK_MONOTONIC, nanoseconds",
             "joined_ns": self.joined_ns,
@@ -113,6 +116,9 @@ class GroundTruth:
         }
         if lateness_values:
             out["pacing"]["lateness_ms"] = list(self.pacing_lateness_ms)
+        if input_values:
+            a = self.input_arrivals
+            out["input"]["arrivals"] = [[a[i], a[i + 1]] for i in range(0, len(a), 2)]
         return out
 
 
@@ -161,7 +167,8 @@ class SinkTruth:
     input: SinkInput = field(default_factory=SinkInput)
     replies: list[SinkReply] = field(default_factory=list)
 
-    def to_dict(self, *, lateness_values: bool = False) -> dict[str, Any]:
+    def to_dict(self, *, lateness_values: bool = False, input_values: bool = False) -> dict[str, Any]:
+        """(The sink reads frames in bulk and times none of them: `input_values` adds nothing.)"""
         return {
             "clock": "CLOCK_MONOTONIC, nanoseconds",
             "agent": "sink",
