@@ -124,9 +124,10 @@ def main() -> None:
     args = parser.parse_args()
     load = os.getloadavg()
     print(f"{os.cpu_count()} CPUs ({cpu_model()}); load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    with tempfile.TemporaryDirectory(prefix="uvbench-accuracy-") as tmp, ServerProcess(
-        {"agent": {"latency": {"kind": "fixed", "ms": 300}}}
-    ) as server:
+    with (
+        tempfile.TemporaryDirectory(prefix="uvbench-accuracy-") as tmp,
+        ServerProcess({"agent": {"latency": {"kind": "fixed", "ms": 300}}}) as server,
+    ):
         scenario = Path(tmp) / "accuracy.yaml"
         scenario.write_text(
             textwrap.dedent(

@@ -31,7 +31,7 @@ from uvbench.call.live import LivePlayback, LiveState
 from uvbench.call.rest import ApiRequestError, UltravoxApi
 from uvbench.call.timeline import Timeline
 from uvbench.metrics import CallMetrics, compute
-from uvbench.metrics.call import playback
+from uvbench.metrics.call import expectation_failed, playback
 from uvbench.scenario import ExpectStep, Scenario
 
 RECORD_POLICIES = ("all", "failed", "none")
@@ -100,7 +100,8 @@ def reached_expectations(scenario: Scenario, timeline: Timeline) -> list[tuple[i
 
 
 def figures(result: CallResult, scenario: Scenario) -> tuple[CallMetrics, list[Checked]]:
-    """The call's figures and its expectations checked (each check also goes into the timeline)."""
+    """The call's figures and its expectations checked. Each check also goes into the timeline, so
+    the saved timeline computes to the same outcome (`compute` reads the checks last, as here)."""
     timeline = result.timeline
     metrics = compute(timeline)
     expectations = reached_expectations(scenario, timeline)
@@ -108,11 +109,18 @@ def figures(result: CallResult, scenario: Scenario) -> tuple[CallMetrics, list[C
         return metrics, []
     live = live_of(timeline, result.plan.output_rate, result.plan.honor_clear)
     checks = []
+    # Stamped with the call's last moment: a check has no time of its own, and a later stamp would
+    # move the end of the listener's replay (and so the figures a rebuild computes).
+    at = max(e.t_ns for e in timeline.events)
     for step, expectation in expectations:
         checked = check(step, expectation, live, metrics)
         checks.append(checked)
-        timeline.add(time.monotonic_ns(), "expect.checked", **checked.to_json())
-    return compute(timeline), checks
+        timeline.add(at, "expect.checked", **checked.to_json())
+    failed = expectation_failed(c.to_json() for c in checks)
+    if failed is not None and metrics.outcome == "completed":
+        metrics.outcome, metrics.outcome_detail = failed
+        metrics.metrics["call.outcome"] = metrics.outcome
+    return metrics, checks
 
 
 def transcripts_of(timeline: Timeline) -> list[dict[str, Any]]:

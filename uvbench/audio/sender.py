@@ -212,8 +212,13 @@ class PacedSender:
         self.scheduler.add(self)
 
     def stop(self) -> None:
+        """End the stream: the audio captured up to now leaves first (as a client flushes its
+        microphone's buffer before hanging up), so a loop held up just before the hang-up shows as
+        those chunks' lateness, not as audio the stream never sent."""
         if self.stopped_ns is None:
-            self._finish(time.monotonic_ns())
+            self.send_due(time.monotonic_ns())
+            if self.stopped_ns is None:
+                self._finish(time.monotonic_ns())
 
     def _finish(self, t_ns: int, error: Exception | None = None) -> None:
         self.stopped_ns, self.error = t_ns, error

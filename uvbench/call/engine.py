@@ -152,7 +152,7 @@ def warm_up() -> None:
     """Import now what a process's first call would import mid-call (httpx's network backend on the
     first request, the websocket client's proxy lookup on the first join): tens of milliseconds
     that would hold up the event loop under the first calls' audio."""
-    import anyio._backends._asyncio  # noqa: F401
+    import anyio._backends._asyncio  # noqa: F401  (httpx, in run_call_of and the analysis)
     import anyio.streams.stapled  # noqa: F401
     import anyio.streams.tls  # noqa: F401
     import anyio.to_thread  # noqa: F401

@@ -100,6 +100,12 @@ class Timeline:
     def frame_received(self, arrival_ns: int, samples: int, first_audible: int, last_audible: int) -> None:
         self.audio_in.extend((arrival_ns, samples, first_audible, last_audible))
 
+    def clear(self) -> None:
+        """Drop everything recorded (once it is saved elsewhere)."""
+        self.events = []
+        self.audio_out = array("q")
+        self.audio_in = array("q")
+
     # -- reading -------------------------------------------------------------------------------
     def of_kind(self, kind: str) -> list[Event]:
         return [e for e in self.events if e.kind == kind]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -810,11 +811,17 @@ def _outcome(
     missed = [t["index"] for t in turns if t["missed"]]
     if missed:
         return "failed:missed_turn", f"no reply heard to turn(s) {missed}"
-    for check in timeline.of_kind("expect.checked"):
-        if check.data.get("ok") is False:
-            d = check.data
+    return expectation_failed(e.data for e in timeline.of_kind("expect.checked")) or ("completed", None)
+
+
+def expectation_failed(checks: Iterable[dict[str, Any]]) -> tuple[str, str] | None:
+    """("failed:expect", detail) for the first check that did not hold (`Checked.to_json()`
+    shapes, the data of `expect.checked` events); None when all held. A call that failed or is
+    invalid for another reason keeps that reason (`_outcome` asks this last)."""
+    for d in checks:
+        if d.get("ok") is False:
             return "failed:expect", f"step {d.get('step')}: {d.get('what')}: {d.get('detail')}"
-    return "completed", None
+    return None
 
 
 def compute(timeline: Timeline) -> CallMetrics:
