@@ -174,8 +174,8 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     if quantization:
         q = np.array(quantization)
-        print(f"(the anchor's chunk ends {q.min():.2f}-{q.max():.2f} ms after t_se: hello_16k.wav's last speech"
-              " sample inside its 20 ms chunk)")  # fmt: skip
+        print(f"(the anchor's chunk ends {q.min():.2f}-{q.max():.2f} ms after t_se: where the clip's last"
+              " speech sample falls inside its 20 ms chunk)")  # fmt: skip
     load = os.getloadavg()
     print(f"(load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})")
 
