@@ -128,6 +128,12 @@ class Scheduler:
             chunk_ns, phase = key
             self._phases[chunk_ns][phase] -= 1
 
+    def next_wake_ns(self) -> int:
+        """When the scheduler next needs the loop (a chunk due, or a probe); far off when idle.
+        Long work on the loop (parsing a burst of frames) stops there and resumes afterwards."""
+        armed = self._armed_ns
+        return armed if armed is not None else 1 << 62
+
     def add(self, sender: PacedSender) -> None:
         """Queue `sender` at its next deadline (`sender.next_due_ns`)."""
         due = sender.next_due_ns

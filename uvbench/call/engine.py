@@ -201,6 +201,7 @@ async def _converse(ctx: CallContext, join_url: str, script: Script) -> None:
         schedule, ctx.composer, ws, _on_sent(ctx), scheduler=scheduler, phase=phase
     )
     receiver = _Receiver(ctx)
+    ws.yield_at = scheduler.next_wake_ns
     ws.start(receiver.on_binary, receiver.on_text)
     sender.start()
     ws.closed.add_done_callback(receiver.on_closed)

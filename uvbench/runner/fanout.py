@@ -20,6 +20,11 @@ from uvbench.runner.load import LoadProfile, whole_profile
 from uvbench.scenario import Scenario
 
 TICK_S = 0.05
+START_GAP_S = 0.001
+"""Calls a closed model starts at the same moment (all VUs at t = 0, a round of lockstep calls) are
+started this far apart: each one's setup (a REST request, a websocket handshake) then runs on the
+loop between the pacers' chunks instead of all of them in one stretch that holds the chunks up
+(50 calls: 50 ms; the real start of each is its `start_offset_s`)."""
 
 
 @dataclass
@@ -261,10 +266,14 @@ async def run_load(
                     if t_s >= leave_at.setdefault(slot, t_s + profile.graceful_ramp_down_s):
                         interrupt(running[slot])
             exhausted = False
+            together = 0
             while mine["in_flight"] < target and not profile.finished(t_s, mine["started"]) and slot_free():
-                if not start(t_s):
+                if together:
+                    await sleep_until(time.monotonic() + START_GAP_S)
+                if not start(time.monotonic() - t0):
                     exhausted = True
                     break
+                together += 1
             if exhausted:
                 break
             await asyncio.sleep(TICK_S)
