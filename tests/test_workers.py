@@ -169,6 +169,10 @@ def test_two_workers_merge_into_one_run_folder(tmp_path, monkeypatch):
     assert suites["short"].failures + suites["short"].errors == sum(1 for r in records if not r["passed"])
     # The server's own figures: both workers' calls were in flight together, never more than asked.
     assert max(bucket["maxJoinedCalls"] for bucket in series) == 4
+    # The run folder rebuilds to exactly what it was, run-wide tags and all.
+    before = (folder / "results.jsonl").read_bytes()
+    assert main(["report", str(folder)]) == 0
+    assert (folder / "results.jsonl").read_bytes() == before
 
 
 def test_a_crashed_worker_does_not_take_the_run_down(tmp_path, monkeypatch, capsys):
