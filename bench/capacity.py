@@ -167,10 +167,12 @@ async def client_level(args: argparse.Namespace) -> dict:
     async def sample() -> None:
         await asyncio.sleep((hold_from - time.monotonic_ns()) / NS)
         window["cpu0"], window["t0"] = time.process_time(), time.monotonic()
+        window["sys0"] = resource.getrusage(resource.RUSAGE_SELF).ru_stime
         window["psi0"] = cpu_pressure_us() or 0
         window["ivcsw0"] = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
         await asyncio.sleep((end_ns - time.monotonic_ns()) / NS - 0.05)
         window["cpu1"], window["t1"] = time.process_time(), time.monotonic()
+        window["sys1"] = resource.getrusage(resource.RUSAGE_SELF).ru_stime
         window["psi1"] = cpu_pressure_us() or 0
         window["ivcsw1"] = resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw
         window["rss"] = rss_bytes()
@@ -244,6 +246,7 @@ async def client_level(args: argparse.Namespace) -> dict:
         "loop_lag_max_ms": round(max(loop_lag), 2) if loop_lag else None,
         "client_cpu_pct": round(100 * cpu / wall, 1),
         "cpu_us_per_call_s": round(1e6 * cpu / (wall * level), 1),
+        "sys_us_per_call_s": round(1e6 * (window["sys1"] - window["sys0"]) / (wall * level), 1),
         "rss_kib_per_call": round((window["rss"] - rss0) / 1024 / level, 1),
         "post_ms_per_call": round(1e3 * sum(post) / len(post), 3) if post else None,
         "after_ms_per_call": round(1e3 * after_cpu / level, 2),
@@ -309,7 +312,8 @@ def main() -> None:
     header = (
         f"{'calls':>5} {'done':>5} {'inval':>5} {'fail':>4} {'chunks':>8} "
         f"{'min ms':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'worst':>7} "
-        f"{'cli CPU':>7} {'us/call-s':>9} {'KiB/call':>8} {'post ms':>7} {'lag ms':>6} {'apart':>5} "
+        f"{'cli CPU':>7} {'us/call-s':>9} {'kernel':>6} {'KiB/call':>8} "
+        f"{'post ms':>7} {'lag ms':>6} {'apart':>5} "
         f"{'srv CPU':>7} {'psi':>5} {'preempt':>7}"
     )
     print(header)
@@ -359,7 +363,8 @@ def main() -> None:
                 f"{row['chunks']:>8} {row['min_ms']:>7.2f} {row['p50_ms']:>7.2f} "
                 f"{row['p99_ms']:>7.2f} {row['max_ms']:>7.1f} "
                 f"{row['worst_call_p99_ms']:>7.2f} {row['client_cpu_pct']:>6.1f}% "
-                f"{row['cpu_us_per_call_s']:>9.0f} {row['rss_kib_per_call']:>8.0f} "
+                f"{row['cpu_us_per_call_s']:>9.0f} {row['sys_us_per_call_s']:>6.0f} "
+                f"{row['rss_kib_per_call']:>8.0f} "
                 f"{row['post_ms_per_call']:>7.3f} {row['loop_lag_max_ms']:>6.1f} {row['set_apart']:>5} "
                 f"{row['server_cpu_pct']:>6.1f}% "
                 f"{row['cpu_pressure_pct']:>4.0f}% {row['preempted']:>7}",

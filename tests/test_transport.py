@@ -306,6 +306,10 @@ def test_audible_bounds_at_the_threshold_and_the_extremes():
     ]:
         frame = np.array([0, value, 0], dtype="<i2").tobytes()
         assert audible_bounds(frame) == ((1, 1) if loud else (-1, -1))
+        both_ends = np.array([value, 0, 0, value], dtype="<i2").tobytes()  # the fast path's case
+        assert audible_bounds(both_ends) == ((0, 3) if loud else (-1, -1))
+    assert audible_bounds(bytes(640)) == (-1, -1) == audible_bounds(bytes(641))  # digital silence
+    assert audible_bounds(bytes(640) + b"\x07") == (-1, -1)  # the odd byte is no sample
 
 
 # -- the timer-driven pacer ------------------------------------------------------------------------
