@@ -1,15 +1,16 @@
 """A run's folder under reports/: written call by call, so an interrupted run keeps what finished.
 
 reports/<YYYYmmdd-HHMMSS>-<name>/
-  results.jsonl               one record per call, appended as each call ends
+  results.jsonl               one record per call, appended as each call is measured
   calls/<nnnn>-<scenario>.json        the call's record (config, metrics, transcripts, outcome)
   calls/<nnnn>-<scenario>.timeline.json   its full timeline (metrics can be recomputed from it)
-  calls/<nnnn>-<scenario>.wav          stereo: left the user as sent, right the agent as heard
+  calls/<nnnn>-<scenario>.flac         stereo: left the user as sent, right the agent as heard
   calls/<nnnn>-<scenario>.server.wav   the server's recording, when it made one
   summary.json                written at the end of the run
 
-With `--workers N` each worker process writes its calls' files through `RunFolder.attach` (stems
-numbered worker-distinctly) and only the parent appends results.jsonl (`append_result`).
+The run's coordinator owns the folder: it numbers each call's stem, writes its record
+(`write_record`) and alone appends results.jsonl; an analysis process on the same machine writes
+the call's other files under that stem, and a locust master writes those its workers send.
 """
 
 from __future__ import annotations
@@ -58,27 +59,10 @@ class RunFolder:
         self._results: Any = (path / "results.jsonl").open("a", encoding="utf-8")
         self.count = 0
         self._numbers = itertools.count(1)
-        self._prefix = ""
-
-    @classmethod
-    def attach(cls, path: Path, *, first: int, step: int, prefix: str = "") -> RunFolder:
-        """A worker process's handle on the parent's run folder: its call files are numbered
-        first, first+step, first+2*step, ... (worker w of W: w+1, w+1+W, ...), or carry the
-        worker's `prefix` (a locust worker: "w1-0001-..."), so no two workers' stems collide;
-        `write_call` does not touch results.jsonl (the parent appends it)."""
-        folder = cls.__new__(cls)
-        folder.path = path
-        folder.calls_dir = path / "calls"
-        folder.calls_dir.mkdir(parents=True, exist_ok=True)  # a locust worker on another machine
-        folder._prefix = prefix
-        folder._results = None
-        folder.count = 0
-        folder._numbers = itertools.count(first, step)
-        return folder
 
     def call_stem(self, scenario: str) -> str:
         self.count += 1
-        return f"{self._prefix}{next(self._numbers):04d}-{_slug(scenario)}"
+        return f"{next(self._numbers):04d}-{_slug(scenario)}"
 
     def append_result(self, record: dict[str, Any]) -> None:
         """One line of results.jsonl (the only writer of the file, so lines never interleave)."""
@@ -88,30 +72,6 @@ class RunFolder:
     def write_record(self, stem: str, record: dict[str, Any]) -> dict[str, Any]:
         """A measured call's record (its files already in calls/): calls/<stem>.json, and a line
         of results.jsonl when this folder owns it. Returns the record."""
-        (self.calls_dir / f"{stem}.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
-        if self._results is not None:
-            self.append_result(record)
-        return record
-
-    def write_call(
-        self,
-        stem: str,
-        record: dict[str, Any],
-        timeline: dict[str, Any],
-        recording: bytes | None,
-        server_recording: bytes | None,
-    ) -> dict[str, Any]:
-        """Write one call's files and append its record to results.jsonl; returns the record."""
-        artifacts: dict[str, str] = {}
-        (self.calls_dir / f"{stem}.timeline.json").write_text(json.dumps(timeline), encoding="utf-8")
-        artifacts["timeline"] = f"calls/{stem}.timeline.json"
-        if recording:
-            (self.calls_dir / f"{stem}.wav").write_bytes(recording)
-            artifacts["recording"] = f"calls/{stem}.wav"
-        if server_recording:
-            (self.calls_dir / f"{stem}.server.wav").write_bytes(server_recording)
-            artifacts["server_recording"] = f"calls/{stem}.server.wav"
-        record = {**record, "artifacts": artifacts}
         (self.calls_dir / f"{stem}.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
         if self._results is not None:
             self.append_result(record)
