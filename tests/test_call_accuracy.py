@@ -20,7 +20,11 @@ from uvbench.scenario import parse_scenarios
 from uvbench.server.process import ServerProcess
 
 NS = 1_000_000_000
-AGREE_NS = 5_000_000  # "within a few milliseconds"
+AGREE_NS = 12_000_000
+"""What the validity rule promises for a figure it lets stand: its stamps were off by at most the
+tolerance (half a 20 ms chunk), plus the loopback and the server's own write. (How close they are
+on an idle machine, well under a millisecond, is bench/accuracy.py's to say, not a test's.)"""
+MEASURE_TRIES = 3
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +42,33 @@ def scenario(text: str):
     return one
 
 
-def run(server, text: str):
-    result, metrics, checks, _ = asyncio.run(run_call_of(scenario(text), endpoint(server)))
-    assert result.failure is None, result.failure
-    assert result.ground_truth is not None
-    return result, metrics, checks
+def stands(metrics, name: str) -> bool:
+    """The figure is measured in every turn (turn.*), barge-in (interrupt.*) or the call (call.*)."""
+    kind = name.split(".")[0]
+    items = {
+        "turn": [t["metrics"] for t in metrics.turns],
+        "interrupt": [b["metrics"] for b in metrics.barge_ins],
+    }
+    return all(item.get(name) is not None for item in items.get(kind, [metrics.metrics]))
+
+
+def run(server, text: str, *, needs: tuple[str, ...] = ()):
+    """A call; with `needs`, the first of up to MEASURE_TRIES calls in which those figures were not
+    set apart (on a busy machine the load generator may rightly set a figure apart: the test is
+    about the figures it does report)."""
+    for _ in range(MEASURE_TRIES):
+        result, metrics, checks, _ = asyncio.run(run_call_of(scenario(text), endpoint(server)))
+        assert result.failure is None, result.failure
+        assert result.ground_truth is not None
+        if all(stands(metrics, name) for name in needs):
+            return result, metrics, checks
+        apart = [
+            metrics.set_apart,
+            *(t["set_apart"] for t in metrics.turns),
+            *(b["set_apart"] for b in metrics.barge_ins),
+        ]
+        assert any(group for group in apart), "a figure is missing without being set apart"
+    pytest.fail(f"{needs} were set apart in {MEASURE_TRIES} calls in a row")
 
 
 TURN_AND_BARGE_IN = """
@@ -64,7 +90,9 @@ TURN_AND_BARGE_IN = """
 
 @pytest.mark.parametrize(("out", "buffer"), [(16000, 60), (24000, 30000)])
 def test_turn_latency_and_clear_agree_with_ground_truth(server, out, buffer):
-    result, metrics, _ = run(server, TURN_AND_BARGE_IN % {"out": out, "buffer": buffer, "honor": "true"})
+    needs = ("turn.ttfb_ms", "turn.ttfa_ms", "interrupt.clear_ms")
+    text = TURN_AND_BARGE_IN % {"out": out, "buffer": buffer, "honor": "true"}
+    result, metrics, _ = run(server, text, needs=needs)
     truth = result.ground_truth
     assert metrics.outcome == "completed", metrics.outcome_detail
     (turn,) = metrics.turns
@@ -76,14 +104,14 @@ def test_turn_latency_and_clear_agree_with_ground_truth(server, out, buffer):
     audible_ns = reply["first_byte_ns"] + reply["first_audible_sample"] * NS // out
     assert abs(turn["first_audible_ns"] - audible_ns) < AGREE_NS
     ttfb = turn["metrics"]["turn.ttfb_ms"]
-    assert ttfb == pytest.approx((reply["first_byte_ns"] - turn["t_se_ns"]) / 1e6, abs=5)
+    assert ttfb == pytest.approx((reply["first_byte_ns"] - turn["t_se_ns"]) / 1e6, abs=AGREE_NS / 1e6)
     # The barge-in's clear.
     (barge,) = metrics.barge_ins
     (clear,) = truth["clears"]
     assert clear["cause"] == "barge_in"
     assert abs(barge["clear_ns"] - clear["sent_ns"]) < AGREE_NS
     assert barge["metrics"]["interrupt.clear_ms"] == pytest.approx(
-        (clear["sent_ns"] - barge["t_bi_ns"]) / 1e6, abs=5
+        (clear["sent_ns"] - barge["t_bi_ns"]) / 1e6, abs=AGREE_NS / 1e6
     )
     assert barge["success"] is True
 
@@ -91,7 +119,8 @@ def test_turn_latency_and_clear_agree_with_ground_truth(server, out, buffer):
 def test_clears_ignored_with_a_large_buffer_delay_silence_by_the_buffered_audio(server):
     results = {}
     for honor in ("true", "false"):
-        result, metrics, _ = run(server, TURN_AND_BARGE_IN % {"out": 16000, "buffer": 30000, "honor": honor})
+        text = TURN_AND_BARGE_IN % {"out": 16000, "buffer": 30000, "honor": honor}
+        result, metrics, _ = run(server, text, needs=("interrupt.silence_ms", "interrupt.clear_ms"))
         results[honor] = (result, metrics)
     _, honoured = results["true"]
     result, ignored = results["false"]

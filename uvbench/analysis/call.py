@@ -103,6 +103,7 @@ def figures(result: CallResult, scenario: Scenario) -> tuple[CallMetrics, list[C
     """The call's figures and its expectations checked. Each check also goes into the timeline, so
     the saved timeline computes to the same outcome (`compute` reads the checks last, as here)."""
     timeline = result.timeline
+    timeline.settle_messages()
     metrics = compute(timeline)
     expectations = reached_expectations(scenario, timeline)
     if not expectations:
@@ -294,6 +295,7 @@ async def analyse_call(
     checks. `record` overrides the scenario's `client.record` policy. The agent audio file is
     deleted once used."""
     plan = result.plan
+    result.timeline.settle_messages()
     try:
         await read_back(api, result)
         metrics, checks = figures(result, scenario)

@@ -7,10 +7,10 @@ ending together) waits on disk, not in either process's memory, and the pacing p
 pickle and one write per call, never a blocked send. The agent's audio is already in its own
 file beside it (`<key>.pcm`, written as it arrived).
 
-What is pickled is what only the call knows: its timeline (events as plain tuples, the audio rows
-as raw bytes), the call id, its failure, the samples sent and where its audio is; the plan is
-rebuilt from the scenario by the analysis. Both ends are uvbench processes of one run on one
-machine, so pickle is safe here.
+What is pickled is what only the call knows: its timeline (events as plain tuples, the text
+frames received as they came, the audio rows as raw bytes), the call id, its failure, the samples
+sent and where its audio is; the plan is rebuilt from the scenario by the analysis. Both ends are
+uvbench processes of one run on one machine, so pickle is safe here.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from uvbench.call.engine import CallPlan, CallResult
 from uvbench.call.timeline import Event, Timeline
 
-VERSION = 1
+VERSION = 2
 
 
 def save(result: CallResult, path: Path) -> None:
@@ -32,6 +32,7 @@ def save(result: CallResult, path: Path) -> None:
         timeline.mono_epoch_ns,
         timeline.wall_epoch_ns,
         [(e.t_ns, e.kind, e.data) for e in timeline.events],
+        timeline.raw_in,
         timeline.audio_out.tobytes(),
         timeline.audio_in.tobytes(),
         result.call_id,
@@ -46,13 +47,13 @@ def save(result: CallResult, path: Path) -> None:
 
 
 def load(path: Path, plan: CallPlan) -> CallResult:
-    (version, mono, wall, events, out_rows, in_rows, call_id, failure, sent, user, agent) = pickle.loads(
-        path.read_bytes()
-    )
-    if version != VERSION:
-        raise ValueError(f"{path}: spool version {version}, expected {VERSION}")
+    payload = pickle.loads(path.read_bytes())
+    if payload[0] != VERSION:
+        raise ValueError(f"{path}: spool version {payload[0]}, expected {VERSION}")
+    (_, mono, wall, events, raw_in, out_rows, in_rows, call_id, failure, sent, user, agent) = payload
     timeline = Timeline(mono, wall)
     timeline.events = [Event(t, kind, data) for t, kind, data in events]
+    timeline.raw_in = raw_in
     timeline.audio_out = array("q")
     timeline.audio_out.frombytes(out_rows)
     timeline.audio_in = array("q")

@@ -44,8 +44,9 @@ GRID_NS = 500_000
 fall on multiples of this."""
 PROBE_NS = 2_000_000
 """Longest stretch without a wake-up while a call is running: the resolution of the lag record."""
-LAG_FLOOR_NS = 1_000_000
-"""Wake-ups later than this are kept (with their time) for the calls' timelines."""
+LAG_FLOOR_NS = 2_000_000
+"""Wake-ups later than this are kept (with their time) for the calls' timelines: the least lag
+that can set a figure apart (10 ms chunks: over half a chunk with PROBE_NS added) is above it."""
 LAG_KEEP = 200_000
 """At most this many late wake-ups are kept for calls still running (the oldest go first)."""
 

@@ -317,6 +317,7 @@ class _Receiver:
     def __init__(self, ctx: CallContext) -> None:
         self.ctx = ctx
         self.frame_received = ctx.timeline.frame_received
+        self.message_in = ctx.timeline.message_in
         self.live = ctx.live
         self.on_audio = ctx.live.playback.on_audio
         path = ctx.plan.agent_audio_path
@@ -340,11 +341,10 @@ class _Receiver:
             spool.close()
 
     def on_text(self, frame: str, now: int) -> None:
+        self.message_in(now, frame)  # kept as it came; parsed into the timeline after the call
         parsed = wire.parse_server_message(frame)
         if isinstance(parsed, wire.InvalidMessage):
-            self.ctx.timeline.add(now, "msg.in_invalid", text=frame[:500], error=parsed.error)
             return
-        self.ctx.timeline.add(now, "msg.in", message=parsed.to_current())
         _apply(self.ctx, now, parsed)
         self.live.notify()
 
