@@ -60,41 +60,33 @@ TURN_S = 9.0
 MEDIUM = "{inputSampleRate: 16000, outputSampleRate: 16000, clientBufferSizeMs: 60}"
 
 
-def scenario_text(chunk_ms: int, turns: int) -> str:
+def scenario_text(name: str, chunk_ms: int, steps: str) -> str:
+    """A capacity call: the greeting heard to its end, then `steps`."""
+    head = textwrap.dedent(
+        f"""\
+        name: {name}
+        call:
+          medium: {{serverWebSocket: {MEDIUM}}}
+        client: {{chunk_ms: {chunk_ms}}}
+        script:
+          - wait_for: agent_done
+            timeout: 30s"""
+    )
+    return head + steps
+
+
+def turns_text(chunk_ms: int, turns: int) -> str:
+    """Spoken turns, each answered by the simulated agent."""
     steps = "".join(
         "\n  - say: hello_16k.wav\n  - wait_for: agent_done\n    timeout: 30s" for _ in range(turns)
     )
-    return (
-        textwrap.dedent(
-            f"""\
-        name: capacity
-        call:
-          medium: {{serverWebSocket: {MEDIUM}}}
-        client: {{chunk_ms: {chunk_ms}}}
-        script:
-          - wait_for: agent_done
-            timeout: 30s"""
-        )
-        + steps
-    )
+    return scenario_text("capacity", chunk_ms, steps)
 
 
-def sink_scenario_text(chunk_ms: int, hold_s: float) -> str:
-    rounds = max(1, int(hold_s // 4.5))  # hello_16k.wav (3.4 s) and a second of silence
-    steps = "".join("\n  - say: hello_16k.wav\n  - silence: 1s" for _ in range(rounds))
-    return (
-        textwrap.dedent(
-            f"""\
-        name: capacity-sink
-        call:
-          medium: {{serverWebSocket: {MEDIUM}}}
-        client: {{chunk_ms: {chunk_ms}}}
-        script:
-          - wait_for: agent_done
-            timeout: 30s"""
-        )
-        + steps
-    )
+def sink_text(chunk_ms: int, hold_s: float) -> str:
+    """hello_16k.wav (3.4 s) and a second of silence in turn, the sink speaking on its own."""
+    steps = "".join("\n  - say: hello_16k.wav\n  - silence: 1s" for _ in range(max(1, int(hold_s // 4.5))))
+    return scenario_text("capacity-sink", chunk_ms, steps)
 
 
 WARM_UP = f"""\
@@ -141,9 +133,9 @@ async def client_level(args: argparse.Namespace) -> dict:
 
     level = args.level
     if args.agent == "sink":
-        text = sink_scenario_text(args.chunk_ms, args.hold)
+        text = sink_text(args.chunk_ms, args.hold)
     else:
-        text = scenario_text(args.chunk_ms, max(1, int(args.hold // TURN_S)))
+        text = turns_text(args.chunk_ms, max(1, int(args.hold // TURN_S)))
     (scenario,) = parse_scenarios(text, source="capacity.yaml", base_dir=".")
     endpoint = Endpoint(args.api_url, args.api_key, "local", True)
     api = UltravoxApi(args.api_url, args.api_key)
