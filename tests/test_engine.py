@@ -176,3 +176,57 @@ async def test_a_client_that_cannot_keep_real_time_sets_apart_the_turns_it_was_l
     assert metrics.set_apart["call.first_audio_ms"]["reason"] == "loop_lag"
     assert metrics.outcome == "invalid:generator_overloaded"
     assert (metrics.outcome_detail or "").startswith(("all 3 anchored items set apart", "pacer drift"))
+
+
+def test_a_finished_call_leaves_no_reference_cycle(endpoint):
+    """Pacing processes run without the automatic garbage collector (a full pass over a thousand
+    calls holds every pacer up): a call's objects must be freed by reference counting alone. As a
+    pacing process runs calls: on its event loop, with one API client for all of them."""
+    import asyncio
+    import collections
+    import gc
+
+    from uvbench.call.engine import run_call
+    from uvbench.call.plan import plan_for
+    from uvbench.call.rest import UltravoxApi
+    from uvbench.call.script import ScriptRun, make_script
+    from uvbench.eventloop import fast_event_loop_factory
+
+    one = scenario(
+        """
+        name: cycles
+        call:
+          selectedTools: [{temporaryTool: {modelToolName: lookupOrder, description: x, client: {}}}]
+          experimentalSettings: {uvbench: {agent: {tool_calls: [{turn: 1, name: lookupOrder}]}}}
+        tools: {lookupOrder: {result: "ok", delay: 50ms}}
+        script:
+          - wait_for: agent_done
+          - say: hello_16k.wav
+          - wait_for: agent_audible
+          - barge_in: yes_16k.wav
+            after: 200ms
+          - text: hi
+          - wait_for: agent_done
+          - hang_up
+        """
+    )
+
+    async def calls() -> tuple[int, collections.Counter]:
+        async with UltravoxApi(endpoint.api_url, endpoint.api_key) as api:
+            gc.collect()
+            gc.disable()
+            try:
+                result = await run_call(plan_for(one, endpoint), make_script(one, ScriptRun()), api=api)
+                assert result.failure is None, result.failure
+                del result
+                gc.set_debug(gc.DEBUG_SAVEALL)
+                found = gc.collect()
+                return found, collections.Counter(type(o).__name__ for o in gc.garbage)
+            finally:
+                gc.set_debug(0)
+                gc.garbage.clear()
+                gc.enable()
+
+    with asyncio.Runner(loop_factory=fast_event_loop_factory()) as runner:
+        found, garbage = runner.run(calls())
+    assert found == 0, garbage.most_common(12)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import gc
 import heapq
 import itertools
 import time
@@ -47,6 +48,9 @@ PROBE_NS = 2_000_000
 LAG_FLOOR_NS = 2_000_000
 """Wake-ups later than this are kept (with their time) for the calls' timelines: the least lag
 that can set a figure apart (10 ms chunks: over half a chunk with PROBE_NS added) is above it."""
+GC_BUDGET = 1_000_000
+"""Pacing processes run without the automatic garbage collector (eventloop.settle_for_pacing):
+a collection runs when the last call ends, or once this many objects piled up since the last."""
 LAG_KEEP = 200_000
 """At most this many late wake-ups are kept for calls still running (the oldest go first)."""
 
@@ -93,6 +97,8 @@ class Scheduler:
 
     def call_ended(self, token: int) -> None:
         self._calls.pop(token, None)
+        if not gc.isenabled() and (not self._calls or gc.get_count()[0] > GC_BUDGET):
+            gc.collect()  # a pacing process, which runs without the automatic collector
         # Forget the late wake-ups no running call can ask for any more.
         oldest = min(self._calls.values(), default=None)
         keep_from = len(self._late_fire) if oldest is None else self._first_late(oldest)

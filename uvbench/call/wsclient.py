@@ -481,6 +481,12 @@ class CallSocket(asyncio.Protocol):
                 self.transport.abort()
                 await self.closed
 
+    def detach(self) -> None:
+        """Drop the handlers (and what they hold): the connection is over."""
+        self._on_binary = self._on_text = None
+        self.yield_at = _never
+        self._on_writable = []
+
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()

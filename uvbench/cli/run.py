@@ -145,9 +145,6 @@ def main(args: argparse.Namespace) -> int:
             print("\n".join(plan.header()))  # the expanded load: of each load, as summary.json's `load`
         print(processes_line)
         print(_recordings_line(args.record, scenarios))
-    from uvbench.eventloop import settle_for_pacing
-
-    settle_for_pacing()  # (the worker processes do the same)
     try:
         with view:
             summary = run_scenarios(

@@ -70,6 +70,7 @@ class Engine:
 
     async def configure(self, spec: EngineSpec) -> None:
         from uvbench.analysis.worker import AnalysisSpec
+        from uvbench.eventloop import settle_for_pacing
         from uvbench.runner.workers import WireCaller
 
         self.configured.clear()
@@ -87,6 +88,7 @@ class Engine:
             # The analysis sends files back as bytes: the run folder is the master's, maybe elsewhere.
             self.jobs.put(("configure", AnalysisSpec(spec.scenarios, spec.endpoints, None, spec.record)))
             await self.caller.warm(spec.scenarios)
+            settle_for_pacing()
         except Exception as exc:
             self.outbox.put(("fatal", f"the call engine could not start: {_line(exc)}"))
             return
@@ -169,9 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # The modules a call needs, imported before the settings below freeze them in place.
         import uvbench.runner.workers  # noqa: F401
-        from uvbench.eventloop import fast_event_loop_factory, settle_for_pacing
+        from uvbench.eventloop import fast_event_loop_factory
 
-        settle_for_pacing()
         with asyncio.Runner(loop_factory=fast_event_loop_factory()) as runner:
             runner.run(_serve(sock, outbox, jobs, Path(argv[2])))
     except BaseException as exc:

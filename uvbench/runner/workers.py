@@ -647,9 +647,8 @@ def worker_main(spec: WorkerSpec, conn: Connection, counters: Any) -> None:
     try:
         import asyncio
 
-        from uvbench.eventloop import fast_event_loop_factory, settle_for_pacing
+        from uvbench.eventloop import fast_event_loop_factory
 
-        settle_for_pacing()
         profile = os.environ.get(PROFILE_ENV)
         profiler = None
         if profile:
@@ -816,6 +815,7 @@ class WireCaller:
 async def _work(spec: WorkerSpec, conn: Connection, counters: Any, outbox: queue.SimpleQueue[Any]) -> None:
     import asyncio
 
+    from uvbench.eventloop import settle_for_pacing
     from uvbench.runner.fanout import run_groups, run_load
 
     loop = asyncio.get_running_loop()
@@ -863,6 +863,7 @@ async def _work(spec: WorkerSpec, conn: Connection, counters: Any, outbox: queue
         counters[SLOTS * spec.worker + _DROPPED] = dropped
 
     await caller.warm(spec.scenarios)  # before the shared start instant, not under the first pacers
+    settle_for_pacing()
     loop.add_reader(conn.fileno(), on_control)
     tell(("ready", spec.worker))
     try:
