@@ -27,13 +27,16 @@ from __future__ import annotations
 
 import bisect
 import math
+import operator
+from array import array
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from uvbench.call.timeline import Event, Timeline
 from uvbench.listener import Listener, ListenerConfig, Playback
 from uvbench.metrics import validity
-from uvbench.metrics.validity import CALL_FIGURES, INTERRUPT_FIGURES, TURN_FIGURES, Chunk, LoopLag
+from uvbench.metrics.validity import CALL_FIGURES, INTERRUPT_FIGURES, TURN_FIGURES, LoopLag
 
 NS = 1_000_000_000
 MS = 1_000_000
@@ -184,6 +187,7 @@ INTERRUPT_METRICS = tuple(
 )
 
 OK_CLOSE_CODES = (1000, 1001)
+_FIRST = itemgetter(0)
 
 
 @dataclass
@@ -356,7 +360,7 @@ class _Replay:
 
 
 def _replay(timeline: Timeline, config: _Config) -> _Replay:
-    rows = sorted(timeline.audio_in_rows(), key=lambda row: row[0])
+    rows = sorted(timeline.audio_in_rows(), key=_FIRST)
     messages = sorted(
         ((e.t_ns, m) for e in timeline.events if e.kind == "msg.in" and (m := _message(e)) is not None),
         key=lambda item: item[0],
@@ -381,35 +385,40 @@ def _replay(timeline: Timeline, config: _Config) -> _Replay:
     pongs: list[tuple[int, float]] = []
     utterance = 0
     open_frames = False
+    """Whether the utterance in progress has a frame with audio (from `opened` to `extended`)."""
+    opened = extended = 0
     state: str | None = None
 
     def boundary(t_ns: int) -> None:
         nonlocal utterance, open_frames
         if open_frames:
+            utterance_frames[utterance] = (opened, extended)
             utterance_end[utterance] = t_ns
             utterance += 1
             open_frames = False
 
-    i = j = 0
+    on_audio = listener.on_audio
+    n_rows = len(rows)
+    i = 0
     last_t = 0
-    while i < len(rows) or j < len(messages):
+    for t_message, m in [*messages, (None, None)]:  # the last entry: the frames after every message
         # On a tie the frame goes first: it was received, then the message acted on it.
-        if i < len(rows) and (j >= len(messages) or rows[i][0] <= messages[j][0]):
+        while i < n_rows and (t_message is None or rows[i][0] <= t_message):
             t, samples, first, last = rows[i]
-            i += 1
-            samples = max(0, samples)
-            listener.on_audio(t, samples, first, last)
-            index = len(arrival)
-            arrival.append(t)
+            if samples < 0:
+                samples = 0
+            on_audio(t, samples, first, last)
             utterance_of.append(utterance)
             if samples > 0:  # an empty frame carries no audio: it neither opens nor extends one
-                start, _ = utterance_frames.get(utterance, (index, index))
-                utterance_frames[utterance] = (start, index)
-                open_frames = True
+                if not open_frames:
+                    opened = i
+                    open_frames = True
+                extended = i
             last_t = t
-            continue
-        t, m = messages[j]
-        j += 1
+            i += 1
+        if m is None:
+            break
+        t = t_message
         last_t = t
         kind = m.get("type")
         if kind == "playback_clear_buffer":
@@ -440,6 +449,9 @@ def _replay(timeline: Timeline, config: _Config) -> _Replay:
             stamp = _number(m.get("timestamp"))
             if stamp is not None:
                 pongs.append((t, stamp))
+    if open_frames:
+        utterance_frames[utterance] = (opened, extended)
+    arrival.extend(row[0] for row in rows)
     end = max([last_t] + [e.t_ns for e in timeline.events])
     return _Replay(
         playback=listener.finish(end),
@@ -524,17 +536,54 @@ class _Utterance:
     """Its last speech sample (speech_end_sample - 1): the anchor of a turn."""
 
 
+def _column(rows: Any, k: int) -> list[int]:
+    """Field `k` of every row of a flat array of 4-value rows."""
+    column = rows[k::4]
+    return column.tolist() if isinstance(column, array) else list(column)
+
+
+class _Chunks:
+    """The outgoing chunks (the timeline's audio_out rows) in stream order, as columns: what
+    `validity.anchor_chunks` and `anchor_lateness_ns` do over `Chunk` tuples, without making them."""
+
+    def __init__(self, audio_out: Any) -> None:
+        due, sent, start, end = (_column(audio_out, k) for k in range(4))
+        late = list(map(operator.sub, sent, due))
+        if any(map(operator.gt, start, start[1:])):  # out of stream order: a stable sort
+            order = sorted(range(len(start)), key=start.__getitem__)
+            due, start, end, late = ([c[k] for k in order] for c in (due, start, end, late))
+        self.due, self.start, self.end = due, start, end
+        self.late = late
+        """sent - due of each chunk, ns."""
+
+    def anchor_lateness(self, sample: int, window_end: int) -> int | None:
+        """`validity.anchor_lateness_ns(validity.anchor_chunks(chunks, sample, window_end))`."""
+        k = bisect.bisect_right(self.start, sample) - 1
+        if k < 0 or not self.start[k] <= sample < self.end[k]:
+            return None
+        worst = self.late[k]
+        due, late = self.due, self.late
+        for j in range(k + 1, len(due)):
+            if due[j] >= window_end:
+                break
+            if late[j] > worst:
+                worst = late[j]
+        return worst
+
+
 @dataclass(frozen=True)
 class _Judge:
     """What the validity verdicts need (`uvbench.metrics.validity`)."""
 
-    chunks: list[Chunk]
+    chunks: _Chunks
     """The outgoing chunks, in stream order."""
     loop: LoopLag | None
     tolerance: int | None
+    lags: validity.LagIndex | None = None
+    """`loop`, indexed."""
 
     def anchor_lateness(self, sample: int, window_end: int) -> int | None:
-        return validity.anchor_lateness_ns(validity.anchor_chunks(self.chunks, sample, window_end))
+        return self.chunks.anchor_lateness(sample, window_end)
 
     def late(self, lateness: int | None) -> bool:
         return self.tolerance is not None and lateness is not None and lateness > self.tolerance
@@ -543,7 +592,7 @@ class _Judge:
         self, names: tuple[str, ...], anchor_late: bool, stamps: dict[str, tuple[int | None, ...]]
     ) -> dict[str, str]:
         return validity.set_apart_reasons(
-            names, anchor_late=anchor_late, stamps=stamps, loop=self.loop, tolerance=self.tolerance
+            names, anchor_late=anchor_late, stamps=stamps, loop=self.lags, tolerance=self.tolerance
         )
 
 
@@ -823,13 +872,14 @@ def compute(timeline: Timeline) -> CallMetrics:
     replay = _replay(timeline, config)
     pb = replay.playback
 
-    rows = timeline.audio_out_rows()
+    chunks = _Chunks(timeline.audio_out)
     loop_event = timeline.first("loop.lag")
     loop = LoopLag.from_data(loop_event.data) if loop_event is not None else None
     judge = _Judge(
-        chunks=sorted((Chunk(*row) for row in rows), key=lambda c: c.start_sample),
+        chunks=chunks,
         loop=loop,
         tolerance=validity.tolerance_ns(config.chunk_ms),
+        lags=validity.LagIndex(loop) if loop is not None else None,
     )
 
     utterances = _utterances(timeline, config, t0)
@@ -854,7 +904,7 @@ def compute(timeline: Timeline) -> CallMetrics:
     end_reason = fetched.data.get("end_reason") if fetched is not None else None
     rtts = _pings(timeline, replay)
 
-    lateness = sorted((sent - due) / MS for due, sent, _, _ in rows)
+    lateness = sorted([late / MS for late in chunks.late])
     stopped = timeline.first("pacer.stopped")
     drift = _number(stopped.data.get("drift_ms")) if stopped is not None else None
 
