@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from uvbench.listener import Playback
-from uvbench.metrics.aggregate import Aggregate, aggregate, percentile
+from uvbench.metrics.aggregate import Aggregate, aggregate, group_metrics, group_rates, percentile
 
 NS = 1_000_000_000
 MAX_BINS = 60
@@ -274,12 +274,12 @@ def latency_by_concurrency(
     records: Sequence[dict[str, Any]], metrics: Sequence[str] = LATENCY_METRICS
 ) -> str | None:
     """p50 and p95 of turn latency per concurrency level (calls in flight when the call started)."""
-    groups = aggregate(records, by="concurrency").groups
+    groups = group_metrics(records, "concurrency", metrics)
     levels = sorted(k for k in groups if isinstance(k, int | float) and not isinstance(k, bool))
     points: dict[str, list[tuple[float, float, float, int]]] = {}
     for m in metrics:
         for level in levels:
-            stats = groups[level].metrics.get(m)
+            stats = groups[level].get(m)
             if stats is not None and stats.count:
                 points.setdefault(m, []).append((level, stats.p50, stats.p95, stats.count))
     if not points:
@@ -356,20 +356,20 @@ class BufferRow:
 
 def underflow_rows(records: Sequence[dict[str, Any]]) -> list[BufferRow]:
     """Underflow figures per clientBufferSizeMs (unset last), valid calls only."""
-    groups = aggregate(records, by=client_buffer_ms).groups
+    groups = group_rates(records, client_buffer_ms)
     rows = []
     for key in sorted(groups, key=lambda k: (k is None, k if k is not None else 0)):
-        g = groups[key]
-        if not g.valid:
+        valid, rates = groups[key]
+        if not valid:
             continue
-        per_min = g.rates["audio.underflow_per_min"]
+        per_min = rates["audio.underflow_per_min"]
         rows.append(
             BufferRow(
                 buffer_ms=key,
-                calls=g.valid,
+                calls=valid,
                 underflows=int(per_min.numerator),
                 per_min=per_min.value,
-                any_share=g.rate("call.any_underflow_rate"),
+                any_share=rates["call.any_underflow_rate"].value,
             )
         )
     return rows
