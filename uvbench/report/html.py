@@ -283,10 +283,13 @@ def _header(run: _Run) -> str:
     scen_text = ", ".join(_esc(s) for s in scenarios[:6])
     if len(scenarios) > 6:
         scen_text += f" and {len(scenarios) - 6} more"
+    target_text = ", ".join(_esc(t) for t in targets[:6])
+    if len(targets) > 6:
+        target_text += f" and {len(targets) - 6} more"
     rows = [
         ("started", _esc(run.started or "—")),
         ("wall time", _duration_text(_span_s(run.records))),
-        ("target", ", ".join(_esc(t) for t in targets) or "—"),
+        ("target", target_text or "—"),
         ("load", _load_text(run)),
         ("scenarios", scen_text or "—"),
         ("folder", f"<code>{_esc(run.folder.name)}</code>"),
