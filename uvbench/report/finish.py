@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,10 @@ from uvbench.metrics.thresholds import Threshold, ThresholdResult, evaluate
 from uvbench.report.csv_report import calls_csv, stats_csv
 from uvbench.report.history import history_for_run, record_finished_run
 from uvbench.report.junit import junit_xml
+
+SIDE_MIN_RECORDS = 1000
+"""From this many calls on, calls.csv, stats.csv and junit.xml are written by a forked process while
+this one writes the summary and the page (when this process can fork: Linux, no other thread)."""
 
 HEADLINE = (
     "turn.ttfa_ms",
@@ -54,6 +61,39 @@ def set_apart_line(overall: Aggregate) -> str | None:
     )
 
 
+def _write_tables(folder: Path, records: list[dict[str, Any]], results: list[ThresholdResult]) -> None:
+    (folder / "calls.csv").write_text(calls_csv(records))
+    (folder / "stats.csv").write_text(stats_csv(records))
+    (folder / "junit.xml").write_text(junit_xml(records, threshold_results=results))
+
+
+def _tables_in_child(folder: Path, records: list[dict[str, Any]], results: list[ThresholdResult]) -> None:
+    try:
+        _write_tables(folder, records, results)
+    except BaseException:
+        raise SystemExit(1) from None  # quietly: the parent writes them itself
+
+
+def _side_process(
+    folder: Path, records: list[dict[str, Any]], results: list[ThresholdResult]
+) -> multiprocessing.process.BaseProcess | None:
+    """A forked process writing the tables, when it is worth it and safe; None otherwise."""
+    if len(records) < SIDE_MIN_RECORDS or threading.active_count() != 1:
+        return None
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    side = multiprocessing.get_context("fork").Process(
+        target=_tables_in_child, args=(folder, records, results), daemon=True
+    )
+    sys.stdout.flush()  # or the child could write out a copy of what is buffered
+    sys.stderr.flush()
+    try:
+        side.start()
+    except OSError:
+        return None
+    return side
+
+
 def finish_run(
     folder: Path,
     records: list[dict[str, Any]],
@@ -82,15 +122,15 @@ def finish_run(
         line = set_apart_line(overall)
         if line:
             finished.lines.append(line)
+    side = _side_process(folder, records, finished.results)
     summary_path = folder / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     summary.update(extra or {})
     summary["aggregate"] = overall.to_json()
     summary["thresholds"] = [r.to_json() for r in finished.results]
     summary_path.write_text(json.dumps(summary, indent=2))
-    (folder / "calls.csv").write_text(calls_csv(records))
-    (folder / "stats.csv").write_text(stats_csv(records))
-    (folder / "junit.xml").write_text(junit_xml(records, threshold_results=finished.results))
+    if side is None:
+        _write_tables(folder, records, finished.results)
     history_warning = record_finished_run(folder, records, overall)  # <out>/history.sqlite, upsert by run id
     if history_warning:
         finished.lines.append(f"uvbench: warning: {history_warning}")
@@ -102,4 +142,8 @@ def finish_run(
         write_html_report(folder, records, summary, history=history, overall=overall)
     except Exception as exc:
         finished.lines.insert(0, f"uvbench: warning: report.html not written ({type(exc).__name__}: {exc})")
+    if side is not None:
+        side.join()
+        if side.exitcode != 0:
+            _write_tables(folder, records, finished.results)
     return finished
