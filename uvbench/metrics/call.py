@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import bisect
 import math
-import operator
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
+
+import numpy as np
 
 from uvbench.call.timeline import Event, Timeline
 from uvbench.listener import Listener, ListenerConfig, Playback
@@ -329,7 +331,7 @@ def _ms(start_ns: int | None, end_ns: int | None) -> float | None:
     return (end_ns - start_ns) / MS
 
 
-def _percentile(ordered: list[float], p: float) -> float | None:
+def _percentile(ordered: Sequence[float], p: float) -> float | None:
     """The p-th percentile of sorted values, interpolating linearly between closest ranks."""
     if not ordered:
         return None
@@ -536,39 +538,50 @@ class _Utterance:
     """Its last speech sample (speech_end_sample - 1): the anchor of a turn."""
 
 
-def _column(rows: Any, k: int) -> list[int]:
-    """Field `k` of every row of a flat array of 4-value rows."""
-    column = rows[k::4]
-    return column.tolist() if isinstance(column, array) else list(column)
-
-
 class _Chunks:
-    """The outgoing chunks (the timeline's audio_out rows) in stream order, as columns: what
-    `validity.anchor_chunks` and `anchor_lateness_ns` do over `Chunk` tuples, without making them."""
+    """The outgoing chunks (the timeline's audio_out rows) in stream order, as int64 columns: what
+    `validity.anchor_chunks` and `anchor_lateness_ns` do over `Chunk` tuples, without making a
+    Python object per chunk (a call has fifty a second)."""
 
     def __init__(self, audio_out: Any) -> None:
-        due, sent, start, end = (_column(audio_out, k) for k in range(4))
-        late = list(map(operator.sub, sent, due))
-        if any(map(operator.gt, start, start[1:])):  # out of stream order: a stable sort
-            order = sorted(range(len(start)), key=start.__getitem__)
-            due, start, end, late = ([c[k] for k in order] for c in (due, start, end, late))
-        self.due, self.start, self.end = due, start, end
-        self.late = late
+        if isinstance(audio_out, array) and audio_out.itemsize == 8:
+            rows = np.frombuffer(audio_out, dtype=np.int64)
+        else:
+            rows = np.asarray(audio_out, dtype=np.int64)
+        rows = rows.reshape(-1, 4)
+        start = rows[:, 2]
+        if len(start) > 1 and bool((start[1:] < start[:-1]).any()):  # out of stream order
+            rows = rows[np.argsort(start, kind="stable")]
+        self.due, self.start, self.end = rows[:, 0], rows[:, 2], rows[:, 3]
+        self.late = rows[:, 1] - rows[:, 0]
         """sent - due of each chunk, ns."""
 
     def anchor_lateness(self, sample: int, window_end: int) -> int | None:
-        """`validity.anchor_lateness_ns(validity.anchor_chunks(chunks, sample, window_end))`."""
-        k = bisect.bisect_right(self.start, sample) - 1
+        """`validity.anchor_lateness_ns(validity.anchor_chunks(chunks, sample, window_end))`: the
+        chunk holding `sample`, then every later one due before `window_end`."""
+        k = int(np.searchsorted(self.start, sample, side="right")) - 1
         if k < 0 or not self.start[k] <= sample < self.end[k]:
             return None
-        worst = self.late[k]
-        due, late = self.due, self.late
-        for j in range(k + 1, len(due)):
-            if due[j] >= window_end:
-                break
-            if late[j] > worst:
-                worst = late[j]
-        return worst
+        reached = self.due[k + 1 :] >= window_end
+        stop = k + 1 + (int(reached.argmax()) if reached.any() else len(reached))
+        return int(self.late[k:stop].max())
+
+    def lateness_ms(self) -> _SortedMs:
+        """Every chunk's sent - due in ms, sorted (read as a list by `_percentile`)."""
+        return _SortedMs(np.sort(self.late))
+
+
+class _SortedMs(Sequence[float]):
+    """Sorted ns values read as ms: item k is `int(ns[k]) / MS`, exactly the float of the integer."""
+
+    def __init__(self, ns: np.ndarray) -> None:
+        self._ns = ns
+
+    def __len__(self) -> int:
+        return len(self._ns)
+
+    def __getitem__(self, k: int) -> float:  # type: ignore[override]
+        return int(self._ns[k]) / MS
 
 
 @dataclass(frozen=True)
@@ -866,8 +879,36 @@ def _outcome(
     return "completed", None
 
 
+class _Indexed:
+    """A timeline read through an index of its events by kind, built once: compute() asks for the
+    first event or all events of a kind some fifteen times (`Timeline.first`, `Timeline.of_kind`,
+    each a scan of every event). Same answers: events in timeline order."""
+
+    def __init__(self, timeline: Timeline) -> None:
+        self.events = timeline.events
+        self.audio_in = timeline.audio_in
+        self.audio_out = timeline.audio_out
+        self.audio_in_rows = timeline.audio_in_rows
+        by_kind: dict[str, list[Event]] = {}
+        for event in timeline.events:
+            kind = by_kind.get(event.kind)
+            if kind is None:
+                by_kind[event.kind] = [event]
+            else:
+                kind.append(event)
+        self._by_kind = by_kind
+
+    def first(self, kind: str) -> Event | None:
+        events = self._by_kind.get(kind)
+        return events[0] if events else None
+
+    def of_kind(self, kind: str) -> list[Event]:
+        return list(self._by_kind.get(kind, ()))
+
+
 def compute(timeline: Timeline) -> CallMetrics:
     """Every figure of METRICS.md for one call, from its timeline alone."""
+    timeline = _Indexed(timeline)  # type: ignore[assignment]
     config, t0 = _read_config(timeline)
     replay = _replay(timeline, config)
     pb = replay.playback
@@ -904,7 +945,7 @@ def compute(timeline: Timeline) -> CallMetrics:
     end_reason = fetched.data.get("end_reason") if fetched is not None else None
     rtts = _pings(timeline, replay)
 
-    lateness = sorted([late / MS for late in chunks.late])
+    lateness = chunks.lateness_ms()
     stopped = timeline.first("pacer.stopped")
     drift = _number(stopped.data.get("drift_ms")) if stopped is not None else None
 
