@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from uvbench.metrics.validity import CALL_FIGURES, INTERRUPT_FIGURES, REASONS, TURN_FIGURES
@@ -235,7 +235,12 @@ def aggregate(
     records = list(records)
     overall = _aggregate(records)
     if by is not None:
-        overall.groups = {k: _aggregate(bucket) for k, bucket in _buckets(records, by).items()}
+        buckets = _buckets(records, by)
+        if len(buckets) == 1 and len(next(iter(buckets.values()))) == len(records):
+            # one group of every record (a run of one scenario): its figures are the overall ones
+            overall.groups = {k: replace(overall, groups={}) for k in buckets}
+        else:
+            overall.groups = {k: _aggregate(bucket) for k, bucket in buckets.items()}
     return overall
 
 
@@ -262,11 +267,22 @@ def group_metrics(
 ) -> dict[Hashable, dict[str, Stats]]:
     """`aggregate(records, by=by).groups[key].metrics[name]` for the named metrics only (those with
     a value), computed without the rest of the aggregate: what a plot of a few metrics needs."""
-    wanted = set(names)
     out: dict[Hashable, dict[str, Stats]] = {}
     for key, bucket in _buckets(records, by).items():
-        stats = _metric_stats([r for r in bucket if not is_invalid(r)], wanted)
-        out[key] = {name: stats[name] for name in names if name in stats}
+        values: dict[str, list[Any]] = {name: [] for name in names}
+        for r in bucket:  # what `_metric_stats` collects, for these names only
+            if is_invalid(r):
+                continue
+            items = [r.get("metrics")]
+            items += [t.get("metrics") for t in r.get("turns") or () if not t.get("missed")]
+            items += [b.get("metrics") for b in r.get("barge_ins") or ()]
+            for metrics in items:
+                if isinstance(metrics, dict):
+                    for name, into in values.items():
+                        v = metrics.get(name)
+                        if v is not None and _is_number(v):
+                            into.append(v)
+        out[key] = {name: Stats._of_numbers(v) for name, v in values.items() if v}
     return out
 
 
@@ -317,7 +333,7 @@ def _aggregate(records: list[dict[str, Any]]) -> Aggregate:
     )
 
 
-def _metric_stats(records: list[dict[str, Any]], only: set[str] | None = None) -> dict[str, Stats]:
+def _metric_stats(records: list[dict[str, Any]]) -> dict[str, Stats]:
     values: defaultdict[str, list[float]] = defaultdict(list)
 
     def add(metrics: Any) -> None:
@@ -326,8 +342,7 @@ def _metric_stats(records: list[dict[str, Any]], only: set[str] | None = None) -
         for name, v in metrics.items():
             kind = type(v)
             if (kind is float and v - v == 0.0) or kind is int or (kind is not float and _is_number(v)):
-                if only is None or name in only:
-                    values[name].append(v)
+                values[name].append(v)
 
     for r in records:
         add(r.get("metrics"))
