@@ -105,6 +105,7 @@ def finish_run(
     `extra` (e.g. `{"load": ...}` or `{"knee": ...}`) is merged into the runner's summary.json ahead
     of the aggregate and the gates, in the file's one rewrite."""
     finished = Finished(results=evaluate(thresholds, records) if thresholds else [])
+    side = _side_process(folder, records, finished.results)  # the tables, meanwhile, in a big run
     overall = aggregate(records, by="scenario")
     finished.lines.extend(f"uvbench: warning: {w}" for w in overall.warnings)
     if finished.results:
@@ -122,7 +123,6 @@ def finish_run(
         line = set_apart_line(overall)
         if line:
             finished.lines.append(line)
-    side = _side_process(folder, records, finished.results)
     summary_path = folder / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     summary.update(extra or {})

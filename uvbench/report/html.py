@@ -20,7 +20,11 @@ from __future__ import annotations
 import datetime as dt
 import html
 import math
+import multiprocessing
 import re
+import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -438,36 +442,89 @@ def _figure(svg: str | None, none_text: str, caption: str = "") -> str:
     return f"<figure>{svg}{cap}</figure>"
 
 
-def _plots(run: _Run, plots_mod: Any) -> str:
+def _plot_jobs(run: _Run, plots_mod: Any) -> list[Callable[[], Any]]:
+    """The run's plots, each to draw (`_plots` lays them out)."""
     valid = [r for r in run.records if not is_invalid(r)]
     # An aggregate's `metrics` are the valid calls' whatever records it was given: the run's will do.
     overall = run.overall if run.overall is not None else aggregate(valid)
+    return [
+        lambda: plots_mod.latency_histogram(valid, overall=overall),
+        lambda: plots_mod.latency_cdf(valid, overall=overall),
+        lambda: plots_mod.latency_by_concurrency(valid),
+        lambda: plots_mod.underflow_by_buffer(valid),
+        lambda: plots_mod.barge_in_distribution(valid, overall=overall),
+    ]
+
+
+def _plots(svgs: list[str | None]) -> str:
+    histogram, cdf, by_concurrency, by_buffer, barge_ins = svgs
     parts = [
+        _figure(histogram, "No turn latency in this run: no turn was answered."),
+        _figure(cdf, "No turn latency in this run, so no CDF."),
         _figure(
-            plots_mod.latency_histogram(valid, overall=overall),
-            "No turn latency in this run: no turn was answered.",
-        ),
-        _figure(plots_mod.latency_cdf(valid, overall=overall), "No turn latency in this run, so no CDF."),
-        _figure(
-            plots_mod.latency_by_concurrency(valid),
+            by_concurrency,
             "No turn latency with a concurrency tag in this run.",
             "Concurrency is the number of calls in flight when a call started.",
         ),
         _figure(
-            plots_mod.underflow_by_buffer(valid),
+            by_buffer,
             "No agent audio was heard in any turn, so there is no underflow rate.",
             "Turn underflows per minute of agent audio heard in turns, per clientBufferSizeMs.",
         ),
-    ]
-    parts.append(
         _figure(
-            plots_mod.barge_in_distribution(valid, overall=overall),
+            barge_ins,
             "No barge-ins in this run.",
             "Per barge-in: interrupt.silence_ms (the interrupted agent is no longer heard) and "
             "interrupt.clear_ms (playback_clear_buffer received), from the start of the user's speech.",
-        )
-    )
+        ),
+    ]
     return '<div class="plots">' + "".join(parts) + "</div>"
+
+
+PARALLEL_MIN_RECORDS = 1000
+"""From this many calls on, a forked process draws half the page's figures (when this process can
+fork: Linux, no other thread): each takes a few tenths of a second whatever the run's size."""
+
+
+def _draw(jobs: list[Callable[[], Any]], plots_mod: Any, parallel: bool) -> list[Any]:
+    """Every job's result, in order: every other one drawn by a forked process when `parallel` and
+    it is safe, the rest here meanwhile (its figures' ids are numbered apart from ours)."""
+    if not parallel or len(jobs) < 2 or threading.active_count() != 1:
+        return [job() for job in jobs]
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return [job() for job in jobs]
+    theirs = list(range(1, len(jobs), 2))
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+
+    def draw_theirs() -> None:
+        plots_mod.number_ids_from(1 << 40)
+        try:
+            send.send([jobs[k]() for k in theirs])
+        except BaseException:
+            raise SystemExit(1) from None  # quietly: the parent draws them itself
+
+    helper = ctx.Process(target=draw_theirs, daemon=True)
+    sys.stdout.flush()  # or the helper could write out a copy of what is buffered
+    sys.stderr.flush()
+    try:
+        helper.start()
+    except OSError:
+        return [job() for job in jobs]
+    send.close()
+    out: list[Any] = [None] * len(jobs)
+    for k in range(0, len(jobs), 2):
+        out[k] = jobs[k]()
+    try:
+        drawn = receive.recv()
+    except (EOFError, OSError):
+        drawn = [jobs[k]() for k in theirs]
+    finally:
+        receive.close()
+        helper.join()
+    for k, svg in zip(theirs, drawn, strict=True):
+        out[k] = svg
+    return out
 
 
 def _scenario_stats(run: _Run) -> str:
@@ -638,20 +695,30 @@ def _call_title(record: dict[str, Any]) -> str:
     return f"{record.get('scenario')} · call {str(record.get('call_id') or '—')[:8]} · {_outcome(record)}"
 
 
-def _shown_calls(run: _Run, plots_mod: Any, shown: list[_Shown]) -> str:
+def _timeline_job(folder: Path, record: dict[str, Any], plots_mod: Any) -> Callable[[], Any]:
+    """A shown call's timeline figure to draw: (its SVG or None when the call never connected, why
+    the figure comes from the record alone or None)."""
+
+    def draw() -> tuple[str | None, str | None]:
+        pb, why = _playback_of(folder, record)
+        view = plots_mod.call_view(record, pb, plots_mod._text(_call_title(record)))
+        return (plots_mod.call_timeline(view) if view is not None else None), why
+
+    return draw
+
+
+def _shown_calls(run: _Run, shown: list[_Shown], figures: list[tuple[str | None, str | None]]) -> str:
     if not shown:
         return '<p class="none">No calls.</p>'
     out = []
-    for s in shown:
+    for s, (svg, why) in zip(shown, figures, strict=True):
         r = s.record
-        pb, why = _playback_of(run.folder, r)
-        view = plots_mod.call_view(r, pb, plots_mod._text(_call_title(r)))
         figure = (
-            _figure(plots_mod.call_timeline(view), "")
-            if view is not None
+            _figure(svg, "")
+            if svg is not None
             else '<p class="none">Nothing to draw: the call never connected.</p>'
         )
-        note = f'<p class="none">Drawn from the record alone: {_esc(why)}.</p>' if why and view else ""
+        note = f'<p class="none">Drawn from the record alone: {_esc(why)}.</p>' if why and svg else ""
         detail = r.get("outcome_detail")
         outcome = _outcome(r)
         cls = "ok-text" if outcome == "completed" else "bad-text"
@@ -845,6 +912,11 @@ def render_html(
     run = _run_info(folder, records, summary, overall)
     thresholds = [t for t in summary.get("thresholds") or () if isinstance(t, dict)]
     shown = _pick_calls(records)
+    jobs = _plot_jobs(run, plots_mod) + [_timeline_job(folder, s.record, plots_mod) for s in shown]
+    if history is not None:
+        jobs.append(lambda: plots_mod.history_plot(history))
+    drawn = _draw(jobs, plots_mod, parallel=len(records) >= PARALLEL_MIN_RECORDS)
+    plot_svgs, timelines = drawn[:5], drawn[5 : 5 + len(shown)]
     sections = [
         f'<section id="summary">{_banners(run)}{_header(run)}{_verdict(run, thresholds)}'
         '<nav><a href="#thresholds">thresholds</a><a href="#plots">plots</a>'
@@ -855,10 +927,10 @@ def render_html(
         f'<section id="headline"><h2>Headline figures <span class="hint">(valid calls)</span></h2>'
         f"{_headline(run)}</section>",
         f'<section id="thresholds"><h2>Thresholds</h2>{_thresholds(thresholds)}</section>',
-        f'<section id="plots"><h2>Latency and audio</h2>{_plots(run, plots_mod)}</section>',
+        f'<section id="plots"><h2>Latency and audio</h2>{_plots(plot_svgs)}</section>',
     ]
     if history is not None:
-        svg = plots_mod.history_plot(history)
+        svg = drawn[-1]
         sections.append(
             '<section id="history"><h2>History</h2>'
             + _figure(svg, "Fewer than two runs with comparable figures: no history to draw yet.")
@@ -867,7 +939,7 @@ def render_html(
     sections += [
         f'<section id="scenarios"><h2>Per scenario</h2>{_scenario_stats(run)}</section>',
         f'<section id="shown"><h2>Calls in detail <span class="hint">(who is heard when, the client '
-        f"playback buffer, transcripts, recordings)</span></h2>{_shown_calls(run, plots_mod, shown)}"
+        f"playback buffer, transcripts, recordings)</span></h2>{_shown_calls(run, shown, timelines)}"
         f"{_failed_players(run, shown)}</section>",
         f'<section id="calls"><h2>All calls <span class="hint">({len(records)}; failed first)</span></h2>'
         f"{_call_table(run)}</section>",

@@ -94,6 +94,13 @@ _DECIMALS = re.compile(r"(\d\.\d\d)\d+")
 _svg_counter = iter(range(1, 1 << 62))
 
 
+def number_ids_from(start: int) -> None:
+    """Number this process's next figures from `start` (a forked helper drawing figures for the
+    same page: its ids must not meet the parent's)."""
+    global _svg_counter
+    _svg_counter = iter(range(start, 1 << 62))
+
+
 # ------------------------------------------------------------------------------------------------
 # Rendering
 

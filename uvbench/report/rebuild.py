@@ -218,7 +218,6 @@ def _rebuild_call(
     """Recompute one call from its timeline and rewrite its call JSON if that changed. `stored`
     stands in for a call JSON that cannot be read; `light` leaves the `UNREPORTED` keys out of the
     record returned."""
-    rel = call_file.relative_to(run_dir).as_posix()
     text: str | None = None
     if stored is None:
         try:
@@ -238,9 +237,11 @@ def _rebuild_call(
         rebuilt = recompute_record(record, timeline)
         wall_ns = timeline.wall_epoch_ns
     except FileNotFoundError:
+        rel = call_file.relative_to(run_dir).as_posix()
         warning = f"{rel}: its timeline {timeline_path.name} is missing; kept the stored figures"
         rebuilt = record
     except Exception as exc:  # a corrupt timeline: any error reading or replaying it
+        rel = call_file.relative_to(run_dir).as_posix()
         warning = (
             f"{rel}: its timeline {timeline_path.name} is unreadable ({type(exc).__name__}: {exc});"
             " kept the stored figures"
@@ -287,15 +288,24 @@ def _rebuild_all(
         return done
     batches = [numbered[k : k + BATCH] for k in range(0, len(numbered), BATCH)]
     done = []
+    failed: list[BaseException] = []
+
+    def helper_work() -> None:
+        try:
+            if meanwhile is not None:
+                meanwhile()
+        except BaseException as exc:  # raised again below, in this process's own thread
+            failed.append(exc)
+
     with _pool_context().Pool(min(jobs, len(batches))) as pool:
         # The pool's processes exist now: another thread may start (a fork must not copy one).
-        helper = threading.Thread(target=meanwhile, daemon=True) if meanwhile is not None else None
-        if helper is not None:
-            helper.start()
+        helper = threading.Thread(target=helper_work, daemon=True)
+        helper.start()
         for part in pool.imap(_rebuild_part, [(run_dir, b, light) for b in batches]):
             done.extend(part)
-        if helper is not None:
-            helper.join()
+        helper.join()
+    if failed:
+        raise failed[0]
     return done
 
 
@@ -332,8 +342,17 @@ def rebuild(
     if not call_files:
         return RebuildResult([], [f"{run_dir}: no call records in calls/; nothing rebuilt"])
     with gc_paused():
-        stored = _stored_results(run_dir)
-        done = _rebuild_all(run_dir, call_files, default_jobs() if jobs is None else jobs, light, meanwhile)
+        read: list[_Stored] = []
+
+        def read_then_meanwhile() -> None:  # results.jsonl is needed only once the calls are done
+            read.append(_stored_results(run_dir))
+            if meanwhile is not None:
+                meanwhile()
+
+        done = _rebuild_all(
+            run_dir, call_files, default_jobs() if jobs is None else jobs, light, read_then_meanwhile
+        )
+        (stored,) = read
         warnings: list[str] = []
         kept: list[_Done] = []
         for d in done:
