@@ -94,6 +94,17 @@ def _side_process(
     return side
 
 
+def _start_figures(folder: Path, records: list[dict[str, Any]]) -> Any:
+    if len(records) < SIDE_MIN_RECORDS:  # matplotlib is imported only when a page is drawn
+        return None
+    try:
+        from uvbench.report.html import start_figures
+
+        return start_figures(folder, records)
+    except Exception:  # the page draws them itself, or says why it could not
+        return None
+
+
 def finish_run(
     folder: Path,
     records: list[dict[str, Any]],
@@ -106,6 +117,7 @@ def finish_run(
     of the aggregate and the gates, in the file's one rewrite."""
     finished = Finished(results=evaluate(thresholds, records) if thresholds else [])
     side = _side_process(folder, records, finished.results)  # the tables, meanwhile, in a big run
+    figures = _start_figures(folder, records)  # and the page's figures drawn from the records alone
     overall = aggregate(records, by="scenario")
     finished.lines.extend(f"uvbench: warning: {w}" for w in overall.warnings)
     if finished.results:
@@ -139,9 +151,11 @@ def finish_run(
         from uvbench.report.plots import HISTORY_METRICS, HISTORY_STATS
 
         history = history_for_run(folder, HISTORY_METRICS, HISTORY_STATS)
-        write_html_report(folder, records, summary, history=history, overall=overall)
+        write_html_report(folder, records, summary, history=history, overall=overall, figures=figures)
     except Exception as exc:
         finished.lines.insert(0, f"uvbench: warning: report.html not written ({type(exc).__name__}: {exc})")
+    if figures is not None:
+        figures.discard()
     if side is not None:
         side.join()
         if side.exitcode != 0:

@@ -442,18 +442,111 @@ def _figure(svg: str | None, none_text: str, caption: str = "") -> str:
     return f"<figure>{svg}{cap}</figure>"
 
 
-def _plot_jobs(run: _Run, plots_mod: Any) -> list[Callable[[], Any]]:
-    """The run's plots, each to draw (`_plots` lays them out)."""
-    valid = [r for r in run.records if not is_invalid(r)]
-    # An aggregate's `metrics` are the valid calls' whatever records it was given: the run's will do.
-    overall = run.overall if run.overall is not None else aggregate(valid)
-    return [
-        lambda: plots_mod.latency_histogram(valid, overall=overall),
-        lambda: plots_mod.latency_cdf(valid, overall=overall),
-        lambda: plots_mod.latency_by_concurrency(valid),
-        lambda: plots_mod.underflow_by_buffer(valid),
-        lambda: plots_mod.barge_in_distribution(valid, overall=overall),
-    ]
+def _figure_jobs(
+    folder: Path,
+    records: list[dict[str, Any]],
+    shown: list[_Shown],
+    overall: Aggregate | None,
+    history: list[dict] | None,
+    plots_mod: Any,
+) -> dict[str, Callable[[], Any]]:
+    """Every figure of the page, each to draw, by name: the run's plots, each shown call's timeline
+    (`timeline:<its position in records>`), and the history. The names in `RECORDS_ONLY` and the
+    timelines need nothing but the records (`start_figures` draws them ahead)."""
+    valid = [r for r in records if not is_invalid(r)]
+    computed: list[Aggregate] = [] if overall is None else [overall]
+
+    def aggregate_of_valid() -> Aggregate:
+        # An aggregate's `metrics` are the valid calls' whatever records it was given: the run's does.
+        if not computed:
+            computed.append(aggregate(valid))
+        return computed[0]
+
+    jobs: dict[str, Callable[[], Any]] = {
+        "histogram": lambda: plots_mod.latency_histogram(valid, overall=aggregate_of_valid()),
+        "cdf": lambda: plots_mod.latency_cdf(valid, overall=aggregate_of_valid()),
+        "by_concurrency": lambda: plots_mod.latency_by_concurrency(valid),
+        "by_buffer": lambda: plots_mod.underflow_by_buffer(valid),
+        "barge_ins": lambda: plots_mod.barge_in_distribution(valid, overall=aggregate_of_valid()),
+    }
+    position = {id(r): k for k, r in enumerate(records)}
+    for call in shown:
+        jobs[f"timeline:{position[id(call.record)]}"] = _timeline_job(folder, call.record, plots_mod)
+    if history is not None:
+        jobs["history"] = lambda: plots_mod.history_plot(history)
+    return jobs
+
+
+RECORDS_ONLY = ("by_concurrency", "by_buffer")
+"""Plots drawn from the records alone (no aggregate): `start_figures` may draw them ahead."""
+PARALLEL_MIN_RECORDS = 1000
+"""From this many calls on, `start_figures` draws a forked process's share of the page's figures
+while the caller computes the aggregate (when this process can fork: Linux, no other thread): each
+figure takes a few tenths of a second whatever the run's size."""
+
+
+class Figures:
+    """Figures drawn ahead by a forked process (`start_figures`), for `render_html` to take."""
+
+    def __init__(self, helper: Any, receive: Any, names: list[str], shown: list[_Shown]) -> None:
+        self._helper = helper
+        self._receive = receive
+        self.names = names
+        self.shown = shown
+        """The calls shown in detail (`_pick_calls`), picked once for both processes."""
+
+    def take(self) -> dict[str, Any]:
+        """The figures by name once drawn; {} when the helper failed (the page draws them)."""
+        if self._receive.closed:
+            return {}
+        try:
+            drawn = self._receive.recv()
+        except (EOFError, OSError):
+            drawn = {}
+        finally:
+            self._receive.close()
+            self._helper.join()
+        return drawn if isinstance(drawn, dict) else {}
+
+    def discard(self) -> None:
+        """Stop the helper if its figures were not taken (the page failed before)."""
+        if not self._receive.closed:
+            self._receive.close()
+            self._helper.terminate()
+            self._helper.join()
+
+
+def start_figures(folder: Path, records: list[dict[str, Any]]) -> Figures | None:
+    """For a big run (`PARALLEL_MIN_RECORDS`), a forked process drawing the figures that need only
+    the records (`RECORDS_ONLY`, the shown calls' timelines) while this one goes on; None otherwise."""
+    if len(records) < PARALLEL_MIN_RECORDS or threading.active_count() != 1:
+        return None
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    from uvbench.report import plots as plots_mod
+
+    shown = _pick_calls(records)
+    jobs = _figure_jobs(Path(folder), records, shown, None, None, plots_mod)
+    names = [n for n in jobs if n in RECORDS_ONLY or n.startswith("timeline:")]
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+
+    def draw() -> None:
+        plots_mod.number_ids_from(1 << 40)  # apart from the ids of the figures the page draws
+        try:
+            send.send({n: jobs[n]() for n in names})
+        except BaseException:
+            raise SystemExit(1) from None  # quietly: the page draws them itself
+
+    helper = ctx.Process(target=draw, daemon=True)
+    sys.stdout.flush()  # or the helper could write out a copy of what is buffered
+    sys.stderr.flush()
+    try:
+        helper.start()
+    except OSError:
+        return None
+    send.close()
+    return Figures(helper, receive, names, shown)
 
 
 def _plots(svgs: list[str | None]) -> str:
@@ -479,52 +572,6 @@ def _plots(svgs: list[str | None]) -> str:
         ),
     ]
     return '<div class="plots">' + "".join(parts) + "</div>"
-
-
-PARALLEL_MIN_RECORDS = 1000
-"""From this many calls on, a forked process draws half the page's figures (when this process can
-fork: Linux, no other thread): each takes a few tenths of a second whatever the run's size."""
-
-
-def _draw(jobs: list[Callable[[], Any]], plots_mod: Any, parallel: bool) -> list[Any]:
-    """Every job's result, in order: every other one drawn by a forked process when `parallel` and
-    it is safe, the rest here meanwhile (its figures' ids are numbered apart from ours)."""
-    if not parallel or len(jobs) < 2 or threading.active_count() != 1:
-        return [job() for job in jobs]
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return [job() for job in jobs]
-    theirs = list(range(1, len(jobs), 2))
-    ctx = multiprocessing.get_context("fork")
-    receive, send = ctx.Pipe(duplex=False)
-
-    def draw_theirs() -> None:
-        plots_mod.number_ids_from(1 << 40)
-        try:
-            send.send([jobs[k]() for k in theirs])
-        except BaseException:
-            raise SystemExit(1) from None  # quietly: the parent draws them itself
-
-    helper = ctx.Process(target=draw_theirs, daemon=True)
-    sys.stdout.flush()  # or the helper could write out a copy of what is buffered
-    sys.stderr.flush()
-    try:
-        helper.start()
-    except OSError:
-        return [job() for job in jobs]
-    send.close()
-    out: list[Any] = [None] * len(jobs)
-    for k in range(0, len(jobs), 2):
-        out[k] = jobs[k]()
-    try:
-        drawn = receive.recv()
-    except (EOFError, OSError):
-        drawn = [jobs[k]() for k in theirs]
-    finally:
-        receive.close()
-        helper.join()
-    for k, svg in zip(theirs, drawn, strict=True):
-        out[k] = svg
-    return out
 
 
 def _scenario_stats(run: _Run) -> str:
@@ -903,20 +950,22 @@ def render_html(
     *,
     history: list[dict] | None = None,
     overall: Aggregate | None = None,
+    figures: Figures | None = None,
 ) -> str:
     """The page for a run folder's records and summary (see the module doc). `overall`, the records'
-    aggregate when the caller has it, saves computing it again."""
+    aggregate when the caller has it, saves computing it again; `figures`, those `start_figures`
+    drew ahead."""
     from uvbench.report import plots as plots_mod
 
     folder = Path(folder)
     run = _run_info(folder, records, summary, overall)
     thresholds = [t for t in summary.get("thresholds") or () if isinstance(t, dict)]
-    shown = _pick_calls(records)
-    jobs = _plot_jobs(run, plots_mod) + [_timeline_job(folder, s.record, plots_mod) for s in shown]
-    if history is not None:
-        jobs.append(lambda: plots_mod.history_plot(history))
-    drawn = _draw(jobs, plots_mod, parallel=len(records) >= PARALLEL_MIN_RECORDS)
-    plot_svgs, timelines = drawn[:5], drawn[5 : 5 + len(shown)]
+    shown = figures.shown if figures is not None else _pick_calls(records)
+    jobs = _figure_jobs(folder, records, shown, run.overall, history, plots_mod)
+    ahead = figures.take() if figures is not None else {}
+    drawn = {name: ahead[name] if name in ahead else job() for name, job in jobs.items()}
+    plot_svgs = [drawn[n] for n in ("histogram", "cdf", "by_concurrency", "by_buffer", "barge_ins")]
+    timelines = [drawn[n] for n in jobs if n.startswith("timeline:")]
     sections = [
         f'<section id="summary">{_banners(run)}{_header(run)}{_verdict(run, thresholds)}'
         '<nav><a href="#thresholds">thresholds</a><a href="#plots">plots</a>'
@@ -930,7 +979,7 @@ def render_html(
         f'<section id="plots"><h2>Latency and audio</h2>{_plots(plot_svgs)}</section>',
     ]
     if history is not None:
-        svg = drawn[-1]
+        svg = drawn["history"]
         sections.append(
             '<section id="history"><h2>History</h2>'
             + _figure(svg, "Fewer than two runs with comparable figures: no history to draw yet.")
@@ -963,10 +1012,11 @@ def write_html_report(
     *,
     history: list[dict] | None = None,
     overall: Aggregate | None = None,
+    figures: Figures | None = None,
 ) -> Path:
     """Write `report.html` into the run folder (via a temporary file and a rename) and return its path."""
     folder = Path(folder)
-    text = render_html(folder, records, summary, history=history, overall=overall)
+    text = render_html(folder, records, summary, history=history, overall=overall, figures=figures)
     path = folder / REPORT_NAME
     write_text(path, text)
     return path
