@@ -22,10 +22,11 @@ timeline in real time (`wall_epoch_ns` is the wall clock at `mono_epoch_ns`).
 from __future__ import annotations
 
 import base64
+import binascii
 import sys
 from array import array
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 EVENT_KINDS: dict[str, str] = {
     "call.config": (
@@ -71,8 +72,10 @@ EVENT_KINDS: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
+    """One thing that happened (immutable; a named tuple: a call's timeline holds hundreds and a big
+    run's report reads millions back, so making one costs a third of a dataclass's)."""
+
     t_ns: int
     kind: str
     data: dict[str, Any]
@@ -99,7 +102,7 @@ def _pack(values: array) -> str:
 
 def _unpack(text: str) -> array:
     values = array("q")
-    values.frombytes(base64.b64decode(text))
+    values.frombytes(binascii.a2b_base64(text))  # base64.b64decode's work, in half its time
     if sys.byteorder != "little":
         values.byteswap()
     return values
@@ -167,7 +170,7 @@ class Timeline:
     def from_json(cls, data: dict[str, Any]) -> Timeline:
         """A saved timeline: this version's (packed audio rows) or an earlier run's (JSON lists)."""
         timeline = cls(data["mono_epoch_ns"], data["wall_epoch_ns"])
-        timeline.events = [Event(t, kind, payload) for t, kind, payload in data["events"]]
+        timeline.events = list(map(Event._make, data["events"]))
         for direction in ("audio_out", "audio_in"):
             packed = data.get(f"{direction}_le64")
             rows = _unpack(packed) if isinstance(packed, str) else array("q", data[direction])
