@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
-import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +14,9 @@ from uvbench.report.history import history_for_run, record_finished_run
 from uvbench.report.junit import junit_xml
 
 SIDE_MIN_RECORDS = 1000
-"""From this many calls on, calls.csv, stats.csv and junit.xml are written by a forked process while
-this one writes the summary and the page (when this process can fork: Linux, no other thread)."""
+"""From this many calls on, a forked process draws the page's figures that need only the records,
+then writes calls.csv, stats.csv and junit.xml, while this one computes the aggregate and writes the
+summary and the page (when this process can fork: Linux, no other thread)."""
 
 HEADLINE = (
     "turn.ttfa_ms",
@@ -67,41 +65,16 @@ def _write_tables(folder: Path, records: list[dict[str, Any]], results: list[Thr
     (folder / "junit.xml").write_text(junit_xml(records, threshold_results=results))
 
 
-def _tables_in_child(folder: Path, records: list[dict[str, Any]], results: list[ThresholdResult]) -> None:
-    try:
-        _write_tables(folder, records, results)
-    except BaseException:
-        raise SystemExit(1) from None  # quietly: the parent writes them itself
-
-
-def _side_process(
-    folder: Path, records: list[dict[str, Any]], results: list[ThresholdResult]
-) -> multiprocessing.process.BaseProcess | None:
-    """A forked process writing the tables, when it is worth it and safe; None otherwise."""
-    if len(records) < SIDE_MIN_RECORDS or threading.active_count() != 1:
-        return None
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return None
-    side = multiprocessing.get_context("fork").Process(
-        target=_tables_in_child, args=(folder, records, results), daemon=True
-    )
-    sys.stdout.flush()  # or the child could write out a copy of what is buffered
-    sys.stderr.flush()
-    try:
-        side.start()
-    except OSError:
-        return None
-    return side
-
-
-def _start_figures(folder: Path, records: list[dict[str, Any]]) -> Any:
+def _side_work(folder: Path, records: list[dict[str, Any]], results: list[ThresholdResult]) -> Any:
+    """In a big run, a forked process drawing the page's figures that need only the records, then
+    writing the tables (`html.start_figures`); None when there is none (this process does it)."""
     if len(records) < SIDE_MIN_RECORDS:  # matplotlib is imported only when a page is drawn
         return None
     try:
         from uvbench.report.html import start_figures
 
-        return start_figures(folder, records)
-    except Exception:  # the page draws them itself, or says why it could not
+        return start_figures(folder, records, then=lambda: _write_tables(folder, records, results))
+    except Exception:  # this process does it all
         return None
 
 
@@ -116,8 +89,7 @@ def finish_run(
     `extra` (e.g. `{"load": ...}` or `{"knee": ...}`) is merged into the runner's summary.json ahead
     of the aggregate and the gates, in the file's one rewrite."""
     finished = Finished(results=evaluate(thresholds, records) if thresholds else [])
-    side = _side_process(folder, records, finished.results)  # the tables, meanwhile, in a big run
-    figures = _start_figures(folder, records)  # and the page's figures drawn from the records alone
+    side = _side_work(folder, records, finished.results)  # figures and tables, meanwhile
     overall = aggregate(records, by="scenario")
     finished.lines.extend(f"uvbench: warning: {w}" for w in overall.warnings)
     if finished.results:
@@ -151,13 +123,9 @@ def finish_run(
         from uvbench.report.plots import HISTORY_METRICS, HISTORY_STATS
 
         history = history_for_run(folder, HISTORY_METRICS, HISTORY_STATS)
-        write_html_report(folder, records, summary, history=history, overall=overall, figures=figures)
+        write_html_report(folder, records, summary, history=history, overall=overall, figures=side)
     except Exception as exc:
         finished.lines.insert(0, f"uvbench: warning: report.html not written ({type(exc).__name__}: {exc})")
-    if figures is not None:
-        figures.discard()
-    if side is not None:
-        side.join()
-        if side.exitcode != 0:
-            _write_tables(folder, records, finished.results)
+    if side is not None and not side.finish():  # the helper failed: the tables are written here
+        _write_tables(folder, records, finished.results)
     return finished

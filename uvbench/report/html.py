@@ -478,7 +478,7 @@ def _figure_jobs(
 
 
 RECORDS_ONLY = ("by_concurrency", "by_buffer")
-"""Plots drawn from the records alone (no aggregate): `start_figures` may draw them ahead."""
+"""Plots drawn from the records alone (no aggregate): `start_figures` draws them ahead."""
 PARALLEL_MIN_RECORDS = 1000
 """From this many calls on, `start_figures` draws a forked process's share of the page's figures
 while the caller computes the aggregate (when this process can fork: Linux, no other thread): each
@@ -505,20 +505,27 @@ class Figures:
             drawn = {}
         finally:
             self._receive.close()
-            self._helper.join()
         return drawn if isinstance(drawn, dict) else {}
 
-    def discard(self) -> None:
-        """Stop the helper if its figures were not taken (the page failed before)."""
+    def finish(self) -> bool:
+        """Wait for the helper (the work it does after the figures, `start_figures`'s `then`): whether
+        all of it was done. A helper whose figures were not taken (the page failed) is stopped."""
         if not self._receive.closed:
             self._receive.close()
             self._helper.terminate()
             self._helper.join()
+            return False
+        self._helper.join()
+        return self._helper.exitcode == 0
 
 
-def start_figures(folder: Path, records: list[dict[str, Any]]) -> Figures | None:
+def start_figures(
+    folder: Path, records: list[dict[str, Any]], then: Callable[[], Any] | None = None
+) -> Figures | None:
     """For a big run (`PARALLEL_MIN_RECORDS`), a forked process drawing the figures that need only
-    the records (`RECORDS_ONLY`, the shown calls' timelines) while this one goes on; None otherwise."""
+    the records (`RECORDS_ONLY`, the shown calls' timelines) while this one goes on, then doing
+    `then` (`Figures.finish` says whether it did); None when there is no such process (the caller
+    does it all)."""
     if len(records) < PARALLEL_MIN_RECORDS or threading.active_count() != 1:
         return None
     if "fork" not in multiprocessing.get_all_start_methods():
@@ -531,14 +538,20 @@ def start_figures(folder: Path, records: list[dict[str, Any]]) -> Figures | None
     ctx = multiprocessing.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
 
-    def draw() -> None:
+    def helper_main() -> None:
         plots_mod.number_ids_from(1 << 40)  # apart from the ids of the figures the page draws
         try:
             send.send({n: jobs[n]() for n in names})
         except BaseException:
-            raise SystemExit(1) from None  # quietly: the page draws them itself
+            pass  # the page draws them itself
+        send.close()
+        try:
+            if then is not None:
+                then()
+        except BaseException:
+            raise SystemExit(1) from None  # quietly: the caller does it itself
 
-    helper = ctx.Process(target=draw, daemon=True)
+    helper = ctx.Process(target=helper_main, daemon=True)
     sys.stdout.flush()  # or the helper could write out a copy of what is buffered
     sys.stderr.flush()
     try:

@@ -13,10 +13,12 @@ was; calls found only in calls/ come after, in file order. So an unchanged run f
 the same results.jsonl, byte for byte. A call JSON whose content is already the rebuilt record is
 left as it is (no write); the others are rewritten as the run writes them (`json.dumps(indent=2)`).
 
-Big runs: the calls are recomputed by a pool of processes, one per core (`jobs`), when there are
-`POOL_MIN_CALLS` or more; each reads its calls' files, recomputes, rewrites a call JSON that changed
-and hands back the record and its line. The cyclic garbage collector is paused meanwhile
-(`gc_paused`): ten thousand records are millions of objects it would walk again and again.
+Big runs: the calls are recomputed by this process and a pool of others, one per core in all
+(`jobs`), when there are `POOL_MIN_CALLS` or more; each reads its calls' files, recomputes, rewrites
+a call JSON that changed and hands back the record and its line (this process's share needs no
+handing over: it takes a batch whenever the pool has enough ahead). The cyclic garbage
+collector is paused meanwhile (`gc_paused`): ten thousand records are millions of objects it would
+walk again and again.
 
 A call whose timeline is missing or unreadable keeps its stored record; a warning says so.
 """
@@ -39,7 +41,14 @@ from uvbench.call.timeline import Timeline
 from uvbench.metrics import compute
 from uvbench.report.csv_report import calls_csv, stats_csv
 from uvbench.report.junit import junit_xml
-from uvbench.report.run_folder import compact_json, load_timeline, read_bytes, record_json, write_text
+from uvbench.report.run_folder import (
+    compact_json,
+    load_timeline,
+    read_bytes,
+    record_json,
+    write_lines,
+    write_text,
+)
 
 RECOMPUTED = ("metrics", "set_apart", "turns", "barge_ins", "underflows", "anchors", "ping_rtts_ms")
 """Record keys replaced by the recomputed figures (plus outcome, outcome_detail, passed,
@@ -49,6 +58,8 @@ POOL_MIN_CALLS = 200
 """Fewer calls than this are recomputed in this process (a pool's start costs more than it saves)."""
 BATCH = 64
 """Calls per task sent to a pool process."""
+AHEAD = 2
+"""Batches sent to each pool process ahead of the one it works on."""
 UNREPORTED = ("api_messages", "ground_truth")
 """Record keys no report reads: left out of `RebuildResult.records` with `light=True` (they stay in
 the files); a record without them pickles 40 % smaller, in half the time, for ten thousand records
@@ -133,7 +144,7 @@ def recompute_record(record: dict[str, Any], timeline: Timeline) -> dict[str, An
 
 
 _DECODER = json.JSONDecoder()
-_ARTIFACTS = '"artifacts": '
+_ARTIFACTS = b'"artifacts": '
 
 
 def _timeline_of(record: Any) -> str | None:
@@ -142,45 +153,63 @@ def _timeline_of(record: Any) -> str | None:
     return timeline if isinstance(timeline, str) else None
 
 
-def _line_timeline(line: str) -> str | None:
-    """The timeline artifact of a results.jsonl line (None when it has none or is not JSON).
+def _line_timeline(data: bytes, start: int, end: int) -> str | None:
+    """The timeline artifact of the results.jsonl line `data[start:end]` (None when it has none or
+    is not JSON).
 
     The record's last key is its `artifacts`, so that small object is all there is to parse: found
     as the last `"artifacts": ` of the line (the text cannot stand inside a JSON string, whose
     quotes are escaped) and taken only when the line's object closes right after it, so it is the
     record's own; any other line is parsed whole."""
-    at = line.rfind(_ARTIFACTS)
+    at = data.rfind(_ARTIFACTS, start, end)
     if at >= 0:
+        tail = data[at + len(_ARTIFACTS) : end].decode("utf-8", "replace")
         try:
-            artifacts, end = _DECODER.raw_decode(line, at + len(_ARTIFACTS))
+            artifacts, stop = _DECODER.raw_decode(tail)
         except ValueError:
             pass
         else:
-            if line[end:].strip() == "}":
+            if tail[stop:].strip() == "}":
                 return _timeline_of({"artifacts": artifacts})
     try:
-        return _timeline_of(json.loads(line))
+        return _timeline_of(json.loads(data[start:end]))
     except ValueError:
         return None
 
 
 class _Stored(NamedTuple):
-    lines: list[str]
+    data: bytes
+    """results.jsonl as it was."""
+    lines: list[tuple[int, int]]
+    """Where each of its lines starts and ends in `data` (no line break)."""
     position: dict[str, int]
     """Each timeline artifact's first line."""
+
+    def line(self, n: int) -> bytes:
+        start, end = self.lines[n]
+        return self.data[start:end]
 
 
 def _stored_results(run_dir: Path) -> _Stored:
     try:
-        lines = read_bytes(run_dir / "results.jsonl").decode("utf-8").splitlines()
-    except (OSError, ValueError):
-        return _Stored([], {})
+        data = read_bytes(run_dir / "results.jsonl")
+    except OSError:
+        return _Stored(b"", [], {})
+    lines: list[tuple[int, int]] = []
     position: dict[str, int] = {}
-    for n, line in enumerate(lines):
-        timeline = _line_timeline(line)
+    start, size = 0, len(data)
+    while start < size:
+        end = data.find(b"\n", start)
+        if end < 0:
+            end = size
+        stop = end - 1 if end > start and data[end - 1] == 13 else end  # a CRLF line
+        n = len(lines)
+        lines.append((start, stop))
+        timeline = _line_timeline(data, start, stop)
         if timeline is not None:
             position.setdefault(timeline, n)
-    return _Stored(lines, position)
+        start = end + 1
+    return _Stored(data, lines, position)
 
 
 def _fallback(stored: _Stored, call_file: Path) -> dict[str, Any] | None:
@@ -190,7 +219,7 @@ def _fallback(stored: _Stored, call_file: Path) -> dict[str, Any] | None:
     if n is None:
         return None
     try:
-        record = json.loads(stored.lines[n])
+        record = json.loads(stored.line(n))
     except ValueError:
         return None
     return record if isinstance(record, dict) else None
@@ -297,16 +326,65 @@ def _rebuild_all(
         except BaseException as exc:  # raised again below, in this process's own thread
             failed.append(exc)
 
-    with _pool_context().Pool(min(jobs, len(batches))) as pool:
+    parts: list[list[_Done] | None] = [None] * len(batches)
+    lock = threading.Lock()
+    taken = 0
+    out = 0
+    idle = threading.Event()
+
+    def take() -> int | None:
+        nonlocal taken
+        with lock:
+            if taken == len(batches):
+                return None
+            taken += 1
+            return taken - 1
+
+    with _pool_context().Pool(jobs - 1) as pool:
+
+        def send() -> None:  # a batch to the pool; when it is back, the next one
+            nonlocal out
+            k = take()
+            if k is None:
+                return
+            with lock:
+                out += 1
+            pool.apply_async(
+                _rebuild_part,
+                ((run_dir, batches[k], light),),
+                callback=lambda part, k=k: back(k, part),
+                error_callback=lambda exc: back(-1, exc),
+            )
+
+        def back(k: int, part: Any) -> None:  # in the pool's result thread
+            nonlocal out
+            if k < 0:
+                failed.append(part)
+            else:
+                parts[k] = part
+                send()
+            with lock:
+                out -= 1
+                if out == 0:
+                    idle.set()
+
+        for _ in range(AHEAD * (jobs - 1)):
+            send()
         # The pool's processes exist now: another thread may start (a fork must not copy one).
         helper = threading.Thread(target=helper_work, daemon=True)
         helper.start()
-        for part in pool.imap(_rebuild_part, [(run_dir, b, light) for b in batches]):
-            done.extend(part)
+        # This process takes batches too (its records need no handing over), as many as the pool
+        # leaves it.
+        while (k := take()) is not None:
+            parts[k] = _rebuild_batch(run_dir, batches[k], light)
+        with lock:
+            if out == 0:
+                idle.set()
+        idle.wait()
         helper.join()
     if failed:
         raise failed[0]
-    return done
+    return [d for part in parts for d in part or ()]
 
 
 def _rebuild_part(task: tuple[Path, list[tuple[int, Path]], bool]) -> list[_Done]:
@@ -379,7 +457,7 @@ def rebuild(
 
         kept.sort(key=place)
         records = [d.record for d in kept if d.record is not None]
-        write_text(run_dir / "results.jsonl", "".join(f"{d.line}\n" for d in kept))
+        write_lines(run_dir / "results.jsonl", [d.line for d in kept if d.line is not None])
         walls = [d.wall_epoch_ns for d in kept if d.wall_epoch_ns is not None]
         result = RebuildResult(records, warnings, min(walls) if walls else None)
         if reports:

@@ -44,6 +44,16 @@ def write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def write_lines(path: Path, lines: list[str]) -> None:
+    """`write_text(path, "".join(line + "\\n" for line in lines))`, a few lines at a time: no copy of a
+    whole results.jsonl (tens of MB in a big run) is made in memory."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8", newline="\n") as out:
+        for k in range(0, len(lines), 64):
+            out.write("\n".join(lines[k : k + 64]) + "\n")
+    os.replace(tmp, path)
+
+
 def read_bytes(path: Path | str) -> bytes:
     """A file's bytes with plain system calls (a third of `Path.read_bytes`'s time for a small file,
     which counts when a big run's report reads twenty thousand of them)."""
