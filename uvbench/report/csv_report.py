@@ -91,6 +91,16 @@ def _write(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
     return out.getvalue()
 
 
+def _number_cell(value: Any) -> Any:
+    """`_cell(_number(value))`, the usual types first."""
+    kind = type(value)
+    if kind is float:
+        return value if value - value == 0.0 else ""  # an infinity or NaN less itself is NaN
+    if kind is int:
+        return value
+    return _cell(_number(value))
+
+
 def calls_csv(records: Iterable[dict[str, Any]]) -> str:
     """One row per call (columns `CALLS_COLUMNS`); an unmeasured figure is an empty cell."""
     rows = []
@@ -105,9 +115,9 @@ def calls_csv(records: Iterable[dict[str, Any]]) -> str:
                 _cell(r.get("call_id")),
                 _cell(r.get("outcome")),
                 _cell(r.get("passed")),
-                _cell(_number(r.get("duration_ms"))),
+                _number_cell(r.get("duration_ms")),
                 _cell(r.get("end_reason")),
-                *(_cell(_number(metrics.get(name))) for name in CALL_NUMERIC_METRICS),
+                *[_number_cell(metrics.get(name)) for name in CALL_NUMERIC_METRICS],
                 len(turns),
                 _cell(sum(ttfa) / len(ttfa) if ttfa else None),
                 _cell(max(ttfa) if ttfa else None),

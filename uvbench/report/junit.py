@@ -22,6 +22,7 @@ from typing import Any
 ERROR_OUTCOMES = ("failed:create", "failed:connect")
 """Outcomes of calls that could not be carried out: reported as `<error>`, not `<failure>`."""
 
+_NUMBER = re.compile(r"(\d+)-")
 _INVALID_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _MESSAGE_MAX = 500
 
@@ -57,7 +58,10 @@ def call_number(record: dict[str, Any], position: int) -> str:
     """The call's 4-digit number: from its file stem (`calls/0003-booking.json`), else its position."""
     timeline = (record.get("artifacts") or {}).get("timeline")
     if isinstance(timeline, str):
-        match = re.match(r"(\d+)-", PurePosixPath(timeline).name)
+        # the file's name: what PurePosixPath(timeline).name is, without its cost for plain paths
+        plain = timeline[-1:] not in ("/", ".")
+        name = timeline.rpartition("/")[2] if plain else PurePosixPath(timeline).name
+        match = _NUMBER.match(name)
         if match:
             return match.group(1)
     return f"{position:04d}"

@@ -56,7 +56,7 @@ duration_ms and end_reason, which derive from them)."""
 TIMELINE_SUFFIX = ".timeline.json"
 POOL_MIN_CALLS = 200
 """Fewer calls than this are recomputed in this process (a pool's start costs more than it saves)."""
-BATCH = 64
+BATCH = 32
 """Calls per task sent to a pool process."""
 AHEAD = 2
 """Batches sent to each pool process ahead of the one it works on."""
