@@ -916,11 +916,18 @@ def compute(timeline: Timeline) -> CallMetrics:
     chunks = _Chunks(timeline.audio_out)
     loop_event = timeline.first("loop.lag")
     loop = LoopLag.from_data(loop_event.data) if loop_event is not None else None
+    tolerance = validity.tolerance_ns(config.chunk_ms)
     judge = _Judge(
         chunks=chunks,
         loop=loop,
-        tolerance=validity.tolerance_ns(config.chunk_ms),
-        lags=validity.LagIndex(loop) if loop is not None else None,
+        tolerance=tolerance,
+        # No stamp is more uncertain than the period plus the largest lag: when that is within the
+        # tolerance, the loop sets nothing apart and no stamp needs looking up.
+        lags=(
+            validity.LagIndex(loop)
+            if loop is not None and tolerance is not None and loop.period_ns + loop.max_lag_ns > tolerance
+            else None
+        ),
     )
 
     utterances = _utterances(timeline, config, t0)
