@@ -562,3 +562,29 @@ def test_record_json_writes_what_json_dumps_writes() -> None:
         looped: list[Any] = []
         looped.append(looped)
         record_json(looped)
+
+
+def test_tables_made_call_by_call_are_the_tables() -> None:
+    """calls.csv and junit.xml from rows and testcases made record by record (as the processes that
+    rebuild a big run make them) are the files made from the records at once."""
+    from types import SimpleNamespace
+
+    from uvbench.report.csv_report import calls_csv_line
+    from uvbench.report.junit import testcase
+
+    records = _synthetic() + [
+        _record(7, 'other <&> "x"', "invalid:generator_overloaded"),
+        _record(8, "booking", "failed:error", artifacts={}),  # no file name: named by its position
+        _record(9, "booking", transcripts=[{"role": "agent", "text": "a\x01b <c> & \u2028 é"}]),
+    ]
+    thresholds = [
+        SimpleNamespace(metric="turn.ttfa_ms", expression="p(95) < 1", passed=False, message="p95=900"),
+        SimpleNamespace(metric="call.success_pct", expression="> 99", passed=None, message=""),
+    ]
+    cases = [testcase(r, None) for r in records]
+    assert cases[-2] is None and all(c is not None for c in cases[:-2] + cases[-1:])
+    stamp = "2026-01-01T00:00:00"
+    assert junit_xml(records, threshold_results=thresholds, timestamp=stamp, cases=cases) == junit_xml(
+        records, threshold_results=thresholds, timestamp=stamp
+    )
+    assert calls_csv(records, lines=[calls_csv_line(r) for r in records]) == calls_csv(records)

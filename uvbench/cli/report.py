@@ -40,10 +40,12 @@ def main(args: argparse.Namespace) -> int:
 
     with gc_paused():
         # finish_run writes the tables, with the page; it reads nothing of the records left out
-        result = rebuild(args.folder, jobs=args.jobs, reports=False, light=True, meanwhile=warm_page)
+        result = rebuild(
+            args.folder, jobs=args.jobs, reports=False, light=True, tables=True, meanwhile=warm_page
+        )
         for warning in result.warnings:
             print(f"uvbench: warning: {warning}", file=sys.stderr)
-        lines = finish_run(args.folder, result.records, []).lines
+        lines = finish_run(args.folder, result.records, [], tables=result.tables).lines
     for line in lines:
         print(line)
     print(f"report rebuilt from {len(result.records)} call timelines in {args.folder}/")

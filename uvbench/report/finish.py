@@ -59,13 +59,18 @@ def set_apart_line(overall: Aggregate) -> str | None:
     )
 
 
-def _write_tables(folder: Path, records: list[dict[str, Any]], results: list[ThresholdResult]) -> None:
-    (folder / "calls.csv").write_text(calls_csv(records))
+def _write_tables(
+    folder: Path, records: list[dict[str, Any]], results: list[ThresholdResult], tables: Any = None
+) -> None:
+    lines, cases = (tables.csv_lines, tables.cases) if tables is not None else (None, None)
+    (folder / "calls.csv").write_text(calls_csv(records, lines=lines))
     (folder / "stats.csv").write_text(stats_csv(records))
-    (folder / "junit.xml").write_text(junit_xml(records, threshold_results=results))
+    (folder / "junit.xml").write_text(junit_xml(records, threshold_results=results, cases=cases))
 
 
-def _side_work(folder: Path, records: list[dict[str, Any]], results: list[ThresholdResult]) -> Any:
+def _side_work(
+    folder: Path, records: list[dict[str, Any]], results: list[ThresholdResult], tables: Any
+) -> Any:
     """In a big run, a forked process drawing the page's figures that need only the records, then
     writing the tables (`html.start_figures`); None when there is none (this process does it)."""
     if len(records) < SIDE_MIN_RECORDS:  # matplotlib is imported only when a page is drawn
@@ -73,7 +78,7 @@ def _side_work(folder: Path, records: list[dict[str, Any]], results: list[Thresh
     try:
         from uvbench.report.html import start_figures
 
-        return start_figures(folder, records, then=lambda: _write_tables(folder, records, results))
+        return start_figures(folder, records, then=lambda: _write_tables(folder, records, results, tables))
     except Exception:  # this process does it all
         return None
 
@@ -83,13 +88,16 @@ def finish_run(
     records: list[dict[str, Any]],
     thresholds: list[Threshold],
     extra: dict[str, Any] | None = None,
+    *,
+    tables: Any = None,
 ) -> Finished:
     """Write summary.json (with aggregates and gates), calls.csv, stats.csv, junit.xml and report.html.
 
     `extra` (e.g. `{"load": ...}` or `{"knee": ...}`) is merged into the runner's summary.json ahead
-    of the aggregate and the gates, in the file's one rewrite."""
+    of the aggregate and the gates, in the file's one rewrite. `tables`: the records' rows and
+    testcases made already (`uvbench.report.rebuild.Tables`)."""
     finished = Finished(results=evaluate(thresholds, records) if thresholds else [])
-    side = _side_work(folder, records, finished.results)  # figures and tables, meanwhile
+    side = _side_work(folder, records, finished.results, tables)  # figures and tables, meanwhile
     overall = aggregate(records, by="scenario")
     finished.lines.extend(f"uvbench: warning: {w}" for w in overall.warnings)
     if finished.results:
@@ -114,7 +122,7 @@ def finish_run(
     summary["thresholds"] = [r.to_json() for r in finished.results]
     summary_path.write_text(json.dumps(summary, indent=2))
     if side is None:
-        _write_tables(folder, records, finished.results)
+        _write_tables(folder, records, finished.results, tables)
     history_warning = record_finished_run(folder, records, overall)  # <out>/history.sqlite, upsert by run id
     if history_warning:
         finished.lines.append(f"uvbench: warning: {history_warning}")
@@ -127,5 +135,5 @@ def finish_run(
     except Exception as exc:
         finished.lines.insert(0, f"uvbench: warning: report.html not written ({type(exc).__name__}: {exc})")
     if side is not None and not side.finish():  # the helper failed: the tables are written here
-        _write_tables(folder, records, finished.results)
+        _write_tables(folder, records, finished.results, tables)
     return finished

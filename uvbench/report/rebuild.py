@@ -39,8 +39,8 @@ from typing import Any, NamedTuple
 
 from uvbench.call.timeline import Timeline
 from uvbench.metrics import compute
-from uvbench.report.csv_report import calls_csv, stats_csv
-from uvbench.report.junit import junit_xml
+from uvbench.report.csv_report import calls_csv, calls_csv_line, stats_csv
+from uvbench.report.junit import Case, junit_xml, testcase
 from uvbench.report.run_folder import (
     compact_json,
     load_timeline,
@@ -66,6 +66,15 @@ the files); a record without them pickles 40 % smaller, in half the time, for te
 handed from the pool's processes to this one."""
 
 
+class Tables(NamedTuple):
+    """Each record's row of calls.csv (`calls_csv_line`) and testcase of junit.xml (`testcase`; None:
+    junit_xml makes it), in the records' order: `calls_csv(records, lines=...)`, `junit_xml(records,
+    cases=...)`."""
+
+    csv_lines: list[str]
+    cases: list[Case | None]
+
+
 @dataclass
 class RebuildResult:
     records: list[dict[str, Any]]
@@ -75,6 +84,8 @@ class RebuildResult:
     """Calls that kept their stored record (timeline missing or corrupt) or could not be read."""
     first_wall_ns: int | None = None
     """The wall clock at the start of the earliest timeline read (None when none was)."""
+    tables: Tables | None = None
+    """The records' rows of calls.csv and testcases of junit.xml, with `tables=True`."""
 
 
 @contextmanager
@@ -229,6 +240,16 @@ def _fallback(stored: _Stored, call_file: Path) -> dict[str, Any] | None:
 # One call
 
 
+class _Options(NamedTuple):
+    light: bool = False
+    """Leave the `UNREPORTED` keys out of the records handed back."""
+    tables: bool = False
+    """Make each call's row of calls.csv and testcase of junit.xml too."""
+
+
+_PLAIN = _Options()
+
+
 class _Done(NamedTuple):
     index: int
     """The call file's position in calls/."""
@@ -239,14 +260,19 @@ class _Done(NamedTuple):
     wall_epoch_ns: int | None
     """Its timeline's wall clock at the start; None when the timeline could not be read."""
     warning: str | None
+    csv_line: str | None = None
+    case: Case | None = None
 
 
 def _rebuild_call(
-    run_dir: Path, index: int, call_file: Path, stored: dict[str, Any] | None = None, light: bool = False
+    run_dir: Path,
+    index: int,
+    call_file: Path,
+    stored: dict[str, Any] | None = None,
+    options: _Options = _PLAIN,
 ) -> _Done:
     """Recompute one call from its timeline and rewrite its call JSON if that changed. `stored`
-    stands in for a call JSON that cannot be read; `light` leaves the `UNREPORTED` keys out of the
-    record returned."""
+    stands in for a call JSON that cannot be read; `options` say what to hand back."""
     text: str | None = None
     if stored is None:
         try:
@@ -279,14 +305,16 @@ def _rebuild_call(
     line = json.dumps(rebuilt)
     if text is None or compact_json(text) != line:
         write_text(call_file, record_json(rebuilt))
-    if light:
+    if options.light:
         rebuilt = {k: v for k, v in rebuilt.items() if k not in UNREPORTED}
+    if options.tables:  # a testcase named by its position in the run is made later, by junit_xml
+        return _Done(index, rebuilt, line, wall_ns, warning, calls_csv_line(rebuilt), testcase(rebuilt, None))
     return _Done(index, rebuilt, line, wall_ns, warning)
 
 
-def _rebuild_batch(run_dir: Path, batch: list[tuple[int, Path]], light: bool) -> list[_Done]:
+def _rebuild_batch(run_dir: Path, batch: list[tuple[int, Path]], options: _Options) -> list[_Done]:
     with gc_paused():
-        return [_rebuild_call(run_dir, index, call_file, light=light) for index, call_file in batch]
+        return [_rebuild_call(run_dir, index, call_file, options=options) for index, call_file in batch]
 
 
 def _pool_context() -> Any:
@@ -307,11 +335,15 @@ def default_jobs() -> int:
 
 
 def _rebuild_all(
-    run_dir: Path, call_files: list[Path], jobs: int, light: bool, meanwhile: Callable[[], Any] | None
+    run_dir: Path,
+    call_files: list[Path],
+    jobs: int,
+    options: _Options,
+    meanwhile: Callable[[], Any] | None,
 ) -> list[_Done]:
     numbered = list(enumerate(call_files))
     if jobs <= 1 or len(numbered) < POOL_MIN_CALLS:
-        done = _rebuild_batch(run_dir, numbered, light)
+        done = _rebuild_batch(run_dir, numbered, options)
         if meanwhile is not None:
             meanwhile()
         return done
@@ -351,7 +383,7 @@ def _rebuild_all(
                 out += 1
             pool.apply_async(
                 _rebuild_part,
-                ((run_dir, batches[k], light),),
+                ((run_dir, batches[k], options),),
                 callback=lambda part, k=k: back(k, part),
                 error_callback=lambda exc: back(-1, exc),
             )
@@ -376,7 +408,7 @@ def _rebuild_all(
         # This process takes batches too (its records need no handing over), as many as the pool
         # leaves it.
         while (k := take()) is not None:
-            parts[k] = _rebuild_batch(run_dir, batches[k], light)
+            parts[k] = _rebuild_batch(run_dir, batches[k], options)
         with lock:
             if out == 0:
                 idle.set()
@@ -387,7 +419,7 @@ def _rebuild_all(
     return [d for part in parts for d in part or ()]
 
 
-def _rebuild_part(task: tuple[Path, list[tuple[int, Path]], bool]) -> list[_Done]:
+def _rebuild_part(task: tuple[Path, list[tuple[int, Path]], _Options]) -> list[_Done]:
     return _rebuild_batch(*task)
 
 
@@ -401,13 +433,16 @@ def rebuild(
     jobs: int | None = None,
     reports: bool = True,
     light: bool = False,
+    tables: bool = False,
     meanwhile: Callable[[], Any] | None = None,
 ) -> RebuildResult:
     """Recompute every call of the run folder `run_dir` and rewrite its files (see the module doc).
 
     `jobs`: processes to recompute with (default: one per core). `reports=False` leaves calls.csv,
     stats.csv and junit.xml to the caller (`uvbench report` writes them with the page). `light`:
-    the records returned lack the `UNREPORTED` keys. `meanwhile`: work for this process while the
+    the records returned lack the `UNREPORTED` keys. `tables`: each call's row of calls.csv and
+    testcase of junit.xml are made with it, by whichever process rebuilt it (`RebuildResult.tables`,
+    for `finish_run`). `meanwhile`: work for this process while the
     pool's recompute (in a thread, once the pool's processes are started; after the calls without
     a pool), e.g. importing what the page needs.
     Raises FileNotFoundError when `run_dir` has no `calls/` folder. A folder without any call record
@@ -419,6 +454,7 @@ def rebuild(
     call_files = _call_files(run_dir)
     if not call_files:
         return RebuildResult([], [f"{run_dir}: no call records in calls/; nothing rebuilt"])
+    options = _Options(light=light, tables=tables)
     with gc_paused():
         read: list[_Stored] = []
 
@@ -428,7 +464,7 @@ def rebuild(
                 meanwhile()
 
         done = _rebuild_all(
-            run_dir, call_files, default_jobs() if jobs is None else jobs, light, read_then_meanwhile
+            run_dir, call_files, default_jobs() if jobs is None else jobs, options, read_then_meanwhile
         )
         (stored,) = read
         warnings: list[str] = []
@@ -444,7 +480,7 @@ def rebuild(
                     )
                     continue
                 warnings.append(f"{rel}: unreadable ({d.warning}); used its line of results.jsonl")
-                d = _rebuild_call(run_dir, d.index, call_file, fallback, light)
+                d = _rebuild_call(run_dir, d.index, call_file, fallback, options)
             if d.warning:
                 warnings.append(d.warning)
             kept.append(d)
@@ -459,7 +495,8 @@ def rebuild(
         records = [d.record for d in kept if d.record is not None]
         write_lines(run_dir / "results.jsonl", [d.line for d in kept if d.line is not None])
         walls = [d.wall_epoch_ns for d in kept if d.wall_epoch_ns is not None]
-        result = RebuildResult(records, warnings, min(walls) if walls else None)
+        made = Tables([d.csv_line or "" for d in kept], [d.case for d in kept]) if tables else None
+        result = RebuildResult(records, warnings, min(walls) if walls else None, made)
         if reports:
             write_text(run_dir / "calls.csv", calls_csv(records))
             write_text(run_dir / "stats.csv", stats_csv(records))
