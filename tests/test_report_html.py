@@ -738,3 +738,31 @@ def test_the_page_of_thousands_of_calls_stays_small(tmp_path):
     # 300 concurrency levels: lines without a marker per level.
     by_level = text[text.index('aria-label="turn latency against concurrency') :]
     assert by_level[: by_level.index("</svg>")].count("<use") < 50
+
+
+def test_a_big_runs_page_is_the_page_whoever_draws_its_figures(tmp_path):
+    """From 1000 calls on, finish_run has a forked process draw the figures that need only the records
+    (and write the tables) while it computes the aggregate: the page is the one drawn in one process,
+    figure ids apart, and the tables are written."""
+    from uvbench.metrics.aggregate import aggregate
+    from uvbench.report.finish import SIDE_MIN_RECORDS
+    from uvbench.report.history import history_for_run
+
+    records = _synthetic(SIDE_MIN_RECORDS)
+    finish_run(tmp_path, records, [])
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    history = history_for_run(tmp_path, plots.HISTORY_METRICS, plots.HISTORY_STATS)  # as finish_run reads it
+    alone = render_html(
+        tmp_path, records, summary, overall=aggregate(records, by="scenario"), history=history
+    )
+
+    def normalised(text: str) -> str:
+        text = re.sub(r"\buv\d+-", "uvN-", text)
+        return re.sub(r"generated [0-9: -]+", "generated", text)
+
+    assert normalised(page) == normalised(alone)
+    ids = re.findall(r'\bid="([^"]+)"', page)
+    assert len(ids) == len(set(ids))
+    for name in ("calls.csv", "stats.csv", "junit.xml"):
+        assert (tmp_path / name).stat().st_size > 0

@@ -488,12 +488,9 @@ figure takes a few tenths of a second whatever the run's size."""
 class Figures:
     """Figures drawn ahead by a forked process (`start_figures`), for `render_html` to take."""
 
-    def __init__(self, helper: Any, receive: Any, names: list[str], shown: list[_Shown]) -> None:
+    def __init__(self, helper: Any, receive: Any) -> None:
         self._helper = helper
         self._receive = receive
-        self.names = names
-        self.shown = shown
-        """The calls shown in detail (`_pick_calls`), picked once for both processes."""
 
     def take(self) -> dict[str, Any]:
         """The figures by name once drawn; {} when the helper failed (the page draws them)."""
@@ -532,15 +529,14 @@ def start_figures(
         return None
     from uvbench.report import plots as plots_mod
 
-    shown = _pick_calls(records)
-    jobs = _figure_jobs(Path(folder), records, shown, None, None, plots_mod)
-    names = [n for n in jobs if n in RECORDS_ONLY or n.startswith("timeline:")]
     ctx = multiprocessing.get_context("fork")
     receive, send = ctx.Pipe(duplex=False)
 
     def helper_main() -> None:
         plots_mod.number_ids_from(1 << 40)  # apart from the ids of the figures the page draws
-        try:
+        try:  # the calls to show are picked here as the page picks them (the same records)
+            jobs = _figure_jobs(Path(folder), records, _pick_calls(records), None, None, plots_mod)
+            names = [n for n in jobs if n in RECORDS_ONLY or n.startswith("timeline:")]
             send.send({n: jobs[n]() for n in names})
         except BaseException:
             pass  # the page draws them itself
@@ -559,7 +555,7 @@ def start_figures(
     except OSError:
         return None
     send.close()
-    return Figures(helper, receive, names, shown)
+    return Figures(helper, receive)
 
 
 def _plots(svgs: list[str | None]) -> str:
@@ -973,7 +969,7 @@ def render_html(
     folder = Path(folder)
     run = _run_info(folder, records, summary, overall)
     thresholds = [t for t in summary.get("thresholds") or () if isinstance(t, dict)]
-    shown = figures.shown if figures is not None else _pick_calls(records)
+    shown = _pick_calls(records)
     jobs = _figure_jobs(folder, records, shown, run.overall, history, plots_mod)
     ahead = figures.take() if figures is not None else {}
     drawn = {name: ahead[name] if name in ahead else job() for name, job in jobs.items()}
