@@ -22,12 +22,16 @@ the machine (nproc, the CPU model) and the load average before and after each ti
 `--src DIR` runs both commands with another copy of uvbench's source (e.g. main's, from
 `git archive main | tar -x -C DIR`), so before and after can be measured in one session;
 `--report-src DIR` takes the reporting code from elsewhere than the run's (old run folders read by
-new code).
+new code); `--against DIR` also times `uvbench report` with the code in DIR on the same folder,
+run for run in alternation with `--report-src`'s (the machine's speed drifts over minutes: this
+compares the two under the same conditions; build the folder with the older code, which the
+newer reads too).
 
     .venv/bin/python bench/report_scale.py                               # this tree, 10,000 calls
     .venv/bin/python bench/report_scale.py --src /tmp/main-src           # main's code, same figures
     .venv/bin/python bench/report_scale.py --src /tmp/main-src --report-src .   # old folder, new code
     .venv/bin/python bench/report_scale.py --calls 2000 --policies none --keep /tmp/rs
+    .venv/bin/python bench/report_scale.py --src /tmp/main-src --report-src . --against /tmp/main-src
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,25 +145,46 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def time_report(src: Path, folder: Path, runs: int) -> tuple[list[float], list[float], list[str], str]:
-    """Wall-clock seconds of `uvbench report folder`, `runs` times; the CPU seconds it used (its
-    processes together); load averages before and after; the last output."""
-    argv = [sys.executable, "-m", "uvbench", "report", str(folder)]
-    times, cpus, loads = [], [], []
-    output = ""
-    for _ in range(runs):
+@dataclass
+class Timed:
+    src: Path
+    times: list[float] = field(default_factory=list)
+    """Wall-clock seconds of each run."""
+    cpus: list[float] = field(default_factory=list)
+    """CPU seconds of each run (its processes together)."""
+    loads: list[str] = field(default_factory=list)
+    """The load average before and after each run."""
+    output: str = ""
+    """The last run's output."""
+    html: int = 0
+    """The size of the report.html it wrote last, bytes."""
+
+    def run(self, folder: Path) -> None:
+        """`uvbench report folder` with the code in `src`, once."""
+        argv = [sys.executable, "-m", "uvbench", "report", str(folder)]
         before = load_average()
         used = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        done = subprocess.run(argv, cwd=src, env=_env(src), capture_output=True, text=True, timeout=3600)
-        times.append(time.perf_counter() - t0)
+        done = subprocess.run(
+            argv, cwd=self.src, env=_env(self.src), capture_output=True, text=True, timeout=3600
+        )
+        self.times.append(time.perf_counter() - t0)
         now = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append(now.ru_utime - used.ru_utime + now.ru_stime - used.ru_stime)
-        loads.append(f"{before} -> {load_average()}")
+        self.cpus.append(now.ru_utime - used.ru_utime + now.ru_stime - used.ru_stime)
+        self.loads.append(f"{before} -> {load_average()}")
         if done.returncode != 0:
             raise SystemExit(f"uvbench report failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-        output = done.stdout + done.stderr
-    return times, cpus, loads, output
+        self.output = done.stdout + done.stderr
+        self.html = (folder / "report.html").stat().st_size
+
+
+def time_report(srcs: list[Path], folder: Path, runs: int) -> list[Timed]:
+    """`uvbench report folder` `runs` times with the code of each of `srcs`, in alternation."""
+    timed = [Timed(src) for src in srcs]
+    for _ in range(runs):
+        for each in timed:
+            each.run(folder)
+    return timed
 
 
 def main() -> None:
@@ -168,6 +194,9 @@ def main() -> None:
     parser.add_argument("--policies", default="all,none", help="record policies to measure (all,none)")
     parser.add_argument("--src", type=Path, default=ROOT, help="uvbench source tree to run (this one)")
     parser.add_argument("--report-src", type=Path, default=None, help="source tree to report with (--src)")
+    parser.add_argument(
+        "--against", type=Path, default=None, help="also report with this tree, run for run in turn"
+    )
     parser.add_argument("--keep", type=Path, default=None, help="build the folders here and keep them")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here too")
     args = parser.parse_args()
@@ -194,35 +223,44 @@ def main() -> None:
             size = folder_bytes(big)
             timelines = sum(p.stat().st_size for p in (big / "calls").glob("*.timeline.json"))
             results = (big / "results.jsonl").read_bytes()
-            times, cpus, loads, output = time_report(report_src, big, args.runs)
-            same = (big / "results.jsonl").read_bytes() == results
-            html = (big / "report.html").stat().st_size
-            row = {
-                "record": policy,
-                "calls": args.calls,
-                "folder_bytes": size,
-                "timeline_bytes": timelines,
-                "report_html_bytes": html,
-                "times_s": [round(t, 2) for t in times],
-                "cpu_s": [round(t, 2) for t in cpus],
-                "best_s": round(min(times), 2),
-                "median_s": round(statistics.median(times), 2),
-                "results_jsonl_unchanged": same,
-                "load_average": loads,
-                "build_s": round(built_s, 1),
-            }
-            figures.append(row)
+            srcs = [report_src] + ([args.against.resolve()] if args.against else [])
             print(
                 f"record: {policy}: {args.calls} calls, folder {size / 1e6:.1f} MB (timelines"
-                f" {timelines / 1e6:.1f} MB), built in {built_s:.0f} s;"
-                f" uvbench report: best {min(times):.2f} s, median {statistics.median(times):.2f} s"
-                f" ({', '.join(f'{t:.2f}' for t in times)}; CPU {', '.join(f'{c:.1f}' for c in cpus)} s);"
-                f" report.html {html / 1e6:.2f} MB; results.jsonl {'unchanged' if same else 'CHANGED'}"
+                f" {timelines / 1e6:.1f} MB), built in {built_s:.0f} s"
             )
-            for load in loads:
-                print(f"  load average {load}")
-            last = [line for line in output.splitlines() if line.strip()][-1:]
-            print(f"  {last[0] if last else ''}")
+            timings = time_report(srcs, big, args.runs)
+            # Byte for byte after every run (alone; in alternation the other code may reorder it).
+            same = (big / "results.jsonl").read_bytes() == results if not args.against else None
+            for timed in timings:
+                times, cpus, html = timed.times, timed.cpus, timed.html
+                figures.append(
+                    {
+                        "record": policy,
+                        "calls": args.calls,
+                        "report_src": str(timed.src),
+                        "folder_bytes": size,
+                        "timeline_bytes": timelines,
+                        "report_html_bytes": html,
+                        "times_s": [round(t, 2) for t in times],
+                        "cpu_s": [round(t, 2) for t in cpus],
+                        "best_s": round(min(times), 2),
+                        "median_s": round(statistics.median(times), 2),
+                        "results_jsonl_unchanged": same,
+                        "load_average": timed.loads,
+                        "build_s": round(built_s, 1),
+                    }
+                )
+                print(
+                    f"  uvbench report with {timed.src}: best {min(times):.2f} s, median"
+                    f" {statistics.median(times):.2f} s ({', '.join(f'{t:.2f}' for t in times)};"
+                    f" CPU {', '.join(f'{c:.1f}' for c in cpus)} s); report.html {html / 1e6:.2f} MB"
+                )
+                for load in timed.loads:
+                    print(f"    load average {load}")
+                last = [line for line in timed.output.splitlines() if line.strip()][-1:]
+                print(f"    {last[0] if last else ''}")
+            if same is not None:
+                print(f"  results.jsonl {'unchanged' if same else 'CHANGED'} (byte for byte, after the runs)")
             if args.keep is None:
                 shutil.rmtree(big)
     finally:
