@@ -428,3 +428,163 @@ def test_write_text_replaces_the_file_whole(tmp_path: Path) -> None:
     write_text(path, "new ✓\n")
     assert path.read_text(encoding="utf-8") == "new ✓\n"
     assert [p.name for p in tmp_path.iterdir()] == ["calls.csv"]  # no temporary file left behind
+
+
+# -- results.jsonl's own order, big folders, call JSONs left alone when unchanged --------------------
+
+
+def _copies(source: Path, folder: Path, stems: list[str], order: list[int]) -> list[str]:
+    """A run folder of copies of `source`'s one call under `stems` (each its own call id and run-wide
+    tags, its call JSON and results.jsonl line alike), results.jsonl listing them in `order`.
+    Returns results.jsonl's lines."""
+    (record,) = _results(source)
+    timeline = source / record["artifacts"]["timeline"]
+    (folder / "calls").mkdir(parents=True)
+    lines = []
+    for k, stem in enumerate(stems):
+        shutil.copyfile(timeline, folder / "calls" / f"{stem}.timeline.json")
+        copy = {
+            **record,
+            "call_id": f"{k:08d}-0000-4000-8000-000000000000",
+            "tags": {**record["tags"], "vu": k % 3, "iteration": k, "worker": k % 2, "stage": f"s{k % 4}"},
+            "stage": f"s{k % 4}",
+            "concurrency": 1 + k % 3,
+            "artifacts": {"timeline": f"calls/{stem}.timeline.json"},
+        }
+        (folder / "calls" / f"{stem}.json").write_text(json.dumps(copy, indent=2))
+        lines.append(json.dumps(copy) + "\n")
+    text = "".join(lines[k] for k in order)
+    (folder / "results.jsonl").write_text(text)
+    return [lines[k] for k in order]
+
+
+def _report(folder: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "uvbench", "report", str(folder)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "warning" not in done.stderr, done.stderr
+
+
+def test_report_rebuilds_results_jsonl_byte_for_byte_in_its_own_order(real_run: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "20260101-000000-shuffled"
+    stems = [f"{n:04d}-order-status" for n in range(1, 7)]
+    lines = _copies(real_run, folder, stems, [3, 0, 5, 1, 4, 2])  # not the files' order
+    before = (folder / "results.jsonl").read_bytes()
+    calls_before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in (folder / "calls").glob("*")}
+    _report(folder)
+    assert (folder / "results.jsonl").read_bytes() == before
+    # Every call JSON was already its rebuilt record: left as it was, not written again.
+    for p in (folder / "calls").glob("*"):
+        assert (p.read_bytes(), p.stat().st_mtime_ns) == calls_before[p.name], p.name
+    # The run-wide tags came through untouched.
+    assert [json.loads(line)["tags"] for line in (folder / "results.jsonl").read_text().splitlines()] == [
+        json.loads(line)["tags"] for line in lines
+    ]
+    assert (folder / "report.html").is_file() and (folder / "junit.xml").is_file()
+
+
+def test_calls_only_in_calls_come_after_in_file_order(real_run: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "20260101-000000-partial"
+    stems = [f"{n:04d}-order-status" for n in range(1, 6)]
+    lines = _copies(real_run, folder, stems, [4, 2, 0, 3, 1])
+    # Calls 0002 and 0004 are missing from results.jsonl; a line whose call files are gone is dropped.
+    gone = json.loads(lines[0])
+    gone["artifacts"] = {"timeline": "calls/0099-gone.timeline.json"}
+    missing = {"calls/0002-order-status.timeline.json", "calls/0004-order-status.timeline.json"}
+    kept = [line for line in lines if json.loads(line)["artifacts"]["timeline"] not in missing]
+    (folder / "results.jsonl").write_text(kept[0] + json.dumps(gone) + "\n" + "".join(kept[1:]))
+    by_stem = {json.loads(line)["artifacts"]["timeline"]: line for line in lines}
+    result = rebuild(folder, jobs=1)
+    expected = kept + [
+        by_stem["calls/0002-order-status.timeline.json"],
+        by_stem["calls/0004-order-status.timeline.json"],
+    ]
+    assert (folder / "results.jsonl").read_text() == "".join(expected)
+    assert [json.dumps(r) + "\n" for r in result.records] == expected
+
+
+def test_a_big_folder_rebuilds_alike_with_a_pool_of_processes(real_run: Path, tmp_path: Path) -> None:
+    from uvbench.report.rebuild import POOL_MIN_CALLS
+
+    n = POOL_MIN_CALLS + 40
+    order = list(range(n))
+    order[0::2] = reversed(order[0::2])  # every other call out of file order
+    folder = tmp_path / "20260101-000000-big"
+    _copies(real_run, folder, [f"{k:05d}-order-status" for k in range(n)], order)
+    before = (folder / "results.jsonl").read_bytes()
+    pooled = rebuild(folder, jobs=2, reports=False)
+    assert (folder / "results.jsonl").read_bytes() == before and pooled.warnings == []
+    alone = rebuild(folder, jobs=1, reports=False)
+    assert alone.records == pooled.records and (folder / "results.jsonl").read_bytes() == before
+    light = rebuild(folder, jobs=2, reports=False, light=True)
+    assert [
+        {k: v for k, v in r.items() if k not in ("api_messages", "ground_truth")} for r in alone.records
+    ] == (light.records)
+
+
+def test_a_changed_call_json_is_written_as_the_run_writes_it(run_copy: Path) -> None:
+    path = _call_json(run_copy)
+    stored = json.loads(path.read_text())
+    stored["metrics"]["call.create_ms"] = 12345.0
+    path.write_text(json.dumps(stored))  # another layout, and a figure to repair
+    (record,) = rebuild(run_copy).records
+    assert path.read_text() == json.dumps(record, indent=2)
+    assert record["metrics"]["call.create_ms"] != 12345.0
+
+
+def test_record_json_writes_what_json_dumps_writes() -> None:
+    from uvbench.report.run_folder import compact_json, record_json
+
+    values: list[Any] = [
+        {},
+        [],
+        {"a": [], "b": {}, "c": [[], {}], "d": ""},
+        {"text": 'é ✓ \n " \\ \u2028 \x00', "ü": 1, "none": None, "t": True, "f": False},
+        {"floats": [0.1, -0.0, 1e300, 5e-324, 1.0, 123456789.125, float("nan"), float("inf"), -float("inf")]},
+        {"ints": [0, -1, 2**70, True, False]},
+        {"nested": {"deep": [{"x": [1, [2, [3, {"y": None}]]]}]}},
+        {"tuple": (1, 2, (3,))},
+        {1: "int key", 2.5: "float key", None: "none key", False: "bool key"},  # json.dumps's own
+        "a string",
+        3.25,
+        None,
+    ]
+    for value in values:
+        assert record_json(value) == json.dumps(value, indent=2), value
+        assert compact_json(json.dumps(value, indent=2)) == json.dumps(value), value
+    with pytest.raises(TypeError):
+        record_json({"x": object()})
+    with pytest.raises(ValueError):
+        looped: list[Any] = []
+        looped.append(looped)
+        record_json(looped)
+
+
+def test_tables_made_call_by_call_are_the_tables() -> None:
+    """calls.csv and junit.xml from rows and testcases made record by record (as the processes that
+    rebuild a big run make them) are the files made from the records at once."""
+    from types import SimpleNamespace
+
+    from uvbench.report.csv_report import calls_csv_line
+    from uvbench.report.junit import testcase
+
+    records = _synthetic() + [
+        _record(7, 'other <&> "x"', "invalid:generator_overloaded"),
+        _record(8, "booking", "failed:error", artifacts={}),  # no file name: named by its position
+        _record(9, "booking", transcripts=[{"role": "agent", "text": "a\x01b <c> & \u2028 é"}]),
+    ]
+    thresholds = [
+        SimpleNamespace(metric="turn.ttfa_ms", expression="p(95) < 1", passed=False, message="p95=900"),
+        SimpleNamespace(metric="call.success_pct", expression="> 99", passed=None, message=""),
+    ]
+    cases = [testcase(r, None) for r in records]
+    assert cases[-2] is None and all(c is not None for c in cases[:-2] + cases[-1:])
+    stamp = "2026-01-01T00:00:00"
+    assert junit_xml(records, threshold_results=thresholds, timestamp=stamp, cases=cases) == junit_xml(
+        records, threshold_results=thresholds, timestamp=stamp
+    )
+    assert calls_csv(records, lines=[calls_csv_line(r) for r in records]) == calls_csv(records)

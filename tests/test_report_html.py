@@ -680,3 +680,89 @@ def test_the_runs_aggregate_draws_the_same_plots(tmp_path):
 def test_the_preferred_history_lines_are_among_the_figures_read():
     read = {f"{m}.{s}" for m in plots.HISTORY_METRICS for s in plots.HISTORY_STATS}
     assert set(plots.HISTORY_PREFERRED) <= read
+
+
+def test_the_page_of_thousands_of_calls_stays_small(tmp_path):
+    """3000 synthetic calls (records only: no real call), each a turn and two barge-ins, over 300
+    concurrency levels, 30 buffer sizes, 50 scenarios and 9 targets: nothing on the page grows with
+    the calls. What is left is fixed: five plots (the biggest, the barge-in strip, at most
+    2 x MAX_DOTS dots of about 120 bytes: ~125 kB), TIMELINE_CALLS call timelines (~15 kB each),
+    MAX_CALL_ROWS table rows (~350 bytes each) and MAX_SCENARIOS groups of statistics (~40 kB): about
+    0.5 MB, so 1 MB bounds it with room, where every dot and every call drawn would be megabytes."""
+    from uvbench.report.html import MAX_SCENARIOS, TIMELINE_CALLS
+
+    records = []
+    for n in range(3000):
+        barge = [
+            {
+                "index": k,
+                "success": (n + k) % 4 != 0,
+                "metrics": {
+                    "interrupt.clear_ms": 80.0 + (n * 7 + k) % 300,
+                    "interrupt.silence_ms": 100.0 + (n * 11 + k) % 500,
+                },
+            }
+            for k in range(2)
+        ]
+        records.append(
+            _record(
+                n,
+                ttfa=None if n % 10 == 0 else 600.0 + (n * 37) % 900,
+                outcome="failed:missed_turn" if n % 10 == 0 else "completed",
+                concurrency=1 + n % 300,
+                buffer_ms=40 + 20 * (n % 30),
+                barge_ins=barge,
+                turn_underflows=n % 2,
+                underflows=n % 2,
+                target=f"target-{n % 9}",
+                scenario=f"scenario-{n % 50}",
+            )
+        )
+    text = render_html(tmp_path, records, {"calls": len(records)})
+    assert len(text) < 1_000_000, len(text)
+    page = _parse(text)
+    assert len(page.of("svg")) == 5 + TIMELINE_CALLS
+    table = text[text.index('id="calls"') :]
+    assert table.count("<tr class=") == MAX_CALL_ROWS
+    assert f"{len(records) - MAX_CALL_ROWS} more calls left out" in text
+    scenarios = text[text.index('id="scenarios"') : text.index('id="shown"')]
+    assert scenarios.count('class="l scen"') == MAX_SCENARIOS
+    assert f"{50 - MAX_SCENARIOS} more scenarios left out" in text
+    assert "and 3 more" in text  # targets beyond the first 6
+    # The barge-in strip: at most MAX_DOTS dots a series, and it says so; 6 buffer sizes not drawn.
+    strip = text[text.index('aria-label="time to silence') :]
+    strip = strip[: strip.index("</svg>")]
+    assert strip.count("<use") <= 2 * plots.MAX_DOTS + 20
+    assert f"{plots.MAX_DOTS} drawn as dots" in strip
+    assert f"{30 - plots.MAX_BARS} more sizes with fewer calls not drawn" in text
+    # 300 concurrency levels: lines without a marker per level.
+    by_level = text[text.index('aria-label="turn latency against concurrency') :]
+    assert by_level[: by_level.index("</svg>")].count("<use") < 50
+
+
+def test_a_big_runs_page_is_the_page_whoever_draws_its_figures(tmp_path):
+    """From 1000 calls on, finish_run has a forked process draw the figures that need only the records
+    (and write the tables) while it computes the aggregate: the page is the one drawn in one process,
+    figure ids apart, and the tables are written."""
+    from uvbench.metrics.aggregate import aggregate
+    from uvbench.report.finish import SIDE_MIN_RECORDS
+    from uvbench.report.history import history_for_run
+
+    records = _synthetic(SIDE_MIN_RECORDS)
+    finish_run(tmp_path, records, [])
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    history = history_for_run(tmp_path, plots.HISTORY_METRICS, plots.HISTORY_STATS)  # as finish_run reads it
+    alone = render_html(
+        tmp_path, records, summary, overall=aggregate(records, by="scenario"), history=history
+    )
+
+    def normalised(text: str) -> str:
+        text = re.sub(r"\buv\d+-", "uvN-", text)
+        return re.sub(r"generated [0-9: -]+", "generated", text)
+
+    assert normalised(page) == normalised(alone)
+    ids = re.findall(r'\bid="([^"]+)"', page)
+    assert len(ids) == len(set(ids))
+    for name in ("calls.csv", "stats.csv", "junit.xml"):
+        assert (tmp_path / name).stat().st_size > 0

@@ -441,3 +441,43 @@ def test_a_bound_on_a_set_apart_figure_is_not_judged() -> None:
     # A figure that was not measured fails as before, set apart or not elsewhere.
     assert judged(metric="turn.user_transcript_ms", turn=1, **{"<": 1000}) == (False, "no value: got [None]")
     assert judged(metric="turn.user_transcript_ms", **{"<": 1000}) == (False, "no value: got [None, None]")
+
+
+# -- the quick forms compute() uses answer as the plain ones -----------------------------------------
+
+
+def test_the_indexed_loop_lag_answers_as_the_loop_lag() -> None:
+    import random
+
+    from uvbench.metrics.validity import LagIndex
+
+    rng = random.Random(5)
+    for _ in range(200):
+        late = [[rng.randint(0, 2 * S), rng.randint(0, 50_000_000)] for _ in range(rng.randint(0, 30))]
+        loop = LoopLag.from_data({"period_ns": rng.choice([0, 2_000_000, 10_000_000]), "late": late})
+        assert loop is not None
+        index = LagIndex(loop)
+        for t in [rng.randint(-S, 3 * S) for _ in range(50)] + [fire for fire, _ in loop.late]:
+            assert index.lag_at(t) == loop.lag_at(t)
+
+
+def test_the_chunk_columns_answer_as_anchor_chunks() -> None:
+    import random
+    from array import array
+
+    from uvbench.metrics.call import _Chunks
+
+    rng = random.Random(6)
+    for _ in range(200):
+        chunks = stream(rng.randint(0, 60), {k: rng.randint(0, 40_000_000) for k in range(0, 60, 7)})
+        if chunks and rng.random() < 0.3:  # out of stream order, and a repeated start: a stable sort
+            i, j = rng.randrange(len(chunks)), rng.randrange(len(chunks))
+            chunks[i], chunks[j] = chunks[j], chunks[i]
+            chunks.append(chunks[0]._replace(sent_ns=chunks[0].sent_ns + 1))
+        columns = _Chunks(array("q", [v for c in chunks for v in c]))
+        ordered = sorted(chunks, key=lambda c: c.start_sample)
+        for _ in range(30):
+            sample, end = rng.randint(-100, 320 * 62), rng.randint(0, ms(1300))
+            expected = anchor_lateness_ns(anchor_chunks(ordered, sample, end))
+            assert columns.anchor_lateness(sample, end) == expected
+        assert sorted(columns.late) == sorted(c.sent_ns - c.due_ns for c in chunks)

@@ -230,7 +230,7 @@ class Listener:
         assert t_ns >= self._t, f"events must come in time order ({t_ns} after {self._t})"
         self._t = t_ns
         if self._run is not None:
-            end = self._run + self._offset_ns(self._run_len)
+            end = self._run + self._run_len * NS // self._rate  # `_offset_ns`
             if end <= t_ns:
                 self._end_run(end)
                 if self._in_utterance:
@@ -283,22 +283,32 @@ class Listener:
         self._samples.append(samples)
         self._first.append(first_audible)
         self._last.append(last_audible)
-        self._run_start.append(-1)
-        self._run_off.append(0)
-        self._played.append(0)
         self._cut.append(None)
-        if samples == 0:
-            return  # no audio in it: it neither plays nor ends an underflow
+        run = self._run
+        if samples == 0 or run is None:
+            self._run_start.append(-1)
+            self._run_off.append(0)
+            self._played.append(0)
+            if samples == 0:
+                return  # no audio in it: it neither plays nor ends an underflow
         new_utterance = not self._in_utterance
         self._in_utterance = True
         if self._dry_at is not None:
             if t_ns > self._dry_at:
                 self._underflows.append(Underflow(self._dry_at, t_ns))
             self._dry_at = None
-        if self._run is not None:
-            self._join_run(i)
+        if run is not None:  # it joins the run playing (`_join_run`, written out: the common case)
+            run_len = self._run_len
+            self._run_start.append(run)
+            self._run_off.append(run_len)
+            self._played.append(samples)
+            self._run_len = run_len = run_len + samples
             self._queue.append(i)
-        elif self._gated:
+            started = -(-(t_ns - run) * self._rate // NS)  # `_buffered`, written out
+            if run_len - started > self._max_b:
+                self._max_b = run_len - started
+            return
+        if self._gated:
             self._queue.append(i)
             self._gated_samples += samples
             if self._gated_samples >= self._prebuffer:
@@ -373,18 +383,17 @@ class Listener:
         frame_end: list[int | None] = []
         frame_audible: list[tuple[int, int] | None] = []
         audible: list[tuple[int, int]] = []
-        for i in range(len(self._arrival)):
-            played = self._played[i]
+        columns = (self._played, self._run_start, self._run_off, self._cut, self._first, self._last)
+        frames = zip(*columns, strict=True)
+        for played, run, off, cut, first, last in frames:
             if played == 0:
                 play_start.append(None)
                 frame_end.append(None)
                 frame_audible.append(None)
                 continue
-            run, off, cut = self._run_start[i], self._run_off[i], self._cut[i]
             play_start.append(run + off * NS // rate)
             stop = run + (off + played) * NS // rate
             frame_end.append(stop if cut is None else min(stop, cut))
-            first, last = self._first[i], self._last[i]
             span = None
             if 0 <= first < played and last >= first:
                 a = run + (off + first) * NS // rate

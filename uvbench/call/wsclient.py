@@ -50,6 +50,7 @@ BURST_SLICE_NS = 1_000_000
 def _never() -> int:
     return 1 << 62
 
+
 OnBinary = Callable[[bytes, int], None]
 OnText = Callable[[str, int], None]
 

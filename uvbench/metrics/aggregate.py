@@ -23,8 +23,9 @@ Pure functions over call records (the dicts of `results.jsonl`, see `uvbench.run
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from uvbench.metrics.validity import CALL_FIGURES, INTERRUPT_FIGURES, REASONS, TURN_FIGURES
@@ -82,7 +83,12 @@ class Stats:
     @classmethod
     def of(cls, values: Iterable[Any]) -> Stats:
         """Stats of the numbers among `values` (None, text, bools, NaN and infinities are skipped)."""
-        ordered = tuple(sorted(float(v) for v in values if _is_number(v)))
+        return cls._of_numbers([v for v in values if _is_number(v)])
+
+    @classmethod
+    def _of_numbers(cls, values: list[Any]) -> Stats:
+        """`of` values known to be numbers (`_is_number`)."""
+        ordered = tuple(sorted(map(float, values)))
         if not ordered:
             return cls(count=0)
         return cls(
@@ -229,22 +235,75 @@ def aggregate(
     records = list(records)
     overall = _aggregate(records)
     if by is not None:
-        key_of = by if callable(by) else (lambda r, k=by: _tag(r, k))
-        buckets: dict[Hashable, list[dict[str, Any]]] = {}
-        for r in records:
-            buckets.setdefault(key_of(r), []).append(r)
-        keys = list(buckets)
-        try:
-            keys.sort()  # type: ignore[type-var]
-        except TypeError:
-            pass
-        overall.groups = {k: _aggregate(buckets[k]) for k in keys}
+        buckets = _buckets(records, by)
+        if len(buckets) == 1 and len(next(iter(buckets.values()))) == len(records):
+            # one group of every record (a run of one scenario): its figures are the overall ones
+            overall.groups = {k: replace(overall, groups={}) for k in buckets}
+        else:
+            overall.groups = {k: _aggregate(bucket) for k, bucket in buckets.items()}
     return overall
 
 
+def _buckets(
+    records: Iterable[dict[str, Any]], by: str | Callable[[dict[str, Any]], Hashable]
+) -> dict[Hashable, list[dict[str, Any]]]:
+    """The records per key of `by`, sorted by key when the keys compare."""
+    key_of = by if callable(by) else (lambda r, k=by: _tag(r, k))
+    buckets: dict[Hashable, list[dict[str, Any]]] = {}
+    for r in records:
+        buckets.setdefault(key_of(r), []).append(r)
+    keys = list(buckets)
+    try:
+        keys.sort()  # type: ignore[type-var]
+    except TypeError:
+        pass
+    return {k: buckets[k] for k in keys}
+
+
+def group_metrics(
+    records: Iterable[dict[str, Any]],
+    by: str | Callable[[dict[str, Any]], Hashable],
+    names: Sequence[str],
+) -> dict[Hashable, dict[str, Stats]]:
+    """`aggregate(records, by=by).groups[key].metrics[name]` for the named metrics only (those with
+    a value), computed without the rest of the aggregate: what a plot of a few metrics needs."""
+    out: dict[Hashable, dict[str, Stats]] = {}
+    for key, bucket in _buckets(records, by).items():
+        values: dict[str, list[Any]] = {name: [] for name in names}
+        for r in bucket:  # what `_metric_stats` collects, for these names only
+            if is_invalid(r):
+                continue
+            items = [r.get("metrics")]
+            items += [t.get("metrics") for t in r.get("turns") or () if not t.get("missed")]
+            items += [b.get("metrics") for b in r.get("barge_ins") or ()]
+            for metrics in items:
+                if isinstance(metrics, dict):
+                    for name, into in values.items():
+                        v = metrics.get(name)
+                        if v is not None and _is_number(v):
+                            into.append(v)
+        out[key] = {name: Stats._of_numbers(v) for name, v in values.items() if v}
+    return out
+
+
+def group_rates(
+    records: Iterable[dict[str, Any]], by: str | Callable[[dict[str, Any]], Hashable]
+) -> dict[Hashable, tuple[int, dict[str, Rate]]]:
+    """`(groups[key].valid, groups[key].rates)` of `aggregate(records, by=by)`, computed without the
+    rest of the aggregate."""
+    out: dict[Hashable, tuple[int, dict[str, Rate]]] = {}
+    for key, bucket in _buckets(records, by).items():
+        valid = [r for r in bucket if not is_invalid(r)]
+        completed = sum(1 for r in valid if _outcome(r) == "completed")
+        out[key] = (len(valid), _rates(valid, completed))
+    return out
+
+
 def _aggregate(records: list[dict[str, Any]]) -> Aggregate:
-    valid = [r for r in records if not is_invalid(r)]
-    invalid = [r for r in records if is_invalid(r)]
+    valid: list[dict[str, Any]] = []
+    invalid: list[dict[str, Any]] = []
+    for r in records:
+        (invalid if is_invalid(r) else valid).append(r)
     completed = 0
     failed: dict[str, int] = {}
     for r in valid:
@@ -275,14 +334,15 @@ def _aggregate(records: list[dict[str, Any]]) -> Aggregate:
 
 
 def _metric_stats(records: list[dict[str, Any]]) -> dict[str, Stats]:
-    values: dict[str, list[float]] = {}
+    values: defaultdict[str, list[float]] = defaultdict(list)
 
     def add(metrics: Any) -> None:
         if not isinstance(metrics, dict):
             return
         for name, v in metrics.items():
-            if _is_number(v):
-                values.setdefault(name, []).append(v)
+            kind = type(v)
+            if (kind is float and v - v == 0.0) or kind is int or (kind is not float and _is_number(v)):
+                values[name].append(v)
 
     for r in records:
         add(r.get("metrics"))
@@ -291,7 +351,7 @@ def _metric_stats(records: list[dict[str, Any]]) -> dict[str, Stats]:
                 add(t.get("metrics"))
         for b in r.get("barge_ins") or ():
             add(b.get("metrics"))
-    return {name: Stats.of(values[name]) for name in sorted(values)}
+    return {name: Stats._of_numbers(values[name]) for name in sorted(values)}
 
 
 def _set_apart(records: list[dict[str, Any]]) -> tuple[dict[str, dict[str, int]], int]:
@@ -304,7 +364,10 @@ def _set_apart(records: list[dict[str, Any]]) -> tuple[dict[str, dict[str, int]]
         nonlocal anchored
         metrics = item.get("metrics") if isinstance(item.get("metrics"), dict) else {}
         apart = item.get("set_apart") if isinstance(item.get("set_apart"), dict) else {}
-        anchored += sum(1 for name in names if _is_number(metrics.get(name)))
+        for name in names:
+            v = metrics.get(name)
+            if v is not None and _is_number(v):
+                anchored += 1
         for name, entry in apart.items():
             reason = str(entry.get("reason")) if isinstance(entry, dict) else "unknown"
             per = counts.setdefault(name, {})
@@ -368,4 +431,9 @@ def _tag(record: dict[str, Any], key: str) -> Any:
 
 
 def _is_number(v: Any) -> bool:
+    kind = type(v)
+    if kind is float:
+        return v - v == 0.0  # finite (an infinity or NaN less itself is NaN)
+    if kind is int:
+        return True
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)

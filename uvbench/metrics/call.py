@@ -27,14 +27,18 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable
+from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
+
+import numpy as np
 
 from uvbench.call.timeline import Event, Timeline
 from uvbench.listener import Listener, ListenerConfig, Playback
 from uvbench.metrics import validity
-from uvbench.metrics.validity import CALL_FIGURES, INTERRUPT_FIGURES, TURN_FIGURES, Chunk, LoopLag
+from uvbench.metrics.validity import CALL_FIGURES, INTERRUPT_FIGURES, TURN_FIGURES, LoopLag
 
 NS = 1_000_000_000
 MS = 1_000_000
@@ -185,6 +189,7 @@ INTERRUPT_METRICS = tuple(
 )
 
 OK_CLOSE_CODES = (1000, 1001)
+_FIRST = itemgetter(0)
 
 
 @dataclass
@@ -326,7 +331,7 @@ def _ms(start_ns: int | None, end_ns: int | None) -> float | None:
     return (end_ns - start_ns) / MS
 
 
-def _percentile(ordered: list[float], p: float) -> float | None:
+def _percentile(ordered: Sequence[float], p: float) -> float | None:
     """The p-th percentile of sorted values, interpolating linearly between closest ranks."""
     if not ordered:
         return None
@@ -357,7 +362,7 @@ class _Replay:
 
 
 def _replay(timeline: Timeline, config: _Config) -> _Replay:
-    rows = sorted(timeline.audio_in_rows(), key=lambda row: row[0])
+    rows = sorted(timeline.audio_in_rows(), key=_FIRST)
     messages = sorted(
         ((e.t_ns, m) for e in timeline.events if e.kind == "msg.in" and (m := _message(e)) is not None),
         key=lambda item: item[0],
@@ -382,35 +387,40 @@ def _replay(timeline: Timeline, config: _Config) -> _Replay:
     pongs: list[tuple[int, float]] = []
     utterance = 0
     open_frames = False
+    """Whether the utterance in progress has a frame with audio (from `opened` to `extended`)."""
+    opened = extended = 0
     state: str | None = None
 
     def boundary(t_ns: int) -> None:
         nonlocal utterance, open_frames
         if open_frames:
+            utterance_frames[utterance] = (opened, extended)
             utterance_end[utterance] = t_ns
             utterance += 1
             open_frames = False
 
-    i = j = 0
+    on_audio = listener.on_audio
+    n_rows = len(rows)
+    i = 0
     last_t = 0
-    while i < len(rows) or j < len(messages):
+    for t_message, m in [*messages, (None, None)]:  # the last entry: the frames after every message
         # On a tie the frame goes first: it was received, then the message acted on it.
-        if i < len(rows) and (j >= len(messages) or rows[i][0] <= messages[j][0]):
+        while i < n_rows and (t_message is None or rows[i][0] <= t_message):
             t, samples, first, last = rows[i]
-            i += 1
-            samples = max(0, samples)
-            listener.on_audio(t, samples, first, last)
-            index = len(arrival)
-            arrival.append(t)
+            if samples < 0:
+                samples = 0
+            on_audio(t, samples, first, last)
             utterance_of.append(utterance)
             if samples > 0:  # an empty frame carries no audio: it neither opens nor extends one
-                start, _ = utterance_frames.get(utterance, (index, index))
-                utterance_frames[utterance] = (start, index)
-                open_frames = True
+                if not open_frames:
+                    opened = i
+                    open_frames = True
+                extended = i
             last_t = t
-            continue
-        t, m = messages[j]
-        j += 1
+            i += 1
+        if m is None:
+            break
+        t = t_message
         last_t = t
         kind = m.get("type")
         if kind == "playback_clear_buffer":
@@ -441,6 +451,9 @@ def _replay(timeline: Timeline, config: _Config) -> _Replay:
             stamp = _number(m.get("timestamp"))
             if stamp is not None:
                 pongs.append((t, stamp))
+    if open_frames:
+        utterance_frames[utterance] = (opened, extended)
+    arrival.extend(row[0] for row in rows)
     end = max([last_t] + [e.t_ns for e in timeline.events])
     return _Replay(
         playback=listener.finish(end),
@@ -525,17 +538,65 @@ class _Utterance:
     """Its last speech sample (speech_end_sample - 1): the anchor of a turn."""
 
 
+class _Chunks:
+    """The outgoing chunks (the timeline's audio_out rows) in stream order, as int64 columns: what
+    `validity.anchor_chunks` and `anchor_lateness_ns` do over `Chunk` tuples, without making a
+    Python object per chunk (a call has fifty a second)."""
+
+    def __init__(self, audio_out: Any) -> None:
+        if isinstance(audio_out, array) and audio_out.itemsize == 8:
+            rows = np.frombuffer(audio_out, dtype=np.int64)
+        else:
+            rows = np.asarray(audio_out, dtype=np.int64)
+        rows = rows.reshape(-1, 4)
+        start = rows[:, 2]
+        if len(start) > 1 and bool((start[1:] < start[:-1]).any()):  # out of stream order
+            rows = rows[np.argsort(start, kind="stable")]
+        self.due, self.start, self.end = rows[:, 0], rows[:, 2], rows[:, 3]
+        self.late = rows[:, 1] - rows[:, 0]
+        """sent - due of each chunk, ns."""
+
+    def anchor_lateness(self, sample: int, window_end: int) -> int | None:
+        """`validity.anchor_lateness_ns(validity.anchor_chunks(chunks, sample, window_end))`: the
+        chunk holding `sample`, then every later one due before `window_end`."""
+        k = int(np.searchsorted(self.start, sample, side="right")) - 1
+        if k < 0 or not self.start[k] <= sample < self.end[k]:
+            return None
+        reached = self.due[k + 1 :] >= window_end
+        stop = k + 1 + (int(reached.argmax()) if reached.any() else len(reached))
+        return int(self.late[k:stop].max())
+
+    def lateness_ms(self) -> _SortedMs:
+        """Every chunk's sent - due in ms, sorted (read as a list by `_percentile`)."""
+        return _SortedMs(np.sort(self.late))
+
+
+class _SortedMs(Sequence[float]):
+    """Sorted ns values read as ms: item k is `int(ns[k]) / MS`, exactly the float of the integer."""
+
+    def __init__(self, ns: np.ndarray) -> None:
+        self._ns = ns
+
+    def __len__(self) -> int:
+        return len(self._ns)
+
+    def __getitem__(self, k: int) -> float:  # type: ignore[override]
+        return int(self._ns[k]) / MS
+
+
 @dataclass(frozen=True)
 class _Judge:
     """What the validity verdicts need (`uvbench.metrics.validity`)."""
 
-    chunks: list[Chunk]
+    chunks: _Chunks
     """The outgoing chunks, in stream order."""
     loop: LoopLag | None
     tolerance: int | None
+    lags: validity.LagIndex | None = None
+    """`loop`, indexed."""
 
     def anchor_lateness(self, sample: int, window_end: int) -> int | None:
-        return validity.anchor_lateness_ns(validity.anchor_chunks(self.chunks, sample, window_end))
+        return self.chunks.anchor_lateness(sample, window_end)
 
     def late(self, lateness: int | None) -> bool:
         return self.tolerance is not None and lateness is not None and lateness > self.tolerance
@@ -544,7 +605,7 @@ class _Judge:
         self, names: tuple[str, ...], anchor_late: bool, stamps: dict[str, tuple[int | None, ...]]
     ) -> dict[str, str]:
         return validity.set_apart_reasons(
-            names, anchor_late=anchor_late, stamps=stamps, loop=self.loop, tolerance=self.tolerance
+            names, anchor_late=anchor_late, stamps=stamps, loop=self.lags, tolerance=self.tolerance
         )
 
 
@@ -824,19 +885,55 @@ def expectation_failed(checks: Iterable[dict[str, Any]]) -> tuple[str, str] | No
     return None
 
 
+class _Indexed:
+    """A timeline read through an index of its events by kind, built once: compute() asks for the
+    first event or all events of a kind some fifteen times (`Timeline.first`, `Timeline.of_kind`,
+    each a scan of every event). Same answers: events in timeline order."""
+
+    def __init__(self, timeline: Timeline) -> None:
+        self.events = timeline.events
+        self.audio_in = timeline.audio_in
+        self.audio_out = timeline.audio_out
+        self.audio_in_rows = timeline.audio_in_rows
+        by_kind: dict[str, list[Event]] = {}
+        for event in timeline.events:
+            kind = by_kind.get(event.kind)
+            if kind is None:
+                by_kind[event.kind] = [event]
+            else:
+                kind.append(event)
+        self._by_kind = by_kind
+
+    def first(self, kind: str) -> Event | None:
+        events = self._by_kind.get(kind)
+        return events[0] if events else None
+
+    def of_kind(self, kind: str) -> list[Event]:
+        return list(self._by_kind.get(kind, ()))
+
+
 def compute(timeline: Timeline) -> CallMetrics:
     """Every figure of METRICS.md for one call, from its timeline alone."""
+    timeline = _Indexed(timeline)  # type: ignore[assignment]
     config, t0 = _read_config(timeline)
     replay = _replay(timeline, config)
     pb = replay.playback
 
-    rows = timeline.audio_out_rows()
+    chunks = _Chunks(timeline.audio_out)
     loop_event = timeline.first("loop.lag")
     loop = LoopLag.from_data(loop_event.data) if loop_event is not None else None
+    tolerance = validity.tolerance_ns(config.chunk_ms)
     judge = _Judge(
-        chunks=sorted((Chunk(*row) for row in rows), key=lambda c: c.start_sample),
+        chunks=chunks,
         loop=loop,
-        tolerance=validity.tolerance_ns(config.chunk_ms),
+        tolerance=tolerance,
+        # No stamp is more uncertain than the period plus the largest lag: when that is within the
+        # tolerance, the loop sets nothing apart and no stamp needs looking up.
+        lags=(
+            validity.LagIndex(loop)
+            if loop is not None and tolerance is not None and loop.period_ns + loop.max_lag_ns > tolerance
+            else None
+        ),
     )
 
     utterances = _utterances(timeline, config, t0)
@@ -861,7 +958,7 @@ def compute(timeline: Timeline) -> CallMetrics:
     end_reason = fetched.data.get("end_reason") if fetched is not None else None
     rtts = _pings(timeline, replay)
 
-    lateness = sorted((sent - due) / MS for due, sent, _, _ in rows)
+    lateness = chunks.lateness_ms()
     stopped = timeline.first("pacer.stopped")
     drift = _number(stopped.data.get("drift_ms")) if stopped is not None else None
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,32 +91,51 @@ def _write(header: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
     return out.getvalue()
 
 
-def calls_csv(records: Iterable[dict[str, Any]]) -> str:
-    """One row per call (columns `CALLS_COLUMNS`); an unmeasured figure is an empty cell."""
-    rows = []
-    for r in records:
-        metrics = r.get("metrics") or {}
-        turns = r.get("turns") or []
-        ttfa = [v for t in turns if (v := _number((t.get("metrics") or {}).get("turn.ttfa_ms"))) is not None]
-        expectations = r.get("expectations") or []
-        rows.append(
-            [
-                _cell(r.get("scenario")),
-                _cell(r.get("call_id")),
-                _cell(r.get("outcome")),
-                _cell(r.get("passed")),
-                _cell(_number(r.get("duration_ms"))),
-                _cell(r.get("end_reason")),
-                *(_cell(_number(metrics.get(name))) for name in CALL_NUMERIC_METRICS),
-                len(turns),
-                _cell(sum(ttfa) / len(ttfa) if ttfa else None),
-                _cell(max(ttfa) if ttfa else None),
-                len(r.get("barge_ins") or []),
-                sum(1 for e in expectations if e.get("ok")),
-                len(expectations),
-            ]
-        )
-    return _write(CALLS_COLUMNS, rows)
+def _number_cell(value: Any) -> Any:
+    """`_cell(_number(value))`, the usual types first."""
+    kind = type(value)
+    if kind is float:
+        return value if value - value == 0.0 else ""  # an infinity or NaN less itself is NaN
+    if kind is int:
+        return value
+    return _cell(_number(value))
+
+
+def _calls_row(r: dict[str, Any]) -> list[Any]:
+    metrics = r.get("metrics") or {}
+    turns = r.get("turns") or []
+    ttfa = [v for t in turns if (v := _number((t.get("metrics") or {}).get("turn.ttfa_ms"))) is not None]
+    expectations = r.get("expectations") or []
+    return [
+        _cell(r.get("scenario")),
+        _cell(r.get("call_id")),
+        _cell(r.get("outcome")),
+        _cell(r.get("passed")),
+        _number_cell(r.get("duration_ms")),
+        _cell(r.get("end_reason")),
+        *[_number_cell(metrics.get(name)) for name in CALL_NUMERIC_METRICS],
+        len(turns),
+        _cell(sum(ttfa) / len(ttfa) if ttfa else None),
+        _cell(max(ttfa) if ttfa else None),
+        len(r.get("barge_ins") or []),
+        sum(1 for e in expectations if e.get("ok")),
+        len(expectations),
+    ]
+
+
+def calls_csv_line(record: dict[str, Any]) -> str:
+    """A call's row of calls.csv, as `calls_csv` writes it (for `calls_csv(..., lines=...)`)."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow(_calls_row(record))
+    return out.getvalue()
+
+
+def calls_csv(records: Iterable[dict[str, Any]], lines: Sequence[str] | None = None) -> str:
+    """One row per call (columns `CALLS_COLUMNS`); an unmeasured figure is an empty cell. `lines`:
+    the records' rows made already (`calls_csv_line`, e.g. by the processes that rebuilt them)."""
+    if lines is not None:
+        return _write(CALLS_COLUMNS, []) + "".join(lines)
+    return _write(CALLS_COLUMNS, [_calls_row(r) for r in records])
 
 
 @dataclass

@@ -13,6 +13,11 @@ from uvbench.report.csv_report import calls_csv, stats_csv
 from uvbench.report.history import history_for_run, record_finished_run
 from uvbench.report.junit import junit_xml
 
+SIDE_MIN_RECORDS = 1000
+"""From this many calls on, a forked process draws the page's figures that need only the records,
+then writes calls.csv, stats.csv and junit.xml, while this one computes the aggregate and writes the
+summary and the page (when this process can fork: Linux, no other thread)."""
+
 HEADLINE = (
     "turn.ttfa_ms",
     "turn.ttfb_ms",
@@ -54,17 +59,45 @@ def set_apart_line(overall: Aggregate) -> str | None:
     )
 
 
+def _write_tables(
+    folder: Path, records: list[dict[str, Any]], results: list[ThresholdResult], tables: Any = None
+) -> None:
+    lines, cases = (tables.csv_lines, tables.cases) if tables is not None else (None, None)
+    (folder / "calls.csv").write_text(calls_csv(records, lines=lines))
+    (folder / "stats.csv").write_text(stats_csv(records))
+    (folder / "junit.xml").write_text(junit_xml(records, threshold_results=results, cases=cases))
+
+
+def _side_work(
+    folder: Path, records: list[dict[str, Any]], results: list[ThresholdResult], tables: Any
+) -> Any:
+    """In a big run, a forked process drawing the page's figures that need only the records, then
+    writing the tables (`html.start_figures`); None when there is none (this process does it)."""
+    if len(records) < SIDE_MIN_RECORDS:  # matplotlib is imported only when a page is drawn
+        return None
+    try:
+        from uvbench.report.html import start_figures
+
+        return start_figures(folder, records, then=lambda: _write_tables(folder, records, results, tables))
+    except Exception:  # this process does it all
+        return None
+
+
 def finish_run(
     folder: Path,
     records: list[dict[str, Any]],
     thresholds: list[Threshold],
     extra: dict[str, Any] | None = None,
+    *,
+    tables: Any = None,
 ) -> Finished:
     """Write summary.json (with aggregates and gates), calls.csv, stats.csv, junit.xml and report.html.
 
     `extra` (e.g. `{"load": ...}` or `{"knee": ...}`) is merged into the runner's summary.json ahead
-    of the aggregate and the gates, in the file's one rewrite."""
+    of the aggregate and the gates, in the file's one rewrite. `tables`: the records' rows and
+    testcases made already (`uvbench.report.rebuild.Tables`)."""
     finished = Finished(results=evaluate(thresholds, records) if thresholds else [])
+    side = _side_work(folder, records, finished.results, tables)  # figures and tables, meanwhile
     overall = aggregate(records, by="scenario")
     finished.lines.extend(f"uvbench: warning: {w}" for w in overall.warnings)
     if finished.results:
@@ -88,9 +121,8 @@ def finish_run(
     summary["aggregate"] = overall.to_json()
     summary["thresholds"] = [r.to_json() for r in finished.results]
     summary_path.write_text(json.dumps(summary, indent=2))
-    (folder / "calls.csv").write_text(calls_csv(records))
-    (folder / "stats.csv").write_text(stats_csv(records))
-    (folder / "junit.xml").write_text(junit_xml(records, threshold_results=finished.results))
+    if side is None:
+        _write_tables(folder, records, finished.results, tables)
     history_warning = record_finished_run(folder, records, overall)  # <out>/history.sqlite, upsert by run id
     if history_warning:
         finished.lines.append(f"uvbench: warning: {history_warning}")
@@ -99,7 +131,9 @@ def finish_run(
         from uvbench.report.plots import HISTORY_METRICS, HISTORY_STATS
 
         history = history_for_run(folder, HISTORY_METRICS, HISTORY_STATS)
-        write_html_report(folder, records, summary, history=history, overall=overall)
+        write_html_report(folder, records, summary, history=history, overall=overall, figures=side)
     except Exception as exc:
         finished.lines.insert(0, f"uvbench: warning: report.html not written ({type(exc).__name__}: {exc})")
+    if side is not None and not side.finish():  # the helper failed: the tables are written here
+        _write_tables(folder, records, finished.results, tables)
     return finished

@@ -20,7 +20,11 @@ from __future__ import annotations
 import datetime as dt
 import html
 import math
+import multiprocessing
 import re
+import sys
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -283,10 +287,13 @@ def _header(run: _Run) -> str:
     scen_text = ", ".join(_esc(s) for s in scenarios[:6])
     if len(scenarios) > 6:
         scen_text += f" and {len(scenarios) - 6} more"
+    target_text = ", ".join(_esc(t) for t in targets[:6])
+    if len(targets) > 6:
+        target_text += f" and {len(targets) - 6} more"
     rows = [
         ("started", _esc(run.started or "—")),
         ("wall time", _duration_text(_span_s(run.records))),
-        ("target", ", ".join(_esc(t) for t in targets) or "—"),
+        ("target", target_text or "—"),
         ("load", _load_text(run)),
         ("scenarios", scen_text or "—"),
         ("folder", f"<code>{_esc(run.folder.name)}</code>"),
@@ -435,35 +442,144 @@ def _figure(svg: str | None, none_text: str, caption: str = "") -> str:
     return f"<figure>{svg}{cap}</figure>"
 
 
-def _plots(run: _Run, plots_mod: Any) -> str:
-    valid = [r for r in run.records if not is_invalid(r)]
-    # An aggregate's `metrics` are the valid calls' whatever records it was given: the run's will do.
-    overall = run.overall if run.overall is not None else aggregate(valid)
+def _figure_jobs(
+    folder: Path,
+    records: list[dict[str, Any]],
+    shown: list[_Shown],
+    overall: Aggregate | None,
+    history: list[dict] | None,
+    plots_mod: Any,
+) -> dict[str, Callable[[], Any]]:
+    """Every figure of the page, each to draw, by name: the run's plots, each shown call's timeline
+    (`timeline:<its position in records>`), and the history. The names in `RECORDS_ONLY` and the
+    timelines need nothing but the records (`start_figures` draws them ahead)."""
+    valid = [r for r in records if not is_invalid(r)]
+    computed: list[Aggregate] = [] if overall is None else [overall]
+
+    def aggregate_of_valid() -> Aggregate:
+        # An aggregate's `metrics` are the valid calls' whatever records it was given: the run's does.
+        if not computed:
+            computed.append(aggregate(valid))
+        return computed[0]
+
+    jobs: dict[str, Callable[[], Any]] = {
+        "histogram": lambda: plots_mod.latency_histogram(valid, overall=aggregate_of_valid()),
+        "cdf": lambda: plots_mod.latency_cdf(valid, overall=aggregate_of_valid()),
+        "by_concurrency": lambda: plots_mod.latency_by_concurrency(valid),
+        "by_buffer": lambda: plots_mod.underflow_by_buffer(valid),
+        "barge_ins": lambda: plots_mod.barge_in_distribution(valid, overall=aggregate_of_valid()),
+    }
+    position = {id(r): k for k, r in enumerate(records)}
+    for call in shown:
+        jobs[f"timeline:{position[id(call.record)]}"] = _timeline_job(folder, call.record, plots_mod)
+    if history is not None:
+        jobs["history"] = lambda: plots_mod.history_plot(history)
+    return jobs
+
+
+RECORDS_ONLY = ("by_concurrency", "by_buffer")
+"""Plots drawn from the records alone (no aggregate): `start_figures` draws them ahead."""
+PARALLEL_MIN_RECORDS = 1000
+"""From this many calls on, `start_figures` draws a forked process's share of the page's figures
+while the caller computes the aggregate (when this process can fork: Linux, no other thread): each
+figure takes a few tenths of a second whatever the run's size."""
+
+
+class Figures:
+    """Figures drawn ahead by a forked process (`start_figures`), for `render_html` to take."""
+
+    def __init__(self, helper: Any, receive: Any) -> None:
+        self._helper = helper
+        self._receive = receive
+
+    def take(self) -> dict[str, Any]:
+        """The figures by name once drawn; {} when the helper failed (the page draws them)."""
+        if self._receive.closed:
+            return {}
+        try:
+            drawn = self._receive.recv()
+        except (EOFError, OSError):
+            drawn = {}
+        finally:
+            self._receive.close()
+        return drawn if isinstance(drawn, dict) else {}
+
+    def finish(self) -> bool:
+        """Wait for the helper (the work it does after the figures, `start_figures`'s `then`): whether
+        all of it was done. A helper whose figures were not taken (the page failed) is stopped."""
+        if not self._receive.closed:
+            self._receive.close()
+            self._helper.terminate()
+            self._helper.join()
+            return False
+        self._helper.join()
+        return self._helper.exitcode == 0
+
+
+def start_figures(
+    folder: Path, records: list[dict[str, Any]], then: Callable[[], Any] | None = None
+) -> Figures | None:
+    """For a big run (`PARALLEL_MIN_RECORDS`), a forked process drawing the figures that need only
+    the records (`RECORDS_ONLY`, the shown calls' timelines) while this one goes on, then doing
+    `then` (`Figures.finish` says whether it did); None when there is no such process (the caller
+    does it all)."""
+    if len(records) < PARALLEL_MIN_RECORDS or threading.active_count() != 1:
+        return None
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    from uvbench.report import plots as plots_mod
+
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+
+    def helper_main() -> None:
+        plots_mod.number_ids_from(1 << 40)  # apart from the ids of the figures the page draws
+        try:  # the calls to show are picked here as the page picks them (the same records)
+            jobs = _figure_jobs(Path(folder), records, _pick_calls(records), None, None, plots_mod)
+            names = [n for n in jobs if n in RECORDS_ONLY or n.startswith("timeline:")]
+            send.send({n: jobs[n]() for n in names})
+        except BaseException:
+            pass  # the page draws them itself
+        send.close()
+        try:
+            if then is not None:
+                then()
+        except BaseException:
+            raise SystemExit(1) from None  # quietly: the caller does it itself
+
+    helper = ctx.Process(target=helper_main, daemon=True)
+    sys.stdout.flush()  # or the helper could write out a copy of what is buffered
+    sys.stderr.flush()
+    try:
+        helper.start()
+    except OSError:
+        return None
+    send.close()
+    return Figures(helper, receive)
+
+
+def _plots(svgs: list[str | None]) -> str:
+    histogram, cdf, by_concurrency, by_buffer, barge_ins = svgs
     parts = [
+        _figure(histogram, "No turn latency in this run: no turn was answered."),
+        _figure(cdf, "No turn latency in this run, so no CDF."),
         _figure(
-            plots_mod.latency_histogram(valid, overall=overall),
-            "No turn latency in this run: no turn was answered.",
-        ),
-        _figure(plots_mod.latency_cdf(valid, overall=overall), "No turn latency in this run, so no CDF."),
-        _figure(
-            plots_mod.latency_by_concurrency(valid),
+            by_concurrency,
             "No turn latency with a concurrency tag in this run.",
             "Concurrency is the number of calls in flight when a call started.",
         ),
         _figure(
-            plots_mod.underflow_by_buffer(valid),
+            by_buffer,
             "No agent audio was heard in any turn, so there is no underflow rate.",
             "Turn underflows per minute of agent audio heard in turns, per clientBufferSizeMs.",
         ),
-    ]
-    parts.append(
         _figure(
-            plots_mod.barge_in_distribution(valid, overall=overall),
+            barge_ins,
             "No barge-ins in this run.",
             "Per barge-in: interrupt.silence_ms (the interrupted agent is no longer heard) and "
             "interrupt.clear_ms (playback_clear_buffer received), from the start of the user's speech.",
-        )
-    )
+        ),
+    ]
     return '<div class="plots">' + "".join(parts) + "</div>"
 
 
@@ -635,20 +751,30 @@ def _call_title(record: dict[str, Any]) -> str:
     return f"{record.get('scenario')} · call {str(record.get('call_id') or '—')[:8]} · {_outcome(record)}"
 
 
-def _shown_calls(run: _Run, plots_mod: Any, shown: list[_Shown]) -> str:
+def _timeline_job(folder: Path, record: dict[str, Any], plots_mod: Any) -> Callable[[], Any]:
+    """A shown call's timeline figure to draw: (its SVG or None when the call never connected, why
+    the figure comes from the record alone or None)."""
+
+    def draw() -> tuple[str | None, str | None]:
+        pb, why = _playback_of(folder, record)
+        view = plots_mod.call_view(record, pb, plots_mod._text(_call_title(record)))
+        return (plots_mod.call_timeline(view) if view is not None else None), why
+
+    return draw
+
+
+def _shown_calls(run: _Run, shown: list[_Shown], figures: list[tuple[str | None, str | None]]) -> str:
     if not shown:
         return '<p class="none">No calls.</p>'
     out = []
-    for s in shown:
+    for s, (svg, why) in zip(shown, figures, strict=True):
         r = s.record
-        pb, why = _playback_of(run.folder, r)
-        view = plots_mod.call_view(r, pb, plots_mod._text(_call_title(r)))
         figure = (
-            _figure(plots_mod.call_timeline(view), "")
-            if view is not None
+            _figure(svg, "")
+            if svg is not None
             else '<p class="none">Nothing to draw: the call never connected.</p>'
         )
-        note = f'<p class="none">Drawn from the record alone: {_esc(why)}.</p>' if why and view else ""
+        note = f'<p class="none">Drawn from the record alone: {_esc(why)}.</p>' if why and svg else ""
         detail = r.get("outcome_detail")
         outcome = _outcome(r)
         cls = "ok-text" if outcome == "completed" else "bad-text"
@@ -833,15 +959,22 @@ def render_html(
     *,
     history: list[dict] | None = None,
     overall: Aggregate | None = None,
+    figures: Figures | None = None,
 ) -> str:
     """The page for a run folder's records and summary (see the module doc). `overall`, the records'
-    aggregate when the caller has it, saves computing it again."""
+    aggregate when the caller has it, saves computing it again; `figures`, those `start_figures`
+    drew ahead."""
     from uvbench.report import plots as plots_mod
 
     folder = Path(folder)
     run = _run_info(folder, records, summary, overall)
     thresholds = [t for t in summary.get("thresholds") or () if isinstance(t, dict)]
     shown = _pick_calls(records)
+    jobs = _figure_jobs(folder, records, shown, run.overall, history, plots_mod)
+    ahead = figures.take() if figures is not None else {}
+    drawn = {name: ahead[name] if name in ahead else job() for name, job in jobs.items()}
+    plot_svgs = [drawn[n] for n in ("histogram", "cdf", "by_concurrency", "by_buffer", "barge_ins")]
+    timelines = [drawn[n] for n in jobs if n.startswith("timeline:")]
     sections = [
         f'<section id="summary">{_banners(run)}{_header(run)}{_verdict(run, thresholds)}'
         '<nav><a href="#thresholds">thresholds</a><a href="#plots">plots</a>'
@@ -852,10 +985,10 @@ def render_html(
         f'<section id="headline"><h2>Headline figures <span class="hint">(valid calls)</span></h2>'
         f"{_headline(run)}</section>",
         f'<section id="thresholds"><h2>Thresholds</h2>{_thresholds(thresholds)}</section>',
-        f'<section id="plots"><h2>Latency and audio</h2>{_plots(run, plots_mod)}</section>',
+        f'<section id="plots"><h2>Latency and audio</h2>{_plots(plot_svgs)}</section>',
     ]
     if history is not None:
-        svg = plots_mod.history_plot(history)
+        svg = drawn["history"]
         sections.append(
             '<section id="history"><h2>History</h2>'
             + _figure(svg, "Fewer than two runs with comparable figures: no history to draw yet.")
@@ -864,7 +997,7 @@ def render_html(
     sections += [
         f'<section id="scenarios"><h2>Per scenario</h2>{_scenario_stats(run)}</section>',
         f'<section id="shown"><h2>Calls in detail <span class="hint">(who is heard when, the client '
-        f"playback buffer, transcripts, recordings)</span></h2>{_shown_calls(run, plots_mod, shown)}"
+        f"playback buffer, transcripts, recordings)</span></h2>{_shown_calls(run, shown, timelines)}"
         f"{_failed_players(run, shown)}</section>",
         f'<section id="calls"><h2>All calls <span class="hint">({len(records)}; failed first)</span></h2>'
         f"{_call_table(run)}</section>",
@@ -888,10 +1021,11 @@ def write_html_report(
     *,
     history: list[dict] | None = None,
     overall: Aggregate | None = None,
+    figures: Figures | None = None,
 ) -> Path:
     """Write `report.html` into the run folder (via a temporary file and a rename) and return its path."""
     folder = Path(folder)
-    text = render_html(folder, records, summary, history=history, overall=overall)
+    text = render_html(folder, records, summary, history=history, overall=overall, figures=figures)
     path = folder / REPORT_NAME
     write_text(path, text)
     return path

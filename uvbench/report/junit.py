@@ -17,11 +17,12 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, NamedTuple
 
 ERROR_OUTCOMES = ("failed:create", "failed:connect")
 """Outcomes of calls that could not be carried out: reported as `<error>`, not `<failure>`."""
 
+_NUMBER = re.compile(r"(\d+)-")
 _INVALID_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _MESSAGE_MAX = 500
 
@@ -53,14 +54,23 @@ def _fmt_ms(value: Any) -> str:
     return f"{value:.0f} ms"
 
 
-def call_number(record: dict[str, Any], position: int) -> str:
-    """The call's 4-digit number: from its file stem (`calls/0003-booking.json`), else its position."""
+def _file_number(record: dict[str, Any]) -> str | None:
+    """The number of the call's file stem (`calls/0003-booking.json`: "0003"), if it has one."""
     timeline = (record.get("artifacts") or {}).get("timeline")
     if isinstance(timeline, str):
-        match = re.match(r"(\d+)-", PurePosixPath(timeline).name)
+        # the file's name: what PurePosixPath(timeline).name is, without its cost for plain paths
+        plain = timeline[-1:] not in ("/", ".")
+        name = timeline.rpartition("/")[2] if plain else PurePosixPath(timeline).name
+        match = _NUMBER.match(name)
         if match:
             return match.group(1)
-    return f"{position:04d}"
+    return None
+
+
+def call_number(record: dict[str, Any], position: int) -> str:
+    """The call's 4-digit number: from its file stem (`calls/0003-booking.json`), else its position."""
+    number = _file_number(record)
+    return number if number is not None else f"{position:04d}"
 
 
 def testcase_name(record: dict[str, Any], position: int) -> str:
@@ -216,6 +226,36 @@ def _call_case(suite: ET.Element, record: dict[str, Any], position: int, counts:
     ET.SubElement(case, "system-out").text = _system_out(record)
 
 
+class Case(NamedTuple):
+    """A call's `<testcase>` as `junit_xml` writes it (for `junit_xml(..., cases=...)`)."""
+
+    scenario: str
+    xml: str
+    """The element, indented as it stands in its suite (its own line break and indent not included)."""
+    counts: tuple[int, int, int, float]
+    """What it adds to its suite's failures, errors, skipped and time."""
+
+
+def testcase(record: dict[str, Any], position: int | None) -> Case | None:
+    """The call's testcase; `position` (1-based, in the run's order) names a call whose file name
+    has no number: None then, without a position."""
+    if position is None and _file_number(record) is None:
+        return None
+    holder = ET.Element("testsuite")
+    counts = _Counts()
+    _call_case(holder, record, position or 0, counts)
+    (case,) = holder
+    ET.indent(case, level=2)
+    return Case(
+        str(record.get("scenario")),
+        ET.tostring(case, encoding="unicode"),
+        (counts.failures, counts.errors, counts.skipped, counts.time),
+    )
+
+
+_PLACE = re.compile(r"<uvbench-cases-(\d+) />")
+
+
 def _threshold_case(suite: ET.Element, threshold: Any, counts: _Counts) -> None:
     name = f"{threshold.metric} - {threshold.expression}"
     case = ET.SubElement(
@@ -240,26 +280,50 @@ def junit_xml(
     threshold_results: Sequence[Any] = (),
     suite_name: str = "uvbench run",
     timestamp: dt.datetime | str | None = None,
+    cases: Sequence[Case | None] | None = None,
 ) -> str:
     """The run as a JUnit XML document (UTF-8, with its XML declaration).
 
     `threshold_results`: objects with `metric`, `expression`, `passed` (True, False, or None when not
     evaluated: reported as skipped) and `message` (the observed value; the failure message).
     `timestamp`: when the run started (default now), ISO 8601 on `testsuites` and every `testsuite`.
+    `cases`: the records' testcases made already (`testcase`, e.g. by the processes that rebuilt
+    them), one per record (None: made here); the document is the same.
     """
     stamp = _timestamp(timestamp)
     root = ET.Element("testsuites", {"name": _clean(suite_name)})
     total = _Counts()
-    by_scenario: dict[str, list[tuple[int, dict[str, Any]]]] = {}
-    for position, record in enumerate(records, start=1):
-        by_scenario.setdefault(str(record.get("scenario")), []).append((position, record))
     suites: list[tuple[ET.Element, _Counts]] = []
-    for scenario, calls in by_scenario.items():
-        suite = ET.SubElement(root, "testsuite", {"name": _clean(scenario)})
-        counts = _Counts()
-        for position, record in calls:
-            _call_case(suite, record, position, counts)
-        suites.append((suite, counts))
+    placed: list[str] = []
+    if cases is None:
+        by_scenario: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        for position, record in enumerate(records, start=1):
+            by_scenario.setdefault(str(record.get("scenario")), []).append((position, record))
+        for scenario, calls in by_scenario.items():
+            suite = ET.SubElement(root, "testsuite", {"name": _clean(scenario)})
+            counts = _Counts()
+            for position, record in calls:
+                _call_case(suite, record, position, counts)
+            suites.append((suite, counts))
+    else:
+        made: dict[str, list[Case]] = {}
+        for position, (record, case) in enumerate(zip(records, cases, strict=True), start=1):
+            case = case or testcase(record, position)
+            assert case is not None
+            made.setdefault(case.scenario, []).append(case)
+        for scenario, made_cases in made.items():
+            suite = ET.SubElement(root, "testsuite", {"name": _clean(scenario)})
+            counts = _Counts()
+            for case in made_cases:  # added up in the run's order, as the time is a sum of floats
+                failures, errors, skipped, seconds = case.counts
+                counts.tests += 1
+                counts.failures += failures
+                counts.errors += errors
+                counts.skipped += skipped
+                counts.time += seconds
+            ET.SubElement(suite, f"uvbench-cases-{len(placed)}")  # where its testcases go, below
+            placed.append("\n    ".join(case.xml for case in made_cases))
+            suites.append((suite, counts))
     if threshold_results:
         suite = ET.SubElement(root, "testsuite", {"name": "thresholds"})
         counts = _Counts()
@@ -273,7 +337,10 @@ def junit_xml(
     total.set_on(root)
     root.set("timestamp", stamp)
     ET.indent(root)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+    text = ET.tostring(root, encoding="unicode")
+    if placed:  # each suite's one placeholder stands where its testcases go (no "<" in escaped text)
+        text = _PLACE.sub(lambda m: placed[int(m.group(1))], text)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + text + "\n"
 
 
 def add_baseline_case(xml_text: str, *, baseline: str, regressed: Sequence[str], detail: str = "") -> str:

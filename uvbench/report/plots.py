@@ -6,8 +6,11 @@ with matplotlib's object-oriented API (`matplotlib.figure.Figure`, never pyplot)
 no global figure state are involved; rendering is serialised by a lock because rcParams are global.
 
 Sizes are bounded whatever the run's size: histograms have at most `MAX_BINS` bins, a CDF at most
-`MAX_POINTS` points, strip plots at most `MAX_POINTS` dots, a call's buffer level `BUFFER_BINS`
-min/max pairs, so a 1000-call run renders as fast and as small as a 50-call one.
+`MAX_POINTS` points, strip plots at most `MAX_DOTS` dots per series (each dot is an SVG element;
+how many were drawn of how many is written beside them), latency against concurrency markers for
+at most `MAX_MARKED_LEVELS` levels (a line alone past that), underflows for at most `MAX_BARS`
+buffer sizes, a call's buffer level `BUFFER_BINS`
+min/max pairs, so a 10,000-call run renders as fast and as small as a 50-call one.
 
 Distributions use the same values as `uvbench.metrics.aggregate` (valid calls only, turns that were
 not missed, every barge-in), so a plot's p95 is the summary's p95.
@@ -28,11 +31,14 @@ from typing import Any
 import numpy as np
 
 from uvbench.listener import Playback
-from uvbench.metrics.aggregate import Aggregate, aggregate, percentile
+from uvbench.metrics.aggregate import Aggregate, aggregate, group_metrics, group_rates, percentile
 
 NS = 1_000_000_000
 MAX_BINS = 60
 MAX_POINTS = 1500
+MAX_DOTS = 500
+MAX_BARS = 24
+MAX_MARKED_LEVELS = 40
 BUFFER_BINS = 500
 SMALL = (5.9, 3.1)
 """Inches: a plot in the page's two-column grid (~570 px wide, shown at its own size)."""
@@ -88,6 +94,13 @@ _DECIMALS = re.compile(r"(\d\.\d\d)\d+")
 _svg_counter = iter(range(1, 1 << 62))
 
 
+def number_ids_from(start: int) -> None:
+    """Number this process's next figures from `start` (a forked helper drawing figures for the
+    same page: its ids must not meet the parent's)."""
+    global _svg_counter
+    _svg_counter = iter(range(start, 1 << 62))
+
+
 # ------------------------------------------------------------------------------------------------
 # Rendering
 
@@ -125,6 +138,22 @@ def _render(build, label: str) -> str:
     svg = _REF.sub(lambda m: f"{m.group(1)}{prefix}{m.group(2)}", svg)
     aria = html.escape(_text(label), quote=True)
     return svg.replace("<svg ", f'<svg class="plot" role="img" aria-label="{aria}" ', 1)
+
+
+def warm() -> None:
+    """Import matplotlib and draw a small figure once (its fonts, its SVG writer): what the first
+    plot of a page would otherwise wait for, done ahead (`uvbench report` does it while the calls
+    are recomputed in other processes)."""
+
+    def build(Figure):
+        fig = Figure(figsize=(1, 1), layout="constrained")
+        ax = fig.add_subplot()
+        ax.plot([0, 1], [0, 1], marker="o", label="warm")
+        ax.set_title("warm")
+        ax.legend()
+        return fig
+
+    _render(build, "warm")
 
 
 def _text(value: Any) -> str:
@@ -274,12 +303,12 @@ def latency_by_concurrency(
     records: Sequence[dict[str, Any]], metrics: Sequence[str] = LATENCY_METRICS
 ) -> str | None:
     """p50 and p95 of turn latency per concurrency level (calls in flight when the call started)."""
-    groups = aggregate(records, by="concurrency").groups
+    groups = group_metrics(records, "concurrency", metrics)
     levels = sorted(k for k in groups if isinstance(k, int | float) and not isinstance(k, bool))
     points: dict[str, list[tuple[float, float, float, int]]] = {}
     for m in metrics:
         for level in levels:
-            stats = groups[level].metrics.get(m)
+            stats = groups[level].get(m)
             if stats is not None and stats.count:
                 points.setdefault(m, []).append((level, stats.p50, stats.p95, stats.count))
     if not points:
@@ -288,15 +317,23 @@ def latency_by_concurrency(
     def build(Figure):
         fig = Figure(figsize=SMALL, layout="constrained")
         ax = fig.add_subplot()
+        marked = len(levels) <= MAX_MARKED_LEVELS  # past that the markers would hide the lines
         for m, rows in points.items():
             x = [r[0] for r in rows]
             color = COLORS.get(m)
             short = LABELS.get(m, m).split(" ")[0]
-            ax.plot(x, [r[1] for r in rows], marker="o", color=color, linewidth=1.5, label=f"{short} p50")
+            ax.plot(
+                x,
+                [r[1] for r in rows],
+                marker="o" if marked else None,
+                color=color,
+                linewidth=1.5,
+                label=f"{short} p50",
+            )
             ax.plot(
                 x,
                 [r[2] for r in rows],
-                marker="^",
+                marker="^" if marked else None,
                 color=color,
                 linewidth=1.2,
                 linestyle="--",
@@ -356,30 +393,35 @@ class BufferRow:
 
 def underflow_rows(records: Sequence[dict[str, Any]]) -> list[BufferRow]:
     """Underflow figures per clientBufferSizeMs (unset last), valid calls only."""
-    groups = aggregate(records, by=client_buffer_ms).groups
+    groups = group_rates(records, client_buffer_ms)
     rows = []
     for key in sorted(groups, key=lambda k: (k is None, k if k is not None else 0)):
-        g = groups[key]
-        if not g.valid:
+        valid, rates = groups[key]
+        if not valid:
             continue
-        per_min = g.rates["audio.underflow_per_min"]
+        per_min = rates["audio.underflow_per_min"]
         rows.append(
             BufferRow(
                 buffer_ms=key,
-                calls=g.valid,
+                calls=valid,
                 underflows=int(per_min.numerator),
                 per_min=per_min.value,
-                any_share=g.rate("call.any_underflow_rate"),
+                any_share=rates["call.any_underflow_rate"].value,
             )
         )
     return rows
 
 
 def underflow_by_buffer(records: Sequence[dict[str, Any]]) -> str | None:
-    """Underflows per minute of agent audio, one bar per clientBufferSizeMs."""
+    """Underflows per minute of agent audio, one bar per clientBufferSizeMs (the `MAX_BARS` sizes
+    with the most calls; the title says how many more there were)."""
     rows = underflow_rows(records)
     if not rows or all(r.per_min is None for r in rows):
         return None
+    left_out = max(0, len(rows) - MAX_BARS)
+    if left_out:
+        kept = set(sorted(range(len(rows)), key=lambda k: (-rows[k].calls, k))[:MAX_BARS])
+        rows = [r for k, r in enumerate(rows) if k in kept]
 
     def build(Figure):
         fig = Figure(figsize=SMALL, layout="constrained")
@@ -418,7 +460,8 @@ def underflow_by_buffer(records: Sequence[dict[str, Any]]) -> str | None:
                 color="#1b7a35",
                 fontsize=10,
             )
-        ax.set_title("Underflows against the client buffer size")
+        more = f" ({left_out} more sizes with fewer calls not drawn)" if left_out else ""
+        ax.set_title(f"Underflows against the client buffer size{more}")
         ax.set_xlabel("clientBufferSizeMs (ms)")
         ax.set_ylabel("underflows per min of agent audio")
         ax.grid(axis="x", visible=False)
@@ -440,7 +483,8 @@ def barge_in_distribution(
     *,
     overall: Aggregate | None = None,
 ) -> str | None:
-    """Time to silence and to the clear after each barge-in: a box and every value as a dot."""
+    """Time to silence and to the clear after each barge-in: a box and each value as a dot (at most
+    `MAX_DOTS` of them, spread evenly over the ranks, min and max kept; the box uses every value)."""
     series = _series(records, metrics, overall)
     if series is None:
         return None
@@ -452,7 +496,7 @@ def barge_in_distribution(
         names = list(series)
         for y, m in enumerate(names):
             values = series[m]
-            x = _thin(values, MAX_POINTS)
+            x = _thin(values, MAX_DOTS)
             jitter = rng.uniform(-0.17, 0.17, len(x))
             ax.scatter(x, y + jitter, s=10, color=COLORS.get(m), alpha=0.55, linewidths=0, zorder=3)
             # The box: p25..p75 with the median; the whiskers reach the minimum and the maximum.
@@ -467,6 +511,7 @@ def barge_in_distribution(
             [
                 f"{LABELS.get(m, m).split(' ')[0]}  n={len(series[m])}\n"
                 f"p50 {_fmt_ms(percentile(series[m], 50))}\np95 {_fmt_ms(percentile(series[m], 95))}"
+                + (f"\n{MAX_DOTS} drawn as dots" if len(series[m]) > MAX_DOTS else "")
                 for m in names
             ],
         )

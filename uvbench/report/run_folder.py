@@ -3,7 +3,9 @@
 reports/<YYYYmmdd-HHMMSS>-<name>/
   results.jsonl               one record per call, appended as each call is measured
   calls/<nnnn>-<scenario>.json        the call's record (config, metrics, transcripts, outcome)
-  calls/<nnnn>-<scenario>.timeline.json   its full timeline (metrics can be recomputed from it)
+  calls/<nnnn>-<scenario>.timeline.json   its full timeline (metrics can be recomputed from it;
+                              `uvbench.call.timeline`: its audio rows packed, or JSON lists in the
+                              timelines of earlier runs: both are read)
   calls/<nnnn>-<scenario>.flac         stereo: left the user as sent, right the agent as heard
   calls/<nnnn>-<scenario>.server.wav   the server's recording, when it made one
   summary.json                written at the end of the run
@@ -20,6 +22,8 @@ import itertools
 import json
 import os
 import re
+from json.encoder import INFINITY
+from json.encoder import encode_basestring_ascii as _json_str
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,15 +34,139 @@ if TYPE_CHECKING:
 def write_text(path: Path, text: str) -> None:
     """Write via a temporary file and a rename, so an interrupted write leaves the old file whole."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+    data = text.encode("utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
 
 
+def write_lines(path: Path, lines: list[str]) -> None:
+    """`write_text(path, "".join(line + "\\n" for line in lines))`, a few lines at a time: no copy of a
+    whole results.jsonl (tens of MB in a big run) is made in memory."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8", newline="\n") as out:
+        for k in range(0, len(lines), 64):
+            out.write("\n".join(lines[k : k + 64]) + "\n")
+    os.replace(tmp, path)
+
+
+def read_bytes(path: Path | str) -> bytes:
+    """A file's bytes with plain system calls (a third of `Path.read_bytes`'s time for a small file,
+    which counts when a big run's report reads twenty thousand of them)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 def load_timeline(path: Path) -> Timeline:
-    """A call's saved timeline (`calls/<stem>.timeline.json`)."""
+    """A call's saved timeline (`calls/<stem>.timeline.json`), of this version or an earlier one."""
     from uvbench.call.timeline import Timeline
 
-    return Timeline.from_json(json.loads(path.read_text(encoding="utf-8")))
+    return Timeline.from_json(json.loads(read_bytes(path)))
+
+
+# ------------------------------------------------------------------------------------------------
+# A record's JSON, as `json.dumps` writes it, faster
+
+
+class _Unusual(Exception):
+    """A value `record_json` leaves to `json.dumps` (the whole record then goes there)."""
+
+
+def _float_text(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value == INFINITY:
+        return "Infinity"
+    if value == -INFINITY:
+        return "-Infinity"
+    return float.__repr__(value)
+
+
+def _scalar_text(value: Any) -> str | None:
+    """JSON text of a str, int, float, bool or None (as `json.dumps`); None for anything else."""
+    kind = type(value)
+    if kind is str:
+        return _json_str(value)
+    if kind is float:
+        return _float_text(value)
+    if kind is int:
+        return int.__repr__(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return None
+
+
+def _indented(value: Any, out: list[str], newline: str) -> None:
+    text = _scalar_text(value)
+    if text is not None:
+        out.append(text)
+        return
+    kind = type(value)
+    if kind is dict:
+        items = value.items()
+        opening, closing = "{", "}"
+    elif kind is list or kind is tuple:
+        items = value
+        opening, closing = "[", "]"
+    else:
+        raise _Unusual
+    if not value:
+        out.append(opening + closing)
+        return
+    inner = newline + "  "
+    separator = opening + inner
+    for item in items:
+        out.append(separator)
+        if kind is dict:
+            key, item = item
+            if type(key) is not str:
+                raise _Unusual
+            out.append(_json_str(key) + ": ")
+        text = _scalar_text(item)
+        if text is not None:
+            out.append(text)
+        else:
+            _indented(item, out, inner)
+        separator = "," + inner
+    out.append(newline + closing)
+
+
+def record_json(record: Any) -> str:
+    """`json.dumps(record, indent=2)`, the same text, in about half the time (the standard library
+    indents in pure Python): a call JSON as the run writes it. Dicts with keys other than strings,
+    and values JSON has no word for, go to `json.dumps` itself."""
+    out: list[str] = []
+    try:
+        _indented(record, out, "\n")
+    except (_Unusual, RecursionError):
+        return json.dumps(record, indent=2)
+    return "".join(out)
+
+
+_ITEM_BREAK = re.compile(",\n *")
+_BREAK = re.compile("\n *")
+
+
+def compact_json(text: str) -> str:
+    """The `json.dumps(x)` text of the value whose `json.dumps(x, indent=2)` text is `text`: raw
+    line breaks only ever stand between tokens (JSON escapes them inside strings). For a text indented
+    otherwise it is still the same value's tokens, with other spacing."""
+    return _BREAK.sub("", _ITEM_BREAK.sub(", ", text))
 
 
 def _slug(text: str) -> str:
