@@ -2,8 +2,8 @@
 
 Offline by construction: plain CSS in a <style> tag, plots inline as SVG (`uvbench.report.plots`),
 no script, no font, no stylesheet and no image fetched from anywhere. Recordings are played by
-`<audio>` elements that point at the call's WAV by its path relative to the run folder (the page
-lives in that folder), never embedded.
+`<audio>` elements that point at the call's recording (FLAC; WAV in earlier runs) by its path
+relative to the run folder (the page lives in that folder), never embedded.
 
 The page, top to bottom: any warning (invalid calls, many figures set apart, an interrupted run),
 the run's name, time, target and load, the calls' outcomes (and the figures set apart) and the
@@ -815,7 +815,7 @@ def _failed_players(run: _Run, shown: list[_Shown]) -> str:
     if not items:
         return ""
     left = len(failed) - len(items)
-    more = f'<p class="none">{left} more failed calls: their WAVs are in calls/.</p>' if left > 0 else ""
+    more = f'<p class="none">{left} more failed calls: recordings in calls/.</p>' if left > 0 else ""
     return f'<h3>Recordings of other failed calls</h3><ul class="players">{"".join(items)}</ul>{more}'
 
 
