@@ -106,14 +106,17 @@ def test_run_quickstart_writes_a_run_folder(tmp_path):
     assert lines[2] == "recordings: every call (stereo FLAC in calls/, and the server's own when it made one)"
     (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]  # and history.sqlite
     records = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
-    assert [r["outcome"] for r in records] == ["completed"]
+    # (A busy machine may make the client late for every figure of the call: then it is set
+    # apart as the load generator's, never blamed on the agent.)
+    (outcome,) = [r["outcome"] for r in records]
+    assert outcome in ("completed", "invalid:generator_overloaded")
     record = records[0]
     assert len(record["turns"]) == 2 and len(record["barge_ins"]) == 1
-    assert all(t["metrics"]["turn.ttfa_ms"] > 0 for t in record["turns"])
+    assert all("turn.ttfa_ms" in t["set_apart"] or t["metrics"]["turn.ttfa_ms"] > 0 for t in record["turns"])
     for artifact in record["artifacts"].values():
         assert (folder / artifact).stat().st_size > 0
     assert record["artifacts"]["recording"].endswith(".flac")
-    assert json.loads((folder / "summary.json").read_text())["outcomes"] == {"completed": 1}
+    assert json.loads((folder / "summary.json").read_text())["outcomes"] == {outcome: 1}
     assert f"report: {folder / 'report.html'}" in result.stdout.splitlines()
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import textwrap
-import time
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -112,15 +111,17 @@ def test_stages_ramp_concurrency_up_and_down(scenario_for, tmp_path):
 async def test_sleep_until_never_returns_before_the_deadline(monkeypatch) -> None:
     from uvbench.runner import fanout
 
-    real_sleep = asyncio.sleep
+    clock = [1000.0]  # a fake clock: a busy machine's late wake-ups cannot hide the early one
     wakeups = []
 
-    async def early_sleep(delay: float) -> None:  # a timer that fires 2 ms early, as uvloop's may
+    async def early_sleep(delay: float) -> None:  # the first timer fires 2 ms early, as uvloop's may
         wakeups.append(delay)
-        await real_sleep(max(0.0, delay - 0.002))
+        clock[0] += delay - 0.002 if len(wakeups) == 1 else delay
 
-    monkeypatch.setattr(fanout.asyncio, "sleep", early_sleep)
-    deadline = time.monotonic() + 0.02
+    # The module's names only: the event loop keeps the real clock and sleep.
+    monkeypatch.setattr(fanout, "asyncio", SimpleNamespace(sleep=early_sleep))
+    monkeypatch.setattr(fanout, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    deadline = clock[0] + 0.02
     await fanout.sleep_until(deadline)
-    assert time.monotonic() >= deadline
+    assert clock[0] >= deadline
     assert len(wakeups) >= 2  # the early wake-up slept again for the rest

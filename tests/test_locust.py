@@ -51,7 +51,7 @@ def test_master_and_two_workers_run_calls_and_write_both_reports(tmp_path: Path)
     common = ["-f", locustfile_path()]
     master = subprocess.Popen(
         [*LOCUST, *common, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
-         "--expect-workers", "2", "--headless", "-u", "4", "-r", "4", "-t", "9s",
+         "--expect-workers", "2", "--headless", "-u", "4", "-r", "4", "-t", "9s", "-s", "60s",
          "--uvbench-scenario", str(scenario), "--uvbench-out", str(out),
          "--csv", str(tmp_path / "locust"), "--html", str(tmp_path / "locust.html"), "--only-summary"],
         cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -137,7 +137,8 @@ async def test_probe_call_greeting_turn_barge_in_against_ground_truth(server_pro
     # and answered after its 300 ms latency.
     turn = truth["turns"][0]
     assert turn["end_decided_ns"] - result.speech_end_ns == pytest.approx(384e6, abs=80e6)
-    assert reply["first_byte_ns"] - turn["end_decided_ns"] == pytest.approx(300e6, abs=5e6)
+    # (never sooner; later only by what a busy machine makes the server's loop wait)
+    assert 300e6 <= reply["first_byte_ns"] - turn["end_decided_ns"] < 350e6
     # The clear comes once three 32 ms frames held speech (minimumInterruptionDuration 90 ms); the
     # first of them may begin up to a frame before the speech does, so 64..96 ms plus delivery.
     assert 64 <= summary["clearAfterBargeInMs"] <= 150

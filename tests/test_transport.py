@@ -356,16 +356,27 @@ async def test_chunks_never_leave_early_and_keep_real_time_on_a_loaded_loop():
                 pass
             await asyncio.sleep(0.007)
 
-    loader = asyncio.create_task(busy())
+    probe_lateness: list[float] = []
+
+    async def probe() -> None:  # how late the loop itself wakes a 5 ms sleep, beside the pacer
+        while not stop.is_set():
+            start = time.perf_counter()
+            await asyncio.sleep(0.005)
+            probe_lateness.append((time.perf_counter() - start - 0.005) * 1e3)
+
+    loader, prober = asyncio.create_task(busy()), asyncio.create_task(probe())
     sender.start()
     await asyncio.sleep(3)
     stop.set()
-    await loader
+    await asyncio.gather(loader, prober)
     sender.stop()
     await sender.done
     lateness = np.array([(sent - due) / 1e6 for due, sent, _, _ in rows])
     assert lateness.min() >= 0  # never before its last sample exists
-    assert np.percentile(lateness, 99) < 10
+    # Its chunks are no later than the loop's own wake-ups (the 3 ms blocks, and whatever a busy
+    # machine adds to both): on an idle machine that is about 4 ms at p99.
+    loop_p99 = float(np.percentile(probe_lateness, 99))
+    assert np.percentile(lateness, 99) <= max(loop_p99, 4.0) + 2.0, (lateness.tolist(), loop_p99)
     assert [row[2] for row in rows] == [k * 320 for k in range(len(rows))]
     due_by_now = sender.schedule.samples_due(sender.stopped_ns)
     assert 0 <= due_by_now - sender.composer.samples_sent < 2 * 320
@@ -444,4 +455,5 @@ async def test_hanging_up_records_drift_on_the_chunk_grid():
             assert stopped.data["samples_due"] % 320 == 0
             assert stopped.data["drift_ms"] in (0.0, -20.0)
             assert stopped.t_ns <= result.timeline.first("ws.closed").t_ns
-            assert metrics.outcome == "completed", metrics.outcome_detail
+            # (On a busy machine a call may be set apart as overloaded; it must not fail.)
+            assert not metrics.outcome.startswith("failed"), metrics.outcome_detail
