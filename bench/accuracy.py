@@ -10,12 +10,15 @@ folder) are held against what the server recorded on the same CLOCK_MONOTONIC
 - anchor: when the server read the chunk holding the turn's last speech sample, against the
   moment that chunk was complete on the client's stream clock (`t0 + end of chunk / rate`): the
   sender's own delay plus the loopback. (The chunk ends after `t_se` by a fixed part of a chunk,
-  known exactly and printed apart: any client that streams in chunks has it.)
+  known exactly and printed apart: any client that streams in chunks has it.) Split in two:
+  `anchor.sent`, when that chunk left the client against that moment (the client's own delay, what
+  would bias every turn figure), and `anchor.read`, the server's read against the send (loopback,
+  and how late the server's own loop got to it: at a few hundred calls the server's core is full);
 - greeting: the first sound heard (`call.first_audio_ms`'s end) vs the server's first byte of the
   greeting + its first audible sample / rate (playback starts on arrival: 60 ms buffer);
 - ttfb: the reply's first frame's arrival vs the server's write of it;
 - ttfa: the first sound heard vs that write + the reply's first audible sample / rate;
-- thinking: `state: thinking`'s arrival vs the server's end-of-turn decision;
+- thinking: `state: thinking`'s arrival vs the server's write of it;
 - clear: `playback_clear_buffer`'s arrival vs its write.
 
 Figures the load generator set apart (docs/metrics.md) are left out and counted. Reported per
@@ -44,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import cpu_model  # noqa: E402
+from uvbench.metrics import validity  # noqa: E402
 from uvbench.report.run_folder import load_timeline  # noqa: E402
 from uvbench.server.process import ServerProcess  # noqa: E402
 
@@ -68,43 +72,66 @@ SCENARIO = """
 """
 
 
-def errors_of(record: dict, timeline, truth: dict) -> tuple[dict[str, list[float]], list[float]]:
-    """(figure -> signed errors in ms, chunk quantization of each anchor in ms) for one call."""
-    out: dict[str, list[float]] = {k: [] for k in ("anchor", "greeting", "ttfb", "ttfa", "thinking", "clear")}
+FIGURES = ("anchor", "anchor.sent", "anchor.read", "greeting", "ttfb", "ttfa", "thinking", "clear")
+
+
+def errors_of(
+    record: dict, timeline, truth: dict, worst: list[dict] | None = None
+) -> tuple[dict[str, list[float]], list[float]]:
+    """(figure -> signed errors in ms, chunk quantization of each anchor in ms) for one call; each
+    error also goes to `worst` with its client stamp and the loop lag the client saw around it."""
+    out: dict[str, list[float]] = {k: [] for k in FIGURES}
     quantization: list[float] = []
+    lag_event = timeline.first("loop.lag")
+    loop = validity.LoopLag.from_data(lag_event.data) if lag_event else None
+
+    def add(name: str, error_ns: int, stamp_ns: int) -> None:
+        out[name].append(error_ns / 1e6)
+        if worst is not None:
+            worst.append({
+                "figure": name, "error_ms": round(error_ns / 1e6, 2), "call": record["call_id"][:8],
+                "iteration": record["tags"].get("iteration"), "stamp_ns": stamp_ns,
+                "client_lag_ms": round(loop.lag_at(stamp_ns) / 1e6, 1) if loop else None,
+            })  # fmt: skip
+
     replies = [r for r in truth["replies"] if r["first_byte_ns"]]
     greeting = next((r for r in replies if r["kind"] == "greeting"), None)
     answers = [r for r in replies if r["kind"] == "reply"]
     first_heard = record["anchors"].get("first_audible_ns")
     if greeting and first_heard and "call.first_audio_ms" in record["metrics"]:
         heard = greeting["first_byte_ns"] + greeting["first_audible_sample"] * NS // OUT_RATE
-        out["greeting"].append((first_heard - heard) / 1e6)
+        add("greeting", first_heard - heard, first_heard)
     started = timeline.first("pacer.started").data
     t0, rate, n = started["t0_ns"], started["sample_rate"], started["chunk_samples"]
     arrivals = truth["input"]["arrivals"]  # [read_ns, end_sample] of every input frame
     says = [e.data for e in timeline.of_kind("utterance.queued") if e.data["kind"] == "say"]
+    rows = timeline.audio_out_rows()  # (due, sent, start_sample, end_sample) of every chunk
     for turn, say in zip(record["turns"], says, strict=False):
         last = say["speech_end_sample"] - 1
         if "turn.ttfb_ms" in turn["metrics"]:  # not set apart: the anchor counts too
             chunk_end = (last // n + 1) * n
             due = t0 + -(-chunk_end * NS // rate)
             read = next((t for t, end in arrivals if end >= chunk_end), None)
-            if read is not None:
-                out["anchor"].append((read - due) / 1e6)
+            sent = next((row[1] for row in rows if row[3] >= chunk_end), None)
+            if read is not None and sent is not None:
+                add("anchor", read - due, sent)
+                add("anchor.sent", sent - due, sent)
+                add("anchor.read", read - sent, sent)
                 quantization.append((due - turn["t_se_ns"]) / 1e6)
-    for turn, reply in zip(record["turns"], answers, strict=False):
+    voiced = [t for t in truth["turns"] if t["kind"] == "voice"]
+    for turn, reply, heard_turn in zip(record["turns"], answers, voiced, strict=False):
         m = turn["metrics"]
         if turn["first_audio_ns"] and "turn.ttfb_ms" in m:
-            out["ttfb"].append((turn["first_audio_ns"] - reply["first_byte_ns"]) / 1e6)
+            add("ttfb", turn["first_audio_ns"] - reply["first_byte_ns"], turn["first_audio_ns"])
         if turn["first_audible_ns"] and reply["first_audible_sample"] is not None and "turn.ttfa_ms" in m:
             heard = reply["first_byte_ns"] + reply["first_audible_sample"] * NS // OUT_RATE
-            out["ttfa"].append((turn["first_audible_ns"] - heard) / 1e6)
-        voice = [t for t in truth["turns"] if t["kind"] == "voice"]
-        if turn["thinking_ns"] and voice and "turn.thinking_ms" in m:
-            out["thinking"].append((turn["thinking_ns"] - voice[0]["end_decided_ns"]) / 1e6)
+            add("ttfa", turn["first_audible_ns"] - heard, turn["first_audible_ns"])
+        written = heard_turn.get("thinking_sent_ns")
+        if turn["thinking_ns"] and written and "turn.thinking_ms" in m:
+            add("thinking", turn["thinking_ns"] - written, turn["thinking_ns"])
     for barge, clear in zip(record["barge_ins"], truth["clears"], strict=False):
         if barge["clear_ns"] and "interrupt.clear_ms" in barge["metrics"]:
-            out["clear"].append((barge["clear_ns"] - clear["sent_ns"]) / 1e6)
+            add("clear", barge["clear_ns"] - clear["sent_ns"], barge["clear_ns"])
     return out, quantization
 
 
@@ -121,6 +148,7 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=20, help="calls in all")
     parser.add_argument("--buffer", type=int, default=60, help="clientBufferSizeMs")
     parser.add_argument("--workers", type=int, default=None, help="uvbench run --workers")
+    parser.add_argument("--worst", type=int, default=0, help="print the N largest errors of each figure")
     args = parser.parse_args()
     load = os.getloadavg()
     print(f"{os.cpu_count()} CPUs ({cpu_model()}); load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
@@ -146,13 +174,14 @@ def main() -> None:
         records = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
         totals: dict[str, list[float]] = {}
         quantization: list[float] = []
+        details: list[dict] = []
         with httpx.Client(headers={"X-API-Key": server.api_key}) as http:
             for record in records:
                 truth = http.get(
                     f"{server.base_url}/_uvbench/calls/{record['call_id']}/ground_truth", params={"input": 1}
                 ).json()
                 timeline = load_timeline(folder / record["artifacts"]["timeline"])
-                errors, q = errors_of(record, timeline, truth)
+                errors, q = errors_of(record, timeline, truth, details)
                 quantization += q
                 for name, values in errors.items():
                     totals.setdefault(name, []).extend(values)
@@ -172,6 +201,13 @@ def main() -> None:
             "max_ms": round(float(err.max()), 3) if err.size else None,
         }
         print(json.dumps(row), flush=True)
+    if details and args.worst:
+        start = min(d["stamp_ns"] for d in details)
+        for name in FIGURES:
+            rows = sorted((d for d in details if d["figure"] == name), key=lambda d: -abs(d["error_ms"]))
+            for d in rows[: args.worst]:
+                at_s = round((d["stamp_ns"] - start) / 1e9, 3)
+                print("  worst", json.dumps({**d, "stamp_ns": None, "at_s": at_s}))
     if quantization:
         q = np.array(quantization)
         print(f"(the anchor's chunk ends {q.min():.2f}-{q.max():.2f} ms after t_se: where the clip's last"

@@ -90,6 +90,7 @@ def run(checkout: Path, load: list[str], label: str) -> dict:
         "calls": len(records),
         "invalid": sum(n for o, n in outcomes.items() if o.startswith("invalid:")),
         "failed": sum(n for o, n in outcomes.items() if o.startswith("failed:")),
+        "outcomes": outcomes,
         "set_apart": apart,
         "ttfa_n": len(ttfa),
         "ttfa_p50_ms": round(percentile(ttfa, 50) or 0),

@@ -488,7 +488,10 @@ class Agent:
         self._respond_to_turn(now, turn)
 
     def _respond_to_turn(self, now: int, turn: TurnTruth) -> None:
-        self._set_state(now, "thinking")
+        def written(t_ns: int) -> None:
+            turn.thinking_sent_ns = t_ns
+
+        self._set_state(now, "thinking", on_sent=written)
         tool = next((t for t in self.behaviour.tool_calls if t.turn == self.user_turns), None)
         if tool is not None and tool.name in self.settings.tools:
             reply = self._new_reply("tool_call", "", turn.index)
@@ -999,10 +1002,10 @@ class Agent:
         message["ordinal"] = ordinal
         self._send(now, message)
 
-    def _set_state(self, now: int, state: str) -> None:
+    def _set_state(self, now: int, state: str, on_sent: Callable[[int], None] | None = None) -> None:
         if state != self.state:
             self.state = state
-            self._send(now, {"type": "state", "state": state})
+            self._send(now, {"type": "state", "state": state}, on_sent=on_sent)
 
     def _next_ordinal(self) -> int:
         ordinal = self._ordinal

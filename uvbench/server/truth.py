@@ -24,7 +24,9 @@ class TurnTruth:
     speech_end_sample: int | None = None
     speech_start_detected_ns: int | None = None
     end_decided_ns: int | None = None
-    """When the server decided the user's turn ended (sent state: thinking)."""
+    """When the server decided the user's turn ended."""
+    thinking_sent_ns: int | None = None
+    """When it wrote the `state: thinking` that tells the client so (after the turn's transcript)."""
     reply_index: int | None = None
 
 
