@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
+from tests.outcomes import MEASURED
 from uvbench.runner.load import LoadError, LoadProfile, Stage, parse_stages
 from uvbench.runner.run import run_scenarios
 from uvbench.scenario import parse_scenarios
@@ -76,7 +77,7 @@ def test_closed_model_holds_the_asked_concurrency(server, scenario_for, tmp_path
     summary = run_scenarios(
         [scenario_for(3)], tmp_path, "closed", profile=LoadProfile(concurrency=8, iterations=8)
     )
-    assert [r["outcome"] for r in summary.records] == ["completed"] * 8
+    assert len(summary.records) == 8 and all(r["outcome"] in MEASURED for r in summary.records)
     assert sorted(r["concurrency"] for r in summary.records) == list(range(1, 9))
     assert concurrency_peak(server) >= 8
     lines = (summary.folder / "results.jsonl").read_text().splitlines()
@@ -105,7 +106,7 @@ def test_stages_ramp_concurrency_up_and_down(scenario_for, tmp_path):
     stages = {r["stage"] for r in summary.records}
     assert stages <= {0, 1} and 1 in stages
     assert max(r["concurrency"] for r in summary.records) == 4
-    assert all(r["outcome"] == "completed" for r in summary.records)
+    assert all(r["outcome"] in MEASURED for r in summary.records)
 
 
 async def test_sleep_until_never_returns_before_the_deadline(monkeypatch) -> None:

@@ -128,11 +128,14 @@ async def test_probe_call_greeting_turn_barge_in_against_ground_truth(server_pro
     assert [r["kind"] for r in truth["replies"][:2]] == ["greeting", "reply"]
     reply = truth["replies"][1]
     assert reply["interrupted"] and reply["clear_sent_ns"] == truth["clears"][0]["sent_ns"]
-    # Client-side arrival times agree with the server's own record within a few ms (same host clock).
+    # Client-side arrival times agree with the server's own record (same host clock): within a
+    # millisecond or so on an idle machine; this plain probe client has no lag record to set a
+    # busy machine's late stamps apart, hence the margin (tests/test_call_accuracy.py holds
+    # uvbench's own client to its tolerance).
     first_reply_audio = result.first_audio_after(result.speech_end_ns)
-    assert abs(first_reply_audio - reply["first_byte_ns"]) < 5_000_000
+    assert abs(first_reply_audio - reply["first_byte_ns"]) < 25_000_000
     clear_at = result.messages("playback_clear_buffer")[0].at_ns
-    assert abs(clear_at - truth["clears"][0]["sent_ns"]) < 5_000_000
+    assert abs(clear_at - truth["clears"][0]["sent_ns"]) < 25_000_000
     # The server's endpointing found the end of the corpus clip's speech within a VAD frame or two,
     # and answered after its 300 ms latency.
     turn = truth["turns"][0]

@@ -358,11 +358,11 @@ async def test_chunks_never_leave_early_and_keep_real_time_on_a_loaded_loop():
 
     probe_lateness: list[float] = []
 
-    async def probe() -> None:  # how late the loop itself wakes a 5 ms sleep, beside the pacer
+    async def probe() -> None:  # how late the loop itself wakes a 1 ms sleep, beside the pacer
         while not stop.is_set():
             start = time.perf_counter()
-            await asyncio.sleep(0.005)
-            probe_lateness.append((time.perf_counter() - start - 0.005) * 1e3)
+            await asyncio.sleep(0.001)
+            probe_lateness.append((time.perf_counter() - start - 0.001) * 1e3)
 
     loader, prober = asyncio.create_task(busy()), asyncio.create_task(probe())
     sender.start()
@@ -373,10 +373,10 @@ async def test_chunks_never_leave_early_and_keep_real_time_on_a_loaded_loop():
     await sender.done
     lateness = np.array([(sent - due) / 1e6 for due, sent, _, _ in rows])
     assert lateness.min() >= 0  # never before its last sample exists
-    # Its chunks are no later than the loop's own wake-ups (the 3 ms blocks, and whatever a busy
-    # machine adds to both): on an idle machine that is about 4 ms at p99.
-    loop_p99 = float(np.percentile(probe_lateness, 99))
-    assert np.percentile(lateness, 99) <= max(loop_p99, 4.0) + 2.0, (lateness.tolist(), loop_p99)
+    # Its chunks are no later than the loop's own worst wake-up (the 3 ms blocks, and whatever a
+    # busy machine adds to both; about 4 ms on an idle machine) plus a millisecond or two.
+    loop_worst = max(probe_lateness)
+    assert np.percentile(lateness, 99) <= max(loop_worst, 4.0) + 2.0, (sorted(lateness)[-5:], loop_worst)
     assert [row[2] for row in rows] == [k * 320 for k in range(len(rows))]
     due_by_now = sender.schedule.samples_due(sender.stopped_ns)
     assert 0 <= due_by_now - sender.composer.samples_sent < 2 * 320
