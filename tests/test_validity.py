@@ -292,6 +292,16 @@ def test_a_call_whose_every_anchored_item_is_set_apart_is_invalid() -> None:
     assert m.outcome_detail == "all 3 anchored items set apart: anchor_late 2, loop_lag 1"
 
 
+def test_a_socket_the_server_dropped_stays_a_failure_however_late_the_client_was() -> None:
+    call = Call()
+    greeting(call)
+    loop_lag(call, (105, 15), period_ms=5)  # the only anchored item set apart, as above
+    call.close(3000, code=1011)
+    m = call.compute()
+    assert m.outcome == "failed:server_close"
+    assert "call.first_audio_ms" in m.set_apart  # still set apart, and still counted as such
+
+
 def test_without_a_greeting_the_first_audio_is_a_reply_not_an_item() -> None:
     call = Call()
     two_turns(call)

@@ -854,8 +854,6 @@ def _outcome(
     drift, chunk = metrics["pacer.drift_ms"], config.chunk_ms
     if chunk is not None and isinstance(drift, float) and abs(drift) > chunk:
         return "invalid:generator_overloaded", f"pacer drift {drift:.3f} ms > one chunk"
-    if set_apart_detail is not None:
-        return "invalid:generator_overloaded", set_apart_detail
     if created is None:
         answers = timeline.of_kind("call.create_answered")
         status = answers[-1].data.get("status") if answers else None
@@ -869,6 +867,10 @@ def _outcome(
         code = _int(closed.data.get("code"))
         if closed.data.get("by") == "server" and code not in OK_CLOSE_CODES:
             return "failed:server_close", f"closed by the server: {code} {closed.data.get('reason')}"
+    # Every timed figure set apart: the call says nothing of the agent's timing. A failure above is
+    # not a timing (a socket the server dropped stays its fault however late the client was).
+    if set_apart_detail is not None:
+        return "invalid:generator_overloaded", set_apart_detail
     missed = [t["index"] for t in turns if t["missed"]]
     if missed:
         return "failed:missed_turn", f"no reply heard to turn(s) {missed}"
