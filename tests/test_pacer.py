@@ -61,7 +61,7 @@ async def naive_send(rate, n, send, stop, on_sent):
         k += 1
 
 
-async def test_no_drift_over_a_minute_while_the_event_loop_is_loaded():
+async def test_no_drift_over_half_a_minute_while_the_event_loop_is_loaded():
     rate, n = 16000, 320
     stop = asyncio.Event()
     results = {}
@@ -99,16 +99,27 @@ async def test_no_drift_over_a_minute_while_the_event_loop_is_loaded():
         now = time.monotonic_ns()
         results[name] = (drift_ms(schedule, sent[-1], now), lateness)
 
+    probe_lateness: list[float] = []
+
+    async def probe() -> None:  # how late the loop itself wakes a 1 ms sleep, beside the senders
+        while not stop.is_set():
+            start = time.perf_counter()
+            await asyncio.sleep(0.001)
+            probe_lateness.append((time.perf_counter() - start - 0.001) * 1e3)
+
     tasks = [asyncio.create_task(stream(f"paced{i}", False)) for i in range(8)]
     tasks.append(asyncio.create_task(stream("naive", True)))
-    loader = asyncio.create_task(busy())
-    await asyncio.sleep(60)
+    loader, prober = asyncio.create_task(busy()), asyncio.create_task(probe())
+    await asyncio.sleep(30)
     stop.set()
-    await asyncio.gather(*tasks, loader)
+    await asyncio.gather(*tasks, loader, prober)
+    # No chunk later than the loop's own worst wake-up (about 4 ms on an idle machine: the 3 ms
+    # blocks) plus a little: a busy machine delays both alike.
+    bound = max(max(probe_lateness), 4.0) + 2.0
     for i in range(8):
         drift, lateness = results[f"paced{i}"]
         assert abs(drift) <= 20.0, f"paced stream {i} drifted {drift} ms"
-        assert np.percentile(lateness, 99) < 10.0
+        assert np.percentile(lateness, 99) <= bound, (sorted(lateness)[-5:], bound)
     naive_drift, _ = results["naive"]
-    # The naive sender falls behind by far more than a chunk over the same minute.
+    # The naive sender falls behind by far more than a chunk over the same half minute.
     assert naive_drift < -200.0

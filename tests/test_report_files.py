@@ -34,9 +34,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def real_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("runs")
-    summary = run_scenarios(load_scenarios(ROOT / "scenarios" / "quickstart.yaml"), out, "quickstart")
-    assert [r["outcome"] for r in summary.records] in (["completed"], ["invalid:generator_overloaded"])
+    # These tests are about the files, so they want a call whose every figure stands: on a busy
+    # machine the client may have been late for some (set apart), and the call is run again.
+    for _ in range(3):
+        out = tmp_path_factory.mktemp("runs")
+        summary = run_scenarios(load_scenarios(ROOT / "scenarios" / "quickstart.yaml"), out, "quickstart")
+        (record,) = summary.records
+        items = [record, *record["turns"], *record["barge_ins"]]
+        if record["outcome"] == "completed" and not any(item.get("set_apart") for item in items):
+            break
+    assert record["outcome"] == "completed", record["outcome_detail"]
     return summary.folder
 
 
