@@ -117,7 +117,8 @@ def test_master_and_two_workers_run_calls_and_write_both_reports(tmp_path: Path)
     assert summary["driver"] == "locust" and summary["calls"] == len(records)
     assert (folder / "report.html").stat().st_size > 10_000
     assert f"report: {folder / 'report.html'}" in log
-    assert f"uvbench: {len(records)}/{len(records)} calls completed; results in {folder}/" in log
+    completed = sum(r["outcome"] == "completed" for r in records)  # the rest set apart as overloaded
+    assert f"uvbench: {completed}/{len(records)} calls completed; results in {folder}/" in log
 
     # Locust's CSV holds uvbench's request names with plausible figures.
     rows = _rows(tmp_path / "locust_stats.csv")
@@ -126,8 +127,13 @@ def test_master_and_two_workers_run_calls_and_write_both_reports(tmp_path: Path)
         rows[("call", "short:setup")],
         rows[("call", "short:call")],
     )
-    assert int(call["Request Count"]) == len(records) and int(call["Failure Count"]) == 0
-    assert int(ttfa["Request Count"]) == len(records)  # one spoken turn per call
+    assert int(call["Request Count"]) == len(records)
+    assert int(call["Failure Count"]) == len(records) - completed
+    # One spoken turn per call, reported when its figure stands (a busy machine may set it apart).
+    standing = sum(
+        "turn.ttfa_ms" in t["metrics"] for r in records if r["outcome"] == "completed" for t in r["turns"]
+    )
+    assert int(ttfa["Request Count"]) == standing > 0
     assert 100 < float(ttfa["Median Response Time"]) < 3000  # the simulated agent answers in ~0.5-1 s
     assert 0 < float(setup["Average Response Time"]) < 2000
     assert 1000 < float(call["Median Response Time"]) < 20000
