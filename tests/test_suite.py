@@ -84,7 +84,9 @@ async def test_groups_run_in_parallel_from_their_start_offsets_on_one_state():
     assert 0.1 <= late[0] < 0.25 and late[1] >= late[0] + 0.3  # its one VU: one call after the other
     early = sorted(offset for name, offset, _ in seen if name != "c")
     # (calls starting together go START_GAP_S apart: their offsets are their real starts)
-    assert early[0] == 0.0 and START_GAP_S <= early[1] < 0.05 and 0.3 <= early[2] <= early[3] < 0.5
+    # (and a busy machine may start the first a few ms late)
+    assert 0.0 <= early[0] < 0.05 and early[0] + START_GAP_S <= early[1] < 0.1
+    assert early[0] + 0.3 <= early[2] <= early[3] < 0.5
     assert state.started == state.finished == 6 and state.in_flight == 0
 
 
