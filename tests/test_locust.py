@@ -122,22 +122,26 @@ def test_master_and_two_workers_run_calls_and_write_both_reports(tmp_path: Path)
 
     # Locust's CSV holds uvbench's request names with plausible figures.
     rows = _rows(tmp_path / "locust_stats.csv")
-    ttfa, setup, call = (
-        rows[("turn", "short:ttfa")],
-        rows[("call", "short:setup")],
-        rows[("call", "short:call")],
-    )
+    call = rows[("call", "short:call")]
     assert int(call["Request Count"]) == len(records)
     assert int(call["Failure Count"]) == len(records) - completed
-    # One spoken turn per call, reported when its figure stands (a busy machine may set it apart).
-    standing = sum(
-        "turn.ttfa_ms" in t["metrics"] for r in records if r["outcome"] == "completed" for t in r["turns"]
-    )
-    assert int(ttfa["Request Count"]) == standing > 0
-    assert 100 < float(ttfa["Median Response Time"]) < 3000  # the simulated agent answers in ~0.5-1 s
-    assert 0 < float(setup["Average Response Time"]) < 2000
     assert 1000 < float(call["Median Response Time"]) < 20000
-    assert ("call", "short:first_audio") in rows and ("call", "short:playback") in rows
+    # The timed requests are those whose figure stands (a busy machine may set some apart): one
+    # setup per call, one spoken turn per call.
+    valid = [r for r in records if r["outcome"] == "completed"]
+    setups = sum("call.create_ms" in r["metrics"] and "call.join_ms" not in r["set_apart"] for r in valid)
+    turns = sum("turn.ttfa_ms" in t["metrics"] for r in valid for t in r["turns"])
+    assert setups + turns > 0, "every figure set apart: nothing to check"
+    if setups:
+        setup = rows[("call", "short:setup")]
+        assert int(setup["Request Count"]) == setups and 0 < float(setup["Average Response Time"]) < 2000
+    if turns:
+        ttfa = rows[("turn", "short:ttfa")]
+        assert int(ttfa["Request Count"]) == turns
+        assert 100 < float(ttfa["Median Response Time"]) < 3000  # the simulated agent: ~0.5-1 s
+    assert ("call", "short:playback") in rows
+    if any("call.first_audio_ms" in r["metrics"] for r in valid):
+        assert ("call", "short:first_audio") in rows
     assert (tmp_path / "locust.html").stat().st_size > 10_000
 
 
