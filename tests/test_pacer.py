@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.loaded_loop import block_the_loop, probe_the_loop
 from tests.test_transport import FakeSocket
 from uvbench.audio.pacer import Composer, Schedule, drift_ms
 from uvbench.audio.sender import PacedSender
@@ -69,14 +70,6 @@ async def test_no_drift_over_half_a_minute_while_the_event_loop_is_loaded():
     async def sink(_: bytes) -> None:
         await asyncio.sleep(0)
 
-    async def busy() -> None:
-        # Other calls' work: the loop is blocked 3 ms out of every 10.
-        while not stop.is_set():
-            end = time.perf_counter() + 0.003
-            while time.perf_counter() < end:
-                pass
-            await asyncio.sleep(0.007)
-
     async def stream(name: str, naive: bool) -> None:
         t0 = time.monotonic_ns()
         schedule = Schedule(rate, n, t0)
@@ -101,15 +94,10 @@ async def test_no_drift_over_half_a_minute_while_the_event_loop_is_loaded():
 
     probe_lateness: list[float] = []
 
-    async def probe() -> None:  # how late the loop itself wakes a 1 ms sleep, beside the senders
-        while not stop.is_set():
-            start = time.perf_counter()
-            await asyncio.sleep(0.001)
-            probe_lateness.append((time.perf_counter() - start - 0.001) * 1e3)
-
     tasks = [asyncio.create_task(stream(f"paced{i}", False)) for i in range(8)]
     tasks.append(asyncio.create_task(stream("naive", True)))
-    loader, prober = asyncio.create_task(busy()), asyncio.create_task(probe())
+    loader = asyncio.create_task(block_the_loop(stop))
+    prober = asyncio.create_task(probe_the_loop(stop, probe_lateness))
     await asyncio.sleep(30)
     stop.set()
     await asyncio.gather(*tasks, loader, prober)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from websockets.asyncio.server import serve
 
+from tests.loaded_loop import block_the_loop, probe_the_loop
 from uvbench.audio.pacer import Composer, Schedule
 from uvbench.audio.sender import PacedSender
 from uvbench.call.engine import audible_bounds
@@ -348,23 +349,9 @@ def pacer(rate: int = 16000, n: int = 320):
 async def test_chunks_never_leave_early_and_keep_real_time_on_a_loaded_loop():
     sender, socket, rows = pacer()
     stop = asyncio.Event()
-
-    async def busy() -> None:  # the loop is blocked 3 ms out of every 10
-        while not stop.is_set():
-            end = time.perf_counter() + 0.003
-            while time.perf_counter() < end:
-                pass
-            await asyncio.sleep(0.007)
-
     probe_lateness: list[float] = []
-
-    async def probe() -> None:  # how late the loop itself wakes a 1 ms sleep, beside the pacer
-        while not stop.is_set():
-            start = time.perf_counter()
-            await asyncio.sleep(0.001)
-            probe_lateness.append((time.perf_counter() - start - 0.001) * 1e3)
-
-    loader, prober = asyncio.create_task(busy()), asyncio.create_task(probe())
+    loader = asyncio.create_task(block_the_loop(stop))
+    prober = asyncio.create_task(probe_the_loop(stop, probe_lateness))
     sender.start()
     await asyncio.sleep(3)
     stop.set()
