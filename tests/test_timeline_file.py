@@ -113,3 +113,24 @@ def test_audio_rows_that_are_not_rows_of_four_are_refused() -> None:
     old["audio_out"] = old["audio_out"][:-1]
     with pytest.raises(ValueError, match="rows of 4"):
         Timeline.from_json(old)
+
+
+def test_raw_text_frames_settle_into_events_where_they_arrived_and_compute_settles_them() -> None:
+    timeline = Timeline(0, 0)
+    timeline.add(10, "ws.open")
+    timeline.message_in(20, '{"type": "state", "state": "listening"}')
+    timeline.add(30, "utterance.queued", kind="say")
+    timeline.message_in(40, "{this is not json")
+    assert [e.kind for e in timeline.events] == ["ws.open", "utterance.queued"]  # held raw meanwhile
+    compute(timeline)
+    assert timeline.raw_in == []
+    assert [(e.t_ns, e.kind) for e in timeline.events] == [
+        (10, "ws.open"),
+        (20, "msg.in"),
+        (30, "utterance.queued"),
+        (40, "msg.in_invalid"),
+    ]
+    assert timeline.events[1].data["message"]["state"] == "listening"
+    assert timeline.events[3].data["text"] == "{this is not json"
+    timeline.settle_messages()  # again: nothing more to do
+    assert len(timeline.events) == 4

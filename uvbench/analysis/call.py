@@ -103,8 +103,7 @@ def figures(result: CallResult, scenario: Scenario) -> tuple[CallMetrics, list[C
     """The call's figures and its expectations checked. Each check also goes into the timeline, so
     the saved timeline computes to the same outcome (`compute` reads the checks last, as here)."""
     timeline = result.timeline
-    timeline.settle_messages()
-    metrics = compute(timeline)
+    metrics = compute(timeline)  # (which parses the raw text frames into the timeline first)
     expectations = reached_expectations(scenario, timeline)
     if not expectations:
         return metrics, []

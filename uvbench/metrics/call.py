@@ -915,7 +915,9 @@ class _Indexed:
 
 
 def compute(timeline: Timeline) -> CallMetrics:
-    """Every figure of METRICS.md for one call, from its timeline alone."""
+    """Every figure of METRICS.md for one call, from its timeline alone (its text frames still held
+    raw by the pacing process parsed into `msg.in` events first: the figures read them)."""
+    timeline.settle_messages()
     timeline = _Indexed(timeline)  # type: ignore[assignment]
     config, t0 = _read_config(timeline)
     replay = _replay(timeline, config)
