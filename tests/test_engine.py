@@ -234,3 +234,36 @@ def test_a_finished_call_leaves_no_reference_cycle(endpoint):
     with asyncio.Runner(loop_factory=fast_event_loop_factory()) as runner:
         found, garbage = runner.run(calls())
     assert found == 0, garbage.most_common(12)
+
+
+async def test_waiting_for_the_agent_to_finish_wakes_on_messages_not_on_every_frame(endpoint, monkeypatch):
+    """The pacing process's CPU per call: a step waiting for `agent_done` re-checks when a message
+    comes (state, transcript) and once more when the last audio is heard, not at every agent frame
+    (the greeting here is about 60 frames of 20 ms)."""
+    from uvbench.call.live import LiveState
+
+    wakes = 0
+    wait_change = LiveState.wait_change
+
+    async def counted(self, deadline_ns):
+        nonlocal wakes
+        wakes += 1
+        return await wait_change(self, deadline_ns)
+
+    monkeypatch.setattr(LiveState, "wait_change", counted)
+    one = scenario(
+        """
+        name: greeting
+        call:
+          medium: {serverWebSocket: {inputSampleRate: 16000, outputSampleRate: 16000, clientBufferSizeMs: 60}}
+        script:
+          - wait_for: agent_done
+          - hang_up
+        """
+    )
+    result, metrics, _, _ = await run_call_of(one, endpoint)
+    assert metrics.outcome in MEASURED, metrics.outcome_detail
+    frames = len(result.timeline.audio_in) // 4
+    messages = len(result.timeline.raw_in) + len(result.timeline.of_kind("msg.in"))
+    assert frames > 40
+    assert wakes <= messages + 3, (wakes, messages, frames)

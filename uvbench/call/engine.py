@@ -285,10 +285,11 @@ async def _converse(ctx: CallContext, join_url: str, script: Script) -> None:
 
 
 def _on_sent(ctx: CallContext) -> Callable[[int, int, int, int], None]:
-    chunk_sent, live = ctx.timeline.chunk_sent, ctx.live
+    # Timeline.chunk_sent inlined: one call less per chunk sent.
+    rows, live = ctx.timeline.audio_out, ctx.live
 
     def on_sent(due_ns: int, sent_ns: int, start: int, end: int) -> None:
-        chunk_sent(due_ns, sent_ns, start, end)
+        rows.extend((due_ns, sent_ns, start, end))
         targets = live.stream_targets
         if targets and end >= min(targets):
             live.notify()

@@ -206,20 +206,21 @@ async def _wait_for(ctx: CallContext, step: WaitForStep) -> None:
         # local server's sink agent sends its greeting with the handshake's answer).
         seen_speaking = [live.state == "speaking" or live.playback.last_audible_heard_ns > started]
 
-        def done(now: int) -> Any:
+        def ended() -> bool:
             if live.state == "speaking":
                 seen_speaking[0] = True
-            ended = live.agent_finals > finals_before or (seen_speaking[0] and live.state == "listening")
-            # Heard to its end: the listener has played everything received so far.
-            return ended and now >= live.playback.last_audible_heard_ns or None
+            return live.agent_finals > finals_before or (seen_speaking[0] and live.state == "listening")
 
-        await _until(
-            ctx,
-            step.timeout,
-            "the agent to finish speaking",
-            done,
-            lambda: live.playback.last_audible_heard_ns,
-        )
+        def done(now: int) -> Any:
+            # Heard to its end: the listener has played everything received so far.
+            return ended() and now >= live.playback.last_audible_heard_ns or None
+
+        def heard_to_end() -> int | None:
+            # Until the utterance has ended (a message says so, and messages wake the step) the
+            # time its audio is heard to keeps moving: waking for it would wake at every frame.
+            return live.playback.last_audible_heard_ns if ended() else None
+
+        await _until(ctx, step.timeout, "the agent to finish speaking", done, heard_to_end)
     elif isinstance(cond, StateCondition):
         await _until(ctx, step.timeout, f"state {cond.state!r}", lambda now: live.state == cond.state or None)
     elif isinstance(cond, TranscriptCondition):
