@@ -111,3 +111,33 @@ async def test_no_drift_over_half_a_minute_while_the_event_loop_is_loaded():
     naive_drift, _ = results["naive"]
     # The naive sender falls behind by far more than a chunk over the same half minute.
     assert naive_drift < -200.0
+
+
+async def test_streams_share_a_phase_up_to_its_share_then_open_the_next():
+    """Stream epochs: on the 0.5 ms grid, at most one chunk after the socket opened, PHASE_SHARE
+    streams per phase (fewer wake-ups), spread over the period once every phase is full."""
+    from uvbench.audio.sender import GRID_NS, PHASE_SHARE, Scheduler
+
+    scheduler = Scheduler(asyncio.get_running_loop())
+    try:
+        chunk_ns = 20_000_000
+        phases = chunk_ns // GRID_NS
+        opened = 1_000_000_123
+        first = -(-opened // GRID_NS) * GRID_NS
+        picks = [scheduler.stream_epoch(opened, chunk_ns) for _ in range(PHASE_SHARE * phases + 3)]
+        t0s = [t0 for t0, _ in picks]
+        assert all(t0 % GRID_NS == 0 and first <= t0 < first + chunk_ns for t0 in t0s)
+        # Filled in order, a phase at a time.
+        assert t0s[:PHASE_SHARE] == [first] * PHASE_SHARE
+        assert t0s[PHASE_SHARE : 2 * PHASE_SHARE] == [first + GRID_NS] * PHASE_SHARE
+        assert len(set(t0s[: PHASE_SHARE * phases])) == phases
+        # Every phase full: the least used (the earliest of equals) takes the next ones.
+        assert t0s[-3:] == [first, first + GRID_NS, first + 2 * GRID_NS]
+        # A stream opened later joins a phase with room, the first after it opened.
+        for _, key in picks[:2]:
+            scheduler.release_phase(key)
+        later = opened + 7 * GRID_NS
+        t0, _ = scheduler.stream_epoch(later, chunk_ns)
+        assert t0 == first + chunk_ns  # phase 0 again, the only one with room, one period on
+    finally:
+        scheduler.close()

@@ -342,6 +342,9 @@ class CallSocket(asyncio.Protocol):
             if b1 & 0x80 or b0 & 0x70:
                 return self._fail(PROTOCOL_ERROR, "masked or reserved bits set in a server frame")
             try:
+                if b0 == 0x82 and self._fragments is None:  # a whole binary frame: agent audio
+                    self._on_binary(data[h:end], t_ns)  # type: ignore[misc]
+                    continue
                 self._frame(b0 & 0x80, b0 & 0x0F, data[h:end], t_ns)
             except Exception as exc:  # a handler's bug: end this connection, keep the reason
                 self.error = exc
