@@ -285,6 +285,12 @@ def main() -> None:
         "--agent", default="simulated", choices=("simulated", "sink"), help="the server's agent"
     )
     parser.add_argument("--reply-every", type=float, default=5.0, help="(sink) seconds between its replies")
+    parser.add_argument(
+        "--read-batch-ms",
+        type=float,
+        default=0.0,
+        help="(sink) its agent.read_batch_ms: read each connection that often only (0 = as data comes)",
+    )
     # Internal: one level in a child process.
     parser.add_argument("--level", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--api-url", default=None, help=argparse.SUPPRESS)
@@ -314,7 +320,9 @@ def main() -> None:
     rows = []
     config = SERVER_CONFIG
     if args.agent == "sink":
-        config = {"agent": {"mode": "sink", "reply_every_s": args.reply_every}}
+        config = {
+            "agent": {"mode": "sink", "reply_every_s": args.reply_every, "read_batch_ms": args.read_batch_ms}
+        }
     with ServerProcess(config) as server:
         server_pid = server._proc.pid  # noqa: SLF001 - the bench reads the server's CPU time
         if args.pin:

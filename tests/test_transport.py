@@ -18,9 +18,8 @@ from websockets.asyncio.server import serve
 from tests.loaded_loop import block_the_loop, probe_the_loop
 from uvbench.audio.pacer import Composer, Schedule
 from uvbench.audio.sender import PacedSender
-from uvbench.call.engine import audible_bounds
 from uvbench.call.wsclient import CallSocket, JoinError, accept_key
-from uvbench.protocol.audio import AUDIBLE_THRESHOLD
+from uvbench.protocol.audio import AUDIBLE_THRESHOLD, audible_bounds, audible_bounds_of
 
 NS = 1_000_000_000
 
@@ -293,6 +292,22 @@ def reference_bounds(frame: bytes) -> tuple[int, int]:
 def test_audible_bounds_match_the_plain_definition(samples, odd):
     frame = samples.astype("<i2").tobytes() + (b"\x07" if odd else b"")
     assert audible_bounds(frame) == reference_bounds(frame)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            hnp.arrays(
+                np.int16, st.integers(0, 60), elements=st.sampled_from([0, 5, -33, 32, 33, -32768, 900])
+            ),
+            st.booleans(),
+        ),
+        max_size=12,
+    )
+)
+def test_frames_scanned_together_have_the_bounds_of_each_alone(frames):
+    frames = [samples.astype("<i2").tobytes() + (b"\x07" if odd else b"") for samples, odd in frames]
+    assert audible_bounds_of(frames) == [reference_bounds(frame) for frame in frames]
 
 
 def test_audible_bounds_at_the_threshold_and_the_extremes():

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import websockets
 
 from uvbench.audio.pacer import Composer, Schedule, drift_ms
@@ -35,7 +34,6 @@ from uvbench.call.rest import CallFailed, UltravoxApi
 from uvbench.call.timeline import Timeline
 from uvbench.call.wsclient import CallSocket, JoinError, proxy_for
 from uvbench.protocol import messages as wire
-from uvbench.protocol.audio import AUDIBLE_THRESHOLD
 
 log = logging.getLogger(__name__)
 
@@ -297,65 +295,31 @@ def _on_sent(ctx: CallContext) -> Callable[[int, int, int, int], None]:
     return on_sent
 
 
-AUDIBLE_OFFSET = np.uint16(AUDIBLE_THRESHOLD)
-
-
-_ZEROS: dict[int, bytes] = {}
-_SILENT = (-1, -1)
-
-
-def _loud(frame: bytes, at: int) -> bool:
-    x = frame[at] | frame[at + 1] << 8
-    return AUDIBLE_THRESHOLD < x < 65536 - AUDIBLE_THRESHOLD
-
-
-def audible_bounds(frame: bytes) -> tuple[int, int]:
-    """Index of the first and last sample with |x| > AUDIBLE_THRESHOLD in 16-bit PCM; (-1, -1) if none.
-
-    Two cheap answers first (per agent frame, on the pacing loop): a frame of digital silence, and
-    a frame loud at both ends (most frames inside speech). Otherwise in uint16 arithmetic x + T
-    wraps so that |x| <= T maps to [0, 2T] and everything else above 2T (exact for every int16
-    value, -32768 included): two vector operations, no int32 copy."""
-    n = len(frame) >> 1
-    if n and _loud(frame, 0) and _loud(frame, 2 * n - 2):
-        return 0, n - 1
-    zeros = _ZEROS.get(len(frame))
-    if zeros is None:
-        zeros = _ZEROS[len(frame)] = bytes(len(frame))
-    if frame == zeros:
-        return _SILENT
-    loud = (np.frombuffer(frame, dtype="<u2", count=n) + AUDIBLE_OFFSET) > 2 * AUDIBLE_THRESHOLD
-    first = int(loud.argmax()) if n else 0
-    if not n or not loud[first]:
-        return -1, -1
-    return first, n - 1 - int(loud[::-1].argmax())
-
-
 class _Receiver:
     """What the call does with each frame, called by the socket as the frame arrives."""
 
     def __init__(self, ctx: CallContext) -> None:
         self.ctx = ctx
-        self.rows = ctx.timeline.audio_in
         self.message_in = ctx.timeline.message_in
         self.live = ctx.live
-        self.on_audio = ctx.live.playback.on_audio
+        self.playback = ctx.live.playback
+        self.playback.rows = ctx.timeline.audio_in
         path = ctx.plan.agent_audio_path
         # Buffered: one write system call per 32 KiB of audio (a second of 16 kHz), not per frame.
         self.spool = open(path, "wb", buffering=32768) if path is not None else None  # noqa: SIM115
         ctx.result.agent_audio_path = path
 
     def on_binary(self, frame: bytes, now: int) -> None:
-        first, last = audible_bounds(frame)
-        samples = len(frame) >> 1
-        self.rows.extend((now, samples, first, last))  # Timeline.frame_received, inlined
-        self.on_audio(now, samples, first, last)
+        # Where its audible samples lie is worked out when someone asks (a script step's check,
+        # the call's end), for every frame received since in one pass (call/live.py).
+        self.playback.receive(now, frame)
         if self.spool is not None:
             self.spool.write(frame if not len(frame) & 1 else frame[:-1])
         if self.live.audio_waiters:
             self.live.notify()
 
     def close(self) -> None:
+        self.playback.settle()  # every frame's row in the timeline
         spool, self.spool = self.spool, None
         if spool is not None:
             spool.close()
