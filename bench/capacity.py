@@ -18,14 +18,18 @@ Two targets, each `uvbench serve` in its own process pinned to CPU 0 (the client
   The simulated agent holds about 200 calls on its core.
 - `--agent sink`: the server's sink agent, which costs almost nothing per frame, for levels the
   simulated agent cannot hold: the greeting, then `hello_16k.wav` and 1 s of silence in turn;
-  the sink speaks a canned 1.2 s reply every `--reply-every` seconds (one burst each).
+  the sink speaks a canned 1.2 s reply every `--reply-every` seconds (one burst each), on its own
+  clock rather than in answer to a turn, so its calls' missed turns count as completed here.
+  `--read-batch-ms 20` has the sink read each connection every 20 ms only, as a server on another
+  machine would cost the client nothing to wake: on loopback each chunk sent to a sleeping reader
+  also pays for waking it, on the client's CPU.
 
 The verdict is the largest level whose pacer p99 stays at or under the limit (default 5 ms) with
 no invalid (and no failed) call. Figures and the machine they came from: docs/benchmarks.md.
 
     .venv/bin/python bench/capacity.py                          # 50,100,...,300, 30 s hold each
     .venv/bin/python bench/capacity.py --levels 200 --hold 30
-    .venv/bin/python bench/capacity.py --agent sink --levels 500,1000,1500,2000
+    .venv/bin/python bench/capacity.py --agent sink --levels 500,1000 --read-batch-ms 20
     .venv/bin/python bench/capacity.py --no-pin                 # let the kernel place both processes
     .venv/bin/python bench/capacity.py --levels 200 --profile /tmp/cap   # cProfile: /tmp/cap.200
 """

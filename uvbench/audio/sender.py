@@ -11,10 +11,10 @@ chunk due by then is sent in that one callback. Three choices keep that cheap at
 - **Stream epochs on a grid.** A call's stream epoch t0 (METRICS: stream time) is picked on a
   0.5 ms grid, at most one chunk after the socket opened: in the first phase of the chunk period
   that has streams and room for more (`PHASE_SHARE`), else in the one the fewest streams use. So
-  deadlines of many calls coincide and one wake-up serves several (200 calls of 20 ms chunks:
-  1,000 wake-ups a second, not 2,000; never more than 2,000 however many calls), and streams that
-  open together (a lockstep round) are spread over the chunk period instead of all falling due at
-  once.
+  deadlines of many calls coincide and one wake-up serves several (50 calls of 20 ms chunks: 10
+  phases, about 850 wake-ups a second with the probes below, not 2,000; never more than 2,000
+  however many calls), and streams that open together (a lockstep round) are spread over the
+  chunk period instead of all falling due at once.
 - **Never early.** A chunk leaves only once `time.monotonic_ns()` has reached its deadline; the
   timer is armed at the deadline itself (never before), so a chunk's lateness is only the timer's
   wake-up delay plus the chunks sent ahead of it in the same wake-up.
@@ -45,10 +45,12 @@ from uvbench.audio.timer import FineTimer
 GRID_NS = 500_000
 """Stream epochs, and so every deadline of a stream whose chunk is a whole number of grid steps,
 fall on multiples of this."""
-PHASE_SHARE = 10
-"""Streams put in one phase before another phase is opened: a wake-up costs the process about as
-much as a few chunks sent (tens of µs on a VM coming out of idle), and ten chunks sent one after
-the other delay the last by about 0.1 ms."""
+PHASE_SHARE = 5
+"""Streams put in one phase before another phase is opened. A wake-up costs the process about as
+much as a few chunks sent (tens of µs on a VM coming out of idle), so light loads share wake-ups;
+but each chunk sent ahead of another in a wake-up delays it by about 10 µs, so a phase takes no
+more than a few until every phase has as many (at 200 calls of 20 ms chunks: 5 in each of 40; 10
+per phase measured p50 lateness 0.19-0.20 ms there instead of 0.13-0.14)."""
 PROBE_NS = 2_000_000
 """Longest stretch without a wake-up while a call is running: the resolution of the lag record."""
 LAG_FLOOR_NS = 2_000_000
