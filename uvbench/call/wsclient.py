@@ -128,6 +128,8 @@ class CallSocket(asyncio.Protocol):
         self._on_writable: list[Callable[[], None]] = []
         self._masks = b""
         self._mask_at = MASK_POOL_BYTES
+        self._binary_length = -1
+        self._binary_header = b""
         self.yield_at: Callable[[], int] = _never
         """When parsing a burst must give the loop back (CLOCK_MONOTONIC ns): the engine gives the
         process scheduler's next wake-up, so a burst never holds up a chunk that is due."""
@@ -435,12 +437,15 @@ class CallSocket(asyncio.Protocol):
             or transport.is_closing()
         ):
             raise self._closed_error()
+        n = len(data)
+        if n != self._binary_length:  # a call's chunks all have one length: one header
+            self._binary_length, self._binary_header = n, frame_header(OP_BINARY, n)
         at = self._mask_at
         if at >= MASK_POOL_BYTES:
             self._masks, at = os.urandom(MASK_POOL_BYTES), 0
         mask = self._masks[at : at + 4]
         self._mask_at = at + 4
-        transport.write(b"".join((frame_header(OP_BINARY, len(data)), mask, apply_mask(data, mask))))
+        transport.write(b"".join((self._binary_header, mask, apply_mask(data, mask))))
 
     def send_text(self, text: str) -> None:
         if not self.open:
