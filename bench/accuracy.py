@@ -206,8 +206,9 @@ def main() -> None:
         for name in FIGURES:
             rows = sorted((d for d in details if d["figure"] == name), key=lambda d: -abs(d["error_ms"]))
             for d in rows[: args.worst]:
-                at_s = round((d["stamp_ns"] - start) / 1e9, 3)
-                print("  worst", json.dumps({**d, "stamp_ns": None, "at_s": at_s}))
+                # When in the run (s from its first stamp), not the raw monotonic stamp.
+                shown = {k: v for k, v in d.items() if k != "stamp_ns"}
+                print("  worst", json.dumps({**shown, "at_s": round((d["stamp_ns"] - start) / 1e9, 3)}))
     if quantization:
         q = np.array(quantization)
         print(f"(the anchor's chunk ends {q.min():.2f}-{q.max():.2f} ms after t_se: where the clip's last"
