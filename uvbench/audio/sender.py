@@ -158,6 +158,12 @@ class Scheduler:
 
     def add(self, sender: PacedSender) -> None:
         """Queue `sender` at its next deadline (`sender.next_due_ns`)."""
+        due = self._enqueue(sender)
+        if self._armed_ns is None or due < self._armed_ns:
+            self._arm(due)
+
+    def _enqueue(self, sender: PacedSender) -> int:
+        """Put `sender` in the list of its next deadline; returns that deadline."""
         due = sender.next_due_ns
         queued = self._due.get(due)
         if queued is None:
@@ -165,8 +171,7 @@ class Scheduler:
             heapq.heappush(self._times, due)
         else:
             queued.append(sender)
-        if self._armed_ns is None or due < self._armed_ns:
-            self._arm(due)
+        return due
 
     # -- the timer -------------------------------------------------------------------------------
 
@@ -191,17 +196,11 @@ class Scheduler:
                     del self._late_fire[: LAG_KEEP // 2], self._late_lag[: LAG_KEEP // 2]
             if lag > self.max_lag_ns:
                 self.max_lag_ns = lag
-        times, by_due = self._times, self._due
+        times, by_due, enqueue = self._times, self._due, self._enqueue
         while times and times[0] <= now:
             for sender in by_due.pop(heapq.heappop(times)):
                 if sender.send_due(now):
-                    due = sender.next_due_ns
-                    queued = by_due.get(due)
-                    if queued is None:
-                        by_due[due] = [sender]
-                        heapq.heappush(times, due)
-                    else:
-                        queued.append(sender)
+                    enqueue(sender)
                 now = time.monotonic_ns()
         if times:
             due = times[0]

@@ -25,25 +25,34 @@ def _loud(frame: bytes, at: int) -> bool:
     return AUDIBLE_THRESHOLD < x < 65536 - AUDIBLE_THRESHOLD
 
 
-def audible_bounds(frame: bytes) -> tuple[int, int]:
-    """Index of the first and last sample with |x| > AUDIBLE_THRESHOLD in 16-bit PCM; (-1, -1) if none.
-
-    Two cheap answers first (agent frames, on the pacing loop): a frame of digital silence, and
-    a frame loud at both ends (most frames inside speech). Otherwise in uint16 arithmetic x + T
-    wraps so that |x| <= T maps to [0, 2T] and everything else above 2T (exact for every int16
-    value, -32768 included): two vector operations, no int32 copy."""
+def _cheap_bounds(frame: bytes) -> tuple[int, int] | None:
+    """The two cheap answers (agent frames, on the pacing loop): a frame loud at both ends (most
+    frames inside speech), and a frame with no sample or of digital silence; None otherwise."""
     n = len(frame) >> 1
     if n and _loud(frame, 0) and _loud(frame, 2 * n - 2):
         return 0, n - 1
     zeros = _ZEROS.get(len(frame))
     if zeros is None:
         zeros = _ZEROS[len(frame)] = bytes(len(frame))
-    if frame == zeros:
+    if not n or frame == zeros:
         return _SILENT
+    return None
+
+
+def audible_bounds(frame: bytes) -> tuple[int, int]:
+    """Index of the first and last sample with |x| > AUDIBLE_THRESHOLD in 16-bit PCM; (-1, -1) if none.
+
+    The cheap answers first (`_cheap_bounds`). Otherwise in uint16 arithmetic x + T wraps so that
+    |x| <= T maps to [0, 2T] and everything else above 2T (exact for every int16 value, -32768
+    included): two vector operations, no int32 copy."""
+    cheap = _cheap_bounds(frame)
+    if cheap is not None:
+        return cheap
+    n = len(frame) >> 1
     loud = (np.frombuffer(frame, dtype="<u2", count=n) + AUDIBLE_OFFSET) > 2 * AUDIBLE_THRESHOLD
-    first = int(loud.argmax()) if n else 0
-    if not n or not loud[first]:
-        return -1, -1
+    first = int(loud.argmax())
+    if not loud[first]:
+        return _SILENT
     return first, n - 1 - int(loud[::-1].argmax())
 
 
@@ -53,15 +62,9 @@ def audible_bounds_of(frames: list[bytes]) -> list[tuple[int, int]]:
     out: list[tuple[int, int]] = []
     scan: list[int] = []
     for i, frame in enumerate(frames):
-        n = len(frame) >> 1
-        if n and _loud(frame, 0) and _loud(frame, 2 * n - 2):
-            out.append((0, n - 1))
-            continue
-        zeros = _ZEROS.get(len(frame))
-        if zeros is None:
-            zeros = _ZEROS[len(frame)] = bytes(len(frame))
-        out.append(_SILENT)
-        if n and frame != zeros:
+        cheap = _cheap_bounds(frame)
+        out.append(_SILENT if cheap is None else cheap)
+        if cheap is None:
             scan.append(i)
     if len(scan) == 1:
         out[scan[0]] = audible_bounds(frames[scan[0]])
