@@ -14,10 +14,12 @@ folder) are held against what the server recorded on the same CLOCK_MONOTONIC
   `anchor.sent`, when that chunk left the client against that moment (the client's own delay, what
   would bias every turn figure), and `anchor.read`, the server's read against the send (loopback,
   and how late the server's own loop got to it: at a few hundred calls the server's core is full);
-- greeting: the first sound heard (`call.first_audio_ms`'s end) vs the server's first byte of the
-  greeting + its first audible sample / rate (playback starts on arrival: 60 ms buffer);
+- greeting: the first sound heard (`call.first_audio_ms`'s end) vs when the server's writes of the
+  greeting's frames say it is heard: each frame played on arrival, back to back (its first byte +
+  first audible sample / rate, unless the server's pacer wrote a frame before it late, which
+  delays the sound for real);
 - ttfb: the reply's first frame's arrival vs the server's write of it;
-- ttfa: the first sound heard vs that write + the reply's first audible sample / rate;
+- ttfa: the first sound heard vs when the server's writes say it is heard (as for the greeting);
 - thinking: `state: thinking`'s arrival vs the server's write of it;
 - clear: `playback_clear_buffer`'s arrival vs its write.
 
@@ -50,6 +52,7 @@ from bench.machine import cpu_model  # noqa: E402
 from uvbench.metrics import validity  # noqa: E402
 from uvbench.report.run_folder import load_timeline  # noqa: E402
 from uvbench.server.process import ServerProcess  # noqa: E402
+from uvbench.server.truth import heard_ns  # noqa: E402
 
 NS = 1_000_000_000
 OUT_RATE = 24000
@@ -73,6 +76,24 @@ SCENARIO = """
 
 
 FIGURES = ("anchor", "anchor.sent", "anchor.read", "greeting", "ttfb", "ttfa", "thinking", "clear")
+
+
+SHIFTS_MS: list[float] = []
+"""How much later than first byte + offset the server's writes say each first sound is heard."""
+
+
+def heard_truth(reply: dict) -> int:
+    """When the client should hear the reply's first audible sample, from the server's writes of
+    its frames up to that one (so a frame the server's own pacer wrote late, which the client
+    truly hears late, is no error of the client's); from the first byte alone for a server that
+    does not keep them."""
+    sample = reply["first_audible_sample"]
+    naive = reply["first_byte_ns"] + sample * NS // OUT_RATE
+    heard = heard_ns(reply.get("lead_writes_ns") or [], reply.get("frame_samples") or 0, sample, OUT_RATE)
+    if heard is None:
+        return naive
+    SHIFTS_MS.append((heard - naive) / 1e6)
+    return heard
 
 
 def errors_of(
@@ -99,8 +120,7 @@ def errors_of(
     answers = [r for r in replies if r["kind"] == "reply"]
     first_heard = record["anchors"].get("first_audible_ns")
     if greeting and first_heard and "call.first_audio_ms" in record["metrics"]:
-        heard = greeting["first_byte_ns"] + greeting["first_audible_sample"] * NS // OUT_RATE
-        add("greeting", first_heard - heard, first_heard)
+        add("greeting", first_heard - heard_truth(greeting), first_heard)
     started = timeline.first("pacer.started").data
     t0, rate, n = started["t0_ns"], started["sample_rate"], started["chunk_samples"]
     arrivals = truth["input"]["arrivals"]  # [read_ns, end_sample] of every input frame
@@ -124,8 +144,7 @@ def errors_of(
         if turn["first_audio_ns"] and "turn.ttfb_ms" in m:
             add("ttfb", turn["first_audio_ns"] - reply["first_byte_ns"], turn["first_audio_ns"])
         if turn["first_audible_ns"] and reply["first_audible_sample"] is not None and "turn.ttfa_ms" in m:
-            heard = reply["first_byte_ns"] + reply["first_audible_sample"] * NS // OUT_RATE
-            add("ttfa", turn["first_audible_ns"] - heard, turn["first_audible_ns"])
+            add("ttfa", turn["first_audible_ns"] - heard_truth(reply), turn["first_audible_ns"])
         written = heard_turn.get("thinking_sent_ns")
         if turn["thinking_ns"] and written and "turn.thinking_ms" in m:
             add("thinking", turn["thinking_ns"] - written, turn["thinking_ns"])
@@ -209,6 +228,13 @@ def main() -> None:
                 # When in the run (s from its first stamp), not the raw monotonic stamp.
                 shown = {k: v for k, v in d.items() if k != "stamp_ns"}
                 print("  worst", json.dumps({**shown, "at_s": round((d["stamp_ns"] - start) / 1e9, 3)}))
+    if SHIFTS_MS:
+        moved = [x for x in SHIFTS_MS if x > 0]
+        most = max(moved, default=0.0)
+        print(
+            f"(the server's pacer wrote a frame before the first audible sample late in {len(moved)} of"
+            f" {len(SHIFTS_MS)} greetings and replies: heard later by up to {most:.2f} ms)"
+        )
     if quantization:
         q = np.array(quantization)
         print(f"(the anchor's chunk ends {q.min():.2f}-{q.max():.2f} ms after t_se: where the clip's last"

@@ -172,6 +172,10 @@ def test_greeting_is_paced_to_the_client_buffer():
     # aimed 1 ms after the buffer has room (so an early timer cannot overfill the client).
     assert [a.at - audio[0].at for a in audio[:6]] == [0, 0, 0, 21 * MS, 41 * MS, 61 * MS]
     assert sum(len(a.payload) for a in audio) // 2 == greeting.total_samples == 3 * int(0.3 * 16000)
+    # The writes of every frame up to the one holding the first audible sample are kept.
+    chunk = 16000 * 20 // 1000
+    assert greeting.frame_samples == chunk
+    assert greeting.lead_writes_ns == [a.at for a in audio[: greeting.first_audible_sample // chunk + 1]]
     # Playback ends 900 ms after the first byte; then the final transcript and "listening".
     assert greeting.playback_end_ns == T0 + 1100 * MS
     final = d.messages("transcript")[-1]

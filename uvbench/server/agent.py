@@ -29,7 +29,7 @@ from uvbench.protocol.audio import AUDIBLE_THRESHOLD
 from uvbench.protocol.durations import DurationError, format_duration, parse_duration
 from uvbench.server.config import ToolCall
 from uvbench.server.store import CallRecord
-from uvbench.server.truth import ClearTruth, ReplyTruth, TurnTruth
+from uvbench.server.truth import LEAD_WRITES_MAX, ClearTruth, ReplyTruth, TurnTruth
 from uvbench.server.vad import SpeechLasted, SpeechStarted, TurnDetector, TurnEnded, VadSettings
 
 if TYPE_CHECKING:
@@ -596,6 +596,7 @@ class Agent:
             start_stream_s=self._stream_s(),
         )
         reply.total_samples = u.total
+        reply.frame_samples = self.chunk_samples
         reply.first_audible_sample = _first_audible(speech)
         self.utterance = u
         self._pump_utterance(now)
@@ -613,7 +614,10 @@ class Agent:
                 self._set_state(now, "speaking")
             n = min(self.chunk_samples, u.total - u.sent)
             chunk = u.pcm[u.sent * 2 : (u.sent + n) * 2]
-            self.out.append(Outgoing("audio", chunk, self._chunk_written(u.reply, u.next_due_ns, first)))
+            audible = u.reply.first_audible_sample
+            lead = audible is not None and u.sent <= audible
+            written = self._chunk_written(u.reply, u.next_due_ns, first, lead)
+            self.out.append(Outgoing("audio", chunk, written))
             u.sent += n
             u.reply.sent_samples = u.sent
             u.reply.last_byte_ns = now
@@ -624,11 +628,15 @@ class Agent:
         if end_ns is not None and end_ns <= due_limit:
             self._finish_utterance(now, interrupted=False)
 
-    def _chunk_written(self, reply: ReplyTruth, due_ns: int, first: bool) -> Callable[[int], None]:
+    def _chunk_written(
+        self, reply: ReplyTruth, due_ns: int, first: bool, lead: bool
+    ) -> Callable[[int], None]:
         def written(t_ns: int) -> None:
             self.truth.pacing_lateness_ms.append((t_ns - due_ns) / 1e6)
             if first:
                 reply.first_byte_ns = t_ns
+            if lead and len(reply.lead_writes_ns) < LEAD_WRITES_MAX:
+                reply.lead_writes_ns.append(t_ns)
             reply.last_byte_ns = t_ns
 
         return written

@@ -12,6 +12,8 @@ from array import array
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+NS = 1_000_000_000
+
 
 @dataclass
 class TurnTruth:
@@ -30,6 +32,11 @@ class TurnTruth:
     reply_index: int | None = None
 
 
+LEAD_WRITES_MAX = 1000
+"""Frames whose writes a reply keeps in `lead_writes_ns` (20 s of 20 ms frames before the first
+audible sample; a reply with more silence before its speech keeps the first ones only)."""
+
+
 @dataclass
 class ReplyTruth:
     """One agent utterance: greeting, reply, tool reply, forced message, goodbye."""
@@ -46,6 +53,12 @@ class ReplyTruth:
     first_audible_sample: int | None = None
     """The first non-silent sample of the reply's audio (protocol.audio.AUDIBLE_THRESHOLD)."""
     first_byte_ns: int | None = None
+    frame_samples: int = 0
+    """Samples in each of its audio frames (the last may hold fewer)."""
+    lead_writes_ns: list[int] = field(default_factory=list)
+    """When each audio frame up to the one holding `first_audible_sample` was written (at most
+    LEAD_WRITES_MAX): where the client hears that sample follows from them with the listener's
+    playback model, even when the server's own pacer wrote a frame late."""
     last_byte_ns: int | None = None
     sent_samples: int = 0
     played_samples: int = 0
@@ -55,6 +68,26 @@ class ReplyTruth:
     clear_sent_ns: int | None = None
     cancelled: bool = False
     """Interrupted before its first byte (while thinking)."""
+
+
+def heard_ns(writes_ns: list[int], frame_samples: int, sample: int, rate: int) -> int | None:
+    """When a listener starts hearing `sample` of an utterance whose frames (`frame_samples` each)
+    were written at `writes_ns`, if it plays each frame as it comes, back to back at `rate`: a
+    frame that comes after the audio before it has played out starts a new run at its arrival
+    (sample k of a run starts k / rate after the run's start, rounded down to the ns). None when
+    the frame holding `sample` is not among the writes. Written here from that rule alone, not
+    with the client's listener, so the two can be held against each other."""
+    if frame_samples <= 0 or sample < 0:
+        return None
+    last = sample // frame_samples
+    if last >= len(writes_ns):
+        return None
+    run_start_ns, run_first = writes_ns[0], 0
+    for i in range(1, last + 1):
+        played_out_ns = run_start_ns + (i * frame_samples - run_first) * NS // rate
+        if writes_ns[i] > played_out_ns:
+            run_start_ns, run_first = writes_ns[i], i * frame_samples
+    return run_start_ns + (sample - run_first) * NS // rate
 
 
 @dataclass
