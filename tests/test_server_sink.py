@@ -312,9 +312,22 @@ async def test_the_uvbench_client_completes_a_call_against_a_sink_call():
 
 
 class FakeTransport:
-    def __init__(self) -> None:
+    def __init__(self, sock: Any = None) -> None:
         self.writes: list[bytes] = []
         self.closed = False
+        self.sock = sock
+        self.reading = True
+        self.resumed = 0
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.sock if name == "socket" and self.sock is not None else default
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+        self.resumed += 1
 
     @property
     def written(self) -> bytes:
@@ -460,3 +473,36 @@ async def test_the_join_is_one_write_and_the_greeting_another_of_whole_frames():
     assert (reply.frames, reply.bytes, reply.ordinal) == (len(audio), len(transport.writes[1]), 0)
     sink.connection_lost(None)
     assert record.end_reason == "hangup"
+
+
+async def test_a_held_connection_is_read_at_each_tick_without_the_transport_reading_again():
+    """agent.read_batch_ms: at a tick the sink reads a held connection's socket itself, so the
+    connection stays out of the loop's poll set (a frame sent to it wakes nobody); the end of the
+    stream is handed back to the transport."""
+    import socket
+
+    rng = random.Random(7)
+    ours, peer = socket.socketpair()
+    ours.setblocking(False)
+    state, record = sink_call()
+    record.agent = AgentBehaviour(mode="sink", greeting="Hi.", reply_every_s=0, read_batch_ms=20)
+    transport = FakeTransport(ours)
+    sink = SinkConnection(state, record, transport, HandedFrom())  # type: ignore[arg-type]
+    sink.start(None)
+    try:
+        frame = client_frame(0x2, b"\x01" * 640, rng=rng)
+        sink.data_received(frame)  # the transport's first read: the connection is held from now on
+        assert not transport.reading
+        for _ in range(5):
+            peer.sendall(frame * 3)
+            await asyncio.sleep(0.03)  # a tick (20 ms) passes
+        assert sink.input.frames_received == 1 + 15
+        assert transport.resumed == 0 and not transport.reading
+        peer.sendall(frame)
+        peer.close()  # the frame, then the end of the stream
+        await asyncio.sleep(0.03)
+        assert sink.input.frames_received == 17
+        assert transport.resumed == 1  # the transport reads again, and sees the end itself
+    finally:
+        sink.end_call("hangup")
+        ours.close()

@@ -9,8 +9,9 @@ pacing and ground truth run per frame). The sink does the least a call needs:
   unmasked and read: a close is echoed and the TCP closed, a ping gets its pong, the data message
   `{"type": "ping"}` gets `{"type": "pong"}` with its timestamp, `hang_up` ends the call
   (`agent_hangup`), any other text is ignored. With `agent.read_batch_ms` a connection that has
-  read pauses until a shared tick, so one read takes several frames (fewer system calls and
-  callbacks per frame; pongs and the close then wait up to that long).
+  read pauses until a shared tick, which reads its socket directly, so one read takes several
+  frames and no frame wakes the server (fewer system calls and callbacks per frame; pongs and the
+  close then wait up to that long).
 - output: on join `call_started` and `state: listening`; then the greeting, and every
   `agent.reply_every_s` the canned reply (`agent.replies[0]`), each as ONE write of pre-encoded
   frames: `state: speaking`, the synthesized speech as 20 ms (`agent.chunk_ms`) binary frames at
@@ -34,6 +35,7 @@ import asyncio
 import functools
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +58,8 @@ SMALL_TEXT = 64 * 1024
 CONTROL_MAX = 125
 """RFC 6455 §5.5: a control frame's payload is at most 125 bytes."""
 CLOSE_WAIT_S = 2.0
+HELD_READ_BYTES = 256 * 1024
+"""One read of a held connection at a tick; a full one is followed by another."""
 """After the server's close frame, how long the client has to answer it before the TCP is cut."""
 
 
@@ -125,10 +129,14 @@ def _enabled(record: CallRecord) -> dict[str, bool]:
 
 
 class ReadTick:
-    """Resumes reading on every held sink connection at once, `period_s` after the first was held.
+    """Reads every held sink connection at once, `period_s` after the first was held.
 
-    A connection that has read pauses its transport until the next tick, so each read then takes
-    all the frames of a period in one system call and one callback: one timer for all calls.
+    A connection that has read pauses its transport and is held until the next tick, which reads
+    its socket directly (`SinkConnection.read_held`): all the frames of a period in one system call
+    and one callback, one timer for all calls, and no wake-up per frame. A paused connection leaves
+    the loop's poll set, so a frame the client sends it wakes nobody: on loopback a wake-up of the
+    server would run on the client's CPU at every chunk, which a server on another machine (what the
+    sink stands in for in a client's capacity bench) never costs it.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, period_s: float) -> None:
@@ -147,7 +155,7 @@ class ReadTick:
         held, self._held = self._held, []
         self._handle = None
         for conn in held:
-            conn.resume_reading()
+            conn.read_held()
 
 
 def read_tick(state: ServerState, loop: asyncio.AbstractEventLoop, batch_ms: float) -> ReadTick | None:
@@ -191,6 +199,8 @@ class SinkConnection(asyncio.Protocol):
         self._pongs = flags["pong"]
         self._frame_samples = frame_samples(record.output_sample_rate, record.agent.chunk_ms)
         self._read_tick = read_tick(state, self.loop, record.agent.read_batch_ms)
+        sock = transport.get_extra_info("socket")
+        self._fd: int | None = sock.fileno() if sock is not None else None
         # Parser state between reads.
         self._pending = b""
         """The start of a frame whose header (or small payload) is not all here yet."""
@@ -383,6 +393,33 @@ class SinkConnection(asyncio.Protocol):
     def resume_reading(self) -> None:
         if not self._lost and not self.transport.is_closing():
             self.transport.resume_reading()
+
+    def read_held(self) -> None:
+        """A read tick: what came since the last one, read from the socket without waiting (the
+        transport stays paused, out of the poll set); then held for the next tick. The end of the
+        stream and socket errors are the transport's to see: it reads again, and gets them."""
+        if self._lost or self._close_received or self.transport.is_closing():
+            return
+        if self._fd is None:  # no socket to read directly: the transport reads again
+            return self.resume_reading()
+        chunks = []
+        try:
+            while len(chunk := os.read(self._fd, HELD_READ_BYTES)) == HELD_READ_BYTES:
+                chunks.append(chunk)
+            chunks.append(chunk)
+        except (BlockingIOError, InterruptedError):  # no more for now
+            pass
+        except OSError:
+            return self.resume_reading()
+        if chunks and not chunks[-1]:  # the end of the stream, after what came before it
+            chunks.pop()
+            if chunks:
+                self.data_received(b"".join(chunks))
+            return self.resume_reading()
+        if chunks:
+            self.data_received(b"".join(chunks))  # which holds it again
+        elif self._read_tick is not None:
+            self._read_tick.hold(self)
 
     def _on_frame(self, opcode: int, body: bytes) -> None:
         if opcode == TEXT:
