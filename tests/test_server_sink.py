@@ -493,14 +493,20 @@ async def test_a_held_connection_is_read_at_each_tick_without_the_transport_read
         frame = client_frame(0x2, b"\x01" * 640, rng=rng)
         sink.data_received(frame)  # the transport's first read: the connection is held from now on
         assert not transport.reading
-        for _ in range(5):
+
+        async def until(done) -> None:  # ticks come late on a busy machine: wait for them
+            deadline = time.monotonic() + 5
+            while not done() and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+
+        for k in range(1, 6):
             peer.sendall(frame * 3)
-            await asyncio.sleep(0.03)  # a tick (20 ms) passes
-        assert sink.input.frames_received == 1 + 15
-        assert transport.resumed == 0 and not transport.reading
+            await until(lambda k=k: sink.input.frames_received == 1 + 3 * k)
+            assert sink.input.frames_received == 1 + 3 * k
+            assert transport.resumed == 0 and not transport.reading
         peer.sendall(frame)
         peer.close()  # the frame, then the end of the stream
-        await asyncio.sleep(0.03)
+        await until(lambda: transport.resumed)
         assert sink.input.frames_received == 17
         assert transport.resumed == 1  # the transport reads again, and sees the end itself
     finally:

@@ -58,9 +58,9 @@ SMALL_TEXT = 64 * 1024
 CONTROL_MAX = 125
 """RFC 6455 §5.5: a control frame's payload is at most 125 bytes."""
 CLOSE_WAIT_S = 2.0
+"""After the server's close frame, how long the client has to answer it before the TCP is cut."""
 HELD_READ_BYTES = 256 * 1024
 """One read of a held connection at a tick; a full one is followed by another."""
-"""After the server's close frame, how long the client has to answer it before the TCP is cut."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -57,8 +57,8 @@ class ReplyTruth:
     """Samples in each of its audio frames (the last may hold fewer)."""
     lead_writes_ns: list[int] = field(default_factory=list)
     """When each audio frame up to the one holding `first_audible_sample` was written (at most
-    LEAD_WRITES_MAX): where the client hears that sample follows from them with the listener's
-    playback model, even when the server's own pacer wrote a frame late."""
+    LEAD_WRITES_MAX): when the client hears that sample follows from them (`heard_ns`), even
+    when the server's own pacer wrote a frame late."""
     last_byte_ns: int | None = None
     sent_samples: int = 0
     played_samples: int = 0
