@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.loaded_loop import block_the_loop, probe_the_loop
-from tests.test_transport import FakeSocket
+from tests.test_transport import FakeSocket, chunk_rows
 from uvbench.audio.pacer import Composer, Schedule, drift_ms
 from uvbench.audio.sender import PacedSender
 
@@ -84,11 +84,13 @@ async def test_no_drift_over_half_a_minute_while_the_event_loop_is_loaded():
         if naive:
             await naive_send(rate, n, sink, stop, on_sent)
         else:  # the sender every call uses
-            sender = PacedSender(schedule, Composer(n), FakeSocket(), on_sent)
+            sender = PacedSender(schedule, Composer(n), FakeSocket())
             sender.start()
             await stop.wait()
             sender.stop()
             await sender.done
+            for row in chunk_rows(sender):
+                on_sent(*row)
         now = time.monotonic_ns()
         results[name] = (drift_ms(schedule, sent[-1], now), lateness)
 
@@ -141,3 +143,64 @@ async def test_streams_share_a_phase_up_to_its_share_then_open_the_next():
         assert t0 == first + chunk_ns  # phase 0 again, the only one with room, one period on
     finally:
         scheduler.close()
+
+
+@given(
+    rate=st.sampled_from([8000, 16000, 22050, 44100, 48000]),
+    chunk_ms=st.sampled_from([10, 20, 30]),
+    first=st.one_of(st.integers(0, 10**5), st.just(10**11)),
+    count=st.integers(0, 40),
+)
+def test_chunk_rows_are_each_chunks_deadline_send_time_and_samples(rate, chunk_ms, first, count):
+    """A sender keeps only when each chunk left; its rows (deadline, sent, samples) follow from the
+    schedule exactly as the send path computed them, numpy or (past int64) Python integers."""
+    n = rate * chunk_ms // 1000
+    schedule = Schedule(rate, n, t0_ns=987_654_321)
+    composer = Composer(n)
+    composer.next_chunk = first
+
+    class Loop:
+        def create_future(self):
+            return None
+
+    class NoScheduler:
+        loop = Loop()
+
+    sender = PacedSender(schedule, composer, FakeSocket(), scheduler=NoScheduler())
+    sender.sent_ns.extend(schedule.due_ns(first + i) + 1_000 * i for i in range(count))
+    assert chunk_rows(sender) == [
+        (schedule.due_ns(k), schedule.due_ns(k) + 1_000 * (k - first), k * n, (k + 1) * n)
+        for k in range(first, first + count)
+    ]
+
+
+async def test_the_sender_wakes_its_watch_once_the_stream_reaches_its_sample(monkeypatch):
+    import types
+
+    from uvbench.audio import sender as sender_module
+    from uvbench.call.live import LivePlayback, LiveState
+
+    clock = [0]
+    monkeypatch.setattr(sender_module, "time", types.SimpleNamespace(monotonic_ns=lambda: clock[0]))
+    live = LiveState(LivePlayback(16000))
+    n = 320
+    schedule = Schedule(16000, n, t0_ns=1_000_000_000)
+    sender = PacedSender(schedule, Composer(n), FakeSocket(), watch=live)
+    live.watch_stream(12 * n)
+    live.watch_stream(15 * n)
+    assert live.stream_wake_sample == 12 * n
+    live.changed.clear()
+    clock[0] = schedule.due_ns(10)
+    sender.send_due(clock[0])  # chunks 0..10: the stream ends at sample 11 n, short of the target
+    assert len(sender.sent_ns) == 11 and not live.changed.is_set()
+    clock[0] = schedule.due_ns(11)
+    sender.send_due(clock[0])  # chunk 11 ends at 12 n
+    assert live.changed.is_set()
+    live.unwatch_stream(12 * n)
+    assert live.stream_wake_sample == 15 * n
+    live.unwatch_stream(15 * n)
+    live.changed.clear()
+    clock[0] = schedule.due_ns(20)
+    sender.send_due(clock[0])
+    assert not live.changed.is_set() and len(sender.sent_ns) == 21
+    sender.scheduler.close()

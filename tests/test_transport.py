@@ -310,6 +310,23 @@ def test_frames_scanned_together_have_the_bounds_of_each_alone(frames):
     assert audible_bounds_of(frames) == [reference_bounds(frame) for frame in frames]
 
 
+@given(st.data(), st.integers(1, 50))
+def test_frames_of_one_size_scanned_together_have_the_bounds_of_each_alone(data, n):
+    """Frames of one size are scanned as a matrix (the usual case); the answer is the same."""
+    values = st.sampled_from([0, 5, -33, 32, 33, -32768, 900])
+    frames = data.draw(st.lists(hnp.arrays(np.int16, n, elements=values), min_size=1, max_size=12))
+    frames = [samples.astype("<i2").tobytes() for samples in frames]
+    assert audible_bounds_of(frames) == [reference_bounds(frame) for frame in frames]
+
+
+def test_frames_whose_sizes_only_add_up_like_one_size_are_scanned_each_at_its_place():
+    sizes = [2, 1, 3]  # six samples, as three frames of two would be: read as such, the last
+    # frame's loud sample would be at 1, not 2
+    frames = [np.array(v, dtype="<i2").tobytes() for v in ([0, 500], [5], [0, 0, 500])]
+    assert [len(f) // 2 for f in frames] == sizes  # none with a cheap answer: all three scanned
+    assert audible_bounds_of(frames) == [reference_bounds(frame) for frame in frames]
+
+
 def test_audible_bounds_at_the_threshold_and_the_extremes():
     t = AUDIBLE_THRESHOLD
     for value, loud in [
@@ -353,12 +370,35 @@ class FakeSocket:
             callback()
 
 
+def chunk_rows(sender: PacedSender) -> list[tuple[int, ...]]:
+    flat = sender.chunk_rows()
+    return [tuple(flat[i : i + 4]) for i in range(0, len(flat), 4)]
+
+
+class Rows:
+    """The sender's chunk records (deadline, sent, first sample, end sample), read when asked."""
+
+    def __init__(self, sender: PacedSender) -> None:
+        self.sender = sender
+
+    def _all(self) -> list[tuple[int, ...]]:
+        return chunk_rows(self.sender)
+
+    def __len__(self) -> int:
+        return len(self.sender.sent_ns)
+
+    def __getitem__(self, i):
+        return self._all()[i]
+
+    def __iter__(self):
+        return iter(self._all())
+
+
 def pacer(rate: int = 16000, n: int = 320):
-    rows: list[tuple[int, int, int, int]] = []
     socket = FakeSocket()
     schedule = Schedule(rate, n, time.monotonic_ns())
-    sender = PacedSender(schedule, Composer(n), socket, lambda *row: rows.append(row))
-    return sender, socket, rows
+    sender = PacedSender(schedule, Composer(n), socket)
+    return sender, socket, Rows(sender)
 
 
 async def test_chunks_never_leave_early_and_keep_real_time_on_a_loaded_loop():

@@ -34,9 +34,10 @@ import heapq
 import itertools
 import time
 import weakref
-from collections.abc import Callable
-from typing import Any
+from array import array
+from typing import Any, Protocol
 
+import numpy as np
 from websockets.exceptions import ConnectionClosed
 
 from uvbench.audio.pacer import NS, Composer, Schedule
@@ -213,6 +214,22 @@ class Scheduler:
         self._by_loop.pop(self.loop, None)
 
 
+class StreamWatch(Protocol):
+    """Who wants to know when the outgoing stream reaches a sample (the call's live state)."""
+
+    stream_wake_sample: int
+    """`notify()` once a chunk ending at or after this sample has left."""
+
+    def notify(self) -> None: ...
+
+
+class _NoWatch:
+    stream_wake_sample = 1 << 62
+
+    def notify(self) -> None:
+        pass
+
+
 class PacedSender:
     """One call's outgoing stream: each chunk at its deadline, sent by the loop's `Scheduler`.
 
@@ -220,7 +237,11 @@ class PacedSender:
     closed), `writing_paused` and `call_when_writable(callback)`; when its buffer is full the stream
     waits for it to drain, and that wait shows as lateness. `done` resolves when the sender stops:
     on `stop()`, when the socket closes, or on an exception of its own (then kept in `error`).
-    `on_sent(due_ns, sent_ns, start_sample, end_sample)` is told of every chunk as it leaves.
+
+    The time each chunk left is kept (`sent_ns`, 8 bytes a chunk); the rest of a chunk's record
+    (deadline, samples) follows from the schedule, and `chunk_rows()` puts the records together
+    once they are wanted, so a chunk sent costs one append. `watch` is told (`notify()`) when a
+    chunk reaches its `stream_wake_sample`.
     """
 
     def __init__(
@@ -228,15 +249,15 @@ class PacedSender:
         schedule: Schedule,
         composer: Composer,
         socket: Any,
-        on_sent: Callable[[int, int, int, int], None],
         *,
+        watch: StreamWatch | None = None,
         scheduler: Scheduler | None = None,
         phase: Any = None,
     ) -> None:
         self.schedule = schedule
         self.composer = composer
         self.socket = socket
-        self.on_sent = on_sent
+        self.watch: StreamWatch = watch if watch is not None else _NoWatch()
         self.scheduler = scheduler or Scheduler.of()
         self.phase = phase
         self.done: asyncio.Future[None] = self.scheduler.loop.create_future()
@@ -244,8 +265,32 @@ class PacedSender:
         """When the stream ended: `stop()` was called or the socket refused a chunk."""
         self.error: Exception | None = None
         self.next_due_ns = 0
+        self.first_chunk = composer.next_chunk
+        """The index of the first chunk this sender sent (`sent_ns[0]`)."""
+        self.sent_ns = array("q")
+        """When each chunk left, from `first_chunk` on."""
+
+    def chunk_rows(self) -> array:
+        """(deadline, sent, first sample, end sample) of every chunk sent so far, flat, in order: the
+        timeline's `audio_out` rows."""
+        sent = np.frombuffer(self.sent_ns, dtype=np.int64)
+        n, rate, t0 = self.schedule.chunk_samples, self.schedule.sample_rate, self.schedule.t0_ns
+        first = self.first_chunk
+        rows = array("q")
+        if not len(sent):
+            return rows
+        if (first + len(sent)) * n >= (1 << 62) // NS:  # beyond int64 for numpy: Python's integers
+            for i, sent_ns in enumerate(self.sent_ns):
+                k = first + i
+                rows.extend((t0 - (-(k + 1) * n * NS // rate), sent_ns, k * n, (k + 1) * n))
+            return rows
+        ends = np.arange(first + 1, first + 1 + len(sent), dtype=np.int64) * n
+        due = t0 - (-ends * NS // rate)  # rounded up, as in send_due
+        rows.frombytes(np.stack([due, sent, ends - n, ends], axis=1).tobytes())
+        return rows
 
     def start(self) -> None:
+        self.first_chunk = self.composer.next_chunk
         self.next_due_ns = self.schedule.due_ns(self.composer.next_chunk)
         self.scheduler.add(self)
 
@@ -269,7 +314,8 @@ class PacedSender:
         """Send every chunk due by `now`; True to be queued again at `next_due_ns`."""
         if self.stopped_ns is not None:
             return False
-        socket, composer, schedule, on_sent = self.socket, self.composer, self.schedule, self.on_sent
+        socket, composer, schedule, watch = self.socket, self.composer, self.schedule, self.watch
+        sent = self.sent_ns.append
         n = schedule.chunk_samples
         k = composer.next_chunk
         # Schedule.due_ns inlined (the hot path: 50 chunks a second per call).
@@ -284,8 +330,10 @@ class PacedSender:
                     return False
                 socket.send_binary(composer.chunk(k))
                 now = time.monotonic_ns()
-                on_sent(due, now, k * n, (k + 1) * n)
+                sent(now)
                 k += 1
+                if k * n >= watch.stream_wake_sample:
+                    watch.notify()
                 due = t0 - (-(k + 1) * span // rate)
         except ConnectionClosed:
             self._finish(time.monotonic_ns())

@@ -98,8 +98,6 @@ class CallContext:
         loop (pacing processes run without the automatic collector: eventloop.py)."""
         if self.ws is not None:
             self.ws.detach()
-        if self.sender is not None:
-            self.sender.on_sent = _ignore
         self.ws = self.sender = None
         self.live.changed = asyncio.Event()
 
@@ -161,10 +159,6 @@ async def run_call(plan: CallPlan, script: Script, *, api: UltravoxApi | None = 
     return result
 
 
-def _ignore(*_: Any) -> None:
-    pass
-
-
 def warm_up() -> None:
     """Import now what a process's first call would import mid-call (httpx's network backend on the
     first request, the websocket client's proxy lookup on the first join): tens of milliseconds
@@ -215,7 +209,7 @@ async def _converse(ctx: CallContext, join_url: str, script: Script) -> None:
         opened, "pacer.started", t0_ns=t0, sample_rate=plan.input_rate, chunk_samples=plan.chunk_samples
     )
     sender = ctx.sender = PacedSender(
-        schedule, ctx.composer, ws, _on_sent(ctx), scheduler=scheduler, phase=phase
+        schedule, ctx.composer, ws, watch=ctx.live, scheduler=scheduler, phase=phase
     )
     receiver = _Receiver(ctx)
     ws.yield_at = scheduler.next_wake_ns
@@ -260,6 +254,7 @@ async def _converse(ctx: CallContext, join_url: str, script: Script) -> None:
         sender.stop()
         stream_end = sender.stopped_ns
         assert stream_end is not None
+        timeline.audio_out = sender.chunk_rows()
         if not ws.closed.done():
             ws.abort()
             await ws.closed
@@ -282,19 +277,6 @@ async def _converse(ctx: CallContext, join_url: str, script: Script) -> None:
             raise error
 
 
-def _on_sent(ctx: CallContext) -> Callable[[int, int, int, int], None]:
-    # Timeline.chunk_sent inlined: one call less per chunk sent.
-    rows, live = ctx.timeline.audio_out, ctx.live
-
-    def on_sent(due_ns: int, sent_ns: int, start: int, end: int) -> None:
-        rows.extend((due_ns, sent_ns, start, end))
-        targets = live.stream_targets
-        if targets and end >= min(targets):
-            live.notify()
-
-    return on_sent
-
-
 class _Receiver:
     """What the call does with each frame, called by the socket as the frame arrives."""
 
@@ -305,21 +287,22 @@ class _Receiver:
         self.playback = ctx.live.playback
         self.playback.rows = ctx.timeline.audio_in
         path = ctx.plan.agent_audio_path
-        # Buffered: one write system call per 32 KiB of audio (a second of 16 kHz), not per frame.
+        # Buffered: one write system call per 32 KiB of audio (a second of 16 kHz), not per frame;
+        # written as the frames are settled (call/live.py), many frames in one write.
         self.spool = open(path, "wb", buffering=32768) if path is not None else None  # noqa: SIM115
+        self.playback.record = self.spool.write if self.spool is not None else None
         ctx.result.agent_audio_path = path
 
     def on_binary(self, frame: bytes, now: int) -> None:
         # Where its audible samples lie is worked out when someone asks (a script step's check,
         # the call's end), for every frame received since in one pass (call/live.py).
         self.playback.receive(now, frame)
-        if self.spool is not None:
-            self.spool.write(frame if not len(frame) & 1 else frame[:-1])
         if self.live.audio_waiters:
             self.live.notify()
 
     def close(self) -> None:
-        self.playback.settle()  # every frame's row in the timeline
+        self.playback.settle()  # every frame's row in the timeline, its audio in the spool
+        self.playback.record = None
         spool, self.spool = self.spool, None
         if spool is not None:
             spool.close()

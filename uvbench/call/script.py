@@ -285,11 +285,11 @@ async def _until(
     deadline = time.monotonic_ns() + round(timeout_s * NS)
     live = ctx.live
     if stream is not None:
-        live.stream_targets.append(stream)
+        live.watch_stream(stream)
         try:
             return await _until(ctx, timeout_s, what, check, wake_at, closing_ok=closing_ok, audio=audio)
         finally:
-            live.stream_targets.remove(stream)
+            live.unwatch_stream(stream)
     if audio:
         live.audio_waiters += 1
         try:

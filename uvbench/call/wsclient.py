@@ -112,6 +112,8 @@ class CallSocket(asyncio.Protocol):
         self.error: BaseException | None = None
         self.writing_paused = False
         self._opened: asyncio.Future[None] = self.loop.create_future()
+        self._reading_frames = False
+        """The handshake's response has been read: what arrives now is frames."""
         self._key = base64.b64encode(os.urandom(16)).decode()
         self._head = bytearray()
         self._pending: list[tuple[int, bytes]] | None = []
@@ -240,6 +242,7 @@ class CallSocket(asyncio.Protocol):
         if rest:
             assert self._pending is not None
             self._pending.append((now, rest))
+        self._reading_frames = True
         self._opened.set_result(None)
 
     def _refuse(self, message: str) -> None:
@@ -256,7 +259,7 @@ class CallSocket(asyncio.Protocol):
     def _resume(self) -> None:
         pending, self._pending = self._pending or [], None
         for i, (t_ns, data) in enumerate(pending):
-            self._feed(data, t_ns)
+            self._feed(data, t_ns, time.monotonic_ns())
             if self._pending is not None:  # it stopped for the loop again: keep the order
                 self._pending.extend(pending[i + 1 :])
                 return
@@ -266,8 +269,9 @@ class CallSocket(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if not self._opened.done():
-            self._handshake(data)
+        if not self._reading_frames:
+            if not self._opened.done():
+                self._handshake(data)
         elif self._pending is not None:
             self._pending.append((time.monotonic_ns(), data))
         else:
@@ -309,21 +313,26 @@ class CallSocket(asyncio.Protocol):
             callback()
 
     # -- reading --------------------------------------------------------------------------------
-    def _feed(self, data: bytes, t_ns: int) -> None:
+    def _feed(self, data: bytes, t_ns: int, started_ns: int = 0) -> None:
+        """Parse `data`, which arrived at `t_ns`, handing each whole frame on; parsing began at
+        `started_ns` (`t_ns` when 0)."""
         if self._buffer:
             data, self._buffer = self._buffer + data, b""
         n = len(data)
         i = 0
         frames = 0
-        stop = min(time.monotonic_ns() + BURST_SLICE_NS, self.yield_at())
+        stop = 0  # worked out at the 8th frame: most reads hold one frame
         while n - i >= 2 and self._close_rcvd is None:
             frames += 1
-            if not frames % 8 and time.monotonic_ns() >= stop:
-                # A burst (a server sending seconds of audio at once): let the loop send the chunks
-                # falling due before going on. Frames keep the time their bytes arrived.
-                self._pending = [(t_ns, data[i:])]
-                self.loop.call_soon(self._resume)
-                return
+            if not frames % 8:
+                if not stop:
+                    stop = min((started_ns or t_ns) + BURST_SLICE_NS, self.yield_at())
+                if time.monotonic_ns() >= stop:
+                    # A burst (a server sending seconds of audio at once): let the loop send the
+                    # chunks falling due before going on. Frames keep the time their bytes arrived.
+                    self._pending = [(t_ns, data[i:])]
+                    self.loop.call_soon(self._resume)
+                    return
             b0, b1 = data[i], data[i + 1]
             length = b1 & 0x7F
             h = i + 2

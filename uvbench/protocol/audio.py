@@ -71,16 +71,33 @@ def audible_bounds_of(frames: list[bytes]) -> list[tuple[int, int]]:
     elif scan:
         lengths = [len(frames[i]) >> 1 for i in scan]
         pcm = b"".join(frames[i] if not len(frames[i]) & 1 else frames[i][:-1] for i in scan)
-        loud = np.flatnonzero((np.frombuffer(pcm, dtype="<u2") + AUDIBLE_OFFSET) > 2 * AUDIBLE_THRESHOLD)
         ends = np.cumsum(lengths)
-        starts = ends - lengths
-        lo = np.searchsorted(loud, starts)
-        hi = np.searchsorted(loud, ends)
-        last_at = np.maximum(hi - 1, 0)
-        padded = np.append(loud, 0)  # lo may point one past the end when a frame has no loud sample
-        firsts = (padded[lo] - starts).tolist()
-        lasts = (padded[last_at] - starts).tolist()
-        for j, i in enumerate(scan):
-            if hi[j] > lo[j]:
-                out[i] = (firsts[j], lasts[j])
+        firsts, lasts = audible_spans(pcm, ends - lengths, ends)
+        for i, first, last in zip(scan, firsts.tolist(), lasts.tolist(), strict=True):
+            if first >= 0:
+                out[i] = (first, last)
     return out
+
+
+def audible_spans(pcm: bytes, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For frames lying at samples [starts[i], ends[i]) of `pcm` (s16le, frames in order, back to
+    back), the first and last audible sample of each relative to its start, -1 for a frame with
+    none."""
+    loud = (np.frombuffer(pcm, dtype="<u2") + AUDIBLE_OFFSET) > 2 * AUDIBLE_THRESHOLD
+    count = len(starts)
+    n = int(ends[0] - starts[0]) if count else 0
+    if n and len(loud) == count * n and bool(np.all(ends - starts == n)):  # one size: a matrix
+        rows = loud.reshape(count, n)
+        first = rows.argmax(axis=1)
+        has = rows[np.arange(count), first]
+        last = n - 1 - rows[:, ::-1].argmax(axis=1)
+        return np.where(has, first, -1), np.where(has, last, -1)
+    # Frames of several sizes: the loud samples' positions, and each frame's share of them.
+    at = np.flatnonzero(loud)
+    lo = np.searchsorted(at, starts)
+    hi = np.searchsorted(at, ends)
+    padded = np.append(at, 0)  # lo may point one past the end when a frame has no loud sample
+    has = hi > lo
+    first = np.where(has, padded[lo] - starts, -1)
+    last = np.where(has, padded[np.maximum(hi - 1, 0)] - starts, -1)
+    return first, last
