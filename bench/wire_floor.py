@@ -14,8 +14,15 @@ without waiting on them (`--reader tick`: as a server on another machine, which 
 nothing to wake). On loopback the receiving side's TCP processing runs on the writer's CPU too;
 over a network it would not.
 
+`--replies F` has the reader answer as an agent does: every 20 ms it writes a 20 ms audio frame
+(644 bytes) to a share F of the connections (which ones turns every second), and the writer reads
+each as it comes, with a no-op handler. The simulated agent of `bench/capacity.py` speaks about
+40 % of the time (about 21 frames a call-second): `--replies 0.4` is the floor under that bench's
+"real agent replies" figure.
+
     .venv/bin/python bench/wire_floor.py                               # 200 and 1000 connections
     .venv/bin/python bench/wire_floor.py --calls 200 --per-wake 5,20,200 --reader wake
+    .venv/bin/python bench/wire_floor.py --calls 200 --per-wake 5 --reader wake --replies 0.4
 """
 
 from __future__ import annotations
@@ -38,16 +45,43 @@ from uvbench.audio.timer import FineTimer  # noqa: E402
 
 FRAME = b"\x82\xfe\x02\x80" + bytes(4) + b"\x01" * 640
 """A masked binary frame of 640 bytes (20 ms of 16 kHz s16le), as the client sends."""
+REPLY = b"\x82\x7e\x02\x80" + b"\x01" * 640
+"""The server's unmasked frame of 20 ms agent audio."""
 PERIOD_NS = 20_000_000
 
 
-def reader(listener: socket.socket, mode: str) -> None:
+class Replier:
+    """The reader's agent side: every 20 ms, a frame to each connection talking this second."""
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self.next = time.monotonic() + PERIOD_NS / 1e9
+
+    def timeout(self) -> float | None:
+        return max(0.0, self.next - time.monotonic()) if self.share > 0 else None
+
+    def due(self, conns: list[socket.socket]) -> None:
+        if self.share <= 0 or time.monotonic() < self.next:
+            return
+        self.next += PERIOD_NS / 1e9
+        turn = int(time.monotonic())
+        for i, conn in enumerate(conns):
+            if (i + turn) % 10 < self.share * 10:
+                try:
+                    conn.send(REPLY)
+                except (BlockingIOError, OSError):
+                    pass
+
+
+def reader(listener: socket.socket, mode: str, replies: float) -> None:
     os.sched_setaffinity(0, {0})
     listener.setblocking(False)
+    replier = Replier(replies)
+    conns: list[socket.socket] = []
     if mode == "tick":
-        conns: list[socket.socket] = []
         while True:
             time.sleep(PERIOD_NS / 1e9)
+            replier.due(conns)
             try:
                 while True:
                     conn, _ = listener.accept()
@@ -64,11 +98,14 @@ def reader(listener: socket.socket, mode: str) -> None:
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ)
     while True:
-        for key, _ in sel.select():
+        events = sel.select(replier.timeout())
+        replier.due(conns)
+        for key, _ in events:
             if key.fileobj is listener:
                 conn, _ = listener.accept()
                 conn.setblocking(False)
                 sel.register(conn, selectors.EVENT_READ)
+                conns.append(conn)
                 continue
             try:
                 data = key.fileobj.recv(1 << 16)  # type: ignore[union-attr]
@@ -76,14 +113,22 @@ def reader(listener: socket.socket, mode: str) -> None:
                 continue
             if not data:
                 sel.unregister(key.fileobj)
+                conns.remove(key.fileobj)  # type: ignore[arg-type]
                 key.fileobj.close()  # type: ignore[union-attr]
+
+
+class Reads(asyncio.Protocol):
+    """The writer's side of a connection: what arrives is read and dropped."""
+
+    def data_received(self, data: bytes) -> None:
+        pass
 
 
 async def writer(port: int, calls: int, per_wake: int, seconds: float) -> dict:
     loop = asyncio.get_running_loop()
     transports = []
     for _ in range(calls):
-        transport, _ = await loop.create_connection(asyncio.Protocol, "127.0.0.1", port)
+        transport, _ = await loop.create_connection(Reads, "127.0.0.1", port)
         transports.append(transport)
     groups = [transports[i : i + per_wake] for i in range(0, calls, per_wake)]
     step = PERIOD_NS // len(groups)
@@ -116,7 +161,7 @@ async def writer(port: int, calls: int, per_wake: int, seconds: float) -> dict:
     }
 
 
-def level(calls: int, per_wake: int, mode: str, seconds: float) -> dict:
+def level(calls: int, per_wake: int, mode: str, seconds: float, replies: float) -> dict:
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
@@ -124,7 +169,7 @@ def level(calls: int, per_wake: int, mode: str, seconds: float) -> dict:
     pid = os.fork()
     if pid == 0:
         try:
-            reader(listener, mode)
+            reader(listener, mode, replies)
         finally:
             os._exit(0)
     try:
@@ -146,11 +191,12 @@ def main() -> None:
     parser.add_argument("--per-wake", default="5,25", help="connections written per wake-up")
     parser.add_argument("--reader", default="wake,tick", help="wake, tick or both")
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--replies", type=float, default=0.0, help="share of connections answered")
     args = parser.parse_args()
     load = os.getloadavg()
     print(
         f"machine: nproc {os.cpu_count()}, {cpu_model()}; "
-        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; replies to {args.replies:.0%} of calls"
     )
     print(
         f"{'calls':>6} {'per wake':>8} {'wakes/s':>8} {'reader':>6} {'us/write':>9} {'kernel':>7} "
@@ -159,7 +205,7 @@ def main() -> None:
     for calls in [int(x) for x in args.calls.split(",")]:
         for per_wake in [int(x) for x in args.per_wake.split(",")]:
             for mode in args.reader.split(","):
-                r = level(calls, per_wake, mode, args.seconds)
+                r = level(calls, per_wake, mode, args.seconds, args.replies)
                 print(
                     f"{calls:>6} {per_wake:>8} {r['wakes_s']:>8.0f} {mode:>6} {r['us_per_write']:>9.1f} "
                     f"{r['kernel_us_per_write']:>7.1f} {r['us_per_call_s']:>10.0f}"
