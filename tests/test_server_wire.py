@@ -201,6 +201,33 @@ async def test_second_connection_unknown_and_ended_calls_are_refused(http):
     assert ended.value.response.status_code == 410
 
 
+@pytest.mark.parametrize("mode", ["simulated", "sink"])
+async def test_a_failed_handshake_leaves_the_call_to_join(mode):
+    """A plain GET (or a broken upgrade) on the joinUrl is refused with 400 and does not count as
+    the call's one connection: the proper join that follows is served."""
+    config = ServerConfig(agent=FIXED if mode == "simulated" else AgentBehaviour(mode="sink"))
+    async with (
+        LocalServer(config) as server,
+        httpx.AsyncClient(
+            base_url=server.base_url, headers={"X-API-Key": server.api_key}, timeout=10
+        ) as http,
+    ):
+        call = await create(http, firstSpeakerSettings={"user": {}})
+        url = call["joinUrl"].replace("ws://", "http://", 1)
+        plain = await http.get(url)
+        assert plain.status_code == 400 and "websocket upgrade" in plain.json()["detail"]
+        broken = await http.get(
+            url, headers={"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13"}
+        )  # no Sec-WebSocket-Key
+        assert broken.status_code == 400
+        async with websockets.connect(call["joinUrl"]) as ws:
+            await ws.send(json.dumps({"type": "ping", "timestamp": 3}))
+            while True:
+                message = await asyncio.wait_for(ws.recv(), 5)
+                if isinstance(message, str) and json.loads(message)["type"] == "pong":
+                    break
+
+
 async def test_bad_input_gets_clear_errors_and_other_calls_go_on(http):
     victim = await create(http, firstSpeakerSettings={"user": {}})
     bystander = await create(http, firstSpeakerSettings={"user": {}})

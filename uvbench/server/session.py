@@ -52,12 +52,23 @@ async def handle_join(request: web.Request) -> web.StreamResponse:
         return _refuse(
             409, f"Call {call_id} already has a websocket connection; only one is allowed per call."
         )
+    ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, autoping=True, compress=False)
+    if not ws.can_prepare(request).ok:
+        # Not a websocket upgrade (a plain GET, a bad key or version): the call stays unjoined.
+        return _refuse(
+            400,
+            f"{request.path} is the call's websocket: join it with a websocket upgrade "
+            "(GET with 'Upgrade: websocket' and a valid Sec-WebSocket-Key, version 13).",
+        )
     record.connected = True
     if record.agent.mode == "sink":
         return await sink.serve(request, state, record)
     transport = request.transport
-    ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, autoping=True, compress=False)
-    await ws.prepare(request)
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        record.connected = False  # the handshake failed: a proper join may still come
+        raise
     experimental = {part for part in request.query.get("experimentalMessages", "").split(",") if part}
     session = Session(state, record, ws, transport, experimental)
     await session.run(client_version=request.query.get("clientVersion"))
