@@ -118,6 +118,16 @@ async def test_bad_json_and_non_object_bodies(api: httpx.AsyncClient) -> None:
     assert error(bad, 400)["detail"].startswith("JSON parse error - ")
     listed = await api.post("/api/calls", json=[1, 2])
     assert error(listed, 400) == {"non_field_errors": ["Invalid data. Expected a dictionary, but got list."]}
+    # Not JSON although Python's json reads it, or nested past what anything should walk: 400, not 500.
+    for body, reason in [
+        (b'{"systemPrompt": "x", "temperature": NaN}', "NaN is not a JSON value"),
+        (b'{"temperature": 1e999}', "out of range"),
+        (b'{"a":' * 1000 + b"1" + b"}" * 1000, "nested more than 64 levels deep"),  # 6 KB
+        (b"[" * 100_000 + b"]" * 100_000, "nested more than 64 levels deep"),
+    ]:
+        refused = await api.post("/api/calls", content=body, headers={"Content-Type": "application/json"})
+        detail = error(refused, 400)["detail"]
+        assert detail.startswith("JSON parse error - ") and reason in detail
 
 
 async def test_unexpected_exception_is_a_json_500(
@@ -669,6 +679,12 @@ async def test_send_data_message(api: httpx.AsyncClient, server: LocalServer) ->
     ]
     assert session.delivered[0] == message
     assert list(error(await api.post(url, json={"type": "ping", "timestamp": 1.0}), 400)) == ["type"]
+    deep = b'{"type": "user_text_message", "text": "x", "a": ' + b"[" * 900 + b"]" * 900 + b"}"
+    refused = await api.post(url, content=deep, headers={"Content-Type": "application/json"})
+    assert "nested more than 64 levels deep" in error(refused, 400)["detail"]
+    nan = b'{"type": "user_text_message", "text": "x", "at": NaN}'
+    refused = await api.post(url, content=nan, headers={"Content-Type": "application/json"})
+    assert "NaN is not a JSON value" in error(refused, 400)["detail"]
     assert error(await api.post(url, json={"text": "no type"}), 400) == {"type": ["This field is required."]}
     assert list(error(await api.post(url, json={"type": "user_text_message"}), 400)) == ["text"]
     end(server, call["callId"])

@@ -241,9 +241,13 @@ async def test_bad_input_gets_clear_errors_and_other_calls_go_on(http):
             await ws.send(json.dumps({"type": "no_such_type"}))
             await ws.send(json.dumps(["not", "an", "object"]))
             await ws.send(json.dumps({"type": "user_text_message"}))  # no text
-            await client.wait_for(lambda: len(client.messages("error")) == 5)
+            await ws.send('{"type": "ping", "timestamp": NaN}')  # echoed, it would not be JSON
+            await ws.send('{"type": "ping", "x": ' + "[" * 1000 + "]" * 1000 + "}")  # 2 KB, 1,000 deep
+            await client.wait_for(lambda: len(client.messages("error")) == 7)
             errors = [m["message"] for m in client.messages("error")]
             assert "odd length" in errors[0] and "not JSON" in errors[1] and "'no_such_type'" in errors[2]
+            assert "NaN is not a JSON value" in errors[5] and "nested more than 64 levels" in errors[6]
+            assert not client.messages("pong")
             # Still alive: ping answers.
             await ws.send(json.dumps({"type": "ping", "timestamp": 1.25}))
             await client.wait_for(lambda: client.messages("pong"))

@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from uvbench.protocol import strict_json
+
 __all__ = [
     # server -> client
     "CallStarted",
@@ -448,20 +450,15 @@ def _json_type(value: Any) -> str:
     return "object"
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON value")
-
-
 def _load_object(text: str) -> dict[str, Any] | InvalidMessage:
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
-    except RecursionError:
-        return InvalidMessage(text, "not valid JSON: nested too deeply")
+        value = strict_json.loads(text)
     except json.JSONDecodeError as exc:
         return InvalidMessage(text, f"not valid JSON: {exc.msg} at position {exc.pos}")
-    except ValueError as exc:  # NaN/Infinity (refused above), or an integer with thousands of digits
-        reason = str(exc) if "JSON value" in str(exc) else "a number has too many digits"
-        return InvalidMessage(text, f"not valid JSON: {reason}")
+    except strict_json.JsonRefused as exc:
+        return InvalidMessage(text, f"not valid JSON: {exc}")
+    except ValueError:  # an integer with thousands of digits
+        return InvalidMessage(text, "not valid JSON: a number has too many digits")
     if not isinstance(value, dict):
         return InvalidMessage(text, f"a data message must be a JSON object, got {_json_type(value)}")
     kind = value.get("type")

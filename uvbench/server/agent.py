@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from uvbench.protocol import strict_json
 from uvbench.protocol.audio import AUDIBLE_THRESHOLD
 from uvbench.protocol.durations import DurationError, format_duration, parse_duration
 from uvbench.server.config import ToolCall
@@ -346,9 +347,12 @@ class Agent:
         if self.ended:
             return
         try:
-            message = json.loads(text)
-        except ValueError as exc:
+            message = strict_json.loads(text)
+        except json.JSONDecodeError as exc:
             self._client_error(now, f"text frame is not JSON ({exc.msg} at position {exc.pos})")
+            return
+        except ValueError as exc:  # NaN or Infinity, nested too deep, an integer of 5,000 digits
+            self._client_error(now, f"text frame is not JSON ({exc})")
             return
         self.on_message(now, message)
 

@@ -43,6 +43,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from uvbench.protocol import strict_json
 from uvbench.protocol.durations import DurationError, parse_duration
 from uvbench.protocol.schema import RequestValidationError, validate_start_call
 from uvbench.server.config import (
@@ -221,8 +222,8 @@ def _parse_json(raw: bytes) -> Any:
     if not raw.strip():
         return {}
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return strict_json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:  # malformed, NaN, too deep, a huge integer
         raise ApiError.detail(400, f"JSON parse error - {exc}") from None
 
 

@@ -43,6 +43,7 @@ from typing import Any
 from aiohttp import web
 
 from uvbench.audio.tts import synthesize
+from uvbench.protocol import strict_json
 from uvbench.server.agent import MESSAGE_FLAGS
 from uvbench.server.state import ServerState
 from uvbench.server.store import CallRecord
@@ -440,8 +441,8 @@ class SinkConnection(asyncio.Protocol):
         if self.ended:
             return
         try:
-            message = json.loads(body)
-        except ValueError:
+            message = strict_json.loads(body)
+        except ValueError:  # malformed, NaN, too deep: the sink answers nothing it cannot read
             return
         if not isinstance(message, dict):
             return
