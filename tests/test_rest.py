@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import time
 import uuid
@@ -489,6 +490,8 @@ async def test_page_size_and_cursor_edge_cases(api: httpx.AsyncClient) -> None:
     assert error(await api.get("/api/calls", params={"cursor": "garbage!"}), 404) == {
         "detail": "Invalid cursor"
     }
+    deep = base64.urlsafe_b64encode(b'{"p":' + b"[" * 2000 + b"]" * 2000 + b',"r":false}').decode()
+    assert error(await api.get("/api/calls", params={"cursor": deep}), 404) == {"detail": "Invalid cursor"}
 
 
 async def test_call_list_filters(api: httpx.AsyncClient, server: LocalServer) -> None:

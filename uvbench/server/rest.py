@@ -327,7 +327,7 @@ def _encode_cursor(position: tuple[Any, ...], reverse: bool) -> str:
 
 def _decode_cursor(text: str) -> tuple[tuple[Any, ...], bool]:
     try:
-        data = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        data = strict_json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
         position, reverse = data["p"], data["r"]
         if not isinstance(position, list) or not isinstance(reverse, bool):
             raise ValueError("bad cursor shape")
