@@ -443,6 +443,63 @@ def test_odd_length_frames_are_stitched_and_reported_once():
     assert len(d.messages("error")) == 1
 
 
+def test_input_audio_far_ahead_of_real_time_ends_the_call_without_being_kept():
+    """A client may buffer a little, not stream faster than real time without end: past
+    INPUT_AHEAD_MAX_S the call ends (error, close 1008) and the audio is not taken in."""
+    from uvbench.server.agent import INPUT_AHEAD_MAX_S
+
+    agent = make_agent(first_speaker="user", recordingEnabled=True)
+    d = Driver(agent)
+    second = np.zeros(16000, dtype=np.int16).tobytes()
+    for _ in range(int(INPUT_AHEAD_MAX_S)):  # ten seconds at once: still within the limit
+        agent.on_audio(d.now, second)
+    assert not agent.ended and agent.truth.input.samples_received == 16000 * int(INPUT_AHEAD_MAX_S)
+    d.now += 500 * MS
+    agent.on_audio(d.now, second)  # 11 s of audio half a second after the first
+    d._collect()
+    assert agent.ended and agent.end_reason == "connection_error"
+    assert agent.truth.input.samples_received == 16000 * int(INPUT_AHEAD_MAX_S)  # not taken in
+    assert len(agent.input_pcm) == 2 * 16000 * int(INPUT_AHEAD_MAX_S)
+    (error,) = [m.payload["message"] for m in d.messages("error")]
+    assert "10.5 s ahead of real time" in error and "limit of 10 s" in error
+    close = [s.payload for s in d.sent if s.kind == "close"]
+    assert close == [(1008, "call ended: connection_error")]
+    agent.on_audio(d.now, second)  # an ended call takes nothing more
+    assert agent.truth.input.samples_received == 16000 * int(INPUT_AHEAD_MAX_S)
+
+
+def test_a_flood_of_client_mistakes_is_counted_not_kept():
+    from uvbench.server.agent import CLIENT_ERRORS_REPORTED
+
+    agent = make_agent(first_speaker="user")
+    d = Driver(agent)
+    for _ in range(20_000):
+        agent.on_text(d.now, "{not json")
+    d._collect()
+    assert agent.truth.input.client_errors == 20_000
+    errors = d.messages("error")
+    assert len(errors) == CLIENT_ERRORS_REPORTED
+    assert "later ones are counted, not answered" in errors[-1].payload["message"]
+    kept = [e for e in agent.record.events if e["type"] == "client_message_error"]
+    assert len(kept) == CLIENT_ERRORS_REPORTED
+    agent.on_text(d.now, json.dumps({"type": "ping", "timestamp": 5}))  # still served
+    d._collect()
+    assert d.messages("pong")[-1].payload["timestamp"] == 5
+
+
+def test_a_calls_events_are_bounded():
+    from uvbench.server.store import MAX_EVENTS
+
+    agent = make_agent(first_speaker="user")
+    record = agent.record
+    before = len(record.events)  # the call's own (joined, state)
+    for k in range(MAX_EVENTS + 500):
+        record.add_event(T0 + k, dt.datetime(2026, 1, 1, tzinfo=dt.UTC), "info", "x", f"event {k}")
+    assert len(record.events) == MAX_EVENTS + 1
+    assert record.events[-1]["type"] == "events_truncated"
+    assert record.events_dropped == before + 500
+
+
 @pytest.mark.parametrize("rate", [8000, 16000, 22050, 44100, 48000])
 def test_vad_frames_are_exact_on_every_rate(rate):
     agent = make_agent(rate=rate, first_speaker="user", latency_ms=100)

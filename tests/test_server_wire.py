@@ -228,6 +228,20 @@ async def test_a_failed_handshake_leaves_the_call_to_join(mode):
                     break
 
 
+async def test_audio_streamed_faster_than_real_time_ends_the_call_with_1008(http):
+    call = await create(http, firstSpeakerSettings={"user": {}}, recordingEnabled=True)
+    async with websockets.connect(call["joinUrl"]) as ws:
+        client = Client(ws)
+        second = bytes(32_000)  # a second of 16 kHz audio
+        for _ in range(30):  # thirty seconds at once
+            await ws.send(second)
+        await client.task
+        assert ws.close_code == 1008
+        assert any("ahead of real time" in m["message"] for m in client.messages("error"))
+    got = (await http.get(f"/api/calls/{call['callId']}")).json()
+    assert got["endReason"] == "connection_error"
+
+
 async def test_bad_input_gets_clear_errors_and_other_calls_go_on(http):
     victim = await create(http, firstSpeakerSettings={"user": {}})
     bystander = await create(http, firstSpeakerSettings={"user": {}})

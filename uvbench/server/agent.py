@@ -43,6 +43,13 @@ millisecond early (uvloop's timers have millisecond resolution)."""
 INPUT_CHECK_NS = NS
 INPUT_WARN_MS = 250.0
 """Input audio this far behind or ahead of the wall clock raises a warning call event."""
+INPUT_AHEAD_MAX_S = 10.0
+"""Input audio may run at most this far ahead of real time (counted from its first frame): a
+client streaming faster ends its call (`error`, then close 1008), rather than the server holding
+whatever it sends (512 MiB in two seconds took it to 1.6 GB)."""
+CLIENT_ERRORS_REPORTED = 100
+"""A call's mistakes answered one by one (an `error` message and an event each); later ones are
+only counted (`truth.input.client_errors`): 20,000 junk frames must not become 20,000 events."""
 DEFAULT_TOOL_TIMEOUT_S = 2.5
 MAX_TOOL_TIMEOUT_S = 40.0
 MIN_MEDIA_IDLE_S = 10.0
@@ -328,6 +335,16 @@ class Agent:
             inp.first_audio_ns = now
         inp.last_audio_ns = now
         samples = np.frombuffer(data, dtype="<i2")
+        ahead_s = (inp.samples_received + samples.size) / self.settings.input_rate
+        ahead_s -= (now - inp.first_audio_ns) / NS
+        if ahead_s > INPUT_AHEAD_MAX_S:
+            self._client_error(
+                now,
+                f"input audio ran {ahead_s:.1f} s ahead of real time, past this server's limit of "
+                f"{INPUT_AHEAD_MAX_S:g} s: stream audio in real time",
+            )
+            self._finish(now, "connection_error", close=True, code=1008)
+            return
         inp.samples_received += samples.size
         self.truth.input_arrivals.extend((now, inp.samples_received))
         if self.input_pcm is not None:
@@ -955,7 +972,7 @@ class Agent:
         self._plan_reply(now, reply, interruptible=False, then="timeout", immediate=True)
         self._on_pending_due(now)
 
-    def _finish(self, now: int, reason: str, *, close: bool) -> None:
+    def _finish(self, now: int, reason: str, *, close: bool, code: int = 1000) -> None:
         if self.ended:
             return
         u = self.utterance
@@ -973,7 +990,7 @@ class Agent:
         self.end_reason = reason
         self._event(now, "info", "call_ended", f"Call ended: {reason}.")
         if close:
-            self.out.append(Outgoing("close", (1000, f"call ended: {reason}")))
+            self.out.append(Outgoing("close", (code, f"call ended: {reason}")))
 
     # ------------------------------------------------------------------------------------------
     # Helpers
@@ -1028,6 +1045,12 @@ class Agent:
         return self.truth.input.samples_received / self.settings.input_rate
 
     def _client_error(self, now: int, text: str) -> None:
+        inp = self.truth.input
+        inp.client_errors += 1
+        if inp.client_errors > CLIENT_ERRORS_REPORTED:
+            return
+        if inp.client_errors == CLIENT_ERRORS_REPORTED:
+            text += f" (this call's {CLIENT_ERRORS_REPORTED}th mistake: later ones are counted, not answered)"
         self._event(now, "warning", "client_message_error", text)
         self.out.append(Outgoing("json", {"type": "error", "message": text}))
 

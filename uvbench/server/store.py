@@ -19,6 +19,9 @@ from uvbench.server.truth import GroundTruth, SinkTruth
 DEFAULT_JOIN_TIMEOUT = "30s"
 DEFAULT_MAX_DURATION = "3600s"
 DEFAULT_MODEL = "ultravox-v0.7"
+MAX_EVENTS = 2_000
+"""Events a call keeps (its own, the client's mistakes, warnings); past it one `events_truncated`
+warning, then they are counted (`events_dropped`), so a misbehaving client cannot grow the server."""
 DEFAULT_VOICE = "Mark"
 DEFAULT_CLIENT_BUFFER_MS = 60
 SEVERITIES = ("debug", "info", "warning", "error")
@@ -75,6 +78,8 @@ class CallRecord:
     """Message objects (ultravox.v1.Message) of the call, initial messages first."""
     initial_message_count: int = 0
     events: list[dict[str, Any]] = field(default_factory=list)
+    events_dropped: int = 0
+    """Events past MAX_EVENTS, counted and not kept."""
     truth: GroundTruth | SinkTruth = field(default_factory=GroundTruth)
     """SinkTruth for a call of the sink agent (agent.mode sink), GroundTruth otherwise."""
     recording_wav: bytes | None = None
@@ -129,6 +134,12 @@ class CallRecord:
         text: str,
         extras: dict[str, Any] | None = None,
     ) -> None:
+        if len(self.events) >= MAX_EVENTS:
+            self.events_dropped += 1
+            if self.events_dropped > 1:
+                return
+            severity, type_, extras = "warning", "events_truncated", None
+            text = f"This call reached this server's limit of {MAX_EVENTS} events: later ones are not kept."
         since_start = (ns - self.created_ns) / 1e9
         since_join = None if self.joined_ns is None else (ns - self.joined_ns) / 1e9
         self.events.append(

@@ -112,6 +112,8 @@ class InputTruth:
     """Most the client's audio fell behind the wall clock (underflow)."""
     max_surplus_ms: float = 0.0
     """Most the client's audio ran ahead of the wall clock (overflow)."""
+    client_errors: int = 0
+    """The client's mistakes (malformed frames and messages), the unanswered ones included."""
 
 
 @dataclass
