@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -279,3 +280,98 @@ def test_ctrl_c_mid_run_leaves_a_valid_partial_run_folder(tmp_path):
     assert summary["aggregate"]["calls"] == len(lines)  # the report of what finished is written too
     assert (results.parent / "junit.xml").exists() and (results.parent / "calls.csv").exists()
     assert "run interrupted" in stdout
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process whose chain of parents leads to `pid` (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = open(f"/proc/{entry}/stat").read()  # noqa: SIM115, PTH123
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]  # noqa: SIM115, PTH123
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
+
+
+def _start_long_run(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    scenario = tmp_path / "long.yaml"
+    scenario.write_text("name: long\nclient: {record: false}\nscript:\n  - silence: 1s\n  - hang_up\n")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "uvbench", "run", str(scenario), "--out", str(out), "-q"]
+    proc = subprocess.Popen(
+        [*command, "--vus", "2", "--duration", "60s"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120  # a busy machine may take long to start the processes
+    while time.monotonic() < deadline:
+        found = list(out.glob("*/results.jsonl"))
+        if found and len(found[0].read_text().splitlines()) >= 2:
+            return proc, found[0]
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("no call finished in time")
+
+
+@pytest.mark.timeout(180)
+def test_sigterm_ends_the_run_as_ctrl_c_does_and_leaves_no_process(tmp_path):
+    """What `timeout`, CI cancellation and `docker stop` send: the finished calls are kept, the
+    summary, csv, junit and report written, exit 143, and the embedded server ends too."""
+    proc, results = _start_long_run(tmp_path)
+    try:
+        children = _descendants(proc.pid)
+        assert children, "the run has no child processes (the embedded server, its workers)"
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    folder = results.parent
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["stopped_by"] == "SIGTERM"
+    assert summary["calls"] == len(results.read_text().splitlines()) >= 2
+    for name in ("junit.xml", "calls.csv", "report.html"):
+        assert (folder / name).exists(), name
+    assert "run interrupted" in stdout
+    deadline = time.monotonic() + 15
+    while _alive(children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(children), "processes left behind after SIGTERM"
+
+
+@pytest.mark.timeout(180)
+def test_sigkill_of_the_runner_leaves_no_process_behind(tmp_path):
+    proc, _ = _start_long_run(tmp_path)
+    try:
+        children = _descendants(proc.pid)
+        assert children
+        proc.kill()
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 15
+    while _alive(children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(children), "the embedded server or a worker outlived the runner"

@@ -169,7 +169,8 @@ def _write(send: Any, outbox: queue.SimpleQueue[Any]) -> None:
 
 
 def _run(spec: AnalysisSpec | None, receive: Any, send: Any) -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when to stop
+    for sig in (signal.SIGINT, signal.SIGTERM):  # the coordinator decides when to stop
+        signal.signal(sig, signal.SIG_IGN)
     try:
         os.nice(NICE)
     except OSError:

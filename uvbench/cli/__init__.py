@@ -1,6 +1,7 @@
 """The `uvbench` command line: one module per command, each with `add_parser(sub)` and `main(args)`.
 
-Exit codes: 0 ok, 1 a check failed, 2 bad input, 3 the run could not be carried out, 130 Ctrl-C.
+Exit codes: 0 ok, 1 a check failed, 2 bad input, 3 the run could not be carried out, 130 Ctrl-C,
+143 SIGTERM (what `timeout`, CI cancellation and `docker stop` send: handled as Ctrl-C is).
 A user's mistake is one line on stderr (what, where, how to fix), never a traceback.
 """
 
@@ -8,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 
 from uvbench import __version__
 from uvbench.cli import calls, compare, corpus, history, locust, report, run, schema, selfcheck, serve
 from uvbench.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
     UsageError,
     fast_event_loop_factory,
 )
@@ -37,8 +41,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be: everything that ends a run
+    cleanly on Ctrl-C (its finished calls written, its report) does so on SIGTERM too."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
@@ -48,5 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"uvbench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Terminated:
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from uvbench.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, UsageError
+from uvbench.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, UsageError
 from uvbench.runner.load import PACING_CALLS
 
 
@@ -196,8 +196,9 @@ def main(args: argparse.Namespace) -> int:
     _show_report(summary.folder, open_it=args.open)
     if summary.interrupted:
         done = f"{passed}/{len(summary.records)} finished calls completed"
-        print(f"run interrupted: {done}; results in {summary.folder}/")
-        return EXIT_INTERRUPTED
+        by = " by SIGTERM" if summary.stopped_by == "SIGTERM" else ""
+        print(f"run interrupted{by}: {done}; results in {summary.folder}/")
+        return EXIT_TERMINATED if summary.stopped_by == "SIGTERM" else EXIT_INTERRUPTED
     verdict = {0: "passed", 1: "FAILED", 3: "could not be carried out"}[code]
     print(f"run {verdict}: {passed}/{len(summary.records)} calls completed; results in {summary.folder}/")
     return code

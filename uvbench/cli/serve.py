@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from uvbench import lifeline
 from uvbench.cli.common import API_KEY_ENV, EXIT_OK, UsageError, fast_event_loop_factory
 
 
@@ -134,7 +135,13 @@ def main(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        parent = lifeline.expected_parent()
+        if parent is not None:  # started by uvbench (run, locust, a bench): end with it
+            lifeline.signal_on_parent_death(signal.SIGTERM)
+            watcher = loop.create_task(lifeline.watch_parent(parent, stop.set))
         await stop.wait()
+        if parent is not None:
+            watcher.cancel()
         print("uvbench local server: stopping", flush=True)
         await server.stop()
 

@@ -120,7 +120,10 @@ class RunSummary:
     folder: Path
     records: list[dict[str, Any]]
     interrupted: bool = False
-    """Ctrl-C stopped the run: the calls in flight were cancelled, the finished ones are kept."""
+    """Ctrl-C (or SIGTERM) stopped the run: the calls in flight were cancelled, the finished ones
+    are kept."""
+    stopped_by: str | None = None
+    """The signal that stopped it: "SIGINT" or "SIGTERM"."""
     worker_failures: list[str] = field(default_factory=list)
     """One line per pacing process that died (its finished calls are kept)."""
     lost: list[str] = field(default_factory=list)
@@ -189,6 +192,7 @@ def run_scenarios(
                 "interrupted_calls": state.interrupted,
                 "lost_calls": len(fleet.lost) if fleet else 0,
                 "interrupted": bool(fleet and fleet.interrupted),
+                "stopped_by": fleet.stopped_by if fleet else None,
                 "workers": {
                     "count": len(fleet.specs) if fleet else 0,
                     "failed": fleet.failed if fleet else [],
@@ -200,6 +204,7 @@ def run_scenarios(
         folder.path,
         records,
         fleet.interrupted,
+        stopped_by=fleet.stopped_by,
         worker_failures=[f["message"] for f in fleet.failed],
         lost=list(fleet.lost),
     )

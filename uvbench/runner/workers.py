@@ -72,6 +72,9 @@ PROFILE_ENV = "UVBENCH_PROFILE"
 """For benchmarks: "PATH" writes each pacing process's cProfile statistics to PATH.pacing<w>."""
 STARTUP_TIMEOUT_S = 60.0
 CANCEL_TIMEOUT_S = 15.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""What stops a run cleanly (Ctrl-C, and what `timeout`, CI cancellation and `docker stop` send):
+handled by the coordinator, ignored by its pacing and analysis processes."""
 DRAIN_TIMEOUT_S = 120.0
 """After the load: how long the analysis of the calls already handed over may take at most."""
 _STARTED, _IN_FLIGHT, _DROPPED, _INTERRUPTED = range(4)
@@ -233,6 +236,8 @@ class _Fleet:
         self.lost: list[str] = []
         """One line per call that gave no record (its analysis failed)."""
         self.interrupted = False
+        self.stopped_by: str | None = None
+        """The signal that stopped the run ("SIGINT", "SIGTERM"), if one did."""
         self._sigints = 0
         n = len(specs)
         self._ctx = process_context()
@@ -259,27 +264,32 @@ class _Fleet:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def run(self) -> None:
-        previous = None
+        previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGINT, self._on_sigint)
+            for sig in STOP_SIGNALS:
+                previous[sig] = signal.signal(sig, self._on_stop_signal)
         try:
             self._start()
             self._wait_ready()
             self._go()
             self._loop()
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
-    def _on_sigint(self, signum: int, frame: Any) -> None:
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        # Ctrl-C and SIGTERM alike: the first stops the run (its finished calls kept), a second
+        # stops waiting for the calls in flight.
         self._sigints += 1
+        if self.stopped_by is None:
+            self.stopped_by = signal.Signals(signum).name
 
     def _start(self) -> None:
         # Children started while SIGINT is ignored keep ignoring it from their first instruction
         # (Python installs its KeyboardInterrupt handler only over the default disposition), so a
         # Ctrl-C at the terminal, sent to the whole process group, reaches only the parent.
         main_thread = threading.current_thread() is threading.main_thread()
-        handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if main_thread else None
+        handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS} if main_thread else {}
         try:
             for _ in range(analysis_processes(len(self.specs))):
                 self.analysers.append(None)
@@ -299,8 +309,8 @@ class _Fleet:
                 self.conns.append(parent_end)
                 self.alive.add(spec.worker)
         finally:
-            if handler is not None:
-                signal.signal(signal.SIGINT, handler)
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
 
     def _start_analyser(self, slot: int) -> None:
         parent_end, child_end = self._ctx.Pipe(duplex=True)
@@ -321,7 +331,7 @@ class _Fleet:
                 return
             if time.monotonic() > deadline:
                 for w in sorted(self.alive - self.ready):
-                    self.procs[w].terminate()
+                    self.procs[w].kill()  # they ignore SIGTERM: the parent decides
             self._poll(0.1)
 
     def _go(self) -> None:
@@ -347,7 +357,7 @@ class _Fleet:
             late = cancelled_at is not None and time.monotonic() - cancelled_at > CANCEL_TIMEOUT_S
             if late or self._sigints > 1:  # a second Ctrl-C: stop waiting for them
                 for w in sorted(self.alive):
-                    self.procs[w].terminate()
+                    self.procs[w].kill()  # they ignore SIGTERM: the parent decides
                 if self._sigints > 1:
                     self._give_up_analysis("the run was stopped (a second Ctrl-C)")
             if not self.alive:
@@ -372,7 +382,7 @@ class _Fleet:
             self._stop_analyser(slot)
         for proc in self.procs:
             if proc.is_alive():
-                proc.terminate()
+                proc.kill()
         for proc in self.procs:
             proc.join(timeout=5)
         for conn in self.conns:
@@ -391,7 +401,7 @@ class _Fleet:
                 pass
             proc.join(timeout=10)
         if proc.is_alive():
-            proc.terminate()
+            proc.kill()
             proc.join(timeout=5)
         conn.close()
 
@@ -639,7 +649,8 @@ class _Fleet:
 
 def worker_main(spec: WorkerSpec, conn: Connection, counters: Any) -> None:
     """A pacing process's entry point: its share of the load on its own event loop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it sends "cancel" (see _start)
+    for sig in STOP_SIGNALS:  # the parent decides; it sends "cancel" (see _start), or goes away
+        signal.signal(sig, signal.SIG_IGN)
     outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
     sender = threading.Thread(target=_sender, args=(spec, conn, outbox), daemon=True)
     sender.start()

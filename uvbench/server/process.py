@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from uvbench import lifeline
 from uvbench.server.config import generate_api_key
 
 _URL = re.compile(r"listening on (http://\S+)")
@@ -54,7 +55,7 @@ class ServerProcess:
                 yaml.safe_dump(self.config, f)
             self._config_file = Path(name)
             args += ["--config", name]
-        env = dict(os.environ, UVBENCH_SERVER_API_KEY=self.api_key)
+        env = dict(os.environ, UVBENCH_SERVER_API_KEY=self.api_key, **lifeline.parent_env())
         # The server's log goes to a file: a pipe nobody reads would fill and stall the server.
         self._log = tempfile.TemporaryFile(mode="w+")
         self._proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self._log, text=True, env=env)
