@@ -350,7 +350,13 @@ def test_sigterm_ends_the_run_as_ctrl_c_does_and_leaves_no_process(tmp_path):
     folder = results.parent
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["interrupted"] is True and summary["stopped_by"] == "SIGTERM"
-    assert summary["calls"] == len(results.read_text().splitlines()) >= 2
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert summary["calls"] == len(records) >= 2
+    # The calls the signal caught midway have records too, with what they measured.
+    stopped = [r for r in records if r["outcome"] == "interrupted"]
+    assert len(stopped) == summary["interrupted_calls"] >= 1
+    assert all(r["outcome_detail"] == "the run stopped while the call ran" for r in stopped)
+    assert all(r["metrics"].get("call.create_ms") is not None for r in stopped if r.get("call_id"))
     for name in ("junit.xml", "calls.csv", "report.html"):
         assert (folder / name).exists(), name
     assert "run interrupted" in stdout

@@ -267,3 +267,49 @@ async def test_waiting_for_the_agent_to_finish_wakes_on_messages_not_on_every_fr
     messages = len(result.timeline.raw_in) + len(result.timeline.of_kind("msg.in"))
     assert frames > 40
     assert wakes <= messages + 3, (wakes, messages, frames)
+
+
+async def test_a_call_the_run_stops_keeps_what_it_measured_and_is_interrupted(endpoint):
+    """Cancelled midway (Ctrl-C, SIGTERM, a graceful stop), a call ends at once, hands over what
+    it measured, and its outcome says the run stopped it; the cancellation goes on."""
+    import asyncio
+
+    from uvbench.analysis.call import BytesSink, analyse_call
+    from uvbench.call.engine import run_call
+    from uvbench.call.plan import plan_for
+    from uvbench.call.rest import UltravoxApi
+    from uvbench.call.script import ScriptRun, make_script
+
+    one = scenario(
+        """
+        name: long
+        client: {record: none}
+        script:
+          - wait_for: agent_done
+          - silence: 30s
+          - hang_up
+        """
+    )
+    api = UltravoxApi(endpoint.api_url, endpoint.api_key)
+    handed = []
+    try:
+        plan = plan_for(one, endpoint)
+        task = asyncio.create_task(
+            run_call(plan, make_script(one, ScriptRun()), api=api, on_interrupted=handed.append)
+        )
+        await asyncio.sleep(6)  # into the 30 s of silence: greeted, not finished
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        (result,) = handed
+        assert result.timeline.first("call.interrupted") is not None
+        assert result.timeline.first("ws.open") is not None  # it had joined: its start is measured
+        record, metrics, _ = await analyse_call(result, one, endpoint.label, api, BytesSink())
+    finally:
+        await api.close()
+    assert metrics.outcome == "interrupted"
+    assert record["outcome_detail"] == "the run stopped while the call ran"
+    assert (
+        metrics.metrics["call.create_ms"] is not None and metrics.metrics["call.first_audio_ms"] is not None
+    )

@@ -105,8 +105,18 @@ class CallContext:
 Script = Callable[[CallContext], Awaitable[None]]
 
 
-async def run_call(plan: CallPlan, script: Script, *, api: UltravoxApi | None = None) -> CallResult:
-    """Run one call; never raises for a fault of the call itself (see `CallResult.failure`)."""
+async def run_call(
+    plan: CallPlan,
+    script: Script,
+    *,
+    api: UltravoxApi | None = None,
+    on_interrupted: Callable[[CallResult], None] | None = None,
+) -> CallResult:
+    """Run one call; never raises for a fault of the call itself (see `CallResult.failure`).
+
+    Cancelled (the run stopped: Ctrl-C, SIGTERM, a graceful stop's end), the call ends at once,
+    what was measured so far is kept with a `call.interrupted` event, `on_interrupted` is given
+    that partial result, and the cancellation goes on."""
     timeline = Timeline(time.monotonic_ns(), time.time_ns())
     result = CallResult(plan, timeline)
     timeline.add(
@@ -124,6 +134,7 @@ async def run_call(plan: CallPlan, script: Script, *, api: UltravoxApi | None = 
     api = api or UltravoxApi(plan.api_url, plan.api_key)
     scheduler = Scheduler.of()
     lag_token = scheduler.call_started()
+    interrupted = False
     try:
         try:
             call = await api.create_call(
@@ -140,6 +151,9 @@ async def run_call(plan: CallPlan, script: Script, *, api: UltravoxApi | None = 
             await _converse(ctx, call["joinUrl"], script)
         finally:
             ctx.dispose()
+    except asyncio.CancelledError:
+        interrupted = True
+        timeline.add(time.monotonic_ns(), "call.interrupted", message="the run stopped while the call ran")
     except Exception as exc:  # a bug or an unexpected fault must end this call only
         log.exception("call of %s failed", plan.scenario)
         timeline.add(time.monotonic_ns(), "error", where="engine", message=repr(exc), reason="internal")
@@ -156,6 +170,10 @@ async def run_call(plan: CallPlan, script: Script, *, api: UltravoxApi | None = 
         scheduler.call_ended(lag_token)
         if own_api:
             await api.close()
+    if interrupted:
+        if on_interrupted is not None:
+            on_interrupted(result)
+        raise asyncio.CancelledError()
     return result
 
 

@@ -95,16 +95,22 @@ class Engine:
         self.configured.set()
 
     async def call(self, call_id: int, index: int, tags: dict[str, Any]) -> None:
+        handed: list[dict[str, Any]] = []
         try:
             await self.configured.wait()
             assert self.spec is not None
             # The engine's own count of calls in flight, this one included (the run's owner
             # replaces it with the run-wide count and keeps this one as worker_concurrency).
             tags = {**tags, "concurrency": len(self.calls)}
-            raw = await self.caller.run(self.spec.scenarios[index], tags)
-            self.jobs.put(("job", call_id, raw["spool"], raw["scenario"], raw["tags"], None))
+
+            def hand_over(raw: dict[str, Any]) -> None:  # a call stopped midway comes here too
+                handed.append(raw)
+                self.jobs.put(("job", call_id, raw["spool"], raw["scenario"], raw["tags"], None))
+
+            await self.caller.run(self.spec.scenarios[index], tags, hand_over)
         except asyncio.CancelledError:
-            self.outbox.put(("lost", call_id, "cancelled: locust stopped the user while its call ran"))
+            if not handed:
+                self.outbox.put(("lost", call_id, "cancelled: locust stopped the user while its call ran"))
         except Exception as exc:
             self.outbox.put(("lost", call_id, _line(exc)))
         finally:

@@ -156,7 +156,9 @@ GLOSSARY: dict[str, dict[str, str]] = {
         "from": "the whole timeline",
         "to": "completed | failed:<create|connect|error|server_close|missed_turn|expect> | "
         "invalid:generator_overloaded (the stream drifted more than a chunk, or every anchored item "
-        "of the call, its turns, barge-ins and greeting, was set apart: docs/metrics.md, validity)",
+        "of the call, its turns, barge-ins and greeting, was set apart: docs/metrics.md, validity) | "
+        "interrupted (the run stopped while the call ran: Ctrl-C, SIGTERM, a graceful stop; its "
+        "figures are those measured until then)",
         "unit": "text",
     },
     # -- generator health ------------------------------------------------------------------------
@@ -851,6 +853,9 @@ def _outcome(
     turns: list[dict[str, Any]],
     set_apart_detail: str | None,
 ) -> tuple[str, str | None]:
+    stopped = timeline.first("call.interrupted")
+    if stopped is not None:  # the run stopped the call: its figures are those measured so far
+        return "interrupted", stopped.data.get("message")
     drift, chunk = metrics["pacer.drift_ms"], config.chunk_ms
     if chunk is not None and isinstance(drift, float) and abs(drift) > chunk:
         return "invalid:generator_overloaded", f"pacer drift {drift:.3f} ms > one chunk"

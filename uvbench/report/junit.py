@@ -213,6 +213,10 @@ def _call_case(suite: ET.Element, record: dict[str, Any], position: int, counts:
         counts.errors += 1
         child = ET.SubElement(case, "error", {"message": _failure_message(record), "type": _kind(outcome)})
         child.text = _failure_body(record)
+    elif outcome == "interrupted":  # the run stopped it: neither a pass nor the agent's failure
+        counts.skipped += 1
+        detail = record.get("outcome_detail") or "the run stopped while the call ran"
+        ET.SubElement(case, "skipped", {"message": _line(f"interrupted: {detail}")})
     elif outcome.startswith("invalid:"):
         counts.skipped += 1
         what = _kind(outcome).replace("_", " ")

@@ -180,6 +180,9 @@ async def run_load(
         record = None
         try:
             record = await run_one(scenario, tags)
+        except asyncio.CancelledError:  # the run stopped it (Ctrl-C, SIGTERM, a graceful stop)
+            state.interrupted += 1
+            raise
         finally:
             state.in_flight -= 1
             mine["in_flight"] -= 1
@@ -196,8 +199,7 @@ async def run_load(
 
     def interrupt(task: asyncio.Task[Any]) -> None:
         if not task.done() and not task.cancelling():
-            task.cancel()
-            state.interrupted += 1
+            task.cancel()  # counted in `call` as the cancellation ends it
 
     def start(t_s: float) -> bool:
         try:

@@ -797,9 +797,13 @@ class WireCaller:
             await self.api(endpoint).open()
         await asyncio.to_thread(warm_audio, scenarios)
 
-    async def run(self, scenario: Scenario, tags: dict[str, Any]) -> dict[str, Any]:
+    async def run(
+        self, scenario: Scenario, tags: dict[str, Any], hand_over: Callable[[dict[str, Any]], None]
+    ) -> dict[str, Any]:
+        """Run one call and hand it over (`hand_over(raw)`) for analysis; a call the run stops
+        midway is handed over too, with what it measured, before the cancellation goes on."""
         from uvbench.analysis import spool
-        from uvbench.call.engine import run_call
+        from uvbench.call.engine import CallResult, run_call
         from uvbench.call.plan import plan_for
         from uvbench.call.script import ScriptRun, make_script
 
@@ -809,14 +813,25 @@ class WireCaller:
         keep = self.record or scenario.client.record
         audio = self.spool / f"{key}.pcm" if keep != "none" else None
         plan = plan_for(scenario, endpoint, agent_audio_path=audio)
-        result = await run_call(plan, make_script(scenario, ScriptRun()), api=self.api(endpoint))
-        path = self.spool / f"{key}.call"
-        spool.save(result, path)
-        # The call's objects sit in reference cycles (its socket, receiver and context point at
-        # each other): emptied now, they are freed at once rather than by a full garbage
-        # collection over every call in flight, which holds up the loop for tens of milliseconds.
-        result.timeline.clear()
-        return {"spool": str(path), "scenario": self.index[id(scenario)], "tags": tags}
+
+        def raw_of(result: CallResult) -> dict[str, Any]:
+            path = self.spool / f"{key}.call"
+            spool.save(result, path)
+            # The call's objects sit in reference cycles (its socket, receiver and context point
+            # at each other): emptied now, they are freed at once rather than by a full garbage
+            # collection over every call in flight, which holds up the loop for tens of ms.
+            result.timeline.clear()
+            return {"spool": str(path), "scenario": self.index[id(scenario)], "tags": tags}
+
+        result = await run_call(
+            plan,
+            make_script(scenario, ScriptRun()),
+            api=self.api(endpoint),
+            on_interrupted=lambda partial: hand_over(raw_of(partial)),
+        )
+        raw = raw_of(result)
+        hand_over(raw)
+        return raw
 
     async def close(self) -> None:
         for api in self.apis.values():
@@ -866,9 +881,7 @@ async def _work(spec: WorkerSpec, conn: Connection, counters: Any, outbox: queue
             cancel()
 
     async def run_one(scenario: Scenario, tags: dict[str, Any]) -> dict[str, Any]:
-        raw = await caller.run(scenario, tags)
-        tell(("raw", spec.worker, raw))
-        return raw
+        return await caller.run(scenario, tags, lambda raw: tell(("raw", spec.worker, raw)))
 
     def on_drop(dropped: int) -> None:
         counters[SLOTS * spec.worker + _DROPPED] = dropped
