@@ -52,6 +52,33 @@ def test_missing_config_file_and_bad_plan_flag(tmp_path, capsys):
     assert "--plan: unknown plan 'gold'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["run", "QUICK", "--arrival-rate", "inf", "--duration", "10s"], "at most 1000 calls a second"),
+        (["run", "QUICK", "--arrival-rate", "nan", "--duration", "10s"], "got nan"),
+        (["run", "QUICK", "--arrival-rate", "1e8", "--duration", "10s", "--max-in-flight", "2"], "got 1e+08"),
+        (["run", "QUICK", "--stage", "10s:-5"], "the target is a number of calls, 0 or more"),
+        (["run", "QUICK", "--stage", ""], "--stage is empty"),
+        (["run", "QUICK", "--stage", "10s:5,0s:3"], "'0s:3': the duration must be positive"),
+        (["serve", "--port", "99999"], "--port 99999 is not a TCP port"),
+        (["serve", "--latency-ms", "-5"], "latency.ms: expected a number of 0 or more, got -5"),
+        (["serve", "--latency-ms", "1e9"], "above this server's limit of 60000 ms"),
+        (["history", "--db", "FOLDER"], "is not a file: name the history database"),
+    ],
+)
+def test_flags_out_of_range_are_one_line_and_exit_2(tmp_path, capsys, argv, expected):
+    """Each names the flag and the limit; none starts anything (no run folder, no server)."""
+    quick = str(Path(__file__).resolve().parents[1] / "scenarios" / "quickstart.yaml")
+    argv = [quick if a == "QUICK" else str(tmp_path) if a == "FOLDER" else a for a in argv]
+    if argv[0] == "run":
+        argv += ["--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("uvbench: error: ") and expected in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
 def test_port_in_use_is_a_clear_error():
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -182,6 +182,19 @@ def test_a_matrix_does_not_sweep_the_load_and_every_variant_shares_it():
             r'^x\.yaml:3:1: load: missing key "duration" \(required: how long calls keep arriving\)$',
         ),
         (
+            "load: {executor: constant-arrival-rate, rate: 2000, duration: 1m}\n",
+            r"^x\.yaml:3:\d+: load\.rate: rate 2000 per 1s is 2000 calls a second, above uvbench's"
+            r" limit of 1000$",
+        ),
+        (
+            "load: {executor: constant-arrival-rate, rate: .inf, duration: 1m}\n",
+            r"^x\.yaml:3:\d+: load\.rate: ",
+        ),
+        (
+            "load: {executor: ramping-arrival-rate, stages: [{duration: 1m, target: 90000}], timeUnit: 1m}\n",
+            r"^x\.yaml:3:\d+: load\.stages: the rate peaks at 1500 calls a second, above uvbench's limit",
+        ),
+        (
             "vus: 3\nload: {executor: constant-vus, duration: 1m}\n",
             r"^x\.yaml:3:6: vus: a k6 shortcut next to load: \(expected either load:",
         ),

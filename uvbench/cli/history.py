@@ -67,6 +67,10 @@ def main(args: argparse.Namespace) -> int:
 
     if args.last < 1:
         raise UsageError(f"--last must be at least 1, got {args.last}")
+    if args.db.exists() and not args.db.is_file():
+        raise UsageError(
+            f"--db {args.db} is not a file: name the history database (e.g. reports/history.sqlite)"
+        )
     if not args.db.is_file():
         message = f"no history yet at {args.db}: run `uvbench run` first"
         if args.json:

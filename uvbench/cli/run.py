@@ -304,7 +304,7 @@ def _cli_load(args: argparse.Namespace):
     except ValueError:
         raise UsageError(f"--duration {args.duration!r} is not a duration (expected e.g. 60s, 5m)") from None
     try:
-        stages = parse_stages(args.stage) if args.stage else None
+        stages = parse_stages(args.stage) if args.stage is not None else None
     except LoadError as exc:
         raise UsageError(str(exc)) from None
     return CliLoad(

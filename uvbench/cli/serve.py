@@ -90,6 +90,8 @@ def _server_config(args: argparse.Namespace):
         if args.host is not None:
             changes["host"] = args.host
         changes["port"] = args.port if args.port is not None else (config.port or 8765)
+        if not 0 <= changes["port"] <= 65535:
+            raise UsageError(f"--port {changes['port']} is not a TCP port (0-65535; 0 picks a free one)")
         key = args.api_key or os.environ.get(API_KEY_ENV)
         if key:
             changes["api_key"] = key

@@ -247,15 +247,22 @@ def parse_stages(text: str) -> tuple[Stage, ...]:
     """k6's CLI form: "30s:20,5m:20,30s:0" (duration:target, comma separated)."""
     from uvbench.scenario import duration_seconds
 
+    if not text.strip():
+        raise LoadError("--stage is empty (expected duration:target stages, e.g. 30s:20,5m:20,30s:0)")
     stages = []
     for part in text.split(","):
         duration, _, target = part.strip().partition(":")
         try:
-            stages.append(Stage(duration_seconds(duration), int(target)))
+            stage = Stage(duration_seconds(duration), int(target))
         except ValueError:
             raise LoadError(
                 f"stage {part.strip()!r} is not duration:target (expected e.g. 30s:20,5m:20,30s:0)"
             ) from None
+        if stage.target < 0:
+            raise LoadError(f"stage {part.strip()!r}: the target is a number of calls, 0 or more")
+        if stage.duration_s <= 0:
+            raise LoadError(f"stage {part.strip()!r}: the duration must be positive")
+        stages.append(stage)
     return tuple(stages)
 
 

@@ -64,6 +64,10 @@ def _positive(value: float) -> float:
 PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
 Count = Annotated[int, Field(ge=1)]
 Level = Annotated[int, Field(ge=0)]
+MAX_ARRIVAL_RATE_PER_S = 1000.0
+"""The fastest an open-model load may start calls: a thousand a second is beyond what one machine
+carries for long (a pacing process holds 600-800 calls) and far past any Ultravox plan's creation
+limits; a higher rate is a typo, refused rather than left to build an unbounded backlog."""
 
 
 def format_duration(seconds: float | None) -> str | None:
@@ -240,7 +244,7 @@ class ConstantArrivalRate(_ArrivalRate):
     """Calls start at a fixed rate, whatever the agent's latency (open model)."""
 
     executor: Literal["constant-arrival-rate"]
-    rate: Annotated[float, Field(gt=0)]
+    rate: Annotated[float, Field(gt=0, allow_inf_nan=False)]
     """Calls started per timeUnit."""
     duration: PositiveDuration | None = None
     """How long calls keep arriving (required unless iterations is set)."""
@@ -251,6 +255,17 @@ class ConstantArrivalRate(_ArrivalRate):
     def _stop(self) -> ConstantArrivalRate:
         if self.duration is None and self.iterations is None:
             raise problem('missing key "duration" (required: how long calls keep arriving)')
+        return self
+
+    @model_validator(mode="after")
+    def _rate_limit(self) -> ConstantArrivalRate:
+        per_s = self.rate / self.timeUnit
+        if per_s > MAX_ARRIVAL_RATE_PER_S:
+            raise problem(
+                f"rate {self.rate:g} per {self.timeUnit:g}s is {per_s:g} calls a second, above uvbench's "
+                f"limit of {MAX_ARRIVAL_RATE_PER_S:g}",
+                at="rate",
+            )
         return self
 
     def profile(self, *, scenarios: int = 1, repeat: int = 1) -> LoadProfile:
@@ -268,10 +283,21 @@ class RampingArrivalRate(_ArrivalRate):
     """The arrival rate ramps linearly through stages (open model)."""
 
     executor: Literal["ramping-arrival-rate"]
-    startRate: Annotated[float, Field(ge=0)] = 0
+    startRate: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0
     """Calls per timeUnit at the start."""
     stages: Annotated[list[StageSpec], Field(min_length=1)]
     """[{duration, target}]: each stage's own length and the calls per timeUnit at its end."""
+
+    @model_validator(mode="after")
+    def _rate_limit(self) -> RampingArrivalRate:
+        peak = max([self.startRate, *(stage.target for stage in self.stages)]) / self.timeUnit
+        if peak > MAX_ARRIVAL_RATE_PER_S:
+            raise problem(
+                f"the rate peaks at {peak:g} calls a second, above uvbench's limit of "
+                f"{MAX_ARRIVAL_RATE_PER_S:g}",
+                at="stages",
+            )
+        return self
 
     def profile(self, *, scenarios: int = 1, repeat: int = 1) -> LoadProfile:
         runner = _runner()
@@ -524,8 +550,14 @@ def apply_cli(spec: _Executor | None, cli: CliLoad) -> _Executor:
     except ValueError as exc:  # a pydantic ValidationError of a value out of range
         if isinstance(exc, LoadConfigError):
             raise
-        message = str(exc).splitlines()
-        raise LoadConfigError(f"the load flags give an invalid load: {message[-1].strip()}") from None
+        errors = getattr(exc, "errors", None)
+        if callable(errors) and errors():  # pydantic's: the field and its message, not its help URL
+            first = errors()[0]
+            where = ".".join(str(part) for part in first.get("loc", ()))
+            reason = f"{where}: {first.get('msg')}" if where else str(first.get("msg"))
+        else:
+            reason = str(exc).splitlines()[0]
+        raise LoadConfigError(f"the load flags give an invalid load: {reason}") from None
 
 
 def _apply_cli(spec: _Executor | None, cli: CliLoad) -> _Executor:
@@ -538,8 +570,11 @@ def _apply_cli(spec: _Executor | None, cli: CliLoad) -> _Executor:
             raise LoadConfigError(f"{flag} must be at least 1, got {value}")
     if cli.duration is not None and cli.duration <= 0:
         raise LoadConfigError(f"--duration must be positive, got {cli.duration:g}s")
-    if cli.arrival_rate is not None and cli.arrival_rate <= 0:
-        raise LoadConfigError(f"--arrival-rate must be positive, got {cli.arrival_rate:g}")
+    if cli.arrival_rate is not None and not 0 < cli.arrival_rate <= MAX_ARRIVAL_RATE_PER_S:
+        raise LoadConfigError(
+            f"--arrival-rate must be more than 0 and at most {MAX_ARRIVAL_RATE_PER_S:g} calls a second "
+            f"(uvbench's limit), got {cli.arrival_rate:g}"
+        )
     stages = [StageSpec(duration=d, target=t) for d, t in cli.stages] if cli.stages is not None else None
     replaces = any(v is not None for v in (cli.duration, cli.iterations, cli.stages, cli.arrival_rate))
     if replaces:

@@ -9,6 +9,7 @@ values are merged over the server's, key by key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import secrets
 import string
@@ -18,6 +19,10 @@ from typing import Any
 
 class ConfigError(ValueError):
     """A server or per-call setting that cannot be used; the message says which and why."""
+
+
+MAX_LATENCY_MS = 60_000.0
+"""The longest agent latency the server simulates: a minute, far past any voice agent's."""
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,15 @@ def _convert(cls: type, name: str, value: Any, where: str) -> Any:
             lat = _build(Latency, value, where)
             if lat.kind not in LATENCY_KINDS:
                 raise ConfigError(f"{where}.kind: {lat.kind!r} is not one of {', '.join(LATENCY_KINDS)}")
+            for field_name in ("ms", "sd_ms", "sigma", "min_ms", "max_ms"):
+                amount = getattr(lat, field_name)
+                if not math.isfinite(amount) or amount < 0:
+                    raise ConfigError(f"{where}.{field_name}: expected a number of 0 or more, got {amount:g}")
+                if amount > MAX_LATENCY_MS and field_name.endswith("ms"):
+                    raise ConfigError(
+                        f"{where}.{field_name}: {amount:g} ms is above this server's limit of "
+                        f"{MAX_LATENCY_MS:g} ms (a minute)"
+                    )
             return lat
         if name == "replies":
             if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
