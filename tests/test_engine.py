@@ -313,3 +313,25 @@ async def test_a_call_the_run_stops_keeps_what_it_measured_and_is_interrupted(en
     assert (
         metrics.metrics["call.create_ms"] is not None and metrics.metrics["call.first_audio_ms"] is not None
     )
+
+
+async def test_a_stall_the_call_ends_in_is_an_underflow_to_the_end(endpoint):
+    """The agent stalls mid-greeting and the user hangs up before any more audio comes: the
+    listener heard silence mid-utterance from the dry buffer to the end, and the call says so."""
+    one = scenario(
+        """
+        name: stalled
+        call:
+          experimentalSettings: {uvbench: {faults: {output_stalls: [{after_ms: 300, duration_ms: 10000}]}}}
+        script:
+          - silence: 3s
+          - hang_up
+        """
+    )
+    result, metrics, _, _ = await run_call_of(one, endpoint)
+    figures = metrics.metrics
+    assert figures["call.underflow_count"] >= 1
+    closed = result.timeline.first("ws.closed").t_ns
+    first_audio = result.timeline.first("ws.open").t_ns + figures["call.first_audio_ms"] * 1e6
+    # Dry from a little after the 300 ms that played (plus the buffer) to the hang-up near 3 s.
+    assert figures["call.underflow_ms"] >= (closed - first_audio) / 1e6 - 1000

@@ -83,10 +83,15 @@ def test_a_clear_between_frames_ends_the_utterance_too() -> None:
     assert pb.clears == [ClearEffect(50 * MS, 0, 50 * MS, honoured=True)]
 
 
-def test_no_underflow_if_the_call_finishes_before_more_audio() -> None:
+def test_an_underflow_still_open_when_the_call_ends_runs_to_the_end() -> None:
+    """Two frames, then nothing until the call ends, the agent never done: the listener heard
+    silence mid-utterance from 40 ms to the end (a stalled agent the call gave up on)."""
     pb = play(realtime(2), finish=500 * MS)
-    assert pb.underflows == []
+    assert pb.underflows == [Underflow(40 * MS, 500 * MS, open_at_end=True)]
+    assert pb.underflow_ms == 460.0
     assert pb.end_ns == 500 * MS
+    done = play([*realtime(2), ("end", 60 * MS)], finish=500 * MS)  # the utterance ended first
+    assert done.underflows == []
 
 
 def burst(n: int, t: int = 0) -> list[tuple]:

@@ -21,7 +21,9 @@ Timing model, exactly:
   drops the rest.
 - `B(t)` jumps only when a frame arrives, so its maximum is taken just after each arrival.
 - An underflow runs from the moment the buffer ran dry to the arrival of the next frame, if the
-  agent was mid-utterance the whole time: no utterance end and no clear in between.
+  agent was mid-utterance the whole time: no utterance end and no clear in between. One still
+  open when the listener finishes (the call ended mid-utterance with the buffer dry) runs to the
+  end and is counted (`open_at_end`).
 - `prebuffer_ms` holds back the start of an utterance (the first frame after the call start, an
   utterance end or a clear, arriving while nothing plays) until that much audio is buffered or the
   utterance ends (or the listener finishes). After an underflow inside an utterance playback
@@ -64,7 +66,9 @@ class Underflow:
     start_ns: int
     """When the buffer ran dry (the end of the last sample played)."""
     end_ns: int
-    """When the next audio frame arrived."""
+    """When the next audio frame arrived; for one still open when the call ended, the end."""
+    open_at_end: bool = False
+    """The call ended with the buffer dry mid-utterance: no frame, utterance end or clear came."""
 
     @property
     def duration_ns(self) -> int:
@@ -370,6 +374,11 @@ class Listener:
         self._advance(t_ns)
         if self._gated:
             self._release(t_ns)
+        if self._dry_at is not None and t_ns > self._dry_at:
+            # Dry mid-utterance until the call ended (a stalled agent the call gave up on): the
+            # listener heard silence from then to the end, an underflow like any other.
+            self._underflows.append(Underflow(self._dry_at, t_ns, open_at_end=True))
+            self._dry_at = None
         end = t_ns
         if self._run is not None:
             end = self._run + self._offset_ns(self._run_len)

@@ -84,7 +84,7 @@ GLOSSARY: dict[str, dict[str, str]] = {
     },
     "turn.underflow_ms": {
         "from": "each of those underflows' start (the buffer ran dry)",
-        "to": "its end (the next frame arrived), summed",
+        "to": "its end (the next frame arrived, or the call's end if none did), summed",
         "unit": "ms",
     },
     "turn.talk_over_ms": {
@@ -207,7 +207,8 @@ class CallMetrics:
     """Per barge-in: index, step, file, success, missed, `metrics` (`INTERRUPT_METRICS`), `set_apart`,
     `validity`, `anchor_lateness_ms`, anchors."""
     underflows: list[dict[str, Any]] = field(default_factory=list)
-    """Every underflow of the call: start_ns, end_ns, ms."""
+    """Every underflow of the call: start_ns, end_ns, ms (and open_at_end: true for one the call
+    ended in, which runs to the call's end)."""
     outcome: str = "completed"
     outcome_detail: str | None = None
     """Why the call failed or is invalid, in a line; None when completed."""
@@ -1016,7 +1017,15 @@ def compute(timeline: Timeline) -> CallMetrics:
         metrics=metrics,
         turns=turns,
         barge_ins=barge_ins,
-        underflows=[{"start_ns": u.start_ns, "end_ns": u.end_ns, "ms": u.ms} for u in pb.underflows],
+        underflows=[
+            {
+                "start_ns": u.start_ns,
+                "end_ns": u.end_ns,
+                "ms": u.ms,
+                **({"open_at_end": True} if u.open_at_end else {}),
+            }
+            for u in pb.underflows
+        ],
         outcome=outcome,
         outcome_detail=detail,
         ping_rtts_ms=rtts,
