@@ -197,6 +197,17 @@ def test_run_against_ultravox_without_a_key_is_one_line(tmp_path):
         "uvbench: error: scenario real: the API key for ultravox is not set: "
         "export ULTRAVOX_API_KEY=<your key> (keys are read from the environment only)"
     )
+    assert not (tmp_path / "out").exists()  # no empty run folder left behind
+
+
+def test_out_naming_a_file_is_one_line(tmp_path, capsys):
+    quick = str(Path(__file__).resolve().parents[1] / "scenarios" / "quickstart.yaml")
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    assert main(["run", quick, "--out", str(taken), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"uvbench: error: --out {taken} is a file: name a folder to put the run's folder in"]
+    assert taken.read_text() == "a file"
 
 
 def test_a_breached_threshold_exits_1_and_shows_in_junit_and_report_rebuilds(tmp_path):

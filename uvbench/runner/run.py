@@ -36,7 +36,8 @@ __all__ = ["Endpoint", "plan_for", "run_call_of", "run_scenarios", "RunSummary",
 
 
 class TargetError(Exception):
-    """The target cannot be used (no API key in the environment, the local server did not start)."""
+    """The run cannot start: a target cannot be used (no API key in the environment, the local server
+    did not start), or the run folder cannot be made."""
 
 
 @dataclass
@@ -115,6 +116,16 @@ def warm_audio(scenarios: list[Scenario]) -> None:
                     pass
 
 
+def _run_folder(out_dir: Path, name: str) -> RunFolder:
+    """The run's folder under `out_dir`, or a TargetError (one line) naming why it cannot be."""
+    try:
+        return RunFolder(out_dir, name)
+    except OSError as exc:
+        raise TargetError(
+            f"cannot create the run folder under {out_dir} ({exc.strerror or exc}): pick another --out"
+        ) from None
+
+
 @dataclass
 class RunSummary:
     folder: Path
@@ -171,12 +182,18 @@ def run_scenarios(
 
     if groups and workers > 1:
         raise ValueError("parallel load groups (a suite) run in one pacing process, not with workers")
-    folder = RunFolder(out_dir, name)
+    if out_dir.exists() and not out_dir.is_dir():  # before starting anything
+        raise TargetError(f"--out {out_dir} is a file: name a folder to put the run's folder in")
     targets = Targets(local_server_config)
+    try:  # first the targets: a missing API key must not leave an empty run folder behind
+        endpoints = {s.name: targets.endpoint(s) for s in scenarios}
+        folder = _run_folder(out_dir, name)
+    except BaseException:
+        targets.close()
+        raise
     state = state or RunState()
     fleet = None
     try:
-        endpoints = {s.name: targets.endpoint(s) for s in scenarios}
         fleet = run_fleet(
             scenarios, folder, endpoints, workers=workers, profile=profile, step=step, groups=groups,
             repeat=repeat, seed=seed, record=record, on_call=on_call, on_drop=on_drop,
