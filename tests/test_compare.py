@@ -337,3 +337,16 @@ def test_figures_and_differences_print_in_their_unit() -> None:
         format_value(3.0, "ms", signed=True) == "+3 ms" and format_value(0.5, "%", signed=True) == "+0.5 pp"
     )
     assert format_value(None, "ms") == "—" and format_value(None, "%", signed=True) == "—"
+
+
+def test_a_results_file_cut_mid_character_or_holding_binary_junk_is_read_around_it(tmp_path, capsys):
+    """A run killed mid-write can leave a line cut inside a UTF-8 character, and a disk can hold
+    junk: those lines are skipped with a warning, the records around them read."""
+    from uvbench.cli.compare import load_run
+
+    record = {"call_id": "a", "scenario": "s", "outcome": "completed", "passed": True, "metrics": {}}
+    (tmp_path / "results.jsonl").write_bytes(
+        json.dumps(record).encode() + b"\n" + b'{"call_id": "caf\xc3' + b"\n\x00\xff\xfe junk\n"
+    )
+    assert load_run(tmp_path) == [record]
+    assert "2 lines are not call records; skipped" in capsys.readouterr().err

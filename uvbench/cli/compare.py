@@ -105,12 +105,12 @@ def load_run(folder: Path) -> list[dict[str, Any]]:
         raise UsageError(f"{folder}: not a run folder (no results.jsonl in it); pass reports/<time>-<name>/")
     records: list[dict[str, Any]] = []
     skipped = 0
-    for line in results.read_text(encoding="utf-8").splitlines():
+    for line in results.read_bytes().splitlines():  # bytes: a line cut mid-character is one bad line
         if not line.strip():
             continue
         try:
             record = json.loads(line)
-        except ValueError:
+        except ValueError:  # not JSON, or not UTF-8
             record = None
         if isinstance(record, dict):
             records.append(record)
