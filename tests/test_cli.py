@@ -272,43 +272,8 @@ def test_record_failed_keeps_the_recordings_of_failed_calls_only(tmp_path):
 
 @pytest.mark.timeout(180)
 def test_ctrl_c_mid_run_leaves_a_valid_partial_run_folder(tmp_path):
-    scenario = tmp_path / "long.yaml"
-    scenario.write_text("name: long\nclient: {record: false}\nscript:\n  - silence: 1s\n  - hang_up\n")
-    out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvbench",
-            "run",
-            str(scenario),
-            "--out",
-            str(out),
-            "--vus",
-            "2",
-            "--duration",
-            "60s",
-            "-q",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120  # a busy machine may take long to start the processes
-        results = None
-        while time.monotonic() < deadline:  # wait until some calls have finished
-            found = list(out.glob("*/results.jsonl"))
-            if found and len(found[0].read_text().splitlines()) >= 3:
-                results = found[0]
-                break
-            time.sleep(0.2)
-        assert results is not None, "no call finished in time"
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=50)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc, results = _start_long_run(tmp_path, finished=3)
+    stdout, stderr = _signal_and_wait(proc, signal.SIGINT)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     lines = results.read_text().splitlines()
@@ -349,7 +314,18 @@ def _alive(pids: set[int]) -> set[int]:
     return alive
 
 
-def _start_long_run(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+def _signal_and_wait(proc: subprocess.Popen, sig: int, timeout: float = 60) -> tuple[str, str]:
+    """Send `sig` and wait for the process to end (killed if it does not); its stdout, stderr."""
+    try:
+        proc.send_signal(sig)
+        return proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _start_long_run(tmp_path: Path, finished: int = 2) -> tuple[subprocess.Popen, Path]:
+    """`uvbench run` of 1 s calls on 2 VUs for a minute, once `finished` calls have records."""
     scenario = tmp_path / "long.yaml"
     scenario.write_text("name: long\nclient: {record: false}\nscript:\n  - silence: 1s\n  - hang_up\n")
     out = tmp_path / "out"
@@ -363,7 +339,7 @@ def _start_long_run(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     deadline = time.monotonic() + 120  # a busy machine may take long to start the processes
     while time.monotonic() < deadline:
         found = list(out.glob("*/results.jsonl"))
-        if found and len(found[0].read_text().splitlines()) >= 2:
+        if found and len(found[0].read_text().splitlines()) >= finished:
             return proc, found[0]
         time.sleep(0.2)
     proc.kill()
@@ -375,14 +351,9 @@ def test_sigterm_ends_the_run_as_ctrl_c_does_and_leaves_no_process(tmp_path):
     """What `timeout`, CI cancellation and `docker stop` send: the finished calls are kept, the
     summary, csv, junit and report written, exit 143, and the embedded server ends too."""
     proc, results = _start_long_run(tmp_path)
-    try:
-        children = _descendants(proc.pid)
-        assert children, "the run has no child processes (the embedded server, its workers)"
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    children = _descendants(proc.pid)
+    stdout, stderr = _signal_and_wait(proc, signal.SIGTERM)
+    assert children, "the run had no child processes (the embedded server, its workers)"
     assert proc.returncode == 143, stderr
     assert "Traceback" not in stderr
     folder = results.parent
