@@ -123,6 +123,15 @@ def test_counters_rates_and_invalid_apart() -> None:
     )
 
 
+def test_calls_with_malformed_server_messages_are_a_rate() -> None:
+    records = [record(), record(), record(), record(turns=[])]
+    records[0]["metrics"]["call.malformed_count"] = 2
+    records[1]["metrics"]["call.malformed_count"] = 0
+    agg = aggregate(records)
+    assert agg.rates["call.malformed_rate"].to_json() == {"value": 0.5, "numerator": 1, "denominator": 2}
+    assert agg.metrics["call.malformed_count"].max == 2
+
+
 def test_warning_only_above_ten_percent() -> None:
     records = [record() for _ in range(9)] + [record("invalid:generator_overloaded")]
     assert aggregate(records).warning is None

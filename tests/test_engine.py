@@ -41,6 +41,7 @@ async def test_malformed_and_unknown_messages_are_kept_and_the_call_goes_on(endp
     assert metrics.outcome in MEASURED, metrics.outcome_detail
     invalid = result.timeline.of_kind("msg.in_invalid")
     assert invalid and invalid[0].data["text"] == "{this is not json"
+    assert metrics.metrics["call.malformed_count"] == len(invalid) == 1  # counted in the record
     types = [e.data["message"]["type"] for e in result.timeline.of_kind("msg.in")]
     assert "uvbench_unknown_message" in types
 

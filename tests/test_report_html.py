@@ -625,6 +625,17 @@ def test_a_few_set_apart_figures_are_counted_without_a_warning(tmp_path):
     assert "figures set apart (generator late around them)" in text
 
 
+def test_malformed_messages_from_the_server_show_in_the_report(tmp_path):
+    records = [_record(n, ttfa=700.0 + n, concurrency=1, buffer_ms=60) for n in range(4)]
+    assert "server sent malformed messages" not in render_html(tmp_path, records, {})
+    records[1]["metrics"]["call.malformed_count"] = 3
+    for record in records:
+        record["metrics"].setdefault("call.malformed_count", 0)
+    text = render_html(tmp_path, records, {})
+    assert "server sent malformed messages" in text
+    assert "calls with text frames that are not data messages (of 4;" in text
+
+
 def test_a_run_without_barge_ins_says_so(tmp_path):
     records = [_record(n, ttfa=700.0 + n, concurrency=1, buffer_ms=60) for n in range(3)]
     text = render_html(tmp_path, records, {})

@@ -42,6 +42,7 @@ RATES: dict[str, tuple[str, str]] = {
     "turn.miss_rate": ("missed turns", "turns of valid calls"),
     "audio.underflow_per_min": ("turn underflows", "minutes of agent audio heard in turns"),
     "call.any_underflow_rate": ("calls with call.underflow_count > 0", "valid calls measuring it"),
+    "call.malformed_rate": ("calls with call.malformed_count > 0", "valid calls measuring it"),
     "interrupt.success_rate": ("successful barge-ins", "barge-ins with an utterance to interrupt"),
     "expect.passed_rate": ("calls whose expectations all passed", "valid calls with expectations"),
 }
@@ -394,6 +395,11 @@ def _rates(valid: list[dict[str, Any]], completed: int) -> dict[str, Rate]:
         for r in valid
         if _is_number((r.get("metrics") or {}).get("call.underflow_count"))
     ]
+    malformed = [
+        (r.get("metrics") or {}).get("call.malformed_count")
+        for r in valid
+        if _is_number((r.get("metrics") or {}).get("call.malformed_count"))
+    ]
     turn_underflows = sum(_turn_metric(t, "turn.underflow_count") for t in turns)
     agent_audio_min = sum(_turn_metric(t, "turn.agent_audio_ms") for t in turns) / 60_000
     expected = [r for r in valid if r.get("expectations")]
@@ -403,6 +409,7 @@ def _rates(valid: list[dict[str, Any]], completed: int) -> dict[str, Rate]:
         "turn.miss_rate": Rate(sum(1 for t in turns if t.get("missed")), len(turns)),
         "audio.underflow_per_min": Rate(turn_underflows, agent_audio_min),
         "call.any_underflow_rate": Rate(sum(1 for c in underflow_counts if c > 0), len(underflow_counts)),
+        "call.malformed_rate": Rate(sum(1 for c in malformed if c > 0), len(malformed)),
         "interrupt.success_rate": Rate(sum(1 for b in judged if b.get("success")), len(judged)),
         "expect.passed_rate": Rate(
             sum(1 for r in expected if all(e.get("ok") for e in r["expectations"])), len(expected)

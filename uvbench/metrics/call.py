@@ -150,6 +150,11 @@ GLOSSARY: dict[str, dict[str, str]] = {
         "unit": "ms",
     },
     "call.underflow_count": {"from": "call", "to": "call: every underflow", "unit": "count"},
+    "call.malformed_count": {
+        "from": "call",
+        "to": "call: text frames from the server that are not data messages (not JSON, no type, ...)",
+        "unit": "count",
+    },
     "call.underflow_ms": {"from": "call", "to": "call: every underflow's length, summed", "unit": "ms"},
     "call.end_reason": {"from": "`call.fetched`", "to": "the Call's endReason", "unit": "text"},
     "call.outcome": {
@@ -983,6 +988,7 @@ def compute(timeline: Timeline) -> CallMetrics:
         "call.max_buffered_ms": pb.max_buffered_ms,
         "call.underflow_count": len(pb.underflows),
         "call.underflow_ms": pb.underflow_ms,
+        "call.malformed_count": len(timeline.of_kind("msg.in_invalid")),
         "call.end_reason": end_reason if isinstance(end_reason, str) else None,
         "call.outcome": "completed",
         "pacer.lateness_p50_ms": _percentile(lateness, 50),

@@ -326,6 +326,16 @@ def _calls_tiles(run: _Run) -> str:
         tiles.append(("failed by reason", f"{failed_n}", reasons))
     if invalid:
         tiles.append(("invalid (generator overloaded)", f"{invalid}", inv_reasons or "—"))
+    malformed = rates.get("call.malformed_rate") or {}
+    if malformed.get("numerator"):
+        tiles.append(
+            (
+                "server sent malformed messages",
+                f"{malformed['numerator']:g}",
+                f"calls with text frames that are not data messages (of {malformed.get('denominator', 0):g}; "
+                "each call's timeline keeps them as msg.in_invalid)",
+            )
+        )
     set_apart = agg.get("set_apart_total") or 0
     if set_apart:
         why = ", ".join(f"{_esc(k)} {v}" for k, v in (agg.get("set_apart_reasons") or {}).items())
