@@ -600,3 +600,18 @@ def test_tables_made_call_by_call_are_the_tables() -> None:
         records, threshold_results=thresholds, timestamp=stamp
     )
     assert calls_csv(records, lines=[calls_csv_line(r) for r in records]) == calls_csv(records)
+
+
+def test_junit_counts_a_dead_pacing_process_as_an_error() -> None:
+    from uvbench.report.junit import generator_failures
+
+    summary = {"workers": {"failed": [{"worker": 1, "message": "worker 1 of 2 stopped (exit code 70)"}]}}
+    xml = junit_xml(_synthetic(), generator_failures=generator_failures(summary))
+    root = ET.fromstring(xml)
+    suite = root.find("testsuite[@name='load generator']")
+    assert suite is not None and suite.get("errors") == "1" and suite.get("tests") == "1"
+    error = suite.find("testcase/error")
+    assert error is not None and error.get("message") == "worker 1 of 2 stopped (exit code 70)"
+    plain = ET.fromstring(junit_xml(_synthetic()))
+    assert int(root.get("errors")) == int(plain.get("errors")) + 1
+    assert generator_failures({}) == []

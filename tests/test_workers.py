@@ -195,6 +195,16 @@ def test_a_crashed_worker_does_not_take_the_run_down(tmp_path, monkeypatch, caps
     [failed] = summary["workers"]["failed"]
     assert (failed["worker"], failed["exit_code"], failed["calls"]) == (1, 70, 1)
     assert "run could not be carried out" in captured.out
+    # Nothing says green: junit.xml has the dead process as an error, report.html as the verdict,
+    # and a rebuild of the folder keeps both.
+    for rebuilt in (False, True):
+        if rebuilt:
+            assert main(["report", str(folder)]) == 0
+        junit = (folder / "junit.xml").read_text()
+        assert '<testsuite name="load generator"' in junit and 'type="generator_failed"' in junit
+        assert "worker 1 of 2 stopped" in junit
+        page = (folder / "report.html").read_text()
+        assert '<div class="banner bad">✗ 1 pacing process failed: ' in page
 
 
 def test_ctrl_c_stops_the_workers_and_keeps_what_finished(tmp_path):

@@ -11,7 +11,7 @@ from uvbench.metrics.aggregate import Aggregate, aggregate
 from uvbench.metrics.thresholds import Threshold, ThresholdResult, evaluate
 from uvbench.report.csv_report import calls_csv, stats_csv
 from uvbench.report.history import history_for_run, record_finished_run
-from uvbench.report.junit import junit_xml
+from uvbench.report.junit import generator_failures, junit_xml
 
 SIDE_MIN_RECORDS = 1000
 """From this many calls on, a forked process draws the page's figures that need only the records,
@@ -65,7 +65,13 @@ def _write_tables(
     lines, cases = (tables.csv_lines, tables.cases) if tables is not None else (None, None)
     (folder / "calls.csv").write_text(calls_csv(records, lines=lines))
     (folder / "stats.csv").write_text(stats_csv(records))
-    (folder / "junit.xml").write_text(junit_xml(records, threshold_results=results, cases=cases))
+    summary_path = folder / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    (folder / "junit.xml").write_text(
+        junit_xml(
+            records, threshold_results=results, cases=cases, generator_failures=generator_failures(summary)
+        )
+    )
 
 
 def _side_work(

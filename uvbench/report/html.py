@@ -33,6 +33,7 @@ from urllib.parse import quote
 from uvbench.metrics import GLOSSARY
 from uvbench.metrics.aggregate import Aggregate, aggregate, is_invalid
 from uvbench.report.finish import HEADLINE
+from uvbench.report.junit import generator_failures
 from uvbench.report.run_folder import load_timeline, write_text
 
 MAX_CALL_ROWS = 200
@@ -251,9 +252,10 @@ def _banners(run: _Run) -> str:
         if warning:
             out.append(f'<div class="banner warn">⚠ {_esc(warning)}</div>')
     if run.summary.get("interrupted"):
+        by = "SIGTERM" if run.summary.get("stopped_by") == "SIGTERM" else "Ctrl-C"
         out.append(
-            '<div class="banner warn">⚠ The run was interrupted (Ctrl-C): only the calls that finished '
-            "are in this report.</div>"
+            f'<div class="banner warn">⚠ The run was interrupted ({by}): the calls it stopped midway '
+            "are marked interrupted, with what they measured.</div>"
         )
     for w in run.warnings:
         out.append(f'<div class="banner warn">⚠ {_esc(w)}</div>')
@@ -266,9 +268,12 @@ def _verdict(run: _Run, thresholds: list[dict[str, Any]]) -> str:
     failed = sum((run.agg.get("failed") or {}).values())
     invalid = run.agg.get("invalid", 0)
     breached = [t for t in thresholds if not t.get("passed")]
+    dead = generator_failures(run.summary)
     if not calls:
         return '<div class="banner bad">No call finished in this run.</div>'
     problems = []
+    if dead:  # the load asked for was not delivered: whatever the calls did, the run is not a pass
+        problems.append(f"{len(dead)} pacing process{'es' if len(dead) != 1 else ''} failed: {_esc(dead[0])}")
     if failed:
         problems.append(f"{failed} of {calls} calls failed")
     if invalid:

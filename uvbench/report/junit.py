@@ -278,6 +278,12 @@ def _threshold_case(suite: ET.Element, threshold: Any, counts: _Counts) -> None:
         ET.SubElement(case, "system-out").text = message
 
 
+def generator_failures(summary: dict[str, Any]) -> list[str]:
+    """The lines of summary.json's failed pacing processes (`workers.failed`), for the reports."""
+    failed = (summary.get("workers") or {}).get("failed") or []
+    return [str(f.get("message") or f) if isinstance(f, dict) else str(f) for f in failed]
+
+
 def junit_xml(
     records: Iterable[dict[str, Any]],
     *,
@@ -285,8 +291,13 @@ def junit_xml(
     suite_name: str = "uvbench run",
     timestamp: dt.datetime | str | None = None,
     cases: Sequence[Case | None] | None = None,
+    generator_failures: Sequence[str] = (),
 ) -> str:
     """The run as a JUnit XML document (UTF-8, with its XML declaration).
+
+    `generator_failures`: one line per pacing process that died (summary.json's
+    `workers.failed`): each is an error in a "load generator" suite, so a run that could not
+    deliver its load is never green in CI.
 
     `threshold_results`: objects with `metric`, `expression`, `passed` (True, False, or None when not
     evaluated: reported as skipped) and `message` (the observed value; the failure message).
@@ -328,6 +339,18 @@ def junit_xml(
             ET.SubElement(suite, f"uvbench-cases-{len(placed)}")  # where its testcases go, below
             placed.append("\n    ".join(case.xml for case in made_cases))
             suites.append((suite, counts))
+    if generator_failures:
+        suite = ET.SubElement(root, "testsuite", {"name": "load generator"})
+        counts = _Counts()
+        for n, line in enumerate(generator_failures, start=1):
+            case = ET.SubElement(
+                suite, "testcase", {"classname": "load generator", "name": f"pacing process {n}"}
+            )
+            case.set("time", "0")
+            ET.SubElement(case, "error", {"message": _line(line), "type": "generator_failed"}).text = line
+            counts.tests += 1
+            counts.errors += 1
+        suites.append((suite, counts))
     if threshold_results:
         suite = ET.SubElement(root, "testsuite", {"name": "thresholds"})
         counts = _Counts()

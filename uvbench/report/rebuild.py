@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 from uvbench.call.timeline import Timeline
 from uvbench.metrics import compute
 from uvbench.report.csv_report import calls_csv, calls_csv_line, stats_csv
-from uvbench.report.junit import Case, junit_xml, testcase
+from uvbench.report.junit import Case, generator_failures, junit_xml, testcase
 from uvbench.report.run_folder import (
     compact_json,
     load_timeline,
@@ -502,8 +502,17 @@ def rebuild(
             write_text(run_dir / "stats.csv", stats_csv(records))
             first = result.first_wall_ns
             stamp = dt.datetime.fromtimestamp(first / 1e9).replace(microsecond=0) if first else None
+            try:
+                summary = json.loads(read_bytes(run_dir / "summary.json"))
+            except (OSError, ValueError):
+                summary = {}
             write_text(
                 run_dir / "junit.xml",
-                junit_xml(records, suite_name=f"uvbench run {run_dir.name}", timestamp=stamp),
+                junit_xml(
+                    records,
+                    suite_name=f"uvbench run {run_dir.name}",
+                    timestamp=stamp,
+                    generator_failures=generator_failures(summary if isinstance(summary, dict) else {}),
+                ),
             )
     return result
