@@ -9,7 +9,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from uvbench.call.live import SETTLE_FRAMES, LivePlayback
+from uvbench.call.live import MERGE_GAP_NS, NS, SETTLE_FRAMES, LivePlayback
 from uvbench.protocol.audio import audible_bounds
 
 RATE = 16_000
@@ -33,9 +33,21 @@ event = st.one_of(
 
 
 def eager_receive(playback: LivePlayback, rows: array, t_ns: int, data: bytes) -> None:
+    """The reference: each frame taken in as it arrives, written from the rule alone (it plays
+    from its arrival or when the audio before it ends; its audible samples extend the last stretch
+    of speech when less than MERGE_GAP_NS after it, else start one)."""
     first, last = audible_bounds(data)
-    rows.extend((t_ns, len(data) >> 1, first, last))
-    playback.on_audio(t_ns, len(data) >> 1, first, last)
+    samples = len(data) >> 1
+    rows.extend((t_ns, samples, first, last))
+    start = max(t_ns, playback.play_end_ns)
+    if first >= 0:
+        a = start + first * NS // RATE
+        b = start + (last + 1) * NS // RATE
+        if playback.stretches and a - playback.stretches[-1][1] < MERGE_GAP_NS:
+            playback.stretches[-1][1] = max(playback.stretches[-1][1], b)
+        else:
+            playback.stretches.append([a, b])
+    playback.play_end_ns = start + samples * NS // RATE
 
 
 def reads(playback: LivePlayback, t_ns: int) -> tuple:

@@ -603,7 +603,7 @@ def test_tables_made_call_by_call_are_the_tables() -> None:
 
 
 def test_junit_counts_a_dead_pacing_process_as_an_error() -> None:
-    from uvbench.report.junit import generator_failures
+    from uvbench.report.run_folder import generator_failures
 
     summary = {"workers": {"failed": [{"worker": 1, "message": "worker 1 of 2 stopped (exit code 70)"}]}}
     xml = junit_xml(_synthetic(), generator_failures=generator_failures(summary))

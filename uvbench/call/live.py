@@ -63,7 +63,9 @@ class LivePlayback:
         frames = [frame for _, frame in pending]
         bounds = audible_bounds_of(frames)
         rows = self.rows
-        # `on_audio` for each frame, inlined (a few µs a frame less on the pacing loop).
+        # Each frame in turn: it plays from its arrival or when the audio before it ends, and its
+        # audible samples extend the last stretch of speech or start one. Prebuffering is left to
+        # the offline model (listener.py): a live wait needs no more precision.
         rate, play_end, stretches = self.sample_rate, self.play_end_ns, self.stretches
         last_stretch = stretches[-1] if stretches else None
         for (t_ns, frame), (first, last) in zip(pending, bounds, strict=True):
@@ -84,20 +86,6 @@ class LivePlayback:
         self.play_end_ns = play_end
         if self.record is not None:
             self.record(b"".join(f if not len(f) & 1 else f[:-1] for f in frames))
-
-    def on_audio(self, t_ns: int, samples: int, first_audible: int, last_audible: int) -> None:
-        """One frame taken in (what `settle` does for each, inlined there): the play-out end and
-        the stretches of audible speech. Prebuffering is left to the offline model: a live wait
-        needs no more precision."""
-        start = max(t_ns, self.play_end_ns)
-        if first_audible >= 0:
-            a = start + first_audible * NS // self.sample_rate
-            b = start + (last_audible + 1) * NS // self.sample_rate
-            if self.stretches and a - self.stretches[-1][1] < MERGE_GAP_NS:
-                self.stretches[-1][1] = max(self.stretches[-1][1], b)
-            else:
-                self.stretches.append([a, b])
-        self.play_end_ns = start + samples * NS // self.sample_rate
 
     def on_clear(self, t_ns: int) -> None:
         if not self.honor_clear:

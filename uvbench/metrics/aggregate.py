@@ -390,16 +390,8 @@ def _rates(valid: list[dict[str, Any]], completed: int) -> dict[str, Rate]:
     turns = [t for r in valid for t in r.get("turns") or ()]
     barge_ins = [b for r in valid for b in r.get("barge_ins") or ()]
     judged = [b for b in barge_ins if b.get("success") is not None]
-    underflow_counts = [
-        (r.get("metrics") or {}).get("call.underflow_count")
-        for r in valid
-        if _is_number((r.get("metrics") or {}).get("call.underflow_count"))
-    ]
-    malformed = [
-        (r.get("metrics") or {}).get("call.malformed_count")
-        for r in valid
-        if _is_number((r.get("metrics") or {}).get("call.malformed_count"))
-    ]
+    underflow_counts = _call_numbers(valid, "call.underflow_count")
+    malformed = _call_numbers(valid, "call.malformed_count")
     turn_underflows = sum(_turn_metric(t, "turn.underflow_count") for t in turns)
     agent_audio_min = sum(_turn_metric(t, "turn.agent_audio_ms") for t in turns) / 60_000
     expected = [r for r in valid if r.get("expectations")]
@@ -415,6 +407,12 @@ def _rates(valid: list[dict[str, Any]], completed: int) -> dict[str, Rate]:
             sum(1 for r in expected if all(e.get("ok") for e in r["expectations"])), len(expected)
         ),
     }
+
+
+def _call_numbers(records: list[dict[str, Any]], name: str) -> list[float]:
+    """The calls' figure `name`, from those that measured it."""
+    values = ((r.get("metrics") or {}).get(name) for r in records)
+    return [v for v in values if _is_number(v)]
 
 
 def _turn_metric(turn: dict[str, Any], name: str) -> float:

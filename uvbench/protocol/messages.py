@@ -453,12 +453,8 @@ def _json_type(value: Any) -> str:
 def _load_object(text: str) -> dict[str, Any] | InvalidMessage:
     try:
         value = strict_json.loads(text)
-    except json.JSONDecodeError as exc:
-        return InvalidMessage(text, f"not valid JSON: {exc.msg} at position {exc.pos}")
-    except strict_json.JsonRefused as exc:
-        return InvalidMessage(text, f"not valid JSON: {exc}")
-    except ValueError:  # an integer with thousands of digits
-        return InvalidMessage(text, "not valid JSON: a number has too many digits")
+    except ValueError as exc:
+        return InvalidMessage(text, f"not valid JSON: {strict_json.reason(exc)}")
     if not isinstance(value, dict):
         return InvalidMessage(text, f"a data message must be a JSON object, got {_json_type(value)}")
     kind = value.get("type")

@@ -64,3 +64,13 @@ def loads(text: str | bytes | bytearray) -> Any:
     if nesting_exceeds(value):
         raise JsonRefused(f"nested more than {MAX_DEPTH} levels deep")
     return value
+
+
+def reason(exc: ValueError) -> str:
+    """Why `loads` refused a text, in a phrase: where the syntax broke, what was refused, or the
+    integer too long to convert."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at position {exc.pos}"
+    if isinstance(exc, JsonRefused):
+        return str(exc)
+    return "a number has too many digits"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,8 @@ from uvbench.metrics.aggregate import Aggregate, aggregate
 from uvbench.metrics.thresholds import Threshold, ThresholdResult, evaluate
 from uvbench.report.csv_report import calls_csv, stats_csv
 from uvbench.report.history import history_for_run, record_finished_run
-from uvbench.report.junit import generator_failures, junit_xml
+from uvbench.report.junit import junit_xml
+from uvbench.report.run_folder import generator_failures
 
 SIDE_MIN_RECORDS = 1000
 """From this many calls on, a forked process draws the page's figures that need only the records,
@@ -60,22 +62,26 @@ def set_apart_line(overall: Aggregate) -> str | None:
 
 
 def _write_tables(
-    folder: Path, records: list[dict[str, Any]], results: list[ThresholdResult], tables: Any = None
+    folder: Path,
+    records: list[dict[str, Any]],
+    results: list[ThresholdResult],
+    tables: Any = None,
+    dead: Sequence[str] = (),
 ) -> None:
+    """calls.csv, stats.csv and junit.xml; `dead`: the run's failed pacing processes."""
     lines, cases = (tables.csv_lines, tables.cases) if tables is not None else (None, None)
     (folder / "calls.csv").write_text(calls_csv(records, lines=lines))
     (folder / "stats.csv").write_text(stats_csv(records))
-    summary_path = folder / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    (folder / "junit.xml").write_text(
-        junit_xml(
-            records, threshold_results=results, cases=cases, generator_failures=generator_failures(summary)
-        )
-    )
+    junit = junit_xml(records, threshold_results=results, cases=cases, generator_failures=dead)
+    (folder / "junit.xml").write_text(junit)
 
 
 def _side_work(
-    folder: Path, records: list[dict[str, Any]], results: list[ThresholdResult], tables: Any
+    folder: Path,
+    records: list[dict[str, Any]],
+    results: list[ThresholdResult],
+    tables: Any,
+    dead: Sequence[str],
 ) -> Any:
     """In a big run, a forked process drawing the page's figures that need only the records, then
     writing the tables (`html.start_figures`); None when there is none (this process does it)."""
@@ -84,7 +90,10 @@ def _side_work(
     try:
         from uvbench.report.html import start_figures
 
-        return start_figures(folder, records, then=lambda: _write_tables(folder, records, results, tables))
+        def tables_then() -> None:
+            _write_tables(folder, records, results, tables, dead)
+
+        return start_figures(folder, records, then=tables_then)
     except Exception:  # this process does it all
         return None
 
@@ -103,7 +112,10 @@ def finish_run(
     of the aggregate and the gates, in the file's one rewrite. `tables`: the records' rows and
     testcases made already (`uvbench.report.rebuild.Tables`)."""
     finished = Finished(results=evaluate(thresholds, records) if thresholds else [])
-    side = _side_work(folder, records, finished.results, tables)  # figures and tables, meanwhile
+    summary_path = folder / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    dead = generator_failures(summary)
+    side = _side_work(folder, records, finished.results, tables, dead)  # figures, tables, meanwhile
     overall = aggregate(records, by="scenario")
     finished.lines.extend(f"uvbench: warning: {w}" for w in overall.warnings)
     if finished.results:
@@ -121,14 +133,12 @@ def finish_run(
         line = set_apart_line(overall)
         if line:
             finished.lines.append(line)
-    summary_path = folder / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     summary.update(extra or {})
     summary["aggregate"] = overall.to_json()
     summary["thresholds"] = [r.to_json() for r in finished.results]
     summary_path.write_text(json.dumps(summary, indent=2))
     if side is None:
-        _write_tables(folder, records, finished.results, tables)
+        _write_tables(folder, records, finished.results, tables, dead)
     history_warning = record_finished_run(folder, records, overall)  # <out>/history.sqlite, upsert by run id
     if history_warning:
         finished.lines.append(f"uvbench: warning: {history_warning}")
@@ -141,5 +151,5 @@ def finish_run(
     except Exception as exc:
         finished.lines.insert(0, f"uvbench: warning: report.html not written ({type(exc).__name__}: {exc})")
     if side is not None and not side.finish():  # the helper failed: the tables are written here
-        _write_tables(folder, records, finished.results, tables)
+        _write_tables(folder, records, finished.results, tables, dead)
     return finished

@@ -33,8 +33,7 @@ from urllib.parse import quote
 from uvbench.metrics import GLOSSARY
 from uvbench.metrics.aggregate import Aggregate, aggregate, is_invalid
 from uvbench.report.finish import HEADLINE
-from uvbench.report.junit import generator_failures
-from uvbench.report.run_folder import load_timeline, write_text
+from uvbench.report.run_folder import generator_failures, load_timeline, write_text
 
 MAX_CALL_ROWS = 200
 TIMELINE_CALLS = 4

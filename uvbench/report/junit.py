@@ -278,12 +278,6 @@ def _threshold_case(suite: ET.Element, threshold: Any, counts: _Counts) -> None:
         ET.SubElement(case, "system-out").text = message
 
 
-def generator_failures(summary: dict[str, Any]) -> list[str]:
-    """The lines of summary.json's failed pacing processes (`workers.failed`), for the reports."""
-    failed = (summary.get("workers") or {}).get("failed") or []
-    return [str(f.get("message") or f) if isinstance(f, dict) else str(f) for f in failed]
-
-
 def junit_xml(
     records: Iterable[dict[str, Any]],
     *,

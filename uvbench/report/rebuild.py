@@ -40,9 +40,10 @@ from typing import Any, NamedTuple
 from uvbench.call.timeline import Timeline
 from uvbench.metrics import compute
 from uvbench.report.csv_report import calls_csv, calls_csv_line, stats_csv
-from uvbench.report.junit import Case, generator_failures, junit_xml, testcase
+from uvbench.report.junit import Case, junit_xml, testcase
 from uvbench.report.run_folder import (
     compact_json,
+    generator_failures,
     load_timeline,
     read_bytes,
     record_json,

@@ -68,6 +68,12 @@ def read_bytes(path: Path | str) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+def generator_failures(summary: dict[str, Any]) -> list[str]:
+    """The lines of summary.json's failed pacing processes (`workers.failed`), for the reports."""
+    failed = (summary.get("workers") or {}).get("failed") or []
+    return [str(f.get("message") or f) if isinstance(f, dict) else str(f) for f in failed]
+
+
 def load_timeline(path: Path) -> Timeline:
     """A call's saved timeline (`calls/<stem>.timeline.json`), of this version or an earlier one."""
     from uvbench.call.timeline import Timeline

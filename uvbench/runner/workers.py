@@ -285,9 +285,10 @@ class _Fleet:
             self.stopped_by = signal.Signals(signum).name
 
     def _start(self) -> None:
-        # Children started while SIGINT is ignored keep ignoring it from their first instruction
-        # (Python installs its KeyboardInterrupt handler only over the default disposition), so a
-        # Ctrl-C at the terminal, sent to the whole process group, reaches only the parent.
+        # Children started while SIGINT and SIGTERM are ignored keep ignoring them from their
+        # first instruction (Python installs its KeyboardInterrupt handler only over the default
+        # disposition), so a Ctrl-C at the terminal or a SIGTERM to the whole process group
+        # reaches only the parent, which cancels their calls and keeps what finished.
         main_thread = threading.current_thread() is threading.main_thread()
         handlers = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS} if main_thread else {}
         try:

@@ -335,8 +335,7 @@ class Agent:
             inp.first_audio_ns = now
         inp.last_audio_ns = now
         samples = np.frombuffer(data, dtype="<i2")
-        ahead_s = (inp.samples_received + samples.size) / self.settings.input_rate
-        ahead_s -= (now - inp.first_audio_ns) / NS
+        ahead_s = self._input_ahead_s(now, inp.samples_received + samples.size)
         if ahead_s > INPUT_AHEAD_MAX_S:
             self._client_error(
                 now,
@@ -365,11 +364,8 @@ class Agent:
             return
         try:
             message = strict_json.loads(text)
-        except json.JSONDecodeError as exc:
-            self._client_error(now, f"text frame is not JSON ({exc.msg} at position {exc.pos})")
-            return
-        except ValueError as exc:  # NaN or Infinity, nested too deep, an integer of 5,000 digits
-            self._client_error(now, f"text frame is not JSON ({exc})")
+        except ValueError as exc:
+            self._client_error(now, f"text frame is not JSON ({strict_json.reason(exc)})")
             return
         self.on_message(now, message)
 
@@ -1061,13 +1057,18 @@ class Agent:
         else:
             self._send(now, {"type": "call_event", "severity": severity, "eventType": type_, "text": text})
 
+    def _input_ahead_s(self, now: int, samples: int) -> float:
+        """How far `samples` of input audio run ahead of the wall clock since the first frame
+        (negative: behind)."""
+        first = self.truth.input.first_audio_ns
+        assert first is not None
+        return samples / self.settings.input_rate - (now - first) / NS
+
     def _check_input_clock(self, now: int) -> None:
         inp = self.truth.input
         if inp.first_audio_ns is None:
             return
-        expected_s = (now - inp.first_audio_ns) / NS
-        received_s = inp.samples_received / self.settings.input_rate
-        gap_ms = (expected_s - received_s) * 1000
+        gap_ms = -self._input_ahead_s(now, inp.samples_received) * 1000
         if gap_ms > 0:
             inp.max_deficit_ms = max(inp.max_deficit_ms, gap_ms)
         else:
