@@ -52,7 +52,19 @@ async def test_final_failures_say_why():
             with pytest.raises(CallFailed) as unauthorized:
                 await api.create_call(BODY)
         assert unauthorized.value.reason == "unauthorized"
-        assert str(unauthorized.value) == 'HTTP 401: {"detail": "Invalid API key."}'
+        assert str(unauthorized.value) == (
+            'HTTP 401: {"detail": "Invalid API key."} (check the API key in the environment variable '
+            "the target names)"
+        )
+        # A base URL without /api: the refusal names the URL it tried and what is likely wrong.
+        root = server.api_url.rsplit("/api", 1)[0]
+        async with UltravoxApi(root, server.api_key) as api:
+            with pytest.raises(CallFailed) as missing:
+                await api.create_call(BODY)
+        assert missing.value.reason == "not_found"
+        assert str(missing.value).endswith(
+            f"(POST {root}/calls: is the base URL right? Ultravox's API is under /api)"
+        )
         async with UltravoxApi(server.api_url, server.api_key) as api:
             with pytest.raises(CallFailed) as bad:
                 await api.create_call({"medium": {"serverWebSocket": {}}})
@@ -67,6 +79,7 @@ async def test_final_failures_say_why():
         with pytest.raises(CallFailed) as unreachable:
             await api.create_call(BODY)
     assert unreachable.value.reason == "unreachable"
+    assert str(unreachable.value) == "cannot reach http://127.0.0.1:9/api/calls (connection refused)"
 
 
 async def test_the_engines_recording_fetch_keeps_the_key_off_a_signed_url_host():

@@ -527,6 +527,15 @@ def test_failed_outcomes() -> None:
     assert m.outcome == "failed:create"
     assert m.metrics["call.create_ms"] is None and m.metrics["call.join_ms"] is None
     assert m.metrics["call.max_buffered_ms"] == 0.0
+    assert m.outcome_detail == "the call was never created (last status 503)"
+
+    # The create's own words reach the outcome: the status alone cannot say why no API answered.
+    call = Call(setup=False)
+    call.event(0, "call.create_sent", attempt=1)
+    why = "cannot reach http://127.0.0.1:9/api/calls (connection refused)"
+    call.event(10, "error", where="create", message=why, reason="unreachable")
+    m = call.compute()
+    assert (m.outcome, m.outcome_detail) == ("failed:create", f"the call was never created: {why}")
 
     call = Call()
     call.event(500, "error", where="session", message="boom")

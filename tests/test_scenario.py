@@ -297,6 +297,14 @@ def test_targets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     [s] = parse_scenarios(MINIMAL + "target: {base_url: 'http://localhost:9000/api/', api_key_env: MY_KEY}\n")
     assert s.target.base_url == "http://localhost:9000/api" and s.target.api_key_env == "MY_KEY"
     assert s.target.api_key() is None
+    # A bare host (the address `uvbench serve` prints) means its API root; a path is kept as given.
+    for given, used in [
+        ("http://127.0.0.1:8765", "http://127.0.0.1:8765/api"),
+        ("https://api.ultravox.ai/", "https://api.ultravox.ai/api"),
+        ("http://gateway.example/ultravox/api", "http://gateway.example/ultravox/api"),
+    ]:
+        [s] = parse_scenarios(MINIMAL + f"target: {{base_url: '{given}', api_key_env: MY_KEY}}\n")
+        assert s.target.base_url == used
 
 
 def test_client_settings() -> None:

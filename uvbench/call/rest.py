@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import errno
 import json
 import os
 import random
@@ -187,19 +188,22 @@ class UltravoxApi:
         (answer None when it is sent, then its status)."""
         params = {"priorCallId": prior_call_id} if prior_call_id else None
         rng = rng or random.Random()
+        url = f"{self.api_url}/calls"
         for attempt in range(1, attempts + 1):
             if on_attempt:
                 on_attempt(attempt, time.monotonic_ns(), None)
             try:
                 async with self._creator().post(
-                    f"{self.api_url}/calls", json=body, params=params, headers=self._headers
+                    url, json=body, params=params, headers=self._headers
                 ) as response:
                     status, text = response.status, await response.text()
                     retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             except TimeoutError:
-                raise CallFailed("create_timeout", f"POST {self.api_url}/calls timed out") from None
+                raise CallFailed(
+                    "create_timeout", f"POST {url} timed out after {self._timeout_s:g} s"
+                ) from None
             except aiohttp.ClientError as exc:
-                raise CallFailed("unreachable", f"cannot reach {self.api_url}: {exc}") from None
+                raise CallFailed("unreachable", f"cannot reach {url} ({_why(exc)})") from None
             if on_attempt:
                 on_attempt(attempt, time.monotonic_ns(), Answer(status, retry_after))
             if status == 201 or (200 <= status < 300 and "joinUrl" in text):
@@ -217,7 +221,7 @@ class UltravoxApi:
                 # A little jitter so many calls refused together do not come back together.
                 await asyncio.sleep(min(MAX_BACKOFF_S, wait) * (1 + 0.1 * rng.random()))
                 continue
-            raise CallFailed(_reason(status), f"HTTP {status}: {_shortened(text)}")
+            raise CallFailed(_reason(status), f"HTTP {status}: {_shortened(text)}{_hint(status, url)}")
         raise AssertionError("unreachable")
 
     async def messages(self, call_id: str) -> list[dict[str, Any]]:
@@ -359,8 +363,8 @@ def _why(exc: BaseException) -> str:
     """A transport failure in a few words: "connection refused", "unknown host (...)", ..."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, ConnectionRefusedError):
-            return "connection refused"
+        if isinstance(seen, ConnectionRefusedError) or getattr(seen, "errno", None) == errno.ECONNREFUSED:
+            return "connection refused"  # aiohttp's connector error is not the subclass but keeps errno
         if isinstance(seen, socket.gaierror):
             return f"unknown host: {seen.strerror}"
         if isinstance(seen, OSError) and seen.strerror:
@@ -393,6 +397,15 @@ async def _stream_to(response: httpx.Response, path: Path) -> int:
         partial.unlink(missing_ok=True)
         raise
     return written
+
+
+def _hint(status: int, url: str) -> str:
+    """What a refused create most likely means, where the status alone does not say it."""
+    if status == 404:
+        return f" (POST {url}: is the base URL right? Ultravox's API is under /api)"
+    if status in (401, 403):
+        return " (check the API key in the environment variable the target names)"
+    return ""
 
 
 def _reason(status: int) -> str:

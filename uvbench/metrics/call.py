@@ -866,6 +866,11 @@ def _outcome(
     if chunk is not None and isinstance(drift, float) and abs(drift) > chunk:
         return "invalid:generator_overloaded", f"pacer drift {drift:.3f} ms > one chunk"
     if created is None:
+        # The create's own words (what refused it, or why the API was not reached) when the
+        # timeline has them; a bare status is all an older timeline can say.
+        failure = next((e for e in timeline.of_kind("error") if e.data.get("where") == "create"), None)
+        if failure is not None and failure.data.get("message"):
+            return "failed:create", f"the call was never created: {failure.data['message']}"
         answers = timeline.of_kind("call.create_answered")
         status = answers[-1].data.get("status") if answers else None
         return "failed:create", f"the call was never created (last status {status})"

@@ -125,7 +125,12 @@ class Target(_Model):
     def _url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^\s/]+", value):
             raise problem(f"{show(value)} is not a URL (expected http://host[:port]/path or https://...)")
-        return value.rstrip("/") if value else value
+        if value is None:
+            return value
+        value = value.rstrip("/")
+        # A bare host means its API root, as `uvbench calls --target` reads it: the address
+        # `uvbench serve` prints works, and so does https://api.ultravox.ai.
+        return value + "/api" if re.match(r"^https?://[^/]+$", value) else value
 
     @field_validator("api_key_env")
     @classmethod
