@@ -151,9 +151,11 @@ async def run_call(
             await _converse(ctx, call["joinUrl"], script)
         finally:
             ctx.dispose()
-    except asyncio.CancelledError:
+    except asyncio.CancelledError as exc:
         interrupted = True
-        timeline.add(time.monotonic_ns(), "call.interrupted", message="the run stopped while the call ran")
+        # The runner cancels with its reason when it has one (it gave up on an unreachable target).
+        why = exc.args[0] if exc.args and isinstance(exc.args[0], str) else STOPPED
+        timeline.add(time.monotonic_ns(), "call.interrupted", message=why)
     except Exception as exc:  # a bug or an unexpected fault must end this call only
         log.exception("call of %s failed", plan.scenario)
         timeline.add(time.monotonic_ns(), "error", where="engine", message=repr(exc), reason="internal")
@@ -175,6 +177,9 @@ async def run_call(
             on_interrupted(result)
         raise asyncio.CancelledError()
     return result
+
+
+STOPPED = "the run stopped while the call ran"
 
 
 def warm_up() -> None:

@@ -34,6 +34,8 @@ from typing import Any
 import aiohttp
 import httpx
 
+from uvbench.call.target_health import TargetHealth
+
 RETRY_STATUSES = (429, 503)
 DEFAULT_ATTEMPTS = 5
 MAX_BACKOFF_S = 30.0
@@ -139,9 +141,18 @@ class UltravoxApi:
     """An async client of one Ultravox-compatible API (the real service or the local server)."""
 
     def __init__(
-        self, api_url: str, api_key: str, *, timeout_s: float = 15.0, client: httpx.AsyncClient | None = None
+        self,
+        api_url: str,
+        api_key: str,
+        *,
+        timeout_s: float = 15.0,
+        client: httpx.AsyncClient | None = None,
+        give_up_after_s: float | None = None,
     ):
         self.api_url = api_url.rstrip("/")
+        self.health = TargetHealth(self.api_url, give_up_after_s)
+        """Shared by every call created through this client: backs creates off while they all fail."""
+        self._recovered: asyncio.Event | None = None
         self._own_client = client is None
         self.http = client or httpx.AsyncClient(timeout=timeout_s)
         self._headers = {"X-API-Key": api_key}
@@ -189,6 +200,38 @@ class UltravoxApi:
         params = {"priorCallId": prior_call_id} if prior_call_id else None
         rng = rng or random.Random()
         url = f"{self.api_url}/calls"
+        await self._admitted()
+        sent_at = time.monotonic()
+        try:
+            call = await self._create(body, url, params, attempts, on_attempt, rng)
+        except CallFailed as exc:
+            self.health.failed(time.monotonic(), str(exc), sent_at)
+            raise
+        self.health.succeeded()
+        if self._recovered is not None:  # the calls waiting for a try go now
+            self._recovered.set()
+            self._recovered = None
+        return call
+
+    async def _admitted(self) -> None:
+        """Wait while creates at this API all fail: one try per backoff period (target_health.py)."""
+        while (wait := self.health.admit(time.monotonic())) > 0:
+            if self._recovered is None:
+                self._recovered = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._recovered.wait(), wait)
+            except TimeoutError:
+                pass
+
+    async def _create(
+        self,
+        body: dict[str, Any],
+        url: str,
+        params: dict[str, str] | None,
+        attempts: int,
+        on_attempt: Callable[[int, int, Answer | None], None] | None,
+        rng: random.Random,
+    ) -> dict[str, Any]:
         for attempt in range(1, attempts + 1):
             if on_attempt:
                 on_attempt(attempt, time.monotonic_ns(), None)

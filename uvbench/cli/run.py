@@ -60,6 +60,13 @@ def add_parser(sub) -> None:
         "scenario's client.record",
     )
     run.add_argument(
+        "--give-up-after",
+        default="30s",
+        metavar="DURATION",
+        help="stop the run when every call at a target has failed to be created for this long "
+        "(unreachable, refused), e.g. 2m; 0 never gives up (default 30s; creates back off meanwhile)",
+    )
+    run.add_argument(
         "--threshold",
         action="append",
         default=[],
@@ -90,6 +97,7 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     except LoadConfigError as exc:
         raise UsageError(str(exc)) from None
+    give_up_after_s = _give_up_after(args.give_up_after)
     scenarios = plan.scenarios
     if not scenarios:
         raise UsageError(f"{args.path}: no scenario files (*.yaml) found there")
@@ -163,6 +171,7 @@ def main(args: argparse.Namespace) -> int:
                 on_worker_failed=lambda line: print(f"uvbench: {line}", file=sys.stderr),
                 groups=plan.groups if plan.suite else None,
                 scenario_tags=plan.scenario_tags,
+                give_up_after_s=give_up_after_s,
             )
     except TargetError as exc:
         raise UsageError(str(exc)) from None
@@ -199,9 +208,25 @@ def main(args: argparse.Namespace) -> int:
         by = " by SIGTERM" if summary.stopped_by == "SIGTERM" else ""
         print(f"run interrupted{by}: {done}; results in {summary.folder}/")
         return EXIT_TERMINATED if summary.stopped_by == "SIGTERM" else EXIT_INTERRUPTED
+    if summary.gave_up:
+        sys.stdout.flush()  # the line comes before the verdict, in a terminal and in a CI log alike
+        print(f"uvbench: error: {summary.gave_up}", file=sys.stderr)
     verdict = {0: "passed", 1: "FAILED", 3: "could not be carried out"}[code]
     print(f"run {verdict}: {passed}/{len(summary.records)} calls completed; results in {summary.folder}/")
     return code
+
+
+def _give_up_after(text: str) -> float | None:
+    from uvbench.scenario import duration_seconds
+
+    if text.strip() in ("0", "0s"):
+        return None
+    try:
+        return duration_seconds(text)
+    except ValueError:
+        raise UsageError(
+            f"--give-up-after {text!r} is not a duration (expected e.g. 30s or 2m; 0 never gives up)"
+        ) from None
 
 
 def _show_report(folder: Path, *, open_it: bool) -> None:

@@ -121,18 +121,17 @@ def finish_run(
     if finished.results:
         finished.lines.append("THRESHOLDS")
         finished.lines.extend(f"  {r.message}" for r in finished.results)
-    if records:
+    measured = [(n, s) for n in HEADLINE if (s := overall.metrics.get(n)) is not None and s.count]
+    if measured:  # no header over nothing (a run whose calls were never created)
         finished.lines.append("TOTALS (valid calls)          count    p50    p95    p99    max")
-        for name in HEADLINE:
-            stats = overall.metrics.get(name)
-            if stats is not None and stats.count:
-                finished.lines.append(
-                    f"  {name:<28}{stats.count:>5} {_fmt(stats.p50):>6} {_fmt(stats.p95):>6}"
-                    f" {_fmt(stats.p99):>6} {_fmt(stats.max):>6} ms"
-                )
-        line = set_apart_line(overall)
-        if line:
-            finished.lines.append(line)
+    for name, stats in measured:
+        finished.lines.append(
+            f"  {name:<28}{stats.count:>5} {_fmt(stats.p50):>6} {_fmt(stats.p95):>6}"
+            f" {_fmt(stats.p99):>6} {_fmt(stats.max):>6} ms"
+        )
+    line = set_apart_line(overall) if records else None
+    if line:
+        finished.lines.append(line)
     summary.update(extra or {})
     summary["aggregate"] = overall.to_json()
     summary["thresholds"] = [r.to_json() for r in finished.results]

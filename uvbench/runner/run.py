@@ -22,6 +22,7 @@ from uvbench.call.expect import Checked
 from uvbench.call.plan import Endpoint, plan_for
 from uvbench.call.rest import UltravoxApi
 from uvbench.call.script import ScriptRun, make_script
+from uvbench.call.target_health import GIVE_UP_AFTER_S
 from uvbench.metrics import CallMetrics
 from uvbench.report.run_folder import RunFolder
 from uvbench.runner.fanout import LoadGroup, RunState
@@ -139,10 +140,12 @@ class RunSummary:
     """One line per pacing process that died (its finished calls are kept)."""
     lost: list[str] = field(default_factory=list)
     """One line per call that ended but gave no record (its analysis failed)."""
+    gave_up: str | None = None
+    """Why the run stopped itself: every create at a target failed for `--give-up-after`."""
 
     @property
     def exit_code(self) -> int:
-        if not self.records or self.worker_failures:
+        if not self.records or self.worker_failures or self.gave_up:
             return 3  # nothing measured, or the load generator failed to deliver the asked load
         outcomes = [r["outcome"] for r in self.records]
         if all(o.startswith(("failed:create", "failed:connect")) for o in outcomes):
@@ -168,6 +171,7 @@ def run_scenarios(
     groups: list[LoadGroup] | None = None,
     scenario_tags: dict[str, dict[str, Any]] | None = None,
     record: str | None = None,
+    give_up_after_s: float | None = GIVE_UP_AFTER_S,
 ) -> RunSummary:
     """Run the scenarios under a load profile (default: each once, one at a time).
 
@@ -177,7 +181,8 @@ def run_scenarios(
     `interrupted` says so. `step` finds the knee (runner/step.py: the stepper decides the
     concurrency, `profile` is not used). `groups` run several loads in parallel instead of
     `profile` (a suite; one pacing process); `scenario_tags` adds tags to the records of the
-    scenarios it names; `record` overrides every scenario's `client.record`."""
+    scenarios it names; `record` overrides every scenario's `client.record`. When every create at a
+    target has failed for `give_up_after_s` (None: never), the run stops and `gave_up` says so."""
     from uvbench.runner.workers import run_fleet
 
     if groups and workers > 1:
@@ -198,6 +203,7 @@ def run_scenarios(
             scenarios, folder, endpoints, workers=workers, profile=profile, step=step, groups=groups,
             repeat=repeat, seed=seed, record=record, on_call=on_call, on_drop=on_drop,
             on_worker_failed=on_worker_failed, state=state, scenario_tags=scenario_tags,
+            give_up_after_s=give_up_after_s,
         )  # fmt: skip
     finally:
         targets.close()  # after the calls: they need the local server to the end
@@ -210,6 +216,7 @@ def run_scenarios(
                 "lost_calls": len(fleet.lost) if fleet else 0,
                 "interrupted": bool(fleet and fleet.interrupted),
                 "stopped_by": fleet.stopped_by if fleet else None,
+                "gave_up": fleet.gave_up if fleet else None,
                 "workers": {
                     "count": len(fleet.specs) if fleet else 0,
                     "failed": fleet.failed if fleet else [],
@@ -224,6 +231,7 @@ def run_scenarios(
         stopped_by=fleet.stopped_by,
         worker_failures=[f["message"] for f in fleet.failed],
         lost=list(fleet.lost),
+        gave_up=fleet.gave_up,
     )
 
 

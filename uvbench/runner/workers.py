@@ -121,6 +121,8 @@ class WorkerSpec:
     """A suite's loads in parallel (one pacing process only)."""
     crash_after: int | None = None
     """FAULT_ENV, read by the parent."""
+    give_up_after_s: float | None = None
+    """Stop the run when every create at a target has failed this long (call/target_health.py)."""
 
 
 @dataclass
@@ -154,6 +156,7 @@ def run_fleet(
     on_worker_failed: Callable[[str], None] | None = None,
     state: RunState,
     scenario_tags: dict[str, dict[str, Any]] | None = None,
+    give_up_after_s: float | None = None,
 ) -> _Fleet:
     """Run the load in `workers` pacing processes (and their analysis processes) into `folder`;
     the fleet, with its records, failures and whether it was interrupted."""
@@ -186,6 +189,7 @@ def run_fleet(
             scenario_tags=scenario_tags,
             groups=groups,
             crash_after=crash.get(w),
+            give_up_after_s=give_up_after_s,
         )
         for w in range(count)
     ]
@@ -238,6 +242,8 @@ class _Fleet:
         self.interrupted = False
         self.stopped_by: str | None = None
         """The signal that stopped the run ("SIGINT", "SIGTERM"), if one did."""
+        self.gave_up: str | None = None
+        """Why the run stopped itself: every create at a target failed for too long (one line)."""
         self._sigints = 0
         n = len(specs)
         self._ctx = process_context()
@@ -350,11 +356,12 @@ class _Fleet:
     def _loop(self) -> None:
         cancelled_at: float | None = None
         while self.alive or self._jobs_in_hand():
-            if self._sigints and cancelled_at is None:
-                self.interrupted = True
+            if (self._sigints or self.gave_up) and cancelled_at is None:
+                self.interrupted = bool(self._sigints)
                 cancelled_at = time.monotonic()
+                why = () if self._sigints else (f"the run gave up: {self.gave_up}",)
                 for w in sorted(self.alive):
-                    self._send(w, ("cancel",))
+                    self._send(w, ("cancel", *why))
             late = cancelled_at is not None and time.monotonic() - cancelled_at > CANCEL_TIMEOUT_S
             if late or self._sigints > 1:  # a second Ctrl-C: stop waiting for them
                 for w in sorted(self.alive):
@@ -468,6 +475,8 @@ class _Fleet:
             self.done.add(w)
         elif kind == "error":
             self.errors[w] = message[2]
+        elif kind == "gave_up" and self.gave_up is None:  # the other workers are cancelled too
+            self.gave_up = message[2]
 
     # -- analysis ----------------------------------------------------------------------------------
 
@@ -767,6 +776,7 @@ class WireCaller:
         record: str | None = None,
         scenario_tags: dict[str, dict[str, Any]] | None = None,
         prefix: str = "",
+        give_up_after_s: float | None = None,
     ) -> None:
         self.index = {id(s): i for i, s in enumerate(scenarios)}
         self.endpoints = endpoints
@@ -774,6 +784,7 @@ class WireCaller:
         self.record = record
         self.scenario_tags = scenario_tags or {}
         self.prefix = prefix
+        self.give_up_after_s = give_up_after_s
         self.apis: dict[Any, Any] = {}
         self._numbers = itertools.count(1)
 
@@ -781,8 +792,14 @@ class WireCaller:
         from uvbench.call.rest import UltravoxApi
 
         if endpoint not in self.apis:
-            self.apis[endpoint] = UltravoxApi(endpoint.api_url, endpoint.api_key)
+            self.apis[endpoint] = UltravoxApi(
+                endpoint.api_url, endpoint.api_key, give_up_after_s=self.give_up_after_s
+            )
         return self.apis[endpoint]
+
+    def gave_up(self) -> str | None:
+        """The line of the first target every create has failed at for too long, if any."""
+        return next((api.health.gave_up for api in self.apis.values() if api.health.gave_up), None)
 
     async def warm(self, scenarios: list[Scenario]) -> None:
         """Cold-start work before the first call, not under the first calls' pacers: one HTTP
@@ -853,6 +870,7 @@ async def _work(spec: WorkerSpec, conn: Connection, counters: Any, outbox: queue
         record=spec.record,
         scenario_tags=spec.scenario_tags,
         prefix=f"w{spec.worker}-",
+        give_up_after_s=spec.give_up_after_s,
     )
     tell = outbox.put
     levels = _RemoteLevels(spec.step_total_s, tell, spec.worker) if spec.step_total_s else None
@@ -860,12 +878,13 @@ async def _work(spec: WorkerSpec, conn: Connection, counters: Any, outbox: queue
     state = RunState()
     go: asyncio.Future[float] = loop.create_future()
     main: list[asyncio.Task[Any]] = []
+    stopping: list[str] = []
 
-    def cancel() -> None:
+    def cancel(why: str | None = None) -> None:
         if not go.done():
             go.cancel()
         for task in main:
-            task.cancel()
+            task.cancel(why)
 
     def on_control() -> None:
         try:
@@ -876,13 +895,22 @@ async def _work(spec: WorkerSpec, conn: Connection, counters: Any, outbox: queue
                 elif message[0] == "level" and levels is not None:
                     levels.set_level(message[1], message[2])
                 elif message[0] == "cancel":
-                    cancel()
+                    if len(message) > 1 and not stopping:
+                        stopping.append(message[1])
+                    cancel(stopping[0] if stopping else None)
         except (EOFError, OSError):  # the parent is gone: stop
             loop.remove_reader(conn.fileno())
             cancel()
 
     async def run_one(scenario: Scenario, tags: dict[str, Any]) -> dict[str, Any]:
-        return await caller.run(scenario, tags, lambda raw: tell(("raw", spec.worker, raw)))
+        try:
+            return await caller.run(scenario, tags, lambda raw: tell(("raw", spec.worker, raw)))
+        finally:
+            why = caller.gave_up()
+            if why is not None and not stopping:  # this worker stops at once; the parent stops the others
+                stopping.append(f"the run gave up: {why}")
+                tell(("gave_up", spec.worker, why))
+                cancel(stopping[0])
 
     def on_drop(dropped: int) -> None:
         counters[SLOTS * spec.worker + _DROPPED] = dropped
@@ -916,10 +944,10 @@ async def _work(spec: WorkerSpec, conn: Connection, counters: Any, outbox: queue
         main.append(asyncio.create_task(load))
         try:
             await main[0]
-        except asyncio.CancelledError:  # Ctrl-C in the parent: cancel the calls in flight too
+        except asyncio.CancelledError:  # Ctrl-C in the parent, or a give-up: cancel the calls in flight
             others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for task in others:
-                task.cancel()
+                task.cancel(stopping[0] if stopping else None)
             await asyncio.gather(*others, return_exceptions=True)
     finally:
         try:
