@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -9,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -283,6 +285,39 @@ def test_ctrl_c_mid_run_leaves_a_valid_partial_run_folder(tmp_path):
     assert summary["aggregate"]["calls"] == len(lines)  # the report of what finished is written too
     assert (results.parent / "junit.xml").exists() and (results.parent / "calls.csv").exists()
     assert "run interrupted" in stdout
+
+
+@pytest.mark.timeout(180)
+def test_ctrl_c_again_and_again_while_the_run_ends_keeps_the_report_and_the_verdict(tmp_path):
+    """The impatient user: Ctrl-C, then Ctrl-C every 50 ms until the process ends. The second one
+    stops the wait for the calls in flight; the ones after the calls are over wait for the report."""
+    proc, results = _start_long_run(tmp_path, finished=2)
+    proc.send_signal(signal.SIGINT)
+    reader = threading.Thread(target=lambda: out.append(proc.communicate(timeout=120)), daemon=True)
+    out: list[tuple[str, str]] = []
+    reader.start()
+    sent = 1
+    while proc.poll() is None and sent < 600:
+        time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGINT)
+            sent += 1
+    reader.join(timeout=30)
+    [(stdout, stderr)] = out
+    assert sent > 3  # the signals kept coming while the run ended
+    # 130, or killed by SIGINT during the interpreter's teardown after the closing line (Python
+    # restores the default handler then), which a shell reports as 130 too.
+    assert proc.returncode in (130, -signal.SIGINT), stderr
+    assert "Traceback" not in stderr
+    folder = results.parent
+    for name in ("summary.json", "junit.xml", "calls.csv", "report.html"):
+        assert (folder / name).exists(), name
+    assert json.loads((folder / "summary.json").read_text())["aggregate"]["calls"] >= 2
+    assert "run interrupted: " in stdout and f"results in {folder}/" in stdout
+    assert "uvbench: the calls are over; writing the report first" in stderr
+    assert "stopped (exit code" not in stderr  # the workers the user stopped did not fail
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["workers"]["failed"] == []
 
 
 def _descendants(pid: int) -> set[int]:

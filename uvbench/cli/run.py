@@ -6,7 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from uvbench.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED, UsageError
+from uvbench.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    HeldSignals,
+    UsageError,
+)
 from uvbench.runner.load import PACING_CALLS
 
 
@@ -84,6 +91,14 @@ def add_parser(sub) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    held = HeldSignals()  # from the calls' end to the closing line (see HeldSignals)
+    try:
+        return _run(args, held)
+    finally:
+        held.release()
+
+
+def _run(args: argparse.Namespace, held: HeldSignals) -> int:
     from uvbench.report.terminal import call_summary
     from uvbench.runner.run import TargetError, run_scenarios
     from uvbench.scenario import ScenarioError
@@ -172,6 +187,7 @@ def main(args: argparse.Namespace) -> int:
                 groups=plan.groups if plan.suite else None,
                 scenario_tags=plan.scenario_tags,
                 give_up_after_s=give_up_after_s,
+                on_calls_over=held.hold,
             )
     except TargetError as exc:
         raise UsageError(str(exc)) from None

@@ -172,6 +172,7 @@ def run_scenarios(
     scenario_tags: dict[str, dict[str, Any]] | None = None,
     record: str | None = None,
     give_up_after_s: float | None = GIVE_UP_AFTER_S,
+    on_calls_over: Callable[[], None] | None = None,
 ) -> RunSummary:
     """Run the scenarios under a load profile (default: each once, one at a time).
 
@@ -203,7 +204,7 @@ def run_scenarios(
             scenarios, folder, endpoints, workers=workers, profile=profile, step=step, groups=groups,
             repeat=repeat, seed=seed, record=record, on_call=on_call, on_drop=on_drop,
             on_worker_failed=on_worker_failed, state=state, scenario_tags=scenario_tags,
-            give_up_after_s=give_up_after_s,
+            give_up_after_s=give_up_after_s, on_calls_over=on_calls_over,
         )  # fmt: skip
     finally:
         targets.close()  # after the calls: they need the local server to the end

@@ -157,9 +157,11 @@ def run_fleet(
     state: RunState,
     scenario_tags: dict[str, dict[str, Any]] | None = None,
     give_up_after_s: float | None = None,
+    on_calls_over: Callable[[], None] | None = None,
 ) -> _Fleet:
     """Run the load in `workers` pacing processes (and their analysis processes) into `folder`;
-    the fleet, with its records, failures and whether it was interrupted."""
+    the fleet, with its records, failures and whether it was interrupted. `on_calls_over` is
+    called as the fleet stops handling SIGINT and SIGTERM (the CLI holds them from then on)."""
     if groups:
         count = 1
         shares: list[LoadProfile | None] = [None]
@@ -198,6 +200,8 @@ def run_fleet(
     try:
         fleet.run()
     finally:
+        if on_calls_over is not None:  # before the shutdown's joins: a Ctrl-C there would be lost
+            on_calls_over()
         fleet.shutdown()
         for leftover in spool.iterdir():
             leftover.unlink(missing_ok=True)
@@ -266,6 +270,8 @@ class _Fleet:
         self.in_hand: list[dict[int, _Job]] = []
         self._job_ids = itertools.count(1)
         self._drain_deadline: float | None = None
+        self._stopped_by_user: set[int] = set()
+        """Pacing processes killed because the user asked twice: not a failure of the load generator."""
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -365,6 +371,8 @@ class _Fleet:
             late = cancelled_at is not None and time.monotonic() - cancelled_at > CANCEL_TIMEOUT_S
             if late or self._sigints > 1:  # a second Ctrl-C: stop waiting for them
                 for w in sorted(self.alive):
+                    if self._sigints > 1:
+                        self._stopped_by_user.add(w)
                     self.procs[w].kill()  # they ignore SIGTERM: the parent decides
                 if self._sigints > 1:
                     self._give_up_analysis("the run was stopped (a second Ctrl-C)")
@@ -585,6 +593,10 @@ class _Fleet:
         in_flight = self.counters[SLOTS * w + _IN_FLIGHT]
         self.counters[SLOTS * w + _IN_FLIGHT] = 0
         if w in self.done and proc.exitcode == 0:
+            return
+        if w in self._stopped_by_user:
+            for _ in range(in_flight):  # accounted for, as lost calls: nothing of them was handed over
+                self.lost.append(f"a call of worker {w} in flight: the run was stopped (a second Ctrl-C)")
             return
         calls = self.calls_by[w]
         why = self.errors.get(w) or f"exit code {proc.exitcode}"
