@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.outcomes import MEASURED
+from uvbench.report.rebuild import UNREPORTED
 from uvbench.runner.load import LoadError, LoadProfile, Stage, parse_stages
 from uvbench.runner.run import run_scenarios
 from uvbench.scenario import parse_scenarios
@@ -82,6 +83,13 @@ def test_closed_model_holds_the_asked_concurrency(server, scenario_for, tmp_path
     assert concurrency_peak(server) >= 8
     lines = (summary.folder / "results.jsonl").read_text().splitlines()
     assert len(lines) == 8 and {json.loads(line)["tags"]["vu"] for line in lines} == set(range(8))
+    # The runner kept counts, not records, while the calls ran; the records the reports get are the
+    # file's, in its order, without the keys no report reads.
+    stored = [json.loads(line) for line in lines]
+    assert all("ground_truth" in r for r in stored)
+    assert summary.records == [{k: v for k, v in r.items() if k not in UNREPORTED} for r in stored]
+    written = json.loads((summary.folder / "summary.json").read_text())
+    assert (written["calls"], written["passed"]) == (8, sum(r["passed"] for r in stored))
 
 
 def test_open_model_starts_calls_at_the_rate_and_counts_drops(scenario_for, tmp_path):
@@ -126,3 +134,16 @@ async def test_sleep_until_never_returns_before_the_deadline(monkeypatch) -> Non
     await fanout.sleep_until(deadline)
     assert clock[0] >= deadline
     assert len(wakeups) >= 2  # the early wake-up slept again for the rest
+
+
+def test_the_live_views_latency_window_is_bounded():
+    from uvbench.runner.fanout import LIVE_TTFA_WINDOW, RunState
+
+    state = RunState()
+    turn = {"metrics": {"turn.ttfa_ms": 1.0, "turn.agent_audio_ms": 10.0}}
+    for n in range(LIVE_TTFA_WINDOW + 50):
+        turn["metrics"]["turn.ttfa_ms"] = float(n)
+        state.record({"outcome": "completed", "turns": [turn], "metrics": {}})
+    # A soak's turns do not grow it: the last LIVE_TTFA_WINDOW are kept, the counts are all there.
+    assert len(state.ttfa_ms) == LIVE_TTFA_WINDOW and state.ttfa_ms[0] == 50.0
+    assert state.outcomes == {"completed": LIVE_TTFA_WINDOW + 50}

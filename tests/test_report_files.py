@@ -615,3 +615,20 @@ def test_junit_counts_a_dead_pacing_process_as_an_error() -> None:
     plain = ET.fromstring(junit_xml(_synthetic()))
     assert int(root.get("errors")) == int(plain.get("errors")) + 1
     assert generator_failures({}) == []
+
+
+def test_read_results_skips_a_cut_line_and_leaves_keys_out(tmp_path: Path) -> None:
+    from uvbench.report.run_folder import read_results
+
+    path = tmp_path / "results.jsonl"
+    first = {"outcome": "completed", "scenario": "a", "ground_truth": {"big": 1}, "metrics": {}}
+    second = {"outcome": "failed:create", "scenario": "b", "metrics": {}}
+    # A run killed mid-write leaves half a line; binary junk and a non-record line are skipped too.
+    path.write_bytes(
+        (json.dumps(first) + "\n" + json.dumps(second) + "\n").encode() + b'{"outcome": "compl\xc3\n[1, 2]\n'
+    )
+    assert read_results(path) == [first, second]
+    assert read_results(path, leave_out=("ground_truth",)) == [
+        {k: v for k, v in first.items() if k != "ground_truth"},
+        second,
+    ]

@@ -15,8 +15,10 @@ from typing import Any
 
 from uvbench.cli.common import EXIT_FAILED, EXIT_NOT_RUN
 from uvbench.report.finish import finish_run
-from uvbench.report.run_folder import RunFolder
-from uvbench.runner.run import RunSummary, _summary
+from uvbench.report.rebuild import UNREPORTED
+from uvbench.report.run_folder import RunFolder, read_results
+from uvbench.runner.fanout import RecordTally
+from uvbench.runner.run import RunSummary
 
 
 @dataclass
@@ -36,7 +38,8 @@ class RunCollector:
     profile: Any = None
     """The LoadProfile the shape follows, to tag each record with its stage; None with -u/-r/-t."""
     started_wall: float = field(default_factory=time.time)
-    records: list[dict[str, Any]] = field(default_factory=list)
+    tally: RecordTally = field(default_factory=RecordTally)
+    """The records' counts; the records themselves are on disk until the end (see runner/workers.py)."""
     interrupted_calls: int = 0
     lost_calls: list[str] = field(default_factory=list)
     finished: bool = False
@@ -102,7 +105,7 @@ class RunCollector:
             "artifacts": artifacts,
         }
         self.folder.write_record(stem, record)
-        self.records.append(record)
+        self.tally.add(record)
         return record
 
     def lost(self, reason: str, key: str | None = None) -> None:
@@ -118,7 +121,7 @@ class RunCollector:
         """Write summary.json and the report files, and judge the run (the session calls it once)."""
         self.finished = True
         summary = {
-            **_summary(self.records),
+            **self.tally.to_json(),
             "dropped_calls": 0,
             "interrupted_calls": self.interrupted_calls,
             "lost_calls": len(self.lost_calls),
@@ -129,19 +132,20 @@ class RunCollector:
             summary["load"] = self.load
         self.folder.write_summary(summary)
         self.folder.close()
-        done = finish_run(self.path, self.records, self.thresholds)
+        records = read_results(self.path / "results.jsonl", leave_out=UNREPORTED)
+        done = finish_run(self.path, records, self.thresholds)
         lines = list(done.lines)
         if self.lost_calls:
             lines.append(
                 f"uvbench: {len(self.lost_calls)} calls gave no record; the first: {self.lost_calls[0]}"
             )
         code: int | None = None
-        if RunSummary(self.path, self.records).exit_code == EXIT_NOT_RUN:  # nothing could be measured
+        if RunSummary(self.path, records).exit_code == EXIT_NOT_RUN:  # nothing could be measured
             code = EXIT_NOT_RUN
         elif self.thresholds:
             code = 0 if done.thresholds_passed else EXIT_FAILED
-        passed = sum(1 for r in self.records if r["passed"])
+        passed = sum(1 for r in records if r["passed"])
         if (self.path / "report.html").is_file():
             lines.append(f"report: {self.path / 'report.html'}")
-        lines.append(f"uvbench: {passed}/{len(self.records)} calls completed; results in {self.path}/")
+        lines.append(f"uvbench: {passed}/{len(records)} calls completed; results in {self.path}/")
         return Verdict(lines, code)

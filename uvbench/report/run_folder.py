@@ -68,6 +68,24 @@ def read_bytes(path: Path | str) -> bytes:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+def read_results(path: Path, leave_out: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The records of a results.jsonl, in its order, without the `leave_out` keys; a line that is not
+    a record (cut short by a crash, or not UTF-8) is skipped. The runner keeps no record in memory
+    while calls run: this is how the end of the run gets them back."""
+    records = []
+    with open(path, "rb") as lines:
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and "outcome" in record:
+                for key in leave_out:
+                    record.pop(key, None)
+                records.append(record)
+    return records
+
+
 def generator_failures(summary: dict[str, Any]) -> list[str]:
     """The lines of summary.json's failed pacing processes (`workers.failed`), for the reports."""
     failed = (summary.get("workers") or {}).get("failed") or []

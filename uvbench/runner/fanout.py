@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,6 +29,35 @@ loop between the pacers' chunks instead of all of them in one stretch that holds
 
 
 @dataclass
+class RecordTally:
+    """The counts of a run's records that summary.json and the exit code need, kept as calls end."""
+
+    calls: int = 0
+    passed: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    scenarios: set[str] = field(default_factory=set)
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.calls += 1
+        self.passed += bool(record.get("passed"))
+        self.outcomes[record["outcome"]] = self.outcomes.get(record["outcome"], 0) + 1
+        self.scenarios.add(record["scenario"])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "outcomes": self.outcomes,
+            "passed": self.passed,
+            "scenarios": sorted(self.scenarios),
+        }
+
+
+LIVE_TTFA_WINDOW = 10_000
+"""The live view's latency percentiles are of the last this many turns: a soak's would otherwise
+grow a list by every turn (the report's figures are over every call)."""
+
+
+@dataclass
 class RunState:
     """What the live view shows while the run goes on."""
 
@@ -38,7 +68,7 @@ class RunState:
     interrupted: int = 0
     """Calls cancelled by a load's gracefulStop or gracefulRampDown (no record is written)."""
     outcomes: dict[str, int] = field(default_factory=dict)
-    ttfa_ms: list[float] = field(default_factory=list)
+    ttfa_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LIVE_TTFA_WINDOW))
     underflows: int = 0
     agent_audio_ms: float = 0.0
     worst_pacer_p99_ms: float = 0.0

@@ -24,8 +24,9 @@ from uvbench.call.rest import UltravoxApi
 from uvbench.call.script import ScriptRun, make_script
 from uvbench.call.target_health import GIVE_UP_AFTER_S
 from uvbench.metrics import CallMetrics
-from uvbench.report.run_folder import RunFolder
-from uvbench.runner.fanout import LoadGroup, RunState
+from uvbench.report.rebuild import UNREPORTED
+from uvbench.report.run_folder import RunFolder, read_results
+from uvbench.runner.fanout import LoadGroup, RecordTally, RunState
 from uvbench.runner.load import LoadProfile
 from uvbench.scenario import Scenario
 from uvbench.server.process import ServerProcess
@@ -208,10 +209,9 @@ def run_scenarios(
         )  # fmt: skip
     finally:
         targets.close()  # after the calls: they need the local server to the end
-        records = fleet.records if fleet else []
         folder.write_summary(
             {
-                **_summary(records),
+                **(fleet.tally if fleet else RecordTally()).to_json(),
                 "dropped_calls": state.dropped,
                 "interrupted_calls": state.interrupted,
                 "lost_calls": len(fleet.lost) if fleet else 0,
@@ -225,6 +225,8 @@ def run_scenarios(
             }
         )
         folder.close()
+    # Read back for the reports, without what no report reads (RebuildResult's light records).
+    records = read_results(folder.path / "results.jsonl", leave_out=UNREPORTED)
     return RunSummary(
         folder.path,
         records,
@@ -234,15 +236,3 @@ def run_scenarios(
         lost=list(fleet.lost),
         gave_up=fleet.gave_up,
     )
-
-
-def _summary(records: list[dict[str, Any]]) -> dict[str, Any]:
-    outcomes: dict[str, int] = {}
-    for r in records:
-        outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
-    return {
-        "calls": len(records),
-        "outcomes": outcomes,
-        "passed": sum(1 for r in records if r["passed"]),
-        "scenarios": sorted({r["scenario"] for r in records}),
-    }

@@ -60,7 +60,7 @@ from typing import Any
 
 from uvbench.analysis.worker import AnalysisSpec, analysis_main
 from uvbench.report.run_folder import RunFolder
-from uvbench.runner.fanout import LoadGroup, RunState
+from uvbench.runner.fanout import LoadGroup, RecordTally, RunState
 from uvbench.runner.load import LoadProfile, split_count, whole_profile
 from uvbench.runner.step import Stepper, StepProfile
 from uvbench.scenario import Scenario
@@ -239,7 +239,9 @@ class _Fleet:
         self.on_call = on_call
         self.on_drop = on_drop
         self.on_worker_failed = on_worker_failed
-        self.records: list[dict[str, Any]] = []
+        self.tally = RecordTally()
+        """What the summary needs of the records; the records themselves are on disk only (a long
+        run's would grow the coordinator's memory, and its garbage collector's pauses, call by call)."""
         self.failed: list[dict[str, Any]] = []
         self.lost: list[str] = []
         """One line per call that gave no record (its analysis failed)."""
@@ -554,7 +556,7 @@ class _Fleet:
 
     def _record(self, job: _Job, record: dict[str, Any]) -> None:
         record = self.folder.write_record(job.stem, record)
-        self.records.append(record)
+        self.tally.add(record)
         self.state.finished += 1
         self.state.record(record)
         level = record.get("tags", {}).get("step")
