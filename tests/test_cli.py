@@ -67,7 +67,7 @@ def test_missing_config_file_and_bad_plan_flag(tmp_path, capsys):
         (["serve", "--latency-ms", "-5"], "latency.ms: expected a number of 0 or more, got -5"),
         (["serve", "--latency-ms", "1e9"], "above this server's limit of 60000 ms"),
         (["history", "--db", "FOLDER"], "is not a file: name the history database"),
-        (["run", "QUICK", "--give-up-after", "-5s"], "--give-up-after '-5s' is not a duration"),
+        (["run", "QUICK", "--give-up-after=-5s"], "--give-up-after '-5s' is not a duration"),
         (["run", "QUICK", "--give-up-after", "soon"], "(expected e.g. 30s or 2m; 0 never gives up)"),
     ],
 )
