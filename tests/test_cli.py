@@ -64,6 +64,7 @@ def test_missing_config_file_and_bad_plan_flag(tmp_path, capsys):
         (["run", "QUICK", "--stage", ""], "--stage is empty"),
         (["run", "QUICK", "--stage", "10s:5,0s:3"], "'0s:3': the duration must be positive"),
         (["serve", "--port", "99999"], "--port 99999 is not a TCP port"),
+        (["serve", "--keep-calls", "0"], "--keep-calls: expected a whole number of calls from 1 to 1,"),
         (["serve", "--latency-ms", "-5"], "latency.ms: expected a number of 0 or more, got -5"),
         (["serve", "--latency-ms", "1e9"], "above this server's limit of 60000 ms"),
         (["history", "--db", "FOLDER"], "is not a file: name the history database"),

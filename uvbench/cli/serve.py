@@ -56,6 +56,13 @@ def add_parser(sub) -> None:
         "capacity benchmarks (agent.mode in the config)",
     )
     serve.add_argument(
+        "--keep-calls",
+        type=int,
+        default=None,
+        metavar="N",
+        help="ended calls kept for reading back, the oldest ended forgotten first (default 1000)",
+    )
+    serve.add_argument(
         "--event-loop",
         choices=("auto", "uvloop", "asyncio"),
         default="auto",
@@ -68,6 +75,7 @@ def _server_config(args: argparse.Namespace):
     from uvbench.server.config import (
         ConfigError,
         agent_from_dict,
+        keep_calls_value,
         plan_from_value,
         server_config_from_dict,
     )
@@ -101,6 +109,8 @@ def _server_config(args: argparse.Namespace):
             changes["agent"] = agent_from_dict(
                 {"latency": {"ms": args.latency_ms}}, base=config.agent, where="--latency-ms"
             )
+        if args.keep_calls is not None:
+            changes["keep_calls"] = keep_calls_value(args.keep_calls, "--keep-calls")
         if args.agent is not None:
             base = changes.get("agent", config.agent)
             changes["agent"] = agent_from_dict({"mode": args.agent}, base=base, where="--agent")

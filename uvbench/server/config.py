@@ -163,6 +163,8 @@ class ServerConfig:
     faults: Faults = Faults()
     close_code: int = 1000
     """Close code the server uses when it ends a call (agent hang-up, timeouts)."""
+    keep_calls: int = 1_000
+    """Ended calls kept for reading back (store.KEEP_ENDED_CALLS); the oldest ended goes first."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,7 +306,7 @@ def server_config_from_dict(data: dict[str, Any], where: str = "server config") 
     """A ServerConfig from a mapping such as a `uvbench serve --config` YAML file."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping")
-    known = {"host", "port", "api_key", "plan", "agent", "faults", "close_code"}
+    known = {"host", "port", "api_key", "plan", "agent", "faults", "close_code", "keep_calls"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
@@ -317,6 +319,8 @@ def server_config_from_dict(data: dict[str, Any], where: str = "server config") 
         kwargs["api_key"] = str(data["api_key"])
     if "close_code" in data:
         kwargs["close_code"] = int(data["close_code"])
+    if "keep_calls" in data:
+        kwargs["keep_calls"] = keep_calls_value(data["keep_calls"], f"{where}.keep_calls")
     if "plan" in data:
         kwargs["plan"] = plan_from_value(data["plan"], f"{where}.plan")
     if "agent" in data:
@@ -324,6 +328,18 @@ def server_config_from_dict(data: dict[str, Any], where: str = "server config") 
     if "faults" in data:
         kwargs["faults"] = faults_from_dict(data["faults"], where=f"{where}.faults")
     return ServerConfig(**kwargs)
+
+
+MAX_KEEP_CALLS = 1_000_000
+
+
+def keep_calls_value(value: Any, where: str) -> int:
+    """How many ended calls the server keeps: a whole number from 1 to MAX_KEEP_CALLS."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_KEEP_CALLS:
+        raise ConfigError(
+            f"{where}: expected a whole number of calls from 1 to {MAX_KEEP_CALLS:,}, got {value!r}"
+        )
+    return value
 
 
 def plan_from_value(value: Any, where: str = "plan") -> Plan:

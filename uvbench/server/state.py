@@ -26,6 +26,7 @@ class ServerState:
 
     def __post_init__(self) -> None:
         self.set_faults(self.config.faults)
+        self.store.keep_ended = self.config.keep_calls
 
     def set_faults(self, faults: Faults) -> None:
         self.faults = faults

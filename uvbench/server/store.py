@@ -6,9 +6,11 @@ at, so the REST layer, the websocket session and tests all drive it the same way
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import time
 import uuid
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -25,6 +27,20 @@ warning, then they are counted (`events_dropped`), so a misbehaving client canno
 DEFAULT_VOICE = "Mark"
 DEFAULT_CLIENT_BUFFER_MS = 60
 SEVERITIES = ("debug", "info", "warning", "error")
+MAX_AGENTS = 1_000
+"""Agents one server keeps; creating another is refused (400 naming this limit) until one is deleted."""
+MAX_AGENT_BYTES = 128 * 1024
+"""Largest agent body (POST or PATCH) taken: with MAX_AGENTS, what agents can make the server hold
+is bounded (125 MiB of JSON)."""
+KEEP_ENDED_CALLS = 1_000
+"""Ended calls one server keeps (the oldest ended is forgotten first; a live call never is): a
+client reads a call back within seconds of its end, and a soak of thousands of calls must not grow
+the server call by call. `keep_calls` in the server config, `uvbench serve --keep-calls`."""
+MAX_CONCURRENCY_SAMPLES = 100_000
+"""Changes of the concurrency the usage endpoint reports from (three per call); past it the older
+half is dropped, so that series reaches back about 16,000 calls."""
+TEMPLATE_ONLY_FIELDS = ("name", "created", "updated", "contextSchema")
+"""Keys of a `CallTemplate` that describe the template itself, not the calls made from it."""
 
 
 class LiveSession(Protocol):
@@ -60,13 +76,16 @@ def iso(ts: dt.datetime | None) -> str | None:
 class CallRecord:
     call_id: str
     request: dict[str, Any]
-    """The validated create-call body, camelCase, with medium defaults filled in."""
+    """The validated create-call body, camelCase, with medium defaults filled in; for a call of an
+    agent, its call template with the body over it (`agent_call_request`)."""
     created_ns: int
     created: dt.datetime
     join_url: str
     agent: AgentBehaviour
     faults: Faults
     agent_id: str | None = None
+    agent_name: str | None = None
+    """The stored agent's name when the call was created from it."""
     prior_call_id: str | None = None
     joined_ns: int | None = None
     joined: dt.datetime | None = None
@@ -220,7 +239,11 @@ class CallRecord:
             "vadSettings": req.get("vadSettings"),
             "shortSummary": None,
             "summary": None,
-            "agent": None if self.agent_id is None else {"agentId": self.agent_id, "name": "agent"},
+            "agent": (
+                None
+                if self.agent_id is None
+                else {"agentId": self.agent_id, "name": self.agent_name or "agent"}
+            ),
             "agentId": self.agent_id,
             "experimentalSettings": req.get("experimentalSettings"),
             "metadata": req.get("metadata", {}),
@@ -237,6 +260,122 @@ class CallRecord:
 
 
 @dataclass
+class AgentRecord:
+    """A stored agent: a name and the call template its calls start from."""
+
+    agent_id: str
+    name: str
+    call_template: dict[str, Any] | None
+    """The validated `CallTemplate` (camelCase), without the server-set `created`/`updated`."""
+    created: dt.datetime
+    updated: dt.datetime
+    created_ns: int
+
+    def to_api(self, calls: int) -> dict[str, Any]:
+        """The `Agent` object; `calls` is how many calls of it the server holds."""
+        template = None
+        if self.call_template is not None:
+            # sharedSecrets is write-only (never returned), as on calls.
+            template = {k: v for k, v in self.call_template.items() if k != "sharedSecrets"}
+            template.update(created=iso(self.created), updated=iso(self.updated))
+        return {
+            "agentId": self.agent_id,
+            "publishedRevisionId": None,
+            "name": self.name,
+            "created": iso(self.created),
+            "callTemplate": template,
+            "statistics": {"calls": calls},
+        }
+
+
+class AgentStore:
+    """The agents of one server, at most `limit` (MAX_AGENTS)."""
+
+    def __init__(self, limit: int = MAX_AGENTS) -> None:
+        self.limit = limit
+        self.agents: dict[str, AgentRecord] = {}
+
+    @property
+    def full(self) -> bool:
+        return len(self.agents) >= self.limit
+
+    def add(self, agent: AgentRecord) -> None:
+        if self.full:
+            raise ValueError(f"this server keeps at most {self.limit} agents")
+        self.agents[agent.agent_id] = agent
+
+    def get(self, agent_id: str) -> AgentRecord | None:
+        return self.agents.get(agent_id)
+
+    def delete(self, agent_id: str) -> None:
+        self.agents.pop(agent_id, None)
+
+
+class ToolOverrideError(ValueError):
+    """`toolOverrides` that cannot apply to the agent's tools; `errors` is the DRF error body of
+    the `toolOverrides` field."""
+
+    def __init__(self, errors: dict[str, Any]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+def tool_name(selected: dict[str, Any]) -> str | None:
+    """A selected tool's model-facing name: nameOverride, else its temporary tool's or durable
+    tool's name (a tool given by id alone has none here)."""
+    temporary = selected.get("temporaryTool") or {}
+    return selected.get("nameOverride") or temporary.get("modelToolName") or selected.get("toolName")
+
+
+def agent_call_request(template: dict[str, Any] | None, body: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a call of an agent: the agent's call template, with the fields of the
+    (validated) `StartAgentCallRequest` replacing the template's field by field.
+
+    A `voice` in the body replaces the template's voice of either kind (`externalVoice`) and its
+    `voiceOverrides`; `toolOverrides` is applied to the template's `selectedTools` (removals
+    before additions, by model-facing name) and not kept. Raises ToolOverrideError when a removal
+    names no tool of the agent or an addition repeats a name the call already has.
+    """
+    request = {k: copy.deepcopy(v) for k, v in (template or {}).items() if k not in TEMPLATE_ONLY_FIELDS}
+    overrides = {k: copy.deepcopy(v) for k, v in body.items() if k != "agentId"}  # the URL's agent wins
+    tool_overrides = overrides.pop("toolOverrides", None) or {}
+    if "voice" in overrides:
+        request.pop("externalVoice", None)
+        request.pop("voiceOverrides", None)
+    request.update(overrides)
+
+    tools = [] if tool_overrides.get("removeAll") else list(request.get("selectedTools") or [])
+    errors: dict[str, Any] = {}
+    names = {tool_name(t) for t in tools}
+    if template is not None:
+        unknown = [name for name in tool_overrides.get("remove") or [] if name not in names]
+        if unknown:
+            known = ", ".join(sorted(n for n in names if n)) or "none"
+            errors["remove"] = [
+                f'"{name}" is not a tool of this agent (its tools: {known}).' for name in unknown
+            ]
+    removed = set(tool_overrides.get("remove") or [])
+    tools = [t for t in tools if tool_name(t) not in removed]
+    names = {tool_name(t) for t in tools}
+    for index, added in enumerate(tool_overrides.get("add") or []):
+        name = tool_name(added)
+        if name is not None and name in names:
+            errors.setdefault("add", {})[str(index)] = [
+                f'Tool names must be unique within a call: "{name}" is already a tool of this call; '
+                "remove it first (toolOverrides.remove)."
+            ]
+        names.add(name)
+        tools.append(added)
+    if errors:
+        raise ToolOverrideError(errors)
+    if tools:
+        request["selectedTools"] = tools
+    else:
+        request.pop("selectedTools", None)
+    return request
+
+
+@dataclass(slots=True)
 class ConcurrencySample:
     ns: int
     total: int
@@ -244,26 +383,40 @@ class ConcurrencySample:
 
 
 class CallStore:
-    """All calls of one server, in creation order, and the concurrency they made over time."""
+    """All calls of one server, in creation order, and the concurrency they made over time; and
+    the agents calls are made from."""
 
-    def __init__(self, clock: Clock | None = None) -> None:
+    def __init__(self, clock: Clock | None = None, keep_ended: int = KEEP_ENDED_CALLS) -> None:
         self.clock = clock or Clock()
         self.calls: dict[str, CallRecord] = {}
-        self.deleted: set[str] = set()
+        self.agents = AgentStore()
+        self.keep_ended = keep_ended
+        self.deleted: deque[str] = deque(maxlen=keep_ended)
+        """The latest deleted calls' ids (a test's way to see a DELETE happened)."""
+        self.forgotten = 0
+        """Ended calls dropped to stay within `keep_ended`."""
+        self._ended: deque[str] = deque()  # ids of the ended calls kept, in the order they ended
+        self._live = self._joined_live = 0
         self.concurrency: list[ConcurrencySample] = [ConcurrencySample(self.clock.now_ns(), 0, 0)]
 
     def add(self, record: CallRecord) -> None:
         self.calls[record.call_id] = record
+        self._live += 1
         self._sample(record.created_ns)
 
     def get(self, call_id: str) -> CallRecord | None:
         return self.calls.get(call_id)
 
     def delete(self, call_id: str) -> None:
-        self.calls.pop(call_id, None)
-        self.deleted.add(call_id)
+        record = self.calls.pop(call_id, None)
+        if record is not None and record.ended_ns is None:
+            self._live -= 1
+            self._joined_live -= record.joined_ns is not None
+        self.deleted.append(call_id)
 
     def mark_joined(self, record: CallRecord, ns: int, client_version: str | None) -> None:
+        if record.joined_ns is None and record.ended_ns is None and record.call_id in self.calls:
+            self._joined_live += 1
         record.joined_ns = ns
         record.joined = self.clock.wall(ns)
         record.client_version = client_version
@@ -276,21 +429,33 @@ class CallStore:
         record.ended_ns = ns
         record.ended = self.clock.wall(ns)
         record.end_reason = reason
+        if record.call_id in self.calls:
+            self._live -= 1
+            self._joined_live -= record.joined_ns is not None
+            self._ended.append(record.call_id)
+            self._forget_oldest_ended()
         self._sample(ns)
         return True
 
+    def _forget_oldest_ended(self) -> None:
+        while len(self._ended) > self.keep_ended:
+            old = self.calls.get(self._ended.popleft())
+            if old is not None and old.ended_ns is not None:
+                del self.calls[old.call_id]
+                self.forgotten += 1
+
+    def calls_per_agent(self) -> Counter[str]:
+        return Counter(call.agent_id for call in self.calls.values() if call.agent_id is not None)
+
     def active_counts(self) -> tuple[int, int]:
-        total = joined = 0
-        for call in self.calls.values():
-            if call.ended_ns is None:
-                total += 1
-                if call.joined_ns is not None:
-                    joined += 1
-        return total, joined
+        """(calls not ended, of which joined), kept as calls change: a scan of every stored call
+        at each change made a long run's creates slower and slower."""
+        return self._live, self._joined_live
 
     def _sample(self, ns: int) -> None:
-        total, joined = self.active_counts()
-        self.concurrency.append(ConcurrencySample(ns, total, joined))
+        self.concurrency.append(ConcurrencySample(ns, self._live, self._joined_live))
+        if len(self.concurrency) > MAX_CONCURRENCY_SAMPLES:
+            del self.concurrency[: MAX_CONCURRENCY_SAMPLES // 2]
 
     def concurrency_series(self, bucket_s: float, start_ns: int, end_ns: int) -> list[dict[str, Any]]:
         """ConcurrencyBucket objects from start to end: peak and time-weighted mean per bucket."""
