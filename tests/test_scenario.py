@@ -710,8 +710,8 @@ def test_yaml_problems(tmp_path: Path) -> None:
     assert found == [f"{path}:2:1: name: duplicate key (expected each key once; it is first set on line 1)"]
     path, found = problems(tmp_path, "name: t\nscript: [\n")
     assert found == [
-        f"{path}:3:1: invalid YAML: expected the node content, but found '<stream end>'"
-        " (while parsing a flow node)"
+        f"{path}:2:9: invalid YAML: in the [...] that opens here, expected the node content, but found"
+        " '<stream end>' at line 3, column 1 (expected items separated by , and a closing ])"
     ]
     path, found = problems(tmp_path, "")
     assert found == [f"{path}:1:1: empty file (expected a scenario: a mapping with name and script)"]

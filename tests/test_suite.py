@@ -20,7 +20,7 @@ from uvbench.runner.fanout import START_GAP_S, LoadGroup, RunState, run_groups, 
 from uvbench.runner.load import LoadProfile
 from uvbench.scenario import ScenarioError, load_scenarios, parse_scenarios
 from uvbench.scenario.load_config import CliLoad, LoadConfigError
-from uvbench.scenario.loader import is_suite_file
+from uvbench.scenario.loader import MAX_FILE_BYTES, MAX_SCENARIOS, is_suite_file
 from uvbench.scenario.plan import plan_run
 from uvbench.scenario.suite import load_suite, suite_json_schema
 
@@ -236,6 +236,55 @@ def test_each_suite_mistake_is_one_line_at_its_place(files, suite, expected):
     problems = [p.removeprefix(f"{files}/") for p in info.value.problems]
     assert len(problems) == 1, problems
     assert re.search(expected, problems[0]), problems[0]
+
+
+def test_the_scenarios_of_all_entries_together_are_limited(files, capsys):
+    sweep = "[" + ", ".join(str(60 + i) for i in range(400)) + "]"
+    write(files, "sweep.yaml", f"name: s\nscript: [hang_up]\nmatrix: {{clientBufferSizeMs: {sweep}}}\n")
+    entries = "".join(f"  e{i}: {{file: sweep.yaml}}\n" for i in range(50))
+    path = write(files, "suite.yaml", "scenarios:\n" + entries)
+    with pytest.raises(ScenarioError) as info:
+        load_suite(path)
+    assert [p.removeprefix(f"{files}/") for p in info.value.problems] == [
+        'suite.yaml:4:14: scenarios.e2.file: "sweep.yaml" brings the suite to 1,200 scenarios, matrix'
+        f" variants counted (expected at most {MAX_SCENARIOS:,}, uvbench's limit: fewer entries or smaller"
+        " matrices)"
+    ]
+    out = files / "out"
+    assert main(["run", str(path), "--out", str(out)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_an_entry_file_written_as_a_number_is_that_file_not_dropped(files):
+    write(files, "2024", SHORT.format(name="dated"))
+    suite = load_suite(write(files, "suite.yaml", "scenarios:\n  a: {file: 2024}\n"))
+    assert [(e.name, e.file.name) for e in suite.entries] == [("a", "2024")]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "scenarios:\n  a: {file: a.yaml}\nname: x\x00\n",
+            "suite.yaml:3:8: a NUL byte (U+0000) is not allowed",
+        ),
+        ("scenarios:\n  a: {file: a.yaml, tags: " + "[" * 300 + "]" * 300 + "}\n", "suite.yaml:2:"),
+        (
+            "scenarios:\n  a: {file: a.yaml}\nname: 'x\n",
+            "suite.yaml:3:7: invalid YAML: the quoted value that",
+        ),
+        ("scenarios:\n  a: {file: a.yaml}\n" + "#" * MAX_FILE_BYTES, "suite.yaml:1:1: the file is"),
+    ],
+)
+def test_a_hostile_suite_file_is_one_line_and_run_leaves_nothing(files, capsys, text, expected):
+    path = files / "suite.yaml"
+    path.write_text(text)
+    with pytest.raises(ScenarioError) as info:
+        load_suite(path)
+    (problem,) = info.value.problems
+    assert problem.removeprefix(f"{files}/").startswith(expected), problem
+    assert main(["run", str(path), "--out", str(files / "out")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [problem] and not (files / "out").exists()
 
 
 def test_suite_detection_is_by_the_scenarios_key_and_clear_where_a_scenario_is_expected(files, capsys):

@@ -21,8 +21,10 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 import os
 import re
+import sys
 import types
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ from uvbench.protocol.schema import (
     load_openapi,
     validate_start_call,
 )
+from uvbench.protocol.strict_json import MAX_DEPTH as MAX_JSON_DEPTH
 from uvbench.scenario.load_config import (
     LOAD_KEYS,
     FileLoad,
@@ -70,6 +73,28 @@ _LITERAL_KEY_NAMES = {"apikey", "key", "token", "apitoken", "xapikey", "secret",
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VARIABLE = re.compile(r"\$(\$)?\{([^{}]*)\}")
 _WHOLE_VARIABLE = re.compile(r"^\$\{([^{}]*)\}$")
+
+# Limits on what a file may make the loader do. Each is far beyond a hand-written scenario (a few
+# KB, a few levels deep, a 3 x 3 matrix) and keeps a hostile or mistaken file to a second or two
+# of work and a one-line refusal that names the limit.
+MAX_FILE_BYTES = 128 * 1024
+"""A scenario or suite file's size: 32 times quickstart.yaml, and still about 3 s of PyYAML's
+(pure Python) parsing at the densest, a flow list of 65,000 numbers."""
+MAX_NESTING = MAX_JSON_DEPTH
+"""Levels of mappings and lists (the document's own mapping is the first), aliases expanded: the
+bound uvbench puts on JSON (64), which the call: block is sent as. The deepest scenario setting is
+under ten levels (call.experimentalSettings.uvbench.agent.tool_calls[0].parameters.id); each level
+costs several Python frames in PyYAML and in the loader, far inside the recursion limit."""
+MAX_ALIAS_VALUES = 10_000
+"""Values copied by aliases in one file. Reusing a block a few times copies hundreds; nested
+aliases of aliases (a "billion laughs") would copy billions from a few lines."""
+MAX_SCENARIOS = 1_000
+"""Scenarios one file expands to (its documents, each matrix variant counted), and scenarios of a
+suite's entries together: each is at least one call per run, and one costs a few ms to validate."""
+MAX_EXPANDED_VALUES = 2_000_000
+"""Values copied and validated for one file: each matrix variant is a copy of its whole document
+(matrix included), about 0.7 s per million values, so a large document allows fewer variants.
+1,000 variants of quickstart.yaml are 1.2 million."""
 
 
 class ScenarioError(Exception):
@@ -229,13 +254,229 @@ def _at(loc: Loc) -> str:
 # YAML -> located data
 
 
-def _build(doc: _Doc, loader: yaml.SafeLoader, node: yaml.Node, loc: Loc, depth: int = 0) -> Any:
-    doc.values[loc] = node.start_mark
-    if depth > 100:
-        doc.add(
-            node.start_mark, f"{_at(loc)}nested too deeply (expected a plain scenario, no recursive aliases)"
-        )
+class _Refused(yaml.YAMLError):
+    """Valid YAML that goes past one of the loader's limits, at the place it does."""
+
+    def __init__(self, mark: Mark, text: str) -> None:
+        super().__init__(text)
+        self.mark = mark
+        self.text = text
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing while it composes what would blow up later: nesting deeper
+    than MAX_NESTING, and aliases copying more than MAX_ALIAS_VALUES values. The node graph keeps
+    an alias as one shared node, so the cost only shows when plain data is built from it; here
+    each anchored value's size and height are known when its alias is met."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._deepest = 0
+        self._values = 0
+        self._aliased = 0
+        self._anchored: dict[str, tuple[int, int]] = {}  # anchor -> (values, height)
+        self._open: set[str] = set()  # anchors whose value is still being composed
+
+    def compose_document(self) -> yaml.Node | None:
+        self._anchored.clear()  # anchors are per document; MAX_ALIAS_VALUES is per file
+        return super().compose_document()
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            self._check_alias(event)
+            return super().compose_node(parent, index)
+        level = 0 if isinstance(event, yaml.ScalarEvent) else 1  # mappings and lists are levels
+        self._depth += level
+        if self._depth > MAX_NESTING:
+            raise _Refused(event.start_mark, _too_deep("mappings and lists nested"))
+        depth, values_before, deepest_outside = self._depth, self._values, self._deepest
+        self._values += 1
+        self._deepest = depth
+        anchor = event.anchor
+        if anchor is not None:
+            self._open.add(anchor)
+        node = super().compose_node(parent, index)
+        self._depth -= level
+        if anchor is not None:
+            self._open.discard(anchor)
+            self._anchored[anchor] = (self._values - values_before, self._deepest - depth + level)
+        self._deepest = max(deepest_outside, self._deepest)
+        return node
+
+    def _check_alias(self, event: yaml.AliasEvent) -> None:
+        anchor = event.anchor
+        if anchor in self._open:
+            raise _Refused(
+                event.start_mark,
+                f"the alias *{anchor} is inside the value &{anchor} names (expected no recursive aliases)",
+            )
+        if anchor not in self._anchored:
+            return  # PyYAML reports the undefined alias
+        values, height = self._anchored[anchor]
+        if self._depth + height > MAX_NESTING:
+            raise _Refused(event.start_mark, _too_deep(f"the alias *{anchor} nests mappings and lists"))
+        self._values += values
+        self._aliased += values
+        self._deepest = max(self._deepest, self._depth + height)
+        if self._aliased > MAX_ALIAS_VALUES:
+            raise _Refused(
+                event.start_mark,
+                f"the alias *{anchor} brings the values aliases copy in this file past {MAX_ALIAS_VALUES:,}"
+                f" (expected at most {MAX_ALIAS_VALUES:,}, uvbench's limit: reuse an anchor a few times,"
+                " not aliases of aliases)",
+            )
+
+
+def _too_deep(what: str) -> str:
+    return (
+        f"{what} more than {MAX_NESTING} levels deep (expected at most {MAX_NESTING}, uvbench's limit"
+        " on nesting)"
+    )
+
+
+def _compose_all(text: str) -> Iterator[yaml.Node | None]:
+    """The documents' node graphs, as yaml.compose_all, within the loader's limits. Raises
+    _Refused, or PyYAML's MarkedYAMLError with the loader as `exc.loader` (for its open
+    collections)."""
+    loader = _BoundedLoader(text)
+    try:
+        while loader.check_node():
+            yield loader.get_node()
+    except yaml.MarkedYAMLError as exc:
+        exc.loader = loader  # type: ignore[attr-defined]
+        raise
+    finally:
+        loader.dispose()
+
+
+# PyYAML's own list of the characters a YAML stream may not hold (C0/C1 controls but tab, newline,
+# CR and NEL; DEL; lone surrogates; U+FFFE, U+FFFF). It reports them with a position in the
+# stream, not a line, and the loader's problems are file:line:col.
+_NON_PRINTABLE = yaml.reader.Reader.NON_PRINTABLE
+_YAML_LINE_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")
+
+
+def _mark_at(text: str, index: int) -> Mark:
+    """The mark of `text[index]`, with lines counted as PyYAML counts them."""
+    breaks = list(_YAML_LINE_BREAK.finditer(text, 0, index))
+    line_start = breaks[-1].end() if breaks else 0
+    return Mark("", index, len(breaks), index - line_start, None, None)
+
+
+def _text_problem(text: str) -> tuple[Mark | None, str] | None:
+    """A problem of the text itself, found before YAML reads it: size, characters YAML refuses."""
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_FILE_BYTES:
+        return None, _too_big(size)
+    found = _NON_PRINTABLE.search(text)
+    if found is None:
         return None
+    char = found.group()
+    code = ord(char)
+    if code == 0:
+        what = "a NUL byte (U+0000)"
+    elif 0xD800 <= code <= 0xDFFF:
+        what = f"a lone surrogate (U+{code:04X})"
+    elif code > 0xFFFD:
+        what = f"a noncharacter (U+{code:04X})"
+    else:
+        what = f"a control character (U+{code:04X})"
+    escape = f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+    return _mark_at(text, found.start()), (
+        f"{what} is not allowed in a YAML file (expected text: remove it, or write it as {escape}"
+        " inside double quotes)"
+    )
+
+
+def _too_big(size: int) -> str:
+    return (
+        f"the file is {size:,} bytes (expected at most {MAX_FILE_BYTES:,}, uvbench's limit for a scenario"
+        " or suite file: split it, or sweep settings with matrix:)"
+    )
+
+
+def read_yaml_text(path: Path) -> tuple[str | None, tuple[Mark | None, str] | None]:
+    """A scenario or suite file's text, or None and its problem: unreadable, too big (only the
+    first MAX_FILE_BYTES + 1 bytes are read), or not UTF-8 (at the first byte that is not)."""
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
+            size = (
+                len(data) if len(data) <= MAX_FILE_BYTES else max(os.fstat(file.fileno()).st_size, len(data))
+            )
+    except OSError as exc:
+        return None, (None, f"cannot read the file: {exc.strerror or exc} (expected a readable YAML file)")
+    if size > MAX_FILE_BYTES:
+        return None, (None, _too_big(size))
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start].decode("utf-8")
+        return None, (
+            _mark_at(before, len(before)),
+            f"byte 0x{data[exc.start]:02x} is not UTF-8 text (expected a UTF-8 YAML file: save it as UTF-8)",
+        )
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError, text: str) -> tuple[Mark | None, str]:
+    """Where PyYAML's error is best shown, and its line. An unclosed quote or bracket is shown
+    where it opens: PyYAML only notices it where the next token cannot follow (often the end of
+    the file), and says where the quote started in `context_mark`, the open collections in the
+    parser's `marks`."""
+    problem, context = exc.problem or "", exc.context
+    found = exc.problem_mark
+    if context == "while scanning a quoted scalar" and exc.context_mark is not None and found is not None:
+        if "end of stream" in problem or "document separator" in problem:
+            quote = text[exc.context_mark.index]
+            what = "the end of the file" if "end of stream" in problem else 'the document separator "---"'
+            return exc.context_mark, (
+                f"invalid YAML: the quoted value that opens here is never closed ({what} on line"
+                f" {found.line + 1} comes first; expected a closing {quote})"
+            )
+    opened = getattr(getattr(exc, "loader", None), "marks", None) or []
+    unclosed = context in ("while parsing a flow mapping", "while parsing a flow sequence") or (
+        context == "while parsing a flow node" and problem.startswith("expected the node content")
+    )
+    if unclosed and opened and found is not None:
+        opener = text[opened[-1].index : opened[-1].index + 1]
+        if opener in ("[", "{"):
+            closer = "]" if opener == "[" else "}"
+            return opened[-1], (
+                f"invalid YAML: in the {opener}...{closer} that opens here, {problem} at line"
+                f" {found.line + 1}, column {found.column + 1} (expected items separated by , and a"
+                f" closing {closer})"
+            )
+    if context == "while scanning a simple key" and exc.context_mark is not None:
+        return (
+            exc.context_mark,
+            f"invalid YAML: {problem} after the key that starts here (expected key: value)",
+        )
+    detail = f" ({context})" if context else " (expected valid YAML)"
+    if context == "while scanning a block scalar":
+        detail = ' (a value starting with > or | is a block scalar: quote it, e.g. "p(95) > 99")'
+    return found, f"invalid YAML: {problem}{detail}"
+
+
+class _Constructor(yaml.SafeLoader):
+    """PyYAML's safe constructor, remembering each mapping's own keys before `<<` merges are
+    flattened into it (in place, and again for a merged mapping reached later by an alias)."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+        self.explicit_keys: dict[int, set[int]] = {}  # id(mapping node) -> ids of its own key nodes
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        self.explicit_keys.setdefault(id(node), {id(key) for key, _ in node.value if key.tag != _MERGE_TAG})
+        super().flatten_mapping(node)
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _build(doc: _Doc, loader: _Constructor, node: yaml.Node, loc: Loc) -> Any:
+    doc.values[loc] = node.start_mark
     if isinstance(node, yaml.MappingNode):
         try:
             loader.flatten_mapping(node)
@@ -244,12 +485,22 @@ def _build(doc: _Doc, loader: yaml.SafeLoader, node: yaml.Node, loc: Loc, depth:
                 exc.problem_mark or node.start_mark, f"{_at(loc)}{exc.problem} (expected a mapping to merge)"
             )
         out: dict[Any, Any] = {}
+        explicit = loader.explicit_keys.get(id(node), set())
+        merged: set[Any] = set()  # keys from `<<: *anchor`: the mapping's own keys override them
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 doc.add(key_node.start_mark, f"{_at(loc)}a key must be a plain word (expected name: value)")
                 continue
             key = _scalar(doc, loader, key_node, loc)
             sub = (*loc, key)
+            if key in merged:  # this pair overrides one merged in before it (PyYAML's order)
+                merged.discard(key)
+                del out[key]
+                for index in (doc.values, doc.keys):
+                    for stale in [at for at in index if at[: len(sub)] == sub]:
+                        del index[stale]
+            if id(key_node) not in explicit:
+                merged.add(key)
             if key in out:
                 first = doc.keys[sub]
                 doc.add(
@@ -259,18 +510,38 @@ def _build(doc: _Doc, loader: yaml.SafeLoader, node: yaml.Node, loc: Loc, depth:
                 )
                 continue
             doc.keys[sub] = key_node.start_mark
-            out[key] = _build(doc, loader, value_node, sub, depth + 1)
+            out[key] = _build(doc, loader, value_node, sub)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_build(doc, loader, item, (*loc, i), depth + 1) for i, item in enumerate(node.value)]
+        return [_build(doc, loader, item, (*loc, i)) for i, item in enumerate(node.value)]
     return _scalar(doc, loader, node, loc)
 
 
-def _scalar(doc: _Doc, loader: yaml.SafeLoader, node: yaml.Node, loc: Loc) -> Any:
+_SCALAR_KINDS = {"int": "a whole number", "float": "a number", "bool": "a boolean", "timestamp": "a date"}
+"""What a YAML scalar's tag means, in words (a plain 2024-13-45 is tagged a timestamp)."""
+
+
+def _scalar(doc: _Doc, loader: _Constructor, node: yaml.Node, loc: Loc) -> Any:
     try:
         value = loader.construct_object(node, deep=True)
     except yaml.MarkedYAMLError as exc:
         doc.add(exc.problem_mark or node.start_mark, f"{_at(loc)}{exc.problem} (expected a plain YAML value)")
+        doc.skip.add(loc)
+        return None
+    except Exception as exc:  # PyYAML's constructors raise whatever int() or datetime() raise
+        kind = node.tag.rsplit(":", 1)[-1]
+        reason = ""
+        if isinstance(exc, ValueError) and kind == "timestamp":
+            reason = f": {str(exc).split(';')[0]}"
+        elif isinstance(exc, ValueError) and "digits" in str(exc):
+            reason = f": more than {sys.get_int_max_str_digits()} digits"
+        what = _SCALAR_KINDS.get(kind, f"a {kind}")
+        text = node.value if len(node.value) <= 40 else node.value[:40] + "..."
+        doc.add(
+            node.start_mark,
+            f"{_at(loc)}{show(text)} reads as {what} but is not a valid one{reason} (expected a valid"
+            " one, or quotes around it to keep it as text)",
+        )
         doc.skip.add(loc)
         return None
     try:
@@ -281,15 +552,19 @@ def _scalar(doc: _Doc, loader: yaml.SafeLoader, node: yaml.Node, loc: Loc) -> An
 
 
 def _documents(text: str, source: str, order: int, sink: _Sink) -> list[_Doc]:
-    loader = yaml.SafeLoader("")
+    loader = _Constructor()
     docs: list[_Doc] = []
+    problem = _text_problem(text)
+    if problem is not None:
+        sink.add(order, source, *problem)
+        return []
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        nodes = list(_compose_all(text))
+    except _Refused as exc:
+        sink.add(order, source, exc.mark, exc.text)
+        return []
     except yaml.MarkedYAMLError as exc:
-        context = f" ({exc.context})" if exc.context else " (expected valid YAML)"
-        if exc.context == "while scanning a block scalar":
-            context = ' (a value starting with > or | is a block scalar: quote it, e.g. "p(95) > 99")'
-        sink.add(order, source, exc.problem_mark, f"invalid YAML: {exc.problem}{context}")
+        sink.add(order, source, *_yaml_problem(exc, text))
         return []
     for node in nodes:
         doc = _Doc(source, order, sink)
@@ -570,7 +845,10 @@ def _format_value(value: Any) -> str:
         return value
     if isinstance(value, bool) or value is None or isinstance(value, int | float):
         return show(value)
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    # YAML also makes dates and bytes (!!binary), which JSON has no form for: their str()
+    if not isinstance(value, dict | list):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 # --------------------------------------------------------------------------------------------
@@ -890,9 +1168,55 @@ def report_shortcuts(doc: _Doc, data: dict[str, Any]) -> None:
             doc.add(where[0], f"{_at(where[1])}{found[1]}")
 
 
-def _load_document(doc: _Doc, base_dir: Path) -> list[tuple[Scenario, Mark | None]]:
-    _prepare(doc)
-    matrix = _check_matrix(doc)
+@dataclass
+class _Expansion:
+    """What one file's documents expand to, counted before any is validated (MAX_SCENARIOS,
+    MAX_EXPANDED_VALUES)."""
+
+    scenarios: int = 0
+    values: int = 0
+
+    def admit(self, doc: _Doc, matrix: list[tuple[str, Loc, list[Any]]]) -> bool:
+        """Whether the document's variants fit the file's limits, counted before any is built;
+        if not, the refusal is reported at the matrix (or the document)."""
+        variants = math.prod(len(values) for *_, values in matrix)
+        size = len(doc.values)
+        self.scenarios += variants
+        self.values += variants * size
+        limit = "uvbench's limit: fewer values per setting, or the scenarios split across files"
+        earlier = self.scenarios > variants
+        if matrix:
+            mark = doc.keys.get(("matrix",))
+            sizes = " x ".join(str(len(values)) for *_, values in matrix) + " = " if len(matrix) > 1 else ""
+            what = f"matrix: {sizes}{variants:,} variants"
+            too_many = what + (
+                f", {self.scenarios:,} scenarios with the file's earlier documents" if earlier else ""
+            )
+            too_big = (
+                f"{what} of this {size:,}-value document are {self.values:,} values to copy and validate"
+            )
+            too_big += " with the file's earlier documents" if earlier else ""
+        else:
+            mark = doc.values.get(())
+            too_many = f"this document is scenario {self.scenarios:,} of the file"
+            too_big = (
+                f"this {size:,}-value document brings the file to {self.values:,} values to copy and"
+                " validate, matrix variants counted"
+            )
+        too_many += ", more than uvbench loads from one file"
+        if self.scenarios > MAX_SCENARIOS:
+            doc.add(mark, f"{too_many} (expected at most {MAX_SCENARIOS:,}, {limit})")
+            return False
+        if self.values > MAX_EXPANDED_VALUES:
+            doc.add(mark, f"{too_big} (expected at most {MAX_EXPANDED_VALUES:,}, {limit})")
+            return False
+        return True
+
+
+def _load_document(
+    doc: _Doc, matrix: list[tuple[str, Loc, list[Any]]] | None, base_dir: Path
+) -> list[tuple[Scenario, Mark | None]]:
+    """The document's scenarios (`matrix` as _check_matrix found it, None when it has problems)."""
     name_mark = doc.values.get(("name",))
     if matrix is None:
         rest = doc.copy()
@@ -930,9 +1254,17 @@ def _load_document(doc: _Doc, base_dir: Path) -> list[tuple[Scenario, Mark | Non
 def _load_text(
     text: str, source: str, base_dir: Path, order: int, sink: _Sink
 ) -> list[tuple[Scenario, Mark | None, str, int]]:
-    loaded = []
+    expansion = _Expansion()
+    planned = []
     for doc in _documents(text, source, order, sink):
-        for scenario, mark in _load_document(doc, base_dir):
+        _prepare(doc)
+        matrix = _check_matrix(doc)
+        if matrix is not None and not expansion.admit(doc, matrix):
+            return []  # nothing of the file is validated: the refusal costs no time
+        planned.append((doc, matrix))
+    loaded = []
+    for doc, matrix in planned:
+        for scenario, mark in _load_document(doc, matrix, base_dir):
             loaded.append((scenario, mark, source, order))
     return loaded
 
@@ -985,8 +1317,10 @@ never has it (an unknown key there)."""
 def is_suite_text(text: str) -> bool:
     """Whether YAML text is a suite: its first document is a mapping with a `scenarios:` key.
     Text that is not valid YAML is not a suite (the scenario loader reports its problems)."""
+    if _text_problem(text) is not None:
+        return False
     try:
-        node = next(iter(yaml.compose_all(text, Loader=yaml.SafeLoader)), None)  # the first document
+        node = next(_compose_all(text), None)  # the first document
     except yaml.YAMLError:
         return False
     return isinstance(node, yaml.MappingNode) and any(
@@ -996,10 +1330,8 @@ def is_suite_text(text: str) -> bool:
 
 def is_suite_file(path: str | os.PathLike) -> bool:
     """Whether a file is a suite file (see `is_suite_text`); False for unreadable files."""
-    try:
-        return is_suite_text(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError):
-        return False
+    text, _ = read_yaml_text(Path(path))
+    return text is not None and is_suite_text(text)
 
 
 def load_scenarios(path: str | os.PathLike) -> list[Scenario]:
@@ -1030,10 +1362,9 @@ def load_scenarios(path: str | os.PathLike) -> list[Scenario]:
         raise ScenarioError([f"{path}: no *.yaml files in this folder (expected scenario files)"])
     loaded = []
     for order, file in enumerate(files):
-        try:
-            text = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            sink.add(order, str(file), None, f"cannot read the file: {exc} (expected a UTF-8 YAML file)")
+        text, problem = read_yaml_text(file)
+        if text is None:
+            sink.add(order, str(file), *problem)
             continue
         loaded += _load_text(text, str(file), file.parent, order, sink)
     return _finish(loaded, sink)

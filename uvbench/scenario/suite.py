@@ -30,6 +30,7 @@ from pydantic import Field, ValidationError, model_validator
 from uvbench.scenario.base import JSON_SCHEMA_DIALECT, Duration, _Model, did_you_mean, problem, show
 from uvbench.scenario.load_config import FileLoad, LoadSpec, Thresholds
 from uvbench.scenario.loader import (
+    MAX_SCENARIOS,
     SUITE_KEY,
     ScenarioError,
     _documents,
@@ -37,6 +38,7 @@ from uvbench.scenario.loader import (
     _Sink,
     is_suite_file,
     load_scenarios,
+    read_yaml_text,
     render,
     report_shortcuts,
     report_thresholds,
@@ -160,10 +162,10 @@ def load_suite(path: str | os.PathLike) -> LoadedSuite:
     problem of the suite and of its scenario files, each `file:line:col: what (expected)`."""
     path = Path(path)
     sink = _Sink()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError([f"{path}: cannot read the file: {exc} (expected a UTF-8 YAML file)"]) from None
+    text, unreadable = read_yaml_text(path)
+    if text is None:
+        sink.add(0, str(path), *unreadable)
+        raise ScenarioError(sink.lines())
     docs = _documents(text, str(path), 0, sink)
     if len(docs) > 1:
         docs[1].add(docs[1].values.get(()), "a second document (expected one suite per file)")
@@ -184,25 +186,35 @@ def load_suite(path: str | os.PathLike) -> LoadedSuite:
     notes: list[str] = []
     others: list[str] = []  # the scenario files' own problems, already file:line:col
     cache: dict[Path, list[Scenario] | None] = {}
+    suites: dict[Path, bool] = {}  # many entries may name one file: each is read once
+    total = 0  # scenarios of the entries so far, against MAX_SCENARIOS
     entries = data.get(SUITE_KEY) if isinstance(data.get(SUITE_KEY), dict) else {}
+    candidates: list[str] | None = None  # the folder's YAML files, for "no such file" hints
     for name, raw in entries.items():
-        if not isinstance(raw, dict) or not isinstance(raw.get("file"), str):
+        if not isinstance(raw, dict):
+            continue  # reported by the model
+        # as validated: `file: 2024` names the file "2024"
+        file_name = suite.scenarios[name].file if suite is not None else raw.get("file")
+        if not isinstance(file_name, str):
             continue  # reported by the model
         loc = (SUITE_KEY, name, "file")
         mark = doc.values.get(loc)
-        file = path.parent / raw["file"]
+        file = path.parent / file_name
         if not file.is_file():
-            candidates = sorted(p.name for p in path.parent.glob("*.y*ml") if p != path)
-            hint = did_you_mean(raw["file"], candidates) or (
+            if candidates is None:
+                candidates = sorted(p.name for p in path.parent.glob("*.y*ml") if p != path)
+            hint = did_you_mean(file_name, candidates) or (
                 "expected a scenario file, relative to the suite file's folder"
                 + (f": {', '.join(candidates)}" if 0 < len(candidates) <= 8 else "")
             )
-            doc.add(mark, f"{render(loc)}: no such file {show(raw['file'])} ({hint})")
-            continue
-        if file.resolve() == path.resolve() or is_suite_file(file):
-            doc.add(mark, f"{render(loc)}: {show(raw['file'])} is a suite file (expected a scenario file)")
+            doc.add(mark, f"{render(loc)}: no such file {show(file_name)} ({hint})")
             continue
         key = file.resolve()
+        if key not in suites:
+            suites[key] = key == path.resolve() or is_suite_file(file)
+        if suites[key]:
+            doc.add(mark, f"{render(loc)}: {show(file_name)} is a suite file (expected a scenario file)")
+            continue
         if key not in cache:
             try:
                 cache[key] = load_scenarios(file)
@@ -212,11 +224,20 @@ def load_suite(path: str | os.PathLike) -> LoadedSuite:
         scenarios = cache[key]
         if scenarios is None:
             continue
+        total += len(scenarios)
+        if total > MAX_SCENARIOS:
+            doc.add(
+                mark,
+                f"{render(loc)}: {show(file_name)} brings the suite to {total:,} scenarios, matrix variants"
+                f" counted (expected at most {MAX_SCENARIOS:,}, uvbench's limit: fewer entries or smaller"
+                " matrices)",
+            )
+            break  # the entries after it would only add to the count
         names = sorted({s.base_name for s in scenarios})
         if len(names) > 1:
             doc.add(
                 mark,
-                f"{render(loc)}: {show(raw['file'])} holds {len(names)} scenarios ({', '.join(names)})"
+                f"{render(loc)}: {show(file_name)} holds {len(names)} scenarios ({', '.join(names)})"
                 " (expected one scenario per entry; a matrix is fine: give each its own file)",
             )
             continue
