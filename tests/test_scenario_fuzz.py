@@ -563,3 +563,49 @@ def test_suites_of_suite_keys_load_or_are_refused_with_located_lines(suite_folde
         assert_located(exc.problems, files)
     else:
         assert loaded.entries and all(entry.scenarios for entry in loaded.entries)
+
+
+# ------------------------------------------------------------------------------------------------
+# A folder as a whole, thousands of problems, and paths that are not files
+
+
+def test_a_folder_is_bounded_as_a_suite_is(tmp_path):
+    axis = "[" + ", ".join(str(60 + i) for i in range(400)) + "]"
+    for name in ("a", "b", "c"):  # 400 variants each: within a file's limit, not together
+        _write(
+            tmp_path,
+            f"{name}.yaml",
+            f"name: {name}\nscript: [hang_up]\nmatrix: {{clientBufferSizeMs: {axis}}}\n",
+        )
+    with pytest.raises(ScenarioError) as info:
+        load_scenarios(tmp_path)
+    assert info.value.problems == [
+        f"{tmp_path}/c.yaml:1:1: the files of {tmp_path} up to this one make 1,200 scenarios (expected at"
+        f" most {MAX_SCENARIOS:,}, uvbench's limit for one run: split the folder)"
+    ]
+
+
+def test_thousands_of_problems_are_listed_as_the_first_fifty_and_a_count(tmp_path):
+    from uvbench.scenario.loader import MAX_PROBLEMS_SHOWN
+
+    text = BASE + "".join(f"unknown_{i}: 1\n" for i in range(3_000))
+    path = _write(tmp_path, "x.yaml", text)
+    with pytest.raises(ScenarioError) as info:
+        load_scenarios(path)
+    problems = info.value.problems
+    assert len(problems) == MAX_PROBLEMS_SHOWN + 1
+    assert problems[0].startswith(f"{path}:3:1: unknown_0")
+    assert problems[-1] == (
+        f"{path}:{3 + MAX_PROBLEMS_SHOWN}:1: and {3_000 - MAX_PROBLEMS_SHOWN:,} more problems from here on,"
+        f" not shown (uvbench lists the first {MAX_PROBLEMS_SHOWN}: fix those first)"
+    )
+
+
+def test_a_fifo_is_refused_not_waited_on(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ScenarioError) as info:  # would block forever on open before
+        load_scenarios(fifo)
+    assert info.value.problems == [f"{fifo}:1:1: not a regular file (expected a YAML file)"]

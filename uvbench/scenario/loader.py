@@ -102,8 +102,27 @@ class ScenarioError(Exception):
     `file:line:col: what is wrong (what is expected)`."""
 
     def __init__(self, problems: Iterable[str]) -> None:
-        self.problems: list[str] = list(problems)
+        self.problems: list[str] = _shown_problems(list(problems))
         super().__init__("\n".join(self.problems))
+
+
+MAX_PROBLEMS_SHOWN = 50
+"""Problems listed for one load; a file of thousands of bad keys gets the first ones and a count."""
+_WHERE = re.compile(r"^(.*?:\d+:\d+): ")
+
+
+def _shown_problems(problems: list[str]) -> list[str]:
+    if len(problems) <= MAX_PROBLEMS_SHOWN:
+        return problems
+    rest = len(problems) - MAX_PROBLEMS_SHOWN
+    first_hidden = problems[MAX_PROBLEMS_SHOWN]
+    found = _WHERE.match(first_hidden)
+    where = found.group(1) if found else first_hidden.split(": ", 1)[0]
+    return [
+        *problems[:MAX_PROBLEMS_SHOWN],
+        f"{where}: and {rest:,} more problems from here on, not shown (uvbench lists the first"
+        f" {MAX_PROBLEMS_SHOWN}: fix those first)",
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,6 +419,8 @@ def _too_big(size: int) -> str:
 def read_yaml_text(path: Path) -> tuple[str | None, tuple[Mark | None, str] | None]:
     """A scenario or suite file's text, or None and its problem: unreadable, too big (only the
     first MAX_FILE_BYTES + 1 bytes are read), or not UTF-8 (at the first byte that is not)."""
+    if path.exists() and not path.is_file():  # a FIFO or a device would block or never end
+        return None, (None, "not a regular file (expected a YAML file)")
     try:
         with path.open("rb") as file:
             data = file.read(MAX_FILE_BYTES + 1)
@@ -1367,4 +1388,13 @@ def load_scenarios(path: str | os.PathLike) -> list[Scenario]:
             sink.add(order, str(file), *problem)
             continue
         loaded += _load_text(text, str(file), file.parent, order, sink)
+        if len(loaded) > MAX_SCENARIOS:  # as a suite's entries together: each is a call per run
+            sink.add(
+                order,
+                str(file),
+                None,
+                f"the files of {path} up to this one make {len(loaded):,} scenarios (expected at most"
+                f" {MAX_SCENARIOS:,}, uvbench's limit for one run: split the folder)",
+            )
+            break
     return _finish(loaded, sink)
