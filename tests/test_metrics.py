@@ -545,6 +545,21 @@ def test_failed_outcomes() -> None:
     call = Call()
     call.close(500, code=1011)
     assert call.compute().outcome == "failed:server_close"
+    # A dropped socket is named as such, with the step it cut, though the step saw it first.
+    call = Call()
+    step = "script step 2 (wait_for)"
+    call.event(499, "error", where=step, message="the socket closed during step 2", reason="closed_by_server")
+    call.close(500, code=1006)
+    m = call.compute()
+    assert (m.outcome, m.outcome_detail) == (
+        "failed:server_close",
+        f"the server dropped the connection (1006, no close frame) ({step})",
+    )
+    # An error of its own before the server closed stays the cause.
+    call = Call()
+    call.event(400, "error", where="session", message="boom")
+    call.close(500, code=1011)
+    assert call.compute().outcome == "failed:error"
     for code, by in ((1000, "server"), (1001, "server"), (1006, "client")):
         call = Call()
         call.close(500, code=code, by=by)

@@ -875,14 +875,32 @@ def _outcome(
         status = answers[-1].data.get("status") if answers else None
         return "failed:create", f"the call was never created (last status {status})"
     error = timeline.first("error")
+    dropped = next(
+        (
+            c
+            for c in timeline.of_kind("ws.closed")
+            if c.data.get("by") == "server" and _int(c.data.get("code")) not in OK_CLOSE_CODES
+        ),
+        None,
+    )
+    # The server closing (or dropping) the socket is the cause of the script's error it makes ("the
+    # socket closed during step N", stamped as the step saw it, which may be before the close is):
+    # the outcome names the close, and the step it cut.
+    if dropped is not None and (
+        error is None or error.data.get("reason") == "closed_by_server" or error.t_ns >= dropped.t_ns
+    ):
+        code, reason = _int(dropped.data.get("code")), dropped.data.get("reason")
+        if code == 1006:  # no close frame: the TCP connection ended under the socket
+            detail = "the server dropped the connection (1006, no close frame)"
+        else:
+            detail = f"closed by the server: {code}" + (f" {reason}" if reason else "")
+        if error is not None:
+            detail += f" ({error.data.get('where')})"
+        return "failed:server_close", detail
     if error is not None:
         return "failed:error", f"{error.data.get('where')}: {error.data.get('message')}"
     if ws_open is None:
         return "failed:connect", "the websocket never opened"
-    for closed in timeline.of_kind("ws.closed"):
-        code = _int(closed.data.get("code"))
-        if closed.data.get("by") == "server" and code not in OK_CLOSE_CODES:
-            return "failed:server_close", f"closed by the server: {code} {closed.data.get('reason')}"
     # Every timed figure set apart: the call says nothing of the agent's timing. A failure above is
     # not a timing (a socket the server dropped stays its fault however late the client was).
     if set_apart_detail is not None:
