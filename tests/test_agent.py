@@ -159,6 +159,23 @@ class Driver:
         return T0 + (sample // self.chunk + 1) * self.chunk_ns
 
 
+def mistakes(agent: Agent) -> list[str]:
+    """The client's mistakes the agent reported, as the call's warning events say them."""
+    return [e["text"] for e in agent.record.events if e["type"] == "client_message_error"]
+
+
+SERVER_MESSAGE_TYPES = {
+    "call_started",
+    "state",
+    "transcript",
+    "client_tool_invocation",
+    "playback_clear_buffer",
+    "pong",
+    "debug",
+}
+"""What the documented server sends by default (PROTOCOL.md §7.1, `debug` when asked for)."""
+
+
 def test_greeting_is_paced_to_the_client_buffer():
     agent = make_agent(buffer_ms=60, latency_ms=200)
     d = Driver(agent)
@@ -245,9 +262,11 @@ def test_barge_in_clears_the_buffer_and_truncates_the_transcript():
     final = [m for m in d.messages("transcript") if m.payload["role"] == "agent" and m.payload["final"]][0]
     heard = int(played_s // 0.3) + 1
     assert final.payload["text"] == " ".join("a b c d e f g h i j".split()[:heard])
+    # Clear, then the truncated final transcript, then "listening": a transcript after
+    # "listening" would open an empty generation in LiveKit's client.
     after_clear = [m.payload for m in d.messages() if m.at >= truth.sent_ns][:3]
-    assert [m["type"] for m in after_clear] == ["playback_clear_buffer", "state", "transcript"]
-    assert after_clear[1]["state"] == "listening"
+    assert [m["type"] for m in after_clear] == ["playback_clear_buffer", "transcript", "state"]
+    assert after_clear[1]["final"] and after_clear[2]["state"] == "listening"
     # The interrupting speech is a turn of its own and gets a reply.
     assert agent.truth.turns[0].speech_start_sample == first_frame * 512
     assert agent.truth.replies[1].first_byte_ns is not None
@@ -351,7 +370,7 @@ def test_ping_text_messages_and_bad_input():
     d.send({"type": "no_such_message"})
     d.send({"no": "type"})
     d._collect()
-    errors = [m.payload["message"] for m in d.messages("error")]
+    errors = mistakes(agent)
     assert len(errors) == 3
     assert "not JSON" in errors[0] and "'no_such_message'" in errors[1] and "type" in errors[2]
     d.send({"type": "user_text_message", "text": "hi there", "urgency": "soon"})
@@ -440,12 +459,13 @@ def test_odd_length_frames_are_stitched_and_reported_once():
     d._collect()
     assert agent.truth.input.samples_received == 3
     assert agent.truth.input.empty_frames == 1
-    assert len(d.messages("error")) == 1
+    assert len(mistakes(agent)) == 1
 
 
 def test_input_audio_far_ahead_of_real_time_ends_the_call_without_being_kept():
     """A client may buffer a little, not stream faster than real time without end: past
-    INPUT_AHEAD_MAX_S the call ends (error, close 1008) and the audio is not taken in."""
+    INPUT_AHEAD_MAX_S the call ends (close 1008, the reason naming the limit) and the audio is not
+    taken in."""
     from uvbench.server.agent import INPUT_AHEAD_MAX_S
 
     agent = make_agent(first_speaker="user", recordingEnabled=True)
@@ -460,10 +480,10 @@ def test_input_audio_far_ahead_of_real_time_ends_the_call_without_being_kept():
     assert agent.ended and agent.end_reason == "connection_error"
     assert agent.truth.input.samples_received == 16000 * int(INPUT_AHEAD_MAX_S)  # not taken in
     assert len(agent.input_pcm) == 2 * 16000 * int(INPUT_AHEAD_MAX_S)
-    (error,) = [m.payload["message"] for m in d.messages("error")]
+    (error,) = mistakes(agent)
     assert "10.5 s ahead of real time" in error and "limit of 10 s" in error
-    close = [s.payload for s in d.sent if s.kind == "close"]
-    assert close == [(1008, "call ended: connection_error")]
+    (close,) = [s.payload for s in d.sent if s.kind == "close"]
+    assert close == (1008, error) and len(error.encode()) <= 123  # a close reason's limit
     agent.on_audio(d.now, second)  # an ended call takes nothing more
     assert agent.truth.input.samples_received == 16000 * int(INPUT_AHEAD_MAX_S)
 
@@ -477,11 +497,9 @@ def test_a_flood_of_client_mistakes_is_counted_not_kept():
         agent.on_text(d.now, "{not json")
     d._collect()
     assert agent.truth.input.client_errors == 20_000
-    errors = d.messages("error")
-    assert len(errors) == CLIENT_ERRORS_REPORTED
-    assert "later ones are counted, not answered" in errors[-1].payload["message"]
-    kept = [e for e in agent.record.events if e["type"] == "client_message_error"]
+    kept = mistakes(agent)
     assert len(kept) == CLIENT_ERRORS_REPORTED
+    assert "later ones are counted, not reported" in kept[-1]
     agent.on_text(d.now, json.dumps({"type": "ping", "timestamp": 5}))  # still served
     d._collect()
     assert d.messages("pong")[-1].payload["timestamp"] == 5
@@ -567,7 +585,7 @@ def test_set_output_medium_applies_from_the_next_utterance():
     # "soon" waited for the greeting to end before answering.
     assert reply.first_byte_ns >= greeting.playback_end_ns
     d.send({"type": "set_output_medium", "medium": "loud"})
-    assert "set_output_medium" in d.messages("error")[-1].payload["message"]
+    assert "set_output_medium" in mistakes(agent)[-1]
 
 
 def test_forced_agent_message_immediate_interrupts_and_uninterruptible_resists_barge_in():
@@ -682,3 +700,87 @@ def test_latency_draws_are_seeded_and_follow_the_distribution():
     uniform = Latency(kind="uniform", min_ms=100, max_ms=200)
     assert all(100 <= uniform.draw(rng) <= 200 for _ in range(200))
     assert Latency(kind="normal", ms=50, sd_ms=500, min_ms=20).draw(rng) >= 20
+
+
+def test_client_mistakes_are_reported_without_an_undocumented_message_type():
+    """LiveKit logs every message type it does not know as an error: a mistake is a warning call
+    event, and a `debug` message only to a client that asked for debug messages."""
+    agent = make_agent(first_speaker="user")
+    d = Driver(agent)
+    d.agent.on_text(d.now, "{not json")
+    d.send({"type": "no_such_message"})
+    d._collect()
+    assert len(mistakes(agent)) == 2 and agent.truth.input.client_errors == 2
+    assert {m.payload["type"] for m in d.messages()} <= SERVER_MESSAGE_TYPES - {"debug"}
+
+    agent = make_agent(first_speaker="user")
+    agent.settings.data_messages["debug"] = True  # as experimentalMessages=debug does
+    d = Driver(agent)
+    d.send({"type": "no_such_message"})
+    (debug,) = [m.payload for m in d.messages("debug") if "client_message_error" in m.payload["message"]]
+    assert debug == {
+        "type": "debug",
+        "message": "client_message_error: unknown data message type 'no_such_message'",
+    }
+    assert {m.payload["type"] for m in d.messages()} <= SERVER_MESSAGE_TYPES
+
+
+def test_an_empty_user_text_message_asks_the_agent_to_take_its_turn():
+    """LiveKit's generate_reply() without instructions sends {"text": ""} and waits 5 s for the
+    agent to speak; its interrupt() sends the same with urgency immediate and deferResponse."""
+    agent = make_agent(first_speaker="user", latency_ms=100)
+    d = Driver(agent)
+    d.run_for(0.1)
+    asked = d.now
+    d.send({"type": "user_text_message", "text": "", "deferResponse": False})
+    d.run_for(3.0)
+    (reply,) = agent.truth.replies
+    assert reply.kind == "reply" and reply.first_byte_ns == asked + 100 * MS
+    assert d.states() == ["listening", "thinking", "speaking", "listening"]
+    assert [m.payload["role"] for m in d.messages("transcript")][-1] == "agent"
+    assert not [m for m in d.messages("transcript") if m.payload["role"] == "user"]  # nothing to echo
+    assert [m["role"] for m in agent.record.messages] == ["MESSAGE_ROLE_AGENT"]
+
+    agent = make_agent(latency_ms=100, buffer_ms=30000, greeting="a b c d e f g h")
+    d = Driver(agent)
+    d.run_for(0.5)  # the greeting plays
+    d.send({"type": "user_text_message", "text": "", "urgency": "immediate", "deferResponse": True})
+    d.run_for(2.0)
+    assert [c.cause for c in agent.truth.clears] == ["user_text_message"]
+    assert len(agent.truth.replies) == 1 and not agent.truth.turns  # cut off, no reply
+    assert d.states()[-1] == "listening"
+
+
+def test_an_immediate_text_at_the_instant_the_agent_falls_silent_keeps_the_utterance_whole():
+    """Its playback ended but its end had not been handled yet: it was heard whole, so it keeps
+    its final transcript, message and place, and the text's reply follows it."""
+    agent = make_agent(latency_ms=100, buffer_ms=30000, greeting="a b c d")
+    d = Driver(agent)
+    d.run_for(0.15)
+    end = agent._playback_end_ns(agent.utterance)
+    d.now = end  # the client's text arrives before the timer at the playback's end fires
+    d.send({"type": "user_text_message", "text": "question", "urgency": "immediate"})
+    d.run_for(3.0)
+    finals = [m.payload for m in d.messages("transcript") if m.payload.get("final")]
+    assert [(m["role"], m["text"]) for m in finals][0] == ("agent", "a b c d")
+    assert not agent.truth.clears  # nothing audible was cut
+    roles = [m["role"] for m in agent.record.messages]
+    assert roles[:3] == ["MESSAGE_ROLE_AGENT", "MESSAGE_ROLE_USER", "MESSAGE_ROLE_AGENT"]
+
+
+def test_a_reply_queued_behind_speech_starts_with_a_state_change_and_its_own_ordinal():
+    """Pipecat ends a response on any state but "speaking": two replies back to back need a
+    state change between them, or its client merges them into one."""
+    agent = make_agent(latency_ms=100, buffer_ms=30000)  # the greeting plays 100-1000 ms
+    d = Driver(agent)
+    d.run_for(0.2)
+    d.send({"type": "user_text_message", "text": "question", "urgency": "soon"})
+    d.run_for(3.0)
+    greeting, reply = agent.truth.replies
+    assert reply.first_byte_ns == greeting.playback_end_ns  # it was due long before
+    assert d.states() == ["listening", "speaking", "thinking", "speaking", "listening"]
+    wire = [m.payload for m in d.messages() if m.at == greeting.playback_end_ns]
+    sequence = [(m["type"], m.get("state", m.get("final"))) for m in wire]
+    assert sequence[:3] == [("transcript", True), ("state", "thinking"), ("state", "speaking")]
+    agent_ordinals = {m.payload["ordinal"] for m in d.messages("transcript") if m.payload["role"] == "agent"}
+    assert agent_ordinals == {0, 2}  # the user's text is ordinal 1

@@ -212,6 +212,16 @@ async def test_create_validation_errors_are_drf_dicts(api: httpx.AsyncClient) ->
     assert all(isinstance(v, list) and all(isinstance(m, str) for m in v) for v in body.values())
 
 
+async def test_language_hint_longer_than_the_call_keeps_is_refused(api: httpx.AsyncClient) -> None:
+    """The create body's `languageHint` has no length limit in the schema, but the `Call` it makes
+    holds at most 16 characters: a longer one is refused, not echoed back in a Call that breaks
+    the schema (found by tests/test_rest_fuzz.py)."""
+    assert (await create(api, languageHint="x" * 16))["languageHint"] == "x" * 16
+    refused = await api.post("/api/calls", json={"medium": MEDIUM, "languageHint": "en-US-x-" + "y" * 9})
+    message = error(refused, 400)["languageHint"][0]
+    assert "16 characters" in message and "BCP47" in message
+
+
 async def test_only_the_server_websocket_medium_is_served(api: httpx.AsyncClient) -> None:
     for body in ({"systemPrompt": "x"}, {"medium": {"webRtc": {}}}):
         errors = error(await api.post("/api/calls", json=body), 400)
@@ -536,6 +546,31 @@ async def test_call_list_filters(api: httpx.AsyncClient, server: LocalServer) ->
         assert list(body) == [name]
 
 
+async def test_time_of_day_filters_with_a_utc_offset(api: httpx.AsyncClient) -> None:
+    """The schema's `time` format may carry an offset ("10:00:00Z", "12:00:00+02:00"): the time of
+    day is compared in UTC (found by tests/test_rest_fuzz.py: comparing it was a TypeError, a 500)."""
+    call = await create(api)
+    whole_day = [
+        {"timeOfDayStart": "00:00:00Z", "timeOfDayEnd": "23:59:59.999999Z"},
+        # 00:00 to 23:59:59 UTC; read without its offset, this window would hold no time at all.
+        {"timeOfDayStart": "02:00:00+02:00", "timeOfDayEnd": "01:59:59.999999+02:00"},
+    ]
+    for window in whole_day:
+        body = ok(await api.get("/api/calls", params=window), 200, "PaginatedCallList")
+        assert [c["callId"] for c in body["results"]] == [call["callId"]], window
+
+
+async def test_blank_sort_and_duration_filters_count_as_not_given(api: httpx.AsyncClient) -> None:
+    """The schema types `sort`, `durationMin` and `durationMax` as free strings, so a blank one is a
+    valid request; DRF's ordering filter and django-filter read blank as not given (found by
+    tests/test_rest_fuzz.py: `?sort=` was a 400)."""
+    older = await create(api)
+    newer = await create(api)  # neither joined: no duration, so any duration filter drops them
+    for params in ({"sort": ""}, {"durationMin": ""}, {"durationMax": ""}):
+        body = ok(await api.get("/api/calls", params=params), 200, "PaginatedCallList")
+        assert [c["callId"] for c in body["results"]] == [newer["callId"], older["callId"]], params
+
+
 # -- one call ------------------------------------------------------------------------------------
 
 
@@ -769,6 +804,14 @@ async def test_concurrency_series_reflects_created_calls(api: httpx.AsyncClient,
     assert list(
         error(await api.get("/api/accounts/me/usage/concurrency", params={"start": "soon"}), 400)
     ) == ["start"]
+
+
+async def test_concurrency_ending_on_the_first_day_of_year_one_is_empty(api: httpx.AsyncClient) -> None:
+    """The default start, a day before `end`, is before the first representable date: that range
+    is simply empty (found by tests/test_rest_fuzz.py: it was an OverflowError, a 500)."""
+    for end in ("0001-01-01T00:00:00Z", "0001-01-01T12:00:00+01:00"):
+        body = ok(await api.get("/api/accounts/me/usage/concurrency", params={"end": end}), 200)
+        assert body == {"timeSeries": []}, end
 
 
 async def test_ground_truth(api: httpx.AsyncClient, server: LocalServer) -> None:

@@ -101,6 +101,15 @@ class Client:
                     out.append(message)
         return out
 
+    def mistakes(self) -> list[str]:
+        """The server's reports of this client's mistakes (debug messages, when asked for)."""
+        prefix = "client_message_error: "
+        return [
+            m["message"][len(prefix) :]
+            for m in self.messages("debug")
+            if m.get("message", "").startswith(prefix)
+        ]
+
     async def wait_for(self, predicate, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         while not predicate():
@@ -237,7 +246,7 @@ async def test_audio_streamed_faster_than_real_time_ends_the_call_with_1008(http
             await ws.send(second)
         await client.task
         assert ws.close_code == 1008
-        assert any("ahead of real time" in m["message"] for m in client.messages("error"))
+        assert "ahead of real time" in ws.close_reason and "limit of 10 s" in ws.close_reason
     got = (await http.get(f"/api/calls/{call['callId']}")).json()
     assert got["endReason"] == "connection_error"
 
@@ -247,7 +256,7 @@ async def test_bad_input_gets_clear_errors_and_other_calls_go_on(http):
     bystander = await create(http, firstSpeakerSettings={"user": {}})
     async with websockets.connect(bystander["joinUrl"]) as ws2:
         other = Client(ws2)
-        async with websockets.connect(victim["joinUrl"]) as ws:
+        async with websockets.connect(victim["joinUrl"] + "?experimentalMessages=debug") as ws:
             client = Client(ws)
             await ws.send(b"\x00\x01\x02")  # odd length
             await ws.send(b"")  # empty
@@ -257,8 +266,8 @@ async def test_bad_input_gets_clear_errors_and_other_calls_go_on(http):
             await ws.send(json.dumps({"type": "user_text_message"}))  # no text
             await ws.send('{"type": "ping", "timestamp": NaN}')  # echoed, it would not be JSON
             await ws.send('{"type": "ping", "x": ' + "[" * 1000 + "]" * 1000 + "}")  # 2 KB, 1,000 deep
-            await client.wait_for(lambda: len(client.messages("error")) == 7)
-            errors = [m["message"] for m in client.messages("error")]
+            await client.wait_for(lambda: len(client.mistakes()) == 7)
+            errors = client.mistakes()
             assert "odd length" in errors[0] and "not JSON" in errors[1] and "'no_such_type'" in errors[2]
             assert "NaN is not a JSON value" in errors[5] and "nested more than 64 levels" in errors[6]
             assert not client.messages("pong")
@@ -453,3 +462,113 @@ def test_server_thread_serves_synchronous_callers():
         )
         assert response.status_code == 201
         assert response.json()["joinUrl"].startswith(server.base_url.replace("http", "ws"))
+
+
+# -- what the LiveKit (1.8.9) and Pipecat (1.14) Ultravox clients make of the wire -----------------
+
+DOCUMENTED_SERVER_TYPES = {"call_started", "state", "transcript", "pong", "playback_clear_buffer"}
+
+
+def livekit_generations(messages: list[dict[str, Any]]) -> list[str]:
+    """The generations LiveKit's plugin makes of these messages, each as its text: one opens on
+    `thinking`, `speaking` or an agent transcript when none is open and closes on `listening` or
+    an agent final transcript; only deltas (or non-final text) add text."""
+    done: list[str] = []
+    current: str | None = None
+    for m in messages:
+        if m["type"] == "state" and m["state"] == "listening":
+            if current is not None:
+                done.append(current)
+            current = None
+        elif m["type"] == "state" and m["state"] in ("thinking", "speaking"):
+            current = "" if current is None else current
+        elif m["type"] == "transcript" and m["role"] == "agent":
+            current = ("" if current is None else current) + (
+                m.get("delta") or (None if m["final"] else m.get("text")) or ""
+            )
+            if m["final"]:
+                done.append(current)
+                current = None
+    return done
+
+
+def pipecat_responses(frames: list[Any]) -> int:
+    """How many bot responses Pipecat's service makes of these frames: agent audio starts one
+    when none is open; any state but `speaking` ends it."""
+    responding = False
+    count = 0
+    for frame in frames:
+        if isinstance(frame, bytes) and frame and not responding:
+            responding = True
+            count += 1
+        elif isinstance(frame, str):
+            message = json.loads(frame)
+            if message.get("type") == "state" and message.get("state") != "speaking":
+                responding = False
+    return count
+
+
+SHORT = {"uvbench": {"agent": {"greeting": "Hi there.", "replies": ["Sure thing, happy to help."]}}}
+
+
+async def test_livekit_generate_reply_and_interrupt_over_the_wire(http):
+    """generate_reply() without instructions sends empty text and wants a reply within 5 s;
+    interrupt() sends empty text, immediate, deferResponse: the cut reply's final transcript comes
+    before `listening`, so no generation is left empty. Junk gets no message LiveKit cannot parse."""
+    call = await create(
+        http,
+        firstSpeaker="FIRST_SPEAKER_USER",
+        experimentalSettings=SHORT,
+        medium_extra={"outputSampleRate": 24000, "clientBufferSizeMs": 30000},
+    )
+    async with websockets.connect(call["joinUrl"]) as ws:
+        client = Client(ws)
+        await client.wait_for(lambda: client.messages("call_started"))
+        await ws.send(json.dumps({"type": "user_text_message", "text": "", "deferResponse": False}))
+        await client.wait_for(
+            lambda: {"state": "speaking"} in [{"state": m["state"]} for m in client.messages("state")]
+        )
+        await ws.send(
+            json.dumps(
+                {"type": "user_text_message", "text": "", "urgency": "immediate", "deferResponse": True}
+            )
+        )
+        await client.wait_for(
+            lambda: (
+                client.messages("playback_clear_buffer")
+                and client.messages("state")[-1]["state"] == "listening"
+            )
+        )
+        await ws.send(json.dumps({"type": "no_such_type"}))
+        await ws.send(json.dumps({"type": "ping", "timestamp": 2.5}))
+        await client.wait_for(lambda: client.messages("pong"))
+    messages = client.messages()
+    assert {m["type"] for m in messages} <= DOCUMENTED_SERVER_TYPES
+    assert not [m for m in client.messages("transcript") if m["role"] == "user"]  # nothing to echo
+    after_clear = messages[messages.index({"type": "playback_clear_buffer"}) :][:3]
+    assert [m["type"] for m in after_clear] == ["playback_clear_buffer", "transcript", "state"]
+    generations = livekit_generations(messages)
+    assert len(generations) == 1 and generations[0]  # the reply, with the words that were heard
+
+
+async def test_a_reply_queued_behind_the_greeting_is_a_response_of_its_own(http):
+    """Text sent while the greeting is due is answered after it: Pipecat and LiveKit each see two
+    responses, not one merged."""
+    call = await create(http, experimentalSettings=SHORT, medium_extra={"clientBufferSizeMs": 30000})
+    async with websockets.connect(call["joinUrl"]) as ws:
+        client = Client(ws)
+        await client.wait_for(lambda: client.messages("call_started"))
+        await ws.send(json.dumps({"type": "user_text_message", "text": "Hello?"}))
+        await client.wait_for(
+            lambda: (
+                len([m for m in client.messages("transcript") if m["role"] == "agent" and m["final"]]) == 2
+            ),
+            timeout=15,
+        )
+    texts = [t for t in livekit_generations(client.messages()) if t]
+    assert texts == ["Hi there.", "Sure thing, happy to help."]
+    assert pipecat_responses([f for _, f in client.frames]) == 2
+    agent_ordinals = [
+        m["ordinal"] for m in client.messages("transcript") if m["role"] == "agent" and m["final"]
+    ]
+    assert len(set(agent_ordinals)) == 2

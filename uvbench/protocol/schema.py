@@ -43,6 +43,9 @@ MAX_SAMPLE_RATE = 48000
 # "timeout ... max 40 s" for tools (DOCS tools/async-tools.mdx).
 MAX_TOOL_TIMEOUT_SECONDS = 40.0
 TOOL_NAME_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+# The request schema leaves languageHint unbounded, but the Call (and CallStage) that keeps it
+# allows at most this many characters, so a longer hint cannot be stored.
+MAX_LANGUAGE_HINT_CHARS = 16
 RESERVED_METADATA_PREFIX = "ultravox."
 
 _INT_RANGES = {
@@ -553,6 +556,13 @@ _FIRST_SPEAKER_SETTING = {"FIRST_SPEAKER_AGENT": "agent", "FIRST_SPEAKER_USER": 
 def _check_request_rules(out: dict, errors: _ErrorTree, prior_call_id: str | None) -> None:
     """Rules about the request as a whole (both StartCallRequest and StartAgentCallRequest)."""
     _check_in_range(out, "temperature", 0, 1, (), errors)
+    hint = out.get("languageHint")
+    if isinstance(hint, str) and len(hint) > MAX_LANGUAGE_HINT_CHARS:
+        errors.add(
+            ("languageHint",),
+            f"Ensure this field has no more than {MAX_LANGUAGE_HINT_CHARS} characters"
+            ' (a BCP47 language code, e.g. "en-US").',
+        )
 
     if "voice" in out and "externalVoice" in out:
         errors.add(("externalVoice",), "Either voice or externalVoice may be set, but not both.")

@@ -45,11 +45,12 @@ INPUT_WARN_MS = 250.0
 """Input audio this far behind or ahead of the wall clock raises a warning call event."""
 INPUT_AHEAD_MAX_S = 10.0
 """Input audio may run at most this far ahead of real time (counted from its first frame): a
-client streaming faster ends its call (`error`, then close 1008), rather than the server holding
-whatever it sends (512 MiB in two seconds took it to 1.6 GB)."""
+client streaming faster ends its call (close 1008, its reason naming this limit), rather than the
+server holding whatever it sends (512 MiB in two seconds took it to 1.6 GB)."""
 CLIENT_ERRORS_REPORTED = 100
-"""A call's mistakes answered one by one (an `error` message and an event each); later ones are
-only counted (`truth.input.client_errors`): 20,000 junk frames must not become 20,000 events."""
+"""A call's mistakes reported one by one (a warning event each, and a `debug` message to a client
+that asked for those); later ones are only counted (`truth.input.client_errors`): 20,000 junk
+frames must not become 20,000 events."""
 DEFAULT_TOOL_TIMEOUT_S = 2.5
 MAX_TOOL_TIMEOUT_S = 40.0
 MIN_MEDIA_IDLE_S = 10.0
@@ -337,12 +338,13 @@ class Agent:
         samples = np.frombuffer(data, dtype="<i2")
         ahead_s = self._input_ahead_s(now, inp.samples_received + samples.size)
         if ahead_s > INPUT_AHEAD_MAX_S:
-            self._client_error(
-                now,
+            why = (
                 f"input audio ran {ahead_s:.1f} s ahead of real time, past this server's limit of "
-                f"{INPUT_AHEAD_MAX_S:g} s: stream audio in real time",
+                f"{INPUT_AHEAD_MAX_S:g} s: stream audio in real time"
             )
-            self._finish(now, "connection_error", close=True, code=1008)
+            self._client_error(now, why)
+            # The close frame carries the reason: a client sees it whatever messages it reads.
+            self._finish(now, "connection_error", close=True, code=1008, close_reason=why)
             return
         inp.samples_received += samples.size
         self.truth.input_arrivals.extend((now, inp.samples_received))
@@ -712,7 +714,9 @@ class Agent:
             u.words_emitted += 1
             self._transcript(now, "agent", "voice", u.ordinal, delta=delta, final=False)
 
-    def _finish_utterance(self, now: int, *, interrupted: bool) -> None:
+    def _finish_utterance(self, now: int, *, interrupted: bool, follow_on: bool = True) -> None:
+        """The utterance ends: its final transcript, message and recording. `follow_on` False: what
+        would come after it (the next queued reply, the state) is the caller's, which replaces it."""
         u = self.utterance
         assert u is not None
         self.utterance = None
@@ -728,9 +732,11 @@ class Agent:
             text = reply.text
         if self.settings.recording and u.play_ns is not None:
             self.voice_segments.append(VoiceSegment(reply.first_byte_ns or now, u.pcm[: played * 2]))
+        # The final (truncated) transcript goes before "listening": LiveKit ends its generation on
+        # either, and an agent transcript after "listening" would open a new, empty one.
+        self._transcript(now, "agent", "voice", u.ordinal, text=text, final=True)
         if interrupted:
             self._set_state(now, "listening")
-        self._transcript(now, "agent", "voice", u.ordinal, text=text, final=True)
         self._add_message(
             "MESSAGE_ROLE_AGENT",
             text,
@@ -738,7 +744,7 @@ class Agent:
             stream=(u.start_stream_s, self._stream_s()),
             wall=(reply.first_byte_ns or now, now),
         )
-        if not interrupted:
+        if not interrupted and follow_on:
             self._after_utterance(now, u.then)
 
     def _after_utterance(self, now: int, then: str | None) -> None:
@@ -751,10 +757,11 @@ class Agent:
             if nxt.tool is None and nxt.due_ns < now:
                 nxt.due_ns = now
             self.pending = nxt
+            # A state change between two replies even when the next is due at once: Pipecat ends
+            # a response on any state but "speaking" and would merge two back to back replies.
+            self._set_state(now, "thinking")
             if nxt.due_ns <= now:
                 self._on_pending_due(now)
-                return
-            self._set_state(now, "thinking")
             return
         self._set_state(now, "listening")
 
@@ -871,28 +878,27 @@ class Agent:
         if not isinstance(text, str):
             self._client_error(now, f'{message["type"]} needs a string "text"')
             return
-        if message["type"] == "input_text_message":
-            urgency = "later" if message.get("deferResponse") else "soon"
-        else:
-            urgency = message.get("urgency") or "soon"
-            if urgency not in ("immediate", "soon", "later"):
-                self._client_error(now, f"urgency {urgency!r} is not one of immediate, soon, later")
-                return
-            if message.get("deferResponse"):
-                urgency = "later" if urgency != "immediate" else urgency
+        urgency = message.get("urgency") or "soon"
+        if urgency not in ("immediate", "soon", "later"):
+            self._client_error(now, f"urgency {urgency!r} is not one of immediate, soon, later")
+            return
+        # deferResponse: the text is taken in without a reply. With "immediate" it still cuts the
+        # agent off: LiveKit's interrupt() is {"text": "", "urgency": "immediate", "deferResponse": true}.
+        wants_reply = urgency != "later" and not message.get("deferResponse")
+        if urgency == "immediate" and self.utterance is not None and not self._agent_audible(now):
+            # Heard to its end this very instant (its end not handled yet): it ends whole, first.
+            self._finish_utterance(now, interrupted=False, follow_on=False)
         if text:
             self._user_said(now, text, "text", stream=(self._stream_s(), self._stream_s()), wall=(now, now))
         if urgency == "immediate":
-            if self.utterance is not None and self._agent_audible(now):
+            if self.utterance is not None:
                 self._interrupt(now, "user_text_message")
-            elif self.utterance is not None:
-                self.utterance = None
             self.pending = None
             self.queued.clear()
-        if urgency == "later" or not text:
+        if not wants_reply or self.tool_wait is not None:
             return
-        if self.tool_wait is not None:
-            return
+        # Empty text that wants a reply (LiveKit's generate_reply() without instructions) asks the
+        # agent to take its turn: a text turn with nothing to echo.
         self.user_turns += 1
         turn = TurnTruth(index=len(self.truth.turns), kind="text", end_decided_ns=now)
         self.truth.turns.append(turn)
@@ -960,7 +966,8 @@ class Agent:
             return
         if self.utterance is not None and self._agent_audible(now):
             self._interrupt(now, "max_duration")
-        self.utterance = None
+        elif self.utterance is not None:
+            self._finish_utterance(now, interrupted=False, follow_on=False)
         self.pending = None
         self.queued.clear()
         self.tool_wait = None
@@ -968,7 +975,9 @@ class Agent:
         self._plan_reply(now, reply, interruptible=False, then="timeout", immediate=True)
         self._on_pending_due(now)
 
-    def _finish(self, now: int, reason: str, *, close: bool, code: int = 1000) -> None:
+    def _finish(
+        self, now: int, reason: str, *, close: bool, code: int = 1000, close_reason: str | None = None
+    ) -> None:
         if self.ended:
             return
         u = self.utterance
@@ -986,7 +995,7 @@ class Agent:
         self.end_reason = reason
         self._event(now, "info", "call_ended", f"Call ended: {reason}.")
         if close:
-            self.out.append(Outgoing("close", (code, f"call ended: {reason}")))
+            self.out.append(Outgoing("close", (code, close_reason or f"call ended: {reason}")))
 
     # ------------------------------------------------------------------------------------------
     # Helpers
@@ -1041,14 +1050,18 @@ class Agent:
         return self.truth.input.samples_received / self.settings.input_rate
 
     def _client_error(self, now: int, text: str) -> None:
+        """A client's mistake, reported where the protocol has room for it: a warning call event
+        (`GET .../events`, or a `call_event` message when enabled) and a `debug` message when the
+        client asked for debug messages. Never a message type of its own: the documented clients
+        log unknown types as errors (LiveKit) or debug noise (Pipecat)."""
         inp = self.truth.input
         inp.client_errors += 1
         if inp.client_errors > CLIENT_ERRORS_REPORTED:
             return
         if inp.client_errors == CLIENT_ERRORS_REPORTED:
-            text += f" (this call's {CLIENT_ERRORS_REPORTED}th mistake: later ones are counted, not answered)"
+            text += f" (this call's {CLIENT_ERRORS_REPORTED}th mistake: later ones are counted, not reported)"
         self._event(now, "warning", "client_message_error", text)
-        self.out.append(Outgoing("json", {"type": "error", "message": text}))
+        self._send(now, {"type": "debug", "message": f"client_message_error: {text}"})
 
     def _event(self, now: int, severity: str, type_: str, text: str) -> None:
         self.record.add_event(now, self._wall(now), severity, type_, text)

@@ -11,19 +11,21 @@ from aiohttp import web
 
 from uvbench.audio.tts import synthesize
 from uvbench.protocol.schema import load_openapi
-from uvbench.server import rest, session
+from uvbench.server import agents, rest, session
 from uvbench.server.config import ServerConfig
 from uvbench.server.sink import canned_speech, frame_samples
 from uvbench.server.state import STATE_KEY, ServerState
 
-MAX_FRAME_BYTES = 1 << 20
-"""Largest websocket frame accepted (about 10 s of 48 kHz audio); larger ones close with 1009."""
+MAX_BODY_BYTES = 1 << 20
+"""Largest REST request body read; a larger one is a 413 naming this limit. (Websocket frames have
+their own limit, session.MAX_FRAME_BYTES.)"""
 
 
 def build_app(state: ServerState) -> web.Application:
-    app = web.Application(client_max_size=MAX_FRAME_BYTES)
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[STATE_KEY] = state
     rest.setup_routes(app)
+    agents.setup_routes(app)
     session.setup_routes(app)
     return app
 

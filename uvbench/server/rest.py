@@ -8,7 +8,12 @@ pagination with `{next, previous, results, total}`.
 Choices where the spec is silent (PROTOCOL.md §13), all local-server behaviour:
 - Default page size 100, largest 1000; an invalid `pageSize` falls back to the default and a
   larger one is cut to 1000, as DRF's pagination does. An unusable cursor is 404 "Invalid cursor".
-- `GET /api/calls` sorts by `-created` by default; `sort` accepts `created` and `-created`.
+- `GET /api/calls` sorts by `-created` by default; `sort` accepts `created` and `-created`
+  (another value is a 400 naming it; a blank one is the default, as DRF's ordering filter reads it).
+  A blank `durationMin`, `durationMax` or `agentIds` filters nothing (django-filter); a time of
+  day with an offset (`timeOfDayStart=12:00:00+02:00`) is compared in UTC.
+- Operations of the Ultravox API not routed here (tools, voices, corpora, ...) answer as an
+  unknown path does: 404 `{"detail": "Not found."}`.
 - `GET .../recording` of a call created without `recordingEnabled` is 404 even before the call
   ends: it will never become available, so "425 Too Early" would invite pointless retries. The
   same holds for a call that ended without anyone joining it.
@@ -55,7 +60,15 @@ from uvbench.server.config import (
 )
 from uvbench.server.limits import CreateLimiter
 from uvbench.server.state import STATE_KEY, ServerState
-from uvbench.server.store import DEFAULT_CLIENT_BUFFER_MS, SEVERITIES, CallRecord, iso
+from uvbench.server.store import (
+    DEFAULT_CLIENT_BUFFER_MS,
+    SEVERITIES,
+    AgentRecord,
+    CallRecord,
+    ToolOverrideError,
+    agent_call_request,
+    iso,
+)
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +279,13 @@ def _query_choice(request: web.Request, name: str, choices: Iterable[str], defau
     return value
 
 
+def _query_sort(request: web.Request, choices: Iterable[str], default: str) -> str:
+    """`sort` as DRF's ordering filter reads it: absent or blank is the default order."""
+    if not request.query.get("sort"):
+        return default
+    return _query_choice(request, "sort", choices, default)
+
+
 def _query_datetime(request: web.Request, name: str, *, end_of_day: bool = False) -> dt.datetime | None:
     """An ISO-8601 date-time (naive = UTC); a bare date is the start (or end) of that day."""
     value = request.query.get(name)
@@ -283,18 +303,24 @@ def _query_datetime(request: web.Request, name: str, *, end_of_day: bool = False
 
 
 def _query_time(request: web.Request, name: str) -> dt.time | None:
+    """A time of day in UTC, naive; one given with an offset ("12:00:00+02:00") is moved to UTC."""
     value = request.query.get(name)
     if value is None:
         return None
     try:
-        return dt.time.fromisoformat(value)
+        parsed = dt.time.fromisoformat(value)
     except ValueError:
         raise ApiError.field(name, "Enter a valid time.") from None
+    if parsed.tzinfo is None:
+        return parsed
+    # Any date does: the offset of a fixed-offset zone is the same every day.
+    moment = dt.datetime.combine(dt.date(2000, 1, 1), parsed).astimezone(dt.UTC)
+    return moment.time()
 
 
 def _query_duration(request: web.Request, name: str) -> float | None:
     value = request.query.get(name)
-    if value is None:
+    if not value:  # django-filter: a blank filter value filters nothing
         return None
     try:
         return parse_duration(value)
@@ -407,10 +433,11 @@ async def create_call(request: web.Request) -> web.Response:
 
 
 async def create_agent_call(request: web.Request) -> web.Response:
-    """Starts a call of an agent.
+    """Starts a call of an agent: its call template (agents.py stores agents), the body over it.
 
-    The local server keeps no agents: any well-formed agent id is accepted and the call is made
-    from the request body alone (it needs its own `medium`, and `systemPrompt` etc. stay unset).
+    An agent id this server never stored is accepted too, and the call made from the body alone
+    (it needs its own `medium`, and `systemPrompt` etc. stay unset), so that scenarios written
+    for agents of the real service run here; the call's events say so.
     """
     agent_id = request.match_info["agent_id"]
     if not _is_uuid(agent_id):
@@ -433,6 +460,9 @@ async def _create(request: web.Request, schema_name: str, agent_id: str | None) 
     body = _json_object(_parse_json(raw))
     body, prior = _validate_body(request, body, schema_name, with_prior=agent_id is None)
     request_body = _effective_request(body, prior)
+    stored_agent = None if agent_id is None else store.agents.get(agent_id)
+    if agent_id is not None:
+        request_body = _agent_request(stored_agent, request_body)
     _check_medium(request_body)
     agent, faults = _call_settings(state, request_body)
     _fill_medium_defaults(request_body)
@@ -446,6 +476,7 @@ async def _create(request: web.Request, schema_name: str, agent_id: str | None) 
         agent=agent,
         faults=faults,
         agent_id=agent_id,
+        agent_name=None if stored_agent is None else stored_agent.name,
         prior_call_id=None if prior is None else prior.call_id,
     )
     record.join_url = f"{state.ws_base_url}/calls/{record.call_id}/server_web_socket"
@@ -458,6 +489,15 @@ async def _create(request: web.Request, schema_name: str, agent_id: str | None) 
     store.add(record)
     request.app[LIMITER_KEY].record(now)
     record.add_event(now, record.created, "info", "call_created", "Call created.")
+    if agent_id is not None and stored_agent is None:
+        record.add_event(
+            now,
+            record.created,
+            "info",
+            "agent_not_stored",
+            f"Agent {agent_id} is not stored on this server (POST /api/agents): the call was made "
+            "from the request body alone.",
+        )
     _schedule_join_timeout(request.app, record)
     return web.json_response(record.to_api(), status=201)
 
@@ -514,6 +554,14 @@ def _effective_request(body: dict[str, Any], prior: CallRecord | None) -> dict[s
     inherited = {k: v for k, v in copy.deepcopy(prior.request).items() if k != "initialMessages"}
     inherited.update(copy.deepcopy(body))
     return inherited
+
+
+def _agent_request(agent: AgentRecord | None, body: dict[str, Any]) -> dict[str, Any]:
+    """A call of an agent: its template (none for an agent this server never stored), body over."""
+    try:
+        return agent_call_request(None if agent is None else agent.call_template, body)
+    except ToolOverrideError as exc:
+        raise ApiError(400, {"toolOverrides": exc.errors}) from None
 
 
 def _history(prior: CallRecord) -> list[dict[str, Any]]:
@@ -664,7 +712,7 @@ async def list_agent_calls(request: web.Request) -> web.Response:
 
 
 def _list_calls(request: web.Request, agent_id: str | None) -> web.Response:
-    sort = _query_choice(request, "sort", ("created", "-created"), "-created")
+    sort = _query_sort(request, ("created", "-created"), "-created")
     checks = _call_filters(request, agent_id)
     calls = [r for r in _state(request).store.calls.values() if all(check(r) for check in checks)]
     sign = -1 if sort.startswith("-") else 1
@@ -806,9 +854,8 @@ async def list_stage_messages(request: web.Request) -> web.Response:
 
 
 def _selected_tools(record: CallRecord) -> list[dict[str, Any]]:
-    tools = list(record.request.get("selectedTools") or [])
-    tools += (record.request.get("toolOverrides") or {}).get("add") or []  # agent calls
-    return tools
+    # An agent call's toolOverrides are already applied to its selectedTools (agent_call_request).
+    return list(record.request.get("selectedTools") or [])
 
 
 def _call_tool(record: CallRecord, index: int, selected: dict[str, Any]) -> dict[str, Any]:
@@ -850,13 +897,20 @@ async def list_stage_tools(request: web.Request) -> web.Response:
 # Account usage.
 
 
+def _day_before(moment: dt.datetime) -> dt.datetime:
+    try:
+        return moment - dt.timedelta(hours=24)
+    except OverflowError:  # within a day of year 1; the range is clipped to the server's life anyway
+        return dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
 async def usage_concurrency(request: web.Request) -> web.Response:
     store = _state(request).store
     bucket = _query_choice(request, "bucket", BUCKETS_S, "minute")
     clock = store.clock
     now_ns = clock.now_ns()
     end = _query_datetime(request, "end") or clock.wall(now_ns)
-    start = _query_datetime(request, "start") or end - dt.timedelta(hours=24)
+    start = _query_datetime(request, "start") or _day_before(end)
 
     def to_ns(moment: dt.datetime) -> int:
         return clock.anchor_ns + round((moment - clock.anchor_wall).total_seconds() * 1e9)

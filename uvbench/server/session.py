@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from uvbench.audio.tts import synthesize
 from uvbench.server import sink
@@ -25,7 +25,10 @@ from uvbench.server.store import CallRecord
 log = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES = 1 << 20
-"""Largest frame accepted (over 10 s of 48 kHz audio); a larger one closes the socket with 1009."""
+"""Largest frame accepted (over 10 s of 48 kHz audio); a larger one closes the socket with 1009,
+the reason naming this limit, as soon as its header is read (none of its payload is kept), and
+ends the call (`connection_error`)."""
+TOO_BIG_REASON = f"frame over this server's limit of {MAX_FRAME_BYTES} bytes"
 
 
 def _synthesize(text: str, sample_rate: int, wpm: int):
@@ -52,7 +55,8 @@ async def handle_join(request: web.Request) -> web.StreamResponse:
         return _refuse(
             409, f"Call {call_id} already has a websocket connection; only one is allowed per call."
         )
-    ws = web.WebSocketResponse(max_msg_size=MAX_FRAME_BYTES, autoping=True, compress=False)
+    # aiohttp refuses a frame of max_msg_size bytes itself (it takes only smaller ones), hence + 1.
+    ws = _CallSocket(max_msg_size=MAX_FRAME_BYTES + 1, autoping=True, compress=False)
     if not ws.can_prepare(request).ok:
         # Not a websocket upgrade (a plain GET, a bad key or version): the call stays unjoined.
         return _refuse(
@@ -73,6 +77,16 @@ async def handle_join(request: web.Request) -> web.StreamResponse:
     session = Session(state, record, ws, transport, experimental)
     await session.run(client_version=request.query.get("clientVersion"))
     return ws
+
+
+class _CallSocket(web.WebSocketResponse):
+    """aiohttp closes the socket of an oversized frame with 1009 and no reason: this one names the
+    limit, so the client can tell what to change."""
+
+    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
+        if code == WSCloseCode.MESSAGE_TOO_BIG and not message:
+            message = TOO_BIG_REASON.encode()
+        return await super().close(code=code, message=message, drain=drain)
 
 
 class Session:
@@ -120,7 +134,7 @@ class Session:
                 elif msg.type == WSMsgType.TEXT:
                     agent.on_text(now, msg.data)
                 elif msg.type == WSMsgType.ERROR:
-                    log.info("call %s: websocket error %s", self.record.call_id, self.ws.exception())
+                    self._on_protocol_error(now, msg.data)
                     break
                 if agent.out:
                     await self._flush()
@@ -133,6 +147,17 @@ class Session:
             self.agent.end(time.monotonic_ns(), "system_error")
         finally:
             await self._finish()
+
+    def _on_protocol_error(self, now: int, error: BaseException) -> None:
+        """aiohttp has already closed the socket (1009 for a frame over the limit, 1002 or 1007 for
+        a broken one): the call ends as a connection error, its events saying why."""
+        log.info("call %s: websocket error %s", self.record.call_id, error)
+        # The code sent, not ws.close_code: that turns 1006 when the client resets the connection.
+        code = getattr(error, "code", self.ws.close_code)
+        why = TOO_BIG_REASON if code == WSCloseCode.MESSAGE_TOO_BIG else f"websocket protocol error: {error}"
+        wall = self.state.store.clock.wall(now)
+        self.record.add_event(now, wall, "warning", "client_message_error", f"{why} (closed {code})")
+        self.agent.end(now, "connection_error")
 
     # -- the agent's clock -----------------------------------------------------------------------
     def _arm(self) -> None:
