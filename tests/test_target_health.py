@@ -110,6 +110,8 @@ def test_a_run_against_a_dead_target_stops_with_one_line(tmp_path: Path, capsys,
     summary = json.loads((folder / "summary.json").read_text())
     records = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
     assert summary["gave_up"] == errors[0].removeprefix("uvbench: error: ")
+    page = (folder / "report.html").read_text()
+    assert '<div class="banner bad">✗ the run gave up: every create at' in page
     # Every call started is accounted for: tried and refused, or stopped while it waited its turn.
     assert {r["outcome"] for r in records} <= {"failed:create", "interrupted"}
     assert summary["calls"] == len(records) and summary["outcomes"].get("failed:create", 0) >= 3

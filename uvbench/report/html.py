@@ -271,6 +271,8 @@ def _verdict(run: _Run, thresholds: list[dict[str, Any]]) -> str:
     if not calls:
         return '<div class="banner bad">No call finished in this run.</div>'
     problems = []
+    if run.summary.get("gave_up"):  # the run stopped itself: its target refused every create
+        problems.append(f"the run gave up: {_esc(str(run.summary['gave_up']))}")
     if dead:  # the load asked for was not delivered: whatever the calls did, the run is not a pass
         problems.append(f"{len(dead)} pacing process{'es' if len(dead) != 1 else ''} failed: {_esc(dead[0])}")
     if failed:
