@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from uvbench.server.agent import Agent
-from uvbench.server.config import AgentBehaviour, Faults, Latency, Stall, ToolCall
+from uvbench.server.agent import ECHO_MAX_CHARS, Agent
+from uvbench.server.config import MAX_SPOKEN_TEXT_CHARS, AgentBehaviour, Faults, Latency, Stall, ToolCall
 from uvbench.server.store import CallRecord
 
 MS = 1_000_000
@@ -47,6 +47,7 @@ def make_agent(
     tool_calls: tuple[ToolCall, ...] = (),
     faults: Faults | None = None,
     chunk_ms: int = 20,
+    synth: object = fake_synth,
     **request: object,
 ) -> Agent:
     medium = {
@@ -73,7 +74,7 @@ def make_agent(
         ),
         faults=faults or Faults(),
     )
-    return Agent(record, fake_synth, wall=lambda ns: dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
+    return Agent(record, synth, wall=lambda ns: dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
 
 
 @dataclass
@@ -784,3 +785,132 @@ def test_a_reply_queued_behind_speech_starts_with_a_state_change_and_its_own_ord
     assert sequence[:3] == [("transcript", True), ("state", "thinking"), ("state", "speaking")]
     agent_ordinals = {m.payload["ordinal"] for m in d.messages("transcript") if m.payload["role"] == "agent"}
     assert agent_ordinals == {0, 2}  # the user's text is ordinal 1
+
+
+def text_of(chars: int) -> str:
+    """Words of nine letters and a space, cut to exactly `chars` characters."""
+    return ("abcdefghi " * (chars // 10 + 1))[:chars]
+
+
+def test_a_text_too_long_to_speak_sent_by_the_client_is_a_mistake_and_never_synthesized():
+    """Speech is synthesized on the event loop every call shares: a forced or goodbye message over
+    MAX_SPOKEN_TEXT_CHARS is reported as the client's mistake naming the limit, and neither
+    synthesized nor acted on (a 50 KB text blocked the server for seconds). At the limit it is
+    spoken."""
+    synthesized: list[str] = []
+
+    def counting_synth(text: str, rate: int, wpm: int) -> FakeSpeech:
+        synthesized.append(text)
+        return fake_synth(text, rate, wpm)
+
+    agent = make_agent(first_speaker="user", synth=counting_synth)
+    d = Driver(agent)
+    too_long = text_of(MAX_SPOKEN_TEXT_CHARS + 1)
+    d.send({"type": "forced_agent_message", "content": too_long, "urgency": "immediate"})
+    d.send({"type": "hang_up", "message": too_long})
+    d.send({"type": "forced_agent_message", "content": ["not", "a", "string"]})
+    d.run_for(0.5)
+    assert synthesized == [] and agent.truth.replies == [] and not agent.ended
+    over = (
+        f"is {MAX_SPOKEN_TEXT_CHARS + 1:,} characters, over this server's limit of "
+        f"{MAX_SPOKEN_TEXT_CHARS:,} characters for a text the agent speaks (MAX_SPOKEN_TEXT_CHARS)"
+    )
+    assert mistakes(agent) == [
+        f'forced_agent_message "content" {over}: not acted on; send a shorter text',
+        f'hang_up "message" {over}: not acted on; send a shorter text',
+        "forced_agent_message needs a string \"content\", got ['not', 'a', 'string']",
+    ]
+
+    at_limit = text_of(MAX_SPOKEN_TEXT_CHARS)
+    d.send({"type": "hang_up", "message": at_limit})
+    assert synthesized == [at_limit] and agent.truth.replies[-1].text == at_limit
+
+
+def test_client_values_quoted_in_mistakes_are_cut_and_say_how_long_they_were():
+    """A mistake names what the client sent, but no more than ECHO_MAX_CHARS of it: a 500 KB
+    message type sent 20 times made 10 MB of a call's events."""
+    agent = make_agent(first_speaker="user")
+    agent.settings.data_messages["debug"] = True
+    d = Driver(agent)
+    huge = "x" * 500_000
+    d.send({"type": huge})
+    d.send({"type": "client_tool_result", "invocationId": huge})
+    d.send({"type": "client_tool_result", "invocationId": [huge]})
+    d.send({"type": "user_text_message", "text": "hi", "urgency": huge})
+    d.send({"type": "set_output_medium", "medium": huge})
+    d.send({"type": "hang_up", "message": {"goodbye": huge}})
+    errors = mistakes(agent)
+    assert len(errors) == 6
+    quoted = f"{'x' * ECHO_MAX_CHARS!r}... (the first {ECHO_MAX_CHARS} of 500,000 characters)"
+    assert errors[0] == f"unknown data message type {quoted}"
+    assert errors[1] == f"client_tool_result for unknown invocationId {quoted}"
+    assert f"of {len(repr([huge])):,} characters)" in errors[2] and "(a list: the first" in errors[2]
+    assert f"urgency {quoted} is not one of" in errors[3]
+    assert errors[4].endswith(f"got {quoted}")
+    assert "(a dict: the first" in errors[5]
+    assert all(len(error) < 4 * ECHO_MAX_CHARS for error in errors)
+    debug = [m.payload["message"] for m in d.messages("debug")]
+    assert len(debug) == 6 and all(len(text) < 5 * ECHO_MAX_CHARS for text in debug)
+    # A short value is quoted whole, as always.
+    d.send({"type": "no_such_type"})
+    assert mistakes(agent)[-1] == "unknown data message type 'no_such_type'"
+
+
+def test_a_long_tool_result_is_said_up_to_the_spoken_limit_and_kept_whole():
+    """A long result is no mistake (a real agent would sum it up): the reply says it up to
+    MAX_SPOKEN_TEXT_CHARS, an event says it was cut, and the call's messages keep all of it."""
+    tool = {"temporaryTool": {"modelToolName": "lookupOrder", "description": "x", "client": {}}}
+    agent = make_agent(
+        first_speaker="user", latency_ms=100, tool_calls=(ToolCall(1, "lookupOrder"),), selectedTools=[tool]
+    )
+    d = Driver(agent)
+    d.say(0.5)
+    d.silence(1.0)
+    d.run_for(1.2)
+    invocation = d.messages("client_tool_invocation")[0].payload
+    result = text_of(10 * MAX_SPOKEN_TEXT_CHARS)
+    d.send({"type": "client_tool_result", "invocationId": invocation["invocationId"], "result": result})
+    d.run_for(0.2)
+    reply = agent.truth.replies[-1]
+    assert (
+        reply.kind == "tool_reply" and reply.text == ("The tool answered: " + result)[:MAX_SPOKEN_TEXT_CHARS]
+    )
+    (shortened,) = [e for e in agent.record.events if e["type"] == "tool_reply_shortened"]
+    assert f"{len(result):,} characters" in shortened["text"] and "MAX_SPOKEN_TEXT_CHARS" in shortened["text"]
+    assert agent.record.messages[-1]["text"] == result  # the tool result message, whole
+    assert not mistakes(agent)
+
+
+def test_input_arrivals_stop_at_their_limit_and_the_rest_are_counted():
+    """Per-frame read times are bounded per call (MAX_INPUT_ARRIVALS), however small the frames:
+    the frames past the limit are taken in as audio and only counted."""
+    from array import array
+
+    from uvbench.server.truth import MAX_INPUT_ARRIVALS
+
+    agent = make_agent(first_speaker="user")
+    d = Driver(agent)
+    kept = 2 * (MAX_INPUT_ARRIVALS - 1)  # as if all but one frame's worth had come already
+    agent.truth.input_arrivals = array("q", bytes(8 * kept))
+    for _ in range(3):
+        d.now += 20 * MS
+        agent.on_audio(d.now, b"\x00\x00")
+    assert len(agent.truth.input_arrivals) == 2 * MAX_INPUT_ARRIVALS
+    assert list(agent.truth.input_arrivals[-2:]) == [T0 + 20 * MS, 1]
+    assert agent.truth.input.arrivals_dropped == 2 and agent.truth.input.samples_received == 3
+
+
+def test_the_first_audible_sample_is_not_cached_past_the_life_of_its_speech():
+    """Speech is cached by the synthesizer (tts.CACHE_SIZE); a cache here that held it too would
+    keep long replies' audio alive after that cache let them go."""
+    import gc
+    import weakref
+
+    from uvbench.server.agent import _first_audible
+
+    speech = fake_synth("one two", 16000, 175)
+    assert _first_audible(speech) == 1
+    gone = weakref.ref(speech)
+    del speech
+    gc.collect()
+    assert gone() is None

@@ -436,11 +436,6 @@ def test_a_dropped_socket_is_named_as_such_in_the_outcome(matrix):
         assert record["outcome_detail"].startswith("the server dropped the connection (1006, no close frame)")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rest_delay_ms, rest_429 and rest_503 in a create body's experimentalSettings are "
-    "accepted and silently ignored (the REST faults are read server-wide only)",
-)
 async def test_rest_faults_in_a_create_body_are_applied_or_refused():
     medium = {"serverWebSocket": {"inputSampleRate": 16000}}
     async with (

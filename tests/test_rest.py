@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import re
 import time
 import uuid
 from typing import Any
@@ -14,7 +15,15 @@ import pytest
 
 from uvbench.protocol.schema import validate_response
 from uvbench.server import LocalServer
-from uvbench.server.config import PLANS, Faults, Plan
+from uvbench.server.agent import ECHO_MAX_CHARS
+from uvbench.server.config import (
+    MAX_SPOKEN_TEXT_CHARS,
+    PLANS,
+    ConfigError,
+    Faults,
+    Plan,
+    server_config_from_dict,
+)
 from uvbench.server.store import CallRecord
 
 MEDIUM = {"serverWebSocket": {"inputSampleRate": 16000}}
@@ -843,3 +852,116 @@ async def test_health(api: httpx.AsyncClient, server: LocalServer) -> None:
         "activeCalls": 2,
         "joinedCalls": 1,
     }
+
+
+def over_the_spoken_limit(chars: int) -> str:
+    return (
+        f"{chars:,} characters, over this server's limit of {MAX_SPOKEN_TEXT_CHARS:,} characters for a "
+        "text the agent speaks (MAX_SPOKEN_TEXT_CHARS)"
+    )
+
+
+async def test_texts_too_long_to_speak_are_refused_at_create_naming_the_field_and_limit(
+    api: httpx.AsyncClient,
+) -> None:
+    """The agent synthesizes speech on the event loop every call shares, so a text it would speak
+    is refused past MAX_SPOKEN_TEXT_CHARS when the call is created, whichever field holds it."""
+    at_limit, too_long = "a" * MAX_SPOKEN_TEXT_CHARS, "a" * (MAX_SPOKEN_TEXT_CHARS + 1)
+    refusal = [f"This text is {over_the_spoken_limit(MAX_SPOKEN_TEXT_CHARS + 1)}; shorten it."]
+    body = {
+        "medium": MEDIUM,
+        "timeExceededMessage": too_long,
+        "firstSpeakerSettings": {"agent": {"text": too_long}},
+    }
+    assert error(await api.post("/api/calls", json=body), 400) == {
+        "timeExceededMessage": refusal,
+        "firstSpeakerSettings": {"agent": {"text": refusal}},
+    }
+    fallback = {"user": {"fallback": {"delay": "2s", "text": too_long}}}
+    refused = await api.post("/api/calls", json={"medium": MEDIUM, "firstSpeakerSettings": fallback})
+    assert error(refused, 400) == {"firstSpeakerSettings": {"user": {"fallback": {"text": refusal}}}}
+    for agent, where in (
+        ({"greeting": too_long}, "greeting"),
+        ({"replies": ["Fine.", too_long]}, "replies[1]"),
+        ({"tool_reply": too_long}, "tool_reply"),
+    ):
+        settings = {"uvbench": {"agent": agent}}
+        refused = await api.post("/api/calls", json={"medium": MEDIUM, "experimentalSettings": settings})
+        assert error(refused, 400) == {
+            "experimentalSettings": [
+                f"experimentalSettings.uvbench.agent.{where}: "
+                f"{over_the_spoken_limit(MAX_SPOKEN_TEXT_CHARS + 1)}; shorten it"
+            ]
+        }
+    uvbench = {"agent": {"greeting": at_limit, "replies": [at_limit], "tool_reply": at_limit}}
+    await create(
+        api,
+        timeExceededMessage=at_limit,
+        firstSpeakerSettings={"agent": {"text": at_limit}},
+        experimentalSettings={"uvbench": uvbench},
+    )
+    # An agent's template is a source of the call's texts too: its calls are refused the same way.
+    template = {"medium": MEDIUM, "timeExceededMessage": too_long}
+    stored = ok(await api.post("/api/agents", json={"name": "talkative", "callTemplate": template}), 201)
+    refused = await api.post(f"/api/agents/{stored['agentId']}/calls", json={})
+    assert error(refused, 400) == {"timeExceededMessage": refusal}
+
+
+def test_agent_texts_of_a_server_config_are_held_to_the_spoken_limit_and_template_fields() -> None:
+    too_long = "a" * (MAX_SPOKEN_TEXT_CHARS + 1)
+    with pytest.raises(ConfigError) as refused:
+        server_config_from_dict({"agent": {"greeting": too_long}})
+    assert str(refused.value) == (
+        f"server config.agent.greeting: {over_the_spoken_limit(MAX_SPOKEN_TEXT_CHARS + 1)}; shorten it"
+    )
+    # tool_reply's one field is {result}: another failed only once a tool answered, mid-call.
+    for template, problem in (
+        ("Done: {outcome}", "unknown field {outcome}: the only field is {result}"),
+        ("Done: {}", "unknown field {}: the only field is {result}"),
+        ("Done: {result", "expected '}' before end of string"),
+    ):
+        with pytest.raises(ConfigError, match=re.escape(problem)):
+            server_config_from_dict({"agent": {"tool_reply": template}})
+    config = server_config_from_dict({"agent": {"tool_reply": "Done: {result} {{literally}}"}})
+    assert config.agent.tool_reply.format(result="ok") == "Done: ok {literally}"
+
+
+async def test_rest_faults_in_a_create_body_are_refused_saying_they_are_server_wide(
+    api: httpx.AsyncClient, server: LocalServer
+) -> None:
+    """rest_delay_ms, rest_429 and rest_503 act before a call exists: a create body naming one was
+    taken with a 201 and ignored; it is a 400 saying where such a fault is set."""
+    for key, value in (("rest_delay_ms", 1000), ("rest_429", 1), ("rest_503", 1)):
+        settings = {"uvbench": {"faults": {"output_jitter_ms": 1, key: value}}}
+        refused = await api.post("/api/calls", json={"medium": MEDIUM, "experimentalSettings": settings})
+        assert error(refused, 400) == {
+            "experimentalSettings": [
+                f"experimentalSettings.uvbench.faults.{key}: a server-wide fault, not one of a call (the "
+                f"REST API acts before the call exists): set {key} in the server config's faults or "
+                "with PUT /_uvbench/faults"
+            ]
+        }
+    assert server.state.faults == Faults() and server.state.rest_429_left == server.state.rest_503_left == 0
+    call = await create(api, experimentalSettings={"uvbench": {"faults": {"output_jitter_ms": 1}}})
+    assert server.store.get(call["callId"]).faults.output_jitter_ms == 1
+
+
+async def test_send_data_message_refuses_a_text_too_long_to_speak_and_cuts_a_quoted_type(
+    api: httpx.AsyncClient, server: LocalServer
+) -> None:
+    call = await create(api)
+    url = f"/api/calls/{call['callId']}/send_data_message"
+    session = join(server, call["callId"])
+    too_long = "a" * (MAX_SPOKEN_TEXT_CHARS + 1)
+    refusal = [f"This text is {over_the_spoken_limit(MAX_SPOKEN_TEXT_CHARS + 1)}; shorten it."]
+    forced = {"type": "forced_agent_message", "content": too_long}
+    assert error(await api.post(url, json=forced), 400) == {"content": refusal}
+    assert error(await api.post(url, json={"type": "hang_up", "message": too_long}), 400) == {
+        "message": refusal
+    }
+    at_limit = {"type": "forced_agent_message", "content": "a" * MAX_SPOKEN_TEXT_CHARS}
+    ok(await api.post(url, json=at_limit), 204)
+    assert session.delivered == [at_limit]
+    (unsupported,) = error(await api.post(url, json={"type": "x" * 500_000}), 400)["type"]
+    assert unsupported.startswith(f"Unsupported data message type {'x' * ECHO_MAX_CHARS!r}... (the first ")
+    assert "of 500,000 characters)" in unsupported and len(unsupported) < 4 * ECHO_MAX_CHARS

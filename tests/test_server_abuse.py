@@ -28,8 +28,8 @@ import websockets
 from uvbench.audio.tts import synthesize
 from uvbench.protocol.strict_json import MAX_DEPTH
 from uvbench.server import LocalServer
-from uvbench.server.agent import CLIENT_ERRORS_REPORTED, INPUT_AHEAD_MAX_S
-from uvbench.server.config import AgentBehaviour, Latency
+from uvbench.server.agent import CLIENT_ERRORS_REPORTED, ECHO_MAX_CHARS, INPUT_AHEAD_MAX_S
+from uvbench.server.config import MAX_SPOKEN_TEXT_CHARS, AgentBehaviour, Latency
 from uvbench.server.probe import run_probe
 from uvbench.server.session import MAX_FRAME_BYTES
 from uvbench.server.store import MAX_EVENTS, CallRecord
@@ -369,3 +369,32 @@ async def test_a_frame_header_announcing_a_terabyte_is_refused_at_once(
     api: httpx.AsyncClient, server: LocalServer
 ) -> None:
     await terabyte_frame_header(api, server)  # asserts the 1009, its reason and the call's end
+
+
+async def test_long_texts_and_values_are_refused_or_cut_neither_spoken_nor_kept(
+    api: httpx.AsyncClient, server: LocalServer
+) -> None:
+    """Fuzzing found a 50 KB forced_agent_message blocking the server for 5.7 s while it was
+    synthesized, and a 500 KB message type sent 20 times leaving 10 MB in the call's events. A text
+    over MAX_SPOKEN_TEXT_CHARS is the client's mistake, named as such and never spoken; a value a
+    mistake quotes is cut to ECHO_MAX_CHARS."""
+    call = await create(api)
+    huge_type = "t" * 500_000
+    long_text = "word " * 10_000
+    async with websockets.connect(call["joinUrl"]) as ws:
+        for _ in range(20):
+            await ws.send(json.dumps({"type": huge_type}))
+        await ws.send(
+            json.dumps({"type": "forced_agent_message", "content": long_text, "urgency": "immediate"})
+        )
+        await ws.send(json.dumps({"type": "hang_up", "message": long_text}))
+        await ping(ws, 6)  # still served, and not hung up on
+    record = await ended(server, call["callId"])
+    assert record.end_reason == "hangup" and record.truth.replies == []
+    refused = mistakes(record)
+    assert len(refused) == 22
+    assert all(f"the first {ECHO_MAX_CHARS} of 500,000 characters" in text for text in refused[:20])
+    limit = f"over this server's limit of {MAX_SPOKEN_TEXT_CHARS:,} characters"
+    assert refused[20].startswith('forced_agent_message "content" is 50,000 characters, ' + limit)
+    assert refused[21].startswith('hang_up "message" is 50,000 characters, ' + limit)
+    assert sum(len(json.dumps(event)) for event in record.events) < 20 * 1024

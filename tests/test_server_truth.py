@@ -1,7 +1,7 @@
 """The ground truth's own playback rule (server/truth.py: heard_ns), written apart from the client's
 listener so that the two can be held against each other."""
 
-from uvbench.server.truth import heard_ns
+from uvbench.server.truth import MAX_INPUT_ARRIVALS, GroundTruth, heard_ns
 
 NS = 1_000_000_000
 MS = 1_000_000
@@ -37,3 +37,18 @@ def test_a_sample_beyond_the_writes_kept_has_no_answer():
     assert heard_ns([0, 20 * MS], N, 2 * N, RATE) is None
     assert heard_ns([], N, 0, RATE) is None
     assert heard_ns([0], 0, 0, RATE) is None
+
+
+def test_input_arrivals_are_kept_up_to_their_limit_and_the_rest_counted():
+    """What `?input=1` lists is bounded per call: the first MAX_INPUT_ARRIVALS frames' read times,
+    and how many later frames have none (`input.arrivals_dropped`, with or without `?input=1`)."""
+    truth = GroundTruth()
+    for k in range(MAX_INPUT_ARRIVALS + 25):
+        truth.add_input_arrival(k * 20 * MS, (k + 1) * N)
+    assert len(truth.input_arrivals) == 2 * MAX_INPUT_ARRIVALS
+    full = truth.to_dict(input_values=True)["input"]
+    assert len(full["arrivals"]) == MAX_INPUT_ARRIVALS and full["arrivals_dropped"] == 25
+    assert full["arrivals"][0] == [0, N]
+    assert full["arrivals"][-1] == [(MAX_INPUT_ARRIVALS - 1) * 20 * MS, MAX_INPUT_ARRIVALS * N]
+    summary = truth.to_dict()["input"]
+    assert "arrivals" not in summary and summary["arrivals_dropped"] == 25

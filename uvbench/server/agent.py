@@ -13,11 +13,11 @@ then at real time. What it did is written to the call's ground truth as it happe
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import random
 import uuid
+import weakref
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +28,7 @@ import numpy as np
 from uvbench.protocol import strict_json
 from uvbench.protocol.audio import AUDIBLE_THRESHOLD
 from uvbench.protocol.durations import DurationError, format_duration, parse_duration
-from uvbench.server.config import ToolCall
+from uvbench.server.config import MAX_SPOKEN_TEXT_CHARS, ToolCall, spoken_text_excess
 from uvbench.server.store import CallRecord
 from uvbench.server.truth import LEAD_WRITES_MAX, ClearTruth, ReplyTruth, TurnTruth
 from uvbench.server.vad import SpeechLasted, SpeechStarted, TurnDetector, TurnEnded, VadSettings
@@ -51,6 +51,9 @@ CLIENT_ERRORS_REPORTED = 100
 """A call's mistakes reported one by one (a warning event each, and a `debug` message to a client
 that asked for those); later ones are only counted (`truth.input.client_errors`): 20,000 junk
 frames must not become 20,000 events."""
+ECHO_MAX_CHARS = 80
+"""Most characters of a client's value a report of its mistake repeats (`shown`): enough to
+recognize it, while a 500 KB message type sent 20 times no longer makes 10 MB of a call's events."""
 DEFAULT_TOOL_TIMEOUT_S = 2.5
 MAX_TOOL_TIMEOUT_S = 40.0
 MIN_MEDIA_IDLE_S = 10.0
@@ -71,6 +74,22 @@ MESSAGE_FLAGS: dict[str, tuple[str, bool]] = {
 }
 
 Synthesizer = Callable[[str, int, int], "Speech"]
+
+
+def shown(value: Any) -> str:
+    """A client's value as a report of its mistake quotes it: its repr, cut after ECHO_MAX_CHARS
+    characters with how long it was."""
+    if isinstance(value, str):
+        if len(value) <= ECHO_MAX_CHARS:
+            return repr(value)
+        return f"{value[:ECHO_MAX_CHARS]!r}... (the first {ECHO_MAX_CHARS} of {len(value):,} characters)"
+    text = repr(value)
+    if len(text) <= ECHO_MAX_CHARS:
+        return text
+    return (
+        f"{text[:ECHO_MAX_CHARS]}... (a {type(value).__name__}: the first {ECHO_MAX_CHARS} of "
+        f"{len(text):,} characters)"
+    )
 
 
 @dataclass
@@ -347,7 +366,7 @@ class Agent:
             self._finish(now, "connection_error", close=True, code=1008, close_reason=why)
             return
         inp.samples_received += samples.size
-        self.truth.input_arrivals.extend((now, inp.samples_received))
+        self.truth.add_input_arrival(now, inp.samples_received)
         if self.input_pcm is not None:
             self.input_pcm += data
         self._check_input_clock(now)
@@ -381,7 +400,7 @@ class Agent:
         kind = message["type"]
         handler = self._handlers.get(kind)
         if handler is None:
-            self._client_error(now, f"unknown data message type {kind!r}")
+            self._client_error(now, f"unknown data message type {shown(kind)}")
             return
         handler(self, now, message)
 
@@ -830,7 +849,7 @@ class Agent:
         wait = self.tool_wait
         invocation_id = message.get("invocationId")
         if wait is None or invocation_id != wait.invocation_id:
-            self._client_error(now, f"client_tool_result for unknown invocationId {invocation_id!r}")
+            self._client_error(now, f"{message['type']} for unknown invocationId {shown(invocation_id)}")
             return
         self.tool_wait = None
         result = message.get("result")
@@ -854,11 +873,26 @@ class Agent:
         if error_type:
             text = "Sorry, I could not complete that."
         else:
-            text = self.behaviour.tool_reply.format(
-                result=result if isinstance(result, str) else json.dumps(result)
-            )
+            text = self._tool_reply(now, result if isinstance(result, str) else json.dumps(result))
         self._set_state(now, "thinking")
         self._plan_reply(now, self._new_reply("tool_reply", text, wait.turn_index))
+
+    def _tool_reply(self, now: int, result: str) -> str:
+        """What the agent says of a tool's result: `tool_reply` with the result in it, cut to
+        MAX_SPOKEN_TEXT_CHARS. A long result is no mistake of the client's (a real agent would sum
+        it up), so it is said in part, and the call's events say so."""
+        text = self.behaviour.tool_reply.format(result=result[:MAX_SPOKEN_TEXT_CHARS])
+        if len(text) <= MAX_SPOKEN_TEXT_CHARS and len(result) <= MAX_SPOKEN_TEXT_CHARS:
+            return text
+        self._event(
+            now,
+            "info",
+            "tool_reply_shortened",
+            f"The reply to a tool result of {len(result):,} characters is said up to this server's "
+            f"limit of {MAX_SPOKEN_TEXT_CHARS:,} characters for a text the agent speaks "
+            "(MAX_SPOKEN_TEXT_CHARS).",
+        )
+        return text[:MAX_SPOKEN_TEXT_CHARS]
 
     def _on_tool_timeout(self, now: int) -> None:
         wait = self.tool_wait
@@ -880,7 +914,7 @@ class Agent:
             return
         urgency = message.get("urgency") or "soon"
         if urgency not in ("immediate", "soon", "later"):
-            self._client_error(now, f"urgency {urgency!r} is not one of immediate, soon, later")
+            self._client_error(now, f"urgency {shown(urgency)} is not one of immediate, soon, later")
             return
         # deferResponse: the text is taken in without a reply. With "immediate" it still cuts the
         # agent off: LiveKit's interrupt() is {"text": "", "urgency": "immediate", "deferResponse": true}.
@@ -913,13 +947,15 @@ class Agent:
     def _on_set_output_medium(self, now: int, message: dict[str, Any]) -> None:
         medium = message.get("medium")
         if medium not in ("voice", "text"):
-            self._client_error(now, f'set_output_medium needs medium "voice" or "text", got {medium!r}')
+            self._client_error(now, f'set_output_medium needs medium "voice" or "text", got {shown(medium)}')
             return
         # Takes effect from the next agent utterance.
         self.output_medium = medium
 
     def _on_forced_agent_message(self, now: int, message: dict[str, Any]) -> None:
-        content = message.get("content") or ""
+        content = self._spoken_field(now, message, "content")
+        if content is None:
+            return
         urgency = message.get("urgency") or "soon"
         if urgency == "immediate":
             if self.utterance is not None and self._agent_audible(now):
@@ -932,7 +968,9 @@ class Agent:
             self._on_pending_due(now)
 
     def _on_hang_up(self, now: int, message: dict[str, Any]) -> None:
-        text = message.get("message") or ""
+        text = self._spoken_field(now, message, "message")
+        if text is None:
+            return
         if not text:
             self._finish(now, "agent_hangup", close=True)
             return
@@ -943,6 +981,23 @@ class Agent:
         reply = self._new_reply("goodbye", text, None)
         self._plan_reply(now, reply, interruptible=False, then="agent_hangup", immediate=True)
         self._on_pending_due(now)
+
+    def _spoken_field(self, now: int, message: dict[str, Any], name: str) -> str | None:
+        """The text a data message asks the agent to say ("" when absent); None, the mistake
+        reported, when it is no string or too long to speak: the message is then not acted on."""
+        text = message.get(name)
+        if text is None:
+            return ""
+        if not isinstance(text, str):
+            self._client_error(now, f'{message["type"]} needs a string "{name}", got {shown(text)}')
+            return None
+        excess = spoken_text_excess(text)
+        if excess is not None:
+            self._client_error(
+                now, f'{message["type"]} "{name}" is {excess}: not acted on; send a shorter text'
+            )
+            return None
+        return text
 
     _handlers: dict[str, Callable[[Agent, int, dict[str, Any]], None]] = {
         "ping": _on_ping,
@@ -1147,11 +1202,18 @@ class Agent:
         self.record.messages.append(message)
 
 
-@functools.lru_cache(maxsize=1024)
+_first_audible_of: weakref.WeakKeyDictionary[Speech, int | None] = weakref.WeakKeyDictionary()
+
+
 def _first_audible(speech: Speech) -> int | None:
-    """Where the speech's sound starts; cached per (shared, cached) Speech object."""
+    """Where the speech's sound starts; kept while the (shared, cached) Speech lives, and no
+    longer: a cache that held the speech would keep its audio past the synthesizer's own cache."""
+    if speech in _first_audible_of:
+        return _first_audible_of[speech]
     loud = np.flatnonzero(np.abs(speech.pcm.astype(np.int32)) > AUDIBLE_THRESHOLD)
-    return int(loud[0]) if loud.size else None
+    first = int(loud[0]) if loud.size else None
+    _first_audible_of[speech] = first
+    return first
 
 
 def _seconds(value: Any, default: float) -> float:

@@ -1,9 +1,11 @@
 """How the local server and its simulated agent behave: defaults, plan limits and faults.
 
 Everything here can be set for the whole server (`uvbench serve --config FILE`, or the
-`ServerConfig` handed to `LocalServer`) and, for the agent and faults, per call through the
-create-call body: `experimentalSettings: {"uvbench": {"agent": {...}, "faults": {...}}}`. Per-call
-values are merged over the server's, key by key.
+`ServerConfig` handed to `LocalServer`) and, for the agent and the faults of a call, per call
+through the create-call body: `experimentalSettings: {"uvbench": {"agent": {...}, "faults": {...}}}`.
+Per-call values are merged over the server's, key by key. The REST faults (`SERVER_WIDE_FAULTS`:
+`rest_delay_ms`, `rest_429`, `rest_503`) act before any call exists, so they are server-wide only
+(the config, or `PUT /_uvbench/faults`); a create body naming one is refused.
 """
 
 from __future__ import annotations
@@ -23,6 +25,32 @@ class ConfigError(ValueError):
 
 MAX_LATENCY_MS = 60_000.0
 """The longest agent latency the server simulates: a minute, far past any voice agent's."""
+
+MAX_SPOKEN_TEXT_CHARS = 2_000
+"""Longest text the simulated agent speaks (greeting, replies, tool reply, `timeExceededMessage`,
+a forced or goodbye message): about two minutes of speech at 175 words a minute, longer than any
+voice agent's turn. Speech is synthesized on the server's event loop, so a text's length is time
+every call on the server waits: at this length and rate a few tenths of a second of one core and
+11 MB of 48 kHz audio (a 50 KB text blocked the server for 5.7 s and took 63 MB)."""
+
+
+def spoken_text_excess(text: str) -> str | None:
+    """Why the agent will not speak `text`, naming MAX_SPOKEN_TEXT_CHARS; None when it will."""
+    if len(text) <= MAX_SPOKEN_TEXT_CHARS:
+        return None
+    return (
+        f"{len(text):,} characters, over this server's limit of {MAX_SPOKEN_TEXT_CHARS:,} characters "
+        "for a text the agent speaks (MAX_SPOKEN_TEXT_CHARS)"
+    )
+
+
+def _spoken_text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string")
+    excess = spoken_text_excess(value)
+    if excess is not None:
+        raise ConfigError(f"{where}: {excess}; shorten it")
+    return value
 
 
 @dataclass(frozen=True)
@@ -119,10 +147,16 @@ class Faults:
     unknown_messages: bool = False
     """Send a data message of an unknown type right after call_started (and after each turn)."""
     rest_delay_ms: float = 0.0
+    """Every `/api` answer waits this long (server-wide)."""
     rest_429: int = 0
     """The next N create-call requests are refused with 429 (server-wide)."""
     rest_503: int = 0
     """The next N create-call requests are refused with 503 (server-wide)."""
+
+
+SERVER_WIDE_FAULTS = ("rest_delay_ms", "rest_429", "rest_503")
+"""Faults of the REST API, which acts before a call exists: set for the server only (its config,
+or `PUT /_uvbench/faults`), never in a create body (`call_faults_from_dict` refuses them)."""
 
 
 @dataclass(frozen=True)
@@ -214,15 +248,15 @@ def _convert(cls: type, name: str, value: Any, where: str) -> Any:
         if name == "replies":
             if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
                 raise ConfigError(f"{where}: expected a non-empty list of strings")
-            return tuple(value)
+            return tuple(_spoken_text(v, f"{where}[{i}]") for i, v in enumerate(value))
         if name == "tool_calls":
             if not isinstance(value, list):
                 raise ConfigError(f"{where}: expected a list of {{turn, name, parameters}}")
             return tuple(_build(ToolCall, v, f"{where}[{i}]") for i, v in enumerate(value))
-        if name in ("greeting", "tool_reply"):
-            if not isinstance(value, str):
-                raise ConfigError(f"{where}: expected a string")
-            return value
+        if name == "greeting":
+            return _spoken_text(value, where)
+        if name == "tool_reply":
+            return _tool_reply(_spoken_text(value, where), where)
         if name in ("chunk_ms", "voice_wpm"):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{where}: expected a positive whole number")
@@ -274,6 +308,22 @@ def _convert(cls: type, name: str, value: Any, where: str) -> Any:
     return value
 
 
+def _tool_reply(template: str, where: str) -> str:
+    """The tool reply template, whose one field is `{result}`: any other would fail only when a
+    tool answered, mid-call."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:  # a lone "{" or "}"
+        raise ConfigError(f"{where}: {exc} (write {{{{ and }}}} for literal braces)") from None
+    for name in names:
+        if name != "result":
+            raise ConfigError(
+                f"{where}: unknown field {{{name}}}: the only field is {{result}}, the tool's result "
+                "(write {{ and }} for literal braces)"
+            )
+    return template
+
+
 def agent_from_dict(
     data: dict[str, Any], base: AgentBehaviour | None = None, where: str = "agent"
 ) -> AgentBehaviour:
@@ -300,6 +350,20 @@ def faults_from_dict(data: dict[str, Any], base: Faults | None = None, where: st
     merged["output_stalls"] = list(merged["output_stalls"])
     merged.update(data)
     return _build(Faults, merged, where)
+
+
+def call_faults_from_dict(data: dict[str, Any], base: Faults, where: str = "faults") -> Faults:
+    """A call's faults from a create body: `base` (the server's) with the keys of `data` replaced;
+    a server-wide fault (SERVER_WIDE_FAULTS) in `data` is refused, not silently ignored."""
+    if isinstance(data, dict):
+        for key in SERVER_WIDE_FAULTS:
+            if key in data:
+                raise ConfigError(
+                    f"{where}.{key}: a server-wide fault, not one of a call (the REST API acts before "
+                    f"the call exists): set {key} in the server config's faults or with "
+                    "PUT /_uvbench/faults"
+                )
+    return faults_from_dict(data, base=base, where=where)
 
 
 def server_config_from_dict(data: dict[str, Any], where: str = "server config") -> ServerConfig:

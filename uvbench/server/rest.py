@@ -19,7 +19,13 @@ Choices where the spec is silent (PROTOCOL.md §13), all local-server behaviour:
   same holds for a call that ended without anyone joining it.
 - `DELETE` of a live call ends it (`endReason: hangup`, socket closed) and then deletes it.
 - `faults.rest_delay_ms` delays every `/api` answer, errors included, but not `/_uvbench`: the
-  control routes stay fast so a test can always turn the fault off again.
+  control routes stay fast so a test can always turn the fault off again. It and the `rest_429`,
+  `rest_503` bursts are server-wide: in a create body's `experimentalSettings.uvbench.faults`
+  they are a 400 saying where to set them, not ignored.
+- A text the agent would speak (`timeExceededMessage`, `firstSpeakerSettings` texts, the
+  uvbench agent's greeting, replies and tool_reply; `content` or `message` of a data message
+  sent here) over `config.MAX_SPOKEN_TEXT_CHARS` is a 400 naming the field and the limit: speech
+  is synthesized on the event loop every call shares.
 - `enableGreetingPrompt` and `throttle` are validated and otherwise ignored: the simulated agent
   has no greeting prompt and the local server has no call throttles.
 - Only calls actually created count toward the plan's rate windows; refused or invalid creates
@@ -51,12 +57,15 @@ from aiohttp import web
 from uvbench.protocol import strict_json
 from uvbench.protocol.durations import DurationError, parse_duration
 from uvbench.protocol.schema import RequestValidationError, validate_start_call
+from uvbench.server.agent import shown
 from uvbench.server.config import (
     AgentBehaviour,
     ConfigError,
     Faults,
     agent_from_dict,
+    call_faults_from_dict,
     faults_from_dict,
+    spoken_text_excess,
 )
 from uvbench.server.limits import CreateLimiter
 from uvbench.server.state import STATE_KEY, ServerState
@@ -79,6 +88,8 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 BUCKETS_S = {"minute": 60, "5min": 300, "hour": 3600, "day": 86400}
 DATA_MESSAGE_TYPES = ("forced_agent_message", "hang_up", "user_text_message")
+SPOKEN_MESSAGE_FIELDS = {"forced_agent_message": "content", "hang_up": "message"}
+"""The field of a data message whose text the agent speaks (at most MAX_SPOKEN_TEXT_CHARS)."""
 HISTORY_ROLES = (
     "MESSAGE_ROLE_USER",
     "MESSAGE_ROLE_AGENT",
@@ -464,6 +475,7 @@ async def _create(request: web.Request, schema_name: str, agent_id: str | None) 
     if agent_id is not None:
         request_body = _agent_request(stored_agent, request_body)
     _check_medium(request_body)
+    _check_spoken_texts(request_body)
     agent, faults = _call_settings(state, request_body)
     _fill_medium_defaults(request_body)
 
@@ -588,6 +600,34 @@ def _check_medium(request_body: dict[str, Any]) -> None:
         )
 
 
+SPOKEN_REQUEST_FIELDS = (
+    ("timeExceededMessage",),
+    ("firstSpeakerSettings", "agent", "text"),
+    ("firstSpeakerSettings", "user", "fallback", "text"),
+)
+"""Where a call's request holds a text the agent speaks (config.MAX_SPOKEN_TEXT_CHARS)."""
+
+
+def _check_spoken_texts(request_body: dict[str, Any]) -> None:
+    """Each text the agent would speak within MAX_SPOKEN_TEXT_CHARS. Checked on the request as the
+    call will run it (an agent's template and a prior call's properties merged), so a text is
+    refused whatever it came from; every one over the limit in one DRF error body."""
+    errors: dict[str, Any] = {}
+    for path in SPOKEN_REQUEST_FIELDS:
+        value: Any = request_body
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        excess = spoken_text_excess(value) if isinstance(value, str) else None
+        if excess is None:
+            continue
+        node = errors
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = [f"This text is {excess}; shorten it."]
+    if errors:
+        raise ApiError(400, errors)
+
+
 def _call_settings(state: ServerState, request_body: dict[str, Any]) -> tuple[AgentBehaviour, Faults]:
     """The call's simulated agent and faults: the server's, experimentalSettings.uvbench over."""
     settings = (request_body.get("experimentalSettings") or {}).get("uvbench")
@@ -601,7 +641,7 @@ def _call_settings(state: ServerState, request_body: dict[str, Any]) -> tuple[Ag
         if unknown:
             raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: agent, faults)")
         agent = agent_from_dict(settings.get("agent", {}), base=state.config.agent, where=f"{where}.agent")
-        faults = faults_from_dict(settings.get("faults", {}), base=state.faults, where=f"{where}.faults")
+        faults = call_faults_from_dict(settings.get("faults", {}), base=state.faults, where=f"{where}.faults")
     except ConfigError as exc:
         raise ApiError.field("experimentalSettings", str(exc)) from None
     return agent, faults
@@ -791,10 +831,16 @@ async def send_data_message(request: web.Request) -> web.Response:
     if kind not in DATA_MESSAGE_TYPES:
         raise ApiError.field(
             "type",
-            f"Unsupported data message type {kind!r}; this endpoint accepts {', '.join(DATA_MESSAGE_TYPES)}.",
+            f"Unsupported data message type {shown(kind)}; this endpoint accepts "
+            f"{', '.join(DATA_MESSAGE_TYPES)}.",
         )
     if kind == "user_text_message" and not isinstance(message.get("text"), str):
         raise ApiError.field("text", "This field is required.")
+    spoken_field = SPOKEN_MESSAGE_FIELDS.get(kind)
+    if spoken_field is not None and isinstance(spoken := message.get(spoken_field), str):
+        excess = spoken_text_excess(spoken)
+        if excess is not None:
+            raise ApiError.field(spoken_field, f"This text is {excess}; shorten it.")
     if not record.live or record.session is None:
         raise ApiError.detail(422, "call is not active (not joined yet or already ended)")
     await _maybe_await(record.session.deliver_data_message(message))

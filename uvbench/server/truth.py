@@ -114,6 +114,14 @@ class InputTruth:
     """Most the client's audio ran ahead of the wall clock (overflow)."""
     client_errors: int = 0
     """The client's mistakes (malformed frames and messages), the unanswered ones included."""
+    arrivals_dropped: int = 0
+    """Input frames past MAX_INPUT_ARRIVALS, whose read times `arrivals` (`?input=1`) lacks."""
+
+
+MAX_INPUT_ARRIVALS = 200_000
+"""Input frames whose read time a call keeps (`GroundTruth.input_arrivals`): a call of the default
+maxDuration (3,600 s) in 20 ms frames has 180,000. At 16 bytes a frame a call keeps at most 3.2 MB
+of them, however small its frames: 2-byte frames at real time would add 128 KB a second."""
 
 
 @dataclass
@@ -127,8 +135,16 @@ class GroundTruth:
     pacing_lateness_ms: array = field(default_factory=lambda: array("d"))
     """For each agent audio frame: how late it left against the pacer's own schedule."""
     input_arrivals: array = field(default_factory=lambda: array("q"))
-    """For each input audio frame, flat: when it was read, and the input samples received with it
-    (what a client's end-of-speech anchor is held against)."""
+    """For each input audio frame up to MAX_INPUT_ARRIVALS, flat: when it was read, and the input
+    samples received with it (what a client's end-of-speech anchor is held against); later frames
+    are counted in `input.arrivals_dropped`."""
+
+    def add_input_arrival(self, read_ns: int, samples_received: int) -> None:
+        """An input frame read at `read_ns`, `samples_received` input samples in all with it."""
+        if len(self.input_arrivals) < 2 * MAX_INPUT_ARRIVALS:
+            self.input_arrivals.extend((read_ns, samples_received))
+        else:
+            self.input.arrivals_dropped += 1
 
     def pacing_summary(self) -> dict[str, Any]:
         values = sorted(self.pacing_lateness_ms)
