@@ -901,7 +901,7 @@ def test_input_arrivals_stop_at_their_limit_and_the_rest_are_counted():
 
 
 def test_the_first_audible_sample_is_not_cached_past_the_life_of_its_speech():
-    """Speech is cached by the synthesizer (tts.CACHE_SIZE); a cache here that held it too would
+    """Speech is cached by the synthesizer (tts.CACHE_BYTES); a cache here that held it too would
     keep long replies' audio alive after that cache let them go."""
     import gc
     import weakref

@@ -8,13 +8,14 @@ process-global state and is not thread-safe, so every call goes through one lock
 from __future__ import annotations
 
 import ctypes
-import functools
 import threading
 from ctypes import POINTER, c_char, c_char_p, c_int, c_short, c_size_t, c_uint, c_void_p
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from uvbench.audio.sized_cache import SizedLru
 
 INSTALL_HINT = "install it with `pip install espeakng-loader` (it ships libespeak-ng and its data)"
 
@@ -169,7 +170,9 @@ class _Engine:
 
 _LOCK = threading.Lock()
 _ENGINE: _Engine | None = None
-RAW_CACHE_SIZE = 128
+RAW_CACHE_BYTES = 128 * 2**20
+"""Raw renders kept (by the bytes of their audio, at the engine's 22,050 Hz): one render per text
+serves every sample rate derived from it while it is kept."""
 
 
 def synthesize_raw(text: str, wpm: int, voice: str) -> RawSpeech:
@@ -181,10 +184,12 @@ def synthesize_raw(text: str, wpm: int, voice: str) -> RawSpeech:
     derived from one render keeps the same timing.
     """
     with _LOCK:
-        return _render(text, wpm, voice)
+        return _RAW_CACHE.get_or_make((text, wpm, voice), lambda: _render(text, wpm, voice))
 
 
-@functools.lru_cache(maxsize=RAW_CACHE_SIZE)
+_RAW_CACHE: SizedLru[RawSpeech] = SizedLru(RAW_CACHE_BYTES, lambda raw: raw.pcm.nbytes)
+
+
 def _render(text: str, wpm: int, voice: str) -> RawSpeech:
     # Only called with _LOCK held, which also serialises the cache's misses.
     global _ENGINE

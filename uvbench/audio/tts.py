@@ -7,7 +7,6 @@ the local server speaks the same few replies on hundreds of concurrent calls.
 
 from __future__ import annotations
 
-import functools
 import re
 from bisect import bisect_right
 from dataclasses import dataclass
@@ -16,12 +15,15 @@ import numpy as np
 
 from uvbench.audio import pcm as _pcm
 from uvbench.audio._espeak import SynthesisError, WordMark, synthesize_raw
+from uvbench.audio.sized_cache import SizedLru
 
 __all__ = ["Speech", "SynthesisError", "synthesize", "DEFAULT_WPM", "DEFAULT_VOICE"]
 
 DEFAULT_WPM = 175
 DEFAULT_VOICE = "en-us"
-CACHE_SIZE = 512
+CACHE_BYTES = 256 * 2**20
+"""Synthesized speech kept for reuse, by the bytes of its audio (a reply of two minutes at 48 kHz
+is 11 MB; the agent's greeting and canned replies are a few hundred KB and stay cached)."""
 
 
 # eq=False: the audio is an array, so field-wise equality/hashing would be ambiguous; cached
@@ -59,12 +61,14 @@ def synthesize(text: str, sample_rate: int, *, wpm: int = DEFAULT_WPM, voice: st
     _pcm.check_rate(sample_rate)
     if isinstance(wpm, bool) or not isinstance(wpm, int) or wpm <= 0:
         raise ValueError(f"wpm must be a positive whole number, got {wpm!r}")
-    # Positional call so that keyword and default spellings share one cache entry.
-    return _synthesize_cached(text, int(sample_rate), wpm, voice)
+    key = (text, int(sample_rate), wpm, voice)
+    return _CACHE.get_or_make(key, lambda: _synthesize_uncached(*key))
 
 
-@functools.lru_cache(maxsize=CACHE_SIZE)
-def _synthesize_cached(text: str, sample_rate: int, wpm: int, voice: str) -> Speech:
+_CACHE: SizedLru[Speech] = SizedLru(CACHE_BYTES, lambda speech: speech.pcm.nbytes)
+
+
+def _synthesize_uncached(text: str, sample_rate: int, wpm: int, voice: str) -> Speech:
     raw = synthesize_raw(text, wpm, voice)
     audio = _pcm.to_int16(
         _pcm.resample(raw.pcm.astype(np.float64) / _pcm.INT16_SCALE, raw.sample_rate, sample_rate)
