@@ -900,11 +900,16 @@ async def test_texts_too_long_to_speak_are_refused_at_create_naming_the_field_an
         firstSpeakerSettings={"agent": {"text": at_limit}},
         experimentalSettings={"uvbench": uvbench},
     )
-    # An agent's template is a source of the call's texts too: its calls are refused the same way.
+    # An agent's template is a source of the call's texts too: refused when it is stored (and
+    # when a PATCH brings it), not at each call made from it.
     template = {"medium": MEDIUM, "timeExceededMessage": too_long}
-    stored = ok(await api.post("/api/agents", json={"name": "talkative", "callTemplate": template}), 201)
-    refused = await api.post(f"/api/agents/{stored['agentId']}/calls", json={})
-    assert error(refused, 400) == {"timeExceededMessage": refusal}
+    refused = await api.post("/api/agents", json={"name": "talkative", "callTemplate": template})
+    assert error(refused, 400) == {"callTemplate": {"timeExceededMessage": refusal}}
+    stored = ok(
+        await api.post("/api/agents", json={"name": "terse", "callTemplate": {"medium": MEDIUM}}), 201
+    )
+    patched = await api.patch(f"/api/agents/{stored['agentId']}", json={"callTemplate": template})
+    assert error(patched, 400) == {"callTemplate": {"timeExceededMessage": refusal}}
 
 
 def test_agent_texts_of_a_server_config_are_held_to_the_spoken_limit_and_template_fields() -> None:

@@ -29,6 +29,7 @@ from aiohttp import web
 from uvbench.protocol.schema import RequestValidationError, validate_start_call
 from uvbench.server.rest import (
     ApiError,
+    _check_spoken_texts,
     _is_uuid,
     _json_object,
     _parse_json,
@@ -86,9 +87,14 @@ async def _read_agent_body(request: web.Request, *, partial: bool) -> dict[str, 
             except RequestValidationError as exc:
                 errors["callTemplate"] = exc.errors
             else:
-                fields["callTemplate"] = {
-                    k: v for k, v in normalized.items() if k not in SERVER_SET_TEMPLATE_FIELDS
-                }
+                try:  # refused when stored, not at each call made from it
+                    _check_spoken_texts(normalized)
+                except ApiError as exc:
+                    errors["callTemplate"] = exc.body
+                else:
+                    fields["callTemplate"] = {
+                        k: v for k, v in normalized.items() if k not in SERVER_SET_TEMPLATE_FIELDS
+                    }
     if errors:
         raise ApiError(400, errors)
     return fields
