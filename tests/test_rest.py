@@ -912,6 +912,18 @@ async def test_texts_too_long_to_speak_are_refused_at_create_naming_the_field_an
     assert error(patched, 400) == {"callTemplate": {"timeExceededMessage": refusal}}
 
 
+def test_agent_frames_are_held_to_the_servers_range() -> None:
+    from uvbench.server.config import CHUNK_MS_RANGE
+
+    low, high = CHUNK_MS_RANGE
+    assert server_config_from_dict({"agent": {"chunk_ms": low}}).agent.chunk_ms == low
+    for bad in (low - 1, high + 1, 0, "20", True):
+        with pytest.raises(
+            ConfigError, match=rf"agent.chunk_ms: expected a whole number of ms from {low} to {high}"
+        ):
+            server_config_from_dict({"agent": {"chunk_ms": bad}})
+
+
 def test_agent_texts_of_a_server_config_are_held_to_the_spoken_limit_and_template_fields() -> None:
     too_long = "a" * (MAX_SPOKEN_TEXT_CHARS + 1)
     with pytest.raises(ConfigError) as refused:

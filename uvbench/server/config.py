@@ -87,6 +87,11 @@ AGENT_MODES = ("simulated", "sink")
 """simulated: the conversational agent (agent.py); sink: the near-zero-cost agent (sink.py)."""
 
 
+CHUNK_MS_RANGE = (5, 1000)
+"""Agent frames from 5 ms to a second: 1 ms frames meant a thousand timer wake-ups a second per
+speaking call, and a pacing record growing by 8 KB a second."""
+
+
 @dataclass(frozen=True)
 class ToolCall:
     """The agent invokes `name` with `parameters` before replying to user turn `turn` (1-based)."""
@@ -106,7 +111,7 @@ class AgentBehaviour:
     )
     latency: Latency = Latency()
     chunk_ms: int = 20
-    """Size of each agent audio frame sent on the socket."""
+    """Size of each agent audio frame sent on the socket (CHUNK_MS_RANGE)."""
     voice_wpm: int = 175
     """Speaking rate of the synthesized voice, words per minute."""
     tool_calls: tuple[ToolCall, ...] = ()
@@ -257,7 +262,19 @@ def _convert(cls: type, name: str, value: Any, where: str) -> Any:
             return _spoken_text(value, where)
         if name == "tool_reply":
             return _tool_reply(_spoken_text(value, where), where)
-        if name in ("chunk_ms", "voice_wpm"):
+        if name == "chunk_ms":
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not CHUNK_MS_RANGE[0] <= value <= CHUNK_MS_RANGE[1]
+            ):
+                low, high = CHUNK_MS_RANGE
+                raise ConfigError(
+                    f"{where}: expected a whole number of ms from {low} to {high} (this server's limits on"
+                    f" agent frames), got {value!r}"
+                )
+            return value
+        if name == "voice_wpm":
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{where}: expected a positive whole number")
             return value
