@@ -70,6 +70,7 @@ def test_missing_config_file_and_bad_plan_flag(tmp_path, capsys):
         (["history", "--db", "FOLDER"], "is not a file: name the history database"),
         (["run", "QUICK", "--give-up-after=-5s"], "--give-up-after '-5s' is not a duration"),
         (["run", "QUICK", "--give-up-after", "soon"], "(expected e.g. 30s or 2m; 0 never gives up)"),
+        (["run", "QUICK", "--progress-interval", "100ms"], "expected a duration of at least 1s"),
     ],
 )
 def test_flags_out_of_range_are_one_line_and_exit_2(tmp_path, capsys, argv, expected):
@@ -321,6 +322,48 @@ def test_ctrl_c_again_and_again_while_the_run_ends_keeps_the_report_and_the_verd
     assert "stopped (exit code" not in stderr  # the workers the user stopped did not fail
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["workers"]["failed"] == []
+
+
+@pytest.mark.timeout(180)
+def test_a_run_logged_to_a_file_prints_progress_lines(tmp_path):
+    """In CI, stdout is not a terminal: k6 and locust print a line every few seconds; so does this."""
+    scenario = tmp_path / "tick.yaml"
+    scenario.write_text("name: tick\nclient: {record: none}\nscript:\n  - silence: 1s\n  - hang_up\n")
+    command = [sys.executable, "-m", "uvbench", "run", str(scenario), "--out", str(tmp_path / "out")]
+    load = ["--vus", "2", "--duration", "4s", "--progress-interval", "1s"]
+    logged = subprocess.run([*command, *load], capture_output=True, text=True, timeout=170)
+    assert logged.returncode == 0, logged.stderr
+    progress = [line for line in logged.stdout.splitlines() if line.startswith("running (")]
+    assert len(progress) >= 2, (
+        logged.stdout
+    )  # four seconds of load, one line a second (a busy machine may skip some)
+    pattern = (
+        r"running \(\dm\d\ds\), \d+ calls in flight, \d+ done \(\d+ completed, 0 failed, 0 invalid\)"
+        r"(; ttfa p50 .+ ms, p95 .+ ms)?; pacer p99 \(worst call\) \d+\.\d ms"
+    )
+    assert all(re.fullmatch(pattern, line) for line in progress), progress
+    quiet = subprocess.run([*command, *load, "-q"], capture_output=True, text=True, timeout=170)
+    assert quiet.returncode == 0 and "running (" not in quiet.stdout
+
+
+@pytest.mark.timeout(180)
+def test_a_reader_that_goes_away_ends_the_output_not_the_run(tmp_path):
+    """`uvbench run ... | head -1`: no traceback; the run's files are written; exit 141 as a shell says."""
+    scenario = tmp_path / "tick.yaml"
+    scenario.write_text("name: tick\nclient: {record: none}\nscript:\n  - silence: 1s\n  - hang_up\n")
+    command = [sys.executable, "-m", "uvbench", "run", str(scenario), "--out", str(tmp_path / "out")]
+    proc = subprocess.Popen(
+        [*command, "--vus", "2", "--duration", "3s", "--progress-interval", "1s"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stdout.readline()
+    proc.stdout.close()  # as `head -1` does after its line
+    _, stderr = proc.communicate(timeout=170)
+    assert proc.returncode == 141, stderr
+    assert b"Traceback" not in stderr and b"Exception" not in stderr
+    [folder] = [p for p in (tmp_path / "out").iterdir() if p.is_dir()]
+    assert (folder / "summary.json").exists() and (folder / "report.html").exists()
 
 
 def _descendants(pid: int) -> set[int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -17,6 +18,7 @@ from uvbench import __version__
 from uvbench.cli import calls, compare, corpus, history, locust, report, run, schema, selfcheck, serve
 from uvbench.cli.common import (
     EXIT_BAD_INPUT,
+    EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     UsageError,
@@ -63,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"uvbench: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:  # `uvbench run ... | head`: the reader is gone, the run's files are written
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's last flush does not fail again
+        return EXIT_BROKEN_PIPE
     except Terminated:
         return EXIT_TERMINATED
     except KeyboardInterrupt:

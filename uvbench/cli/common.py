@@ -9,6 +9,8 @@ __all__ = ["API_KEY_ENV", "UsageError", "fast_event_loop_factory"]
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NOT_RUN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_TERMINATED = 143
 """128 + SIGTERM, as a shell reports a process SIGTERM ended."""
+EXIT_BROKEN_PIPE = 141
+"""128 + SIGPIPE: stdout's reader went away (`| head`), as a shell reports it."""
 API_KEY_ENV = "UVBENCH_SERVER_API_KEY"
 
 

@@ -67,6 +67,13 @@ def add_parser(sub) -> None:
         "scenario's client.record",
     )
     run.add_argument(
+        "--progress-interval",
+        default="10s",
+        metavar="DURATION",
+        help="when stdout is not a terminal (a CI log), print a progress line this often "
+        "(default 10s; 0 never; on a terminal the live table shows it)",
+    )
+    run.add_argument(
         "--give-up-after",
         default="30s",
         metavar="DURATION",
@@ -136,7 +143,13 @@ def _run(args: argparse.Namespace, held: HeldSignals) -> int:
         total = None
     duration = stepper.plan.total_s if stepper else plan.duration_s
     state = RunState()
-    view = LiveView(state, total_calls=total, duration_s=duration, enabled=not args.quiet)
+    view = LiveView(
+        state,
+        total_calls=total,
+        duration_s=duration,
+        enabled=not args.quiet,
+        progress_every_s=_progress_interval(args.progress_interval),
+    )
     # A few calls: each one's summary. A load run: only the calls that did not complete, briefly.
     detailed = total is not None and total <= 5
 
@@ -230,6 +243,26 @@ def _run(args: argparse.Namespace, held: HeldSignals) -> int:
     verdict = {0: "passed", 1: "FAILED", 3: "could not be carried out"}[code]
     print(f"run {verdict}: {passed}/{len(summary.records)} calls completed; results in {summary.folder}/")
     return code
+
+
+MIN_PROGRESS_INTERVAL_S = 1.0
+
+
+def _progress_interval(text: str) -> float | None:
+    from uvbench.scenario import duration_seconds
+
+    if text.strip() in ("0", "0s"):
+        return None
+    try:
+        seconds = duration_seconds(text)
+    except ValueError:
+        seconds = -1.0
+    if seconds < MIN_PROGRESS_INTERVAL_S:
+        raise UsageError(
+            f"--progress-interval {text!r}: expected a duration of at least {MIN_PROGRESS_INTERVAL_S:g}s,"
+            " e.g. 10s or 1m (0 never prints one)"
+        )
+    return seconds
 
 
 def _give_up_after(text: str) -> float | None:

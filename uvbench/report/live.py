@@ -1,13 +1,15 @@
 """The live view of a run: a progress bar and a small table, refreshed a few times a second.
 
-Only on a terminal: with `--quiet`, or when stdout is not a TTY (CI logs), nothing is drawn and
-the per-call summaries and the verdict are all that is printed. It reads the runner's `RunState`
-and never touches a call, so drawing cannot slow the pacers beyond a short render each refresh.
+Only on a terminal. When stdout is not a TTY (a CI log) a progress line is printed every
+`progress_every_s` instead, as k6 and locust print theirs; with `--quiet`, neither. It reads the
+runner's `RunState` and never touches a call, so drawing cannot slow the pacers beyond a short
+render each refresh.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Any
 
 import numpy as np
@@ -25,10 +27,19 @@ def _p(values: list[float], q: float) -> str:
 
 class LiveView:
     def __init__(
-        self, state: RunState, *, total_calls: int | None, duration_s: float | None, enabled: bool
+        self,
+        state: RunState,
+        *,
+        total_calls: int | None,
+        duration_s: float | None,
+        enabled: bool,
+        progress_every_s: float | None = 10.0,
     ) -> None:
         self.state = state
         self.enabled = enabled and sys.stdout.isatty()
+        self.progress_every_s = progress_every_s if enabled and not self.enabled else None
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
         self.console = Console()
         self.progress = Progress(
             TextColumn("[bold]calls"),
@@ -63,6 +74,31 @@ class LiveView:
         )
         return table
 
+    def progress_line(self) -> str:
+        """One line of where the run is, for logs: k6's `running (1m10s), ...` with the pacer's health."""
+        s = self.state
+        minutes, seconds = divmod(int(s.elapsed_s()), 60)
+        of = f"/{self.total_calls}" if self.total_calls else ""
+        line = (
+            f"running ({minutes}m{seconds:02d}s), {s.in_flight} calls in flight, {s.finished}{of} done"
+            f" ({s.count('completed')} completed, {s.count('failed:')} failed, {s.count('invalid:')} invalid)"
+        )
+        if s.dropped or s.interrupted:
+            line += f", {s.dropped} dropped, {s.interrupted} interrupted"
+        if s.ttfa_ms:
+            line += f"; ttfa p50 {_p(s.ttfa_ms, 50)}, p95 {_p(s.ttfa_ms, 95)}"
+        return line + f"; pacer p99 (worst call) {s.worst_pacer_p99_ms:.1f} ms"
+
+    def _tick(self) -> None:
+        assert self.progress_every_s is not None
+        while not self._stop.wait(self.progress_every_s):
+            if not self.state.started:  # the processes are still starting: no clock to show yet
+                continue
+            try:
+                print(self.progress_line(), flush=True)
+            except (OSError, ValueError):  # the log's reader went away: the run goes on without lines
+                return
+
     def render(self) -> Any:
         if self.total_calls:
             self.progress.update(self.task, completed=self.state.finished)
@@ -78,6 +114,9 @@ class LiveView:
             print(text, flush=True)
 
     def __enter__(self) -> LiveView:
+        if self.progress_every_s:
+            self._ticker = threading.Thread(target=self._tick, name="uvbench-progress", daemon=True)
+            self._ticker.start()
         if self.enabled:
             self._live = Live(
                 get_renderable=self.render, console=self.console, refresh_per_second=4, transient=False
@@ -86,6 +125,10 @@ class LiveView:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if self._ticker is not None:
+            self._stop.set()
+            self._ticker.join()
+            self._ticker = None
         if self._live is not None:
             self._live.__exit__(*exc)
             self._live = None
