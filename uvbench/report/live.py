@@ -107,11 +107,15 @@ class LiveView:
         return Group(self.progress, self.table())
 
     def print(self, text: str) -> None:
-        """Print above the live view (per-call summaries)."""
-        if self._live is not None:
-            self._live.console.print(text, highlight=False, markup=False)
-        else:
-            print(text, flush=True)
+        """Print above the live view (per-call summaries). Called from the run's loop: a reader of
+        stdout that went away (`| head`) must not stop the calls, so that is left to the end."""
+        try:
+            if self._live is not None:
+                self._live.console.print(text, highlight=False, markup=False)
+            else:
+                print(text, flush=True)
+        except (OSError, ValueError):
+            pass
 
     def __enter__(self) -> LiveView:
         if self.progress_every_s:
