@@ -70,7 +70,7 @@ def test_missing_config_file_and_bad_plan_flag(tmp_path, capsys):
         (["history", "--db", "FOLDER"], "is not a file: name the history database"),
         (["run", "QUICK", "--give-up-after=-5s"], "--give-up-after '-5s' is not a duration"),
         (["run", "QUICK", "--give-up-after", "soon"], "(expected e.g. 30s or 2m; 0 never gives up)"),
-        (["run", "QUICK", "--progress-interval", "100ms"], "expected a duration of at least 1s"),
+        (["run", "QUICK", "--progress-interval", "100ms"], "'100ms' is not a duration of at least 1s"),
     ],
 )
 def test_flags_out_of_range_are_one_line_and_exit_2(tmp_path, capsys, argv, expected):

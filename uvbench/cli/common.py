@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import threading
+
 from uvbench.eventloop import fast_event_loop_factory
 
 __all__ = ["API_KEY_ENV", "UsageError", "fast_event_loop_factory"]
@@ -30,10 +35,6 @@ class HeldSignals:
         self.noted: list[str] = []
 
     def hold(self) -> None:
-        import os
-        import signal
-        import threading
-
         if self._previous or threading.current_thread() is not threading.main_thread():
             return
         self._pid = os.getpid()
@@ -41,10 +42,6 @@ class HeldSignals:
             self._previous[sig] = signal.signal(sig, self._note)
 
     def _note(self, signum: int, frame: object) -> None:
-        import os
-        import signal
-        import sys
-
         if os.getpid() != self._pid:  # a process forked to draw the report's figures: the parent says it
             return
         if not self.noted:
@@ -52,8 +49,6 @@ class HeldSignals:
         self.noted.append(signal.Signals(signum).name)
 
     def release(self) -> None:
-        import signal
-
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()

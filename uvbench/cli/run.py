@@ -249,6 +249,15 @@ MIN_PROGRESS_INTERVAL_S = 1.0
 
 
 def _progress_interval(text: str) -> float | None:
+    return _duration_or_never("--progress-interval", text, MIN_PROGRESS_INTERVAL_S, "10s or 1m", "prints one")
+
+
+def _give_up_after(text: str) -> float | None:
+    return _duration_or_never("--give-up-after", text, 0.0, "30s or 2m", "gives up")
+
+
+def _duration_or_never(flag: str, text: str, minimum_s: float, examples: str, never: str) -> float | None:
+    """A duration flag where 0 means never (None); UsageError naming the flag and its floor."""
     from uvbench.scenario import duration_seconds
 
     if text.strip() in ("0", "0s"):
@@ -257,25 +266,10 @@ def _progress_interval(text: str) -> float | None:
         seconds = duration_seconds(text)
     except ValueError:
         seconds = -1.0
-    if seconds < MIN_PROGRESS_INTERVAL_S:
-        raise UsageError(
-            f"--progress-interval {text!r}: expected a duration of at least {MIN_PROGRESS_INTERVAL_S:g}s,"
-            " e.g. 10s or 1m (0 never prints one)"
-        )
+    if seconds < minimum_s or seconds <= 0:
+        floor = f"a duration of at least {minimum_s:g}s" if minimum_s else "a duration"
+        raise UsageError(f"{flag} {text!r} is not {floor} (expected e.g. {examples}; 0 never {never})")
     return seconds
-
-
-def _give_up_after(text: str) -> float | None:
-    from uvbench.scenario import duration_seconds
-
-    if text.strip() in ("0", "0s"):
-        return None
-    try:
-        return duration_seconds(text)
-    except ValueError:
-        raise UsageError(
-            f"--give-up-after {text!r} is not a duration (expected e.g. 30s or 2m; 0 never gives up)"
-        ) from None
 
 
 def _show_report(folder: Path, *, open_it: bool) -> None:
