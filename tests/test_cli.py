@@ -332,18 +332,19 @@ def test_a_run_logged_to_a_file_prints_progress_lines(tmp_path):
     command = [sys.executable, "-m", "uvbench", "run", str(scenario), "--out", str(tmp_path / "out")]
     load = ["--vus", "2", "--duration", "4s", "--progress-interval", "1s"]
     logged = subprocess.run([*command, *load], capture_output=True, text=True, timeout=170)
-    assert logged.returncode == 0, logged.stderr
+    # The run ran to its end (a call a busy machine set apart or failed makes it 1, not a crash).
+    assert logged.returncode in (0, 1), logged.stderr
     progress = [line for line in logged.stdout.splitlines() if line.startswith("running (")]
     assert len(progress) >= 2, (
         logged.stdout
     )  # four seconds of load, one line a second (a busy machine may skip some)
     pattern = (
-        r"running \(\dm\d\ds\), \d+ calls in flight, \d+ done \(\d+ completed, 0 failed, 0 invalid\)"
+        r"running \(\dm\d\ds\), \d+ calls in flight, \d+ done \(\d+ completed, \d+ failed, \d+ invalid\)"
         r"(; ttfa p50 .+ ms, p95 .+ ms)?; pacer p99 \(worst call\) \d+\.\d ms"
     )
     assert all(re.fullmatch(pattern, line) for line in progress), progress
     quiet = subprocess.run([*command, *load, "-q"], capture_output=True, text=True, timeout=170)
-    assert quiet.returncode == 0 and "running (" not in quiet.stdout
+    assert quiet.returncode in (0, 1) and "running (" not in quiet.stdout
 
 
 @pytest.mark.timeout(180)
