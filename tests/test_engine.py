@@ -336,3 +336,37 @@ async def test_a_stall_the_call_ends_in_is_an_underflow_to_the_end(endpoint):
     first_audio = result.timeline.first("ws.open").t_ns + figures["call.first_audio_ms"] * 1e6
     # Dry from a little after the 300 ms that played (plus the buffer) to the hang-up near 3 s.
     assert figures["call.underflow_ms"] >= (closed - first_audio) / 1e6 - 1000
+
+
+async def test_named_steps_name_their_turns_barge_ins_and_checks_in_the_record(endpoint):
+    one = scenario(
+        """
+        name: named
+        call:
+          experimentalSettings: {uvbench: {agent: {greeting: "Hello there, how are you doing today?",
+            replies: ["Sure, that is fine. Let me tell you a long story about many things."]}}}
+        script:
+          - wait_for: agent_done
+          - {say: hello_16k.wav, name: ask_order}
+          - wait_for: agent_audible
+          - {barge_in: yes_16k.wav, name: cut_in}
+          - wait_for: agent_done
+          - say: hello_16k.wav
+          - wait_for: agent_done
+          - {expect: [{transcript_contains: hello, role: agent}, {transcript_contains: zzz, role: agent}],
+             name: greeted}
+          - hang_up
+        """
+    )
+    _, metrics, checks, record = await run_call_of(one, endpoint)
+    assert [t["name"] for t in record["turns"]] == ["ask_order", None]
+    assert [b["name"] for b in record["barge_ins"]] == ["cut_in"]
+    assert [(c["step"], c["name"], c["ok"]) for c in record["expectations"]] == [
+        (7, "greeted", True),
+        (7, "greeted", False),
+    ]
+    assert [c.name for c in checks] == ["greeted", "greeted"]
+    # All the agent audio heard, greeting included: more than the turns' share of it.
+    heard = metrics.metrics["call.agent_audio_ms"]
+    in_turns = sum(t["metrics"]["turn.agent_audio_ms"] for t in record["turns"])
+    assert heard > in_turns + 1000, (heard, in_turns)

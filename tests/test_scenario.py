@@ -4,7 +4,6 @@ problem with its exact text and file:line:col."""
 from __future__ import annotations
 
 import json
-import re
 import textwrap
 from pathlib import Path
 
@@ -365,7 +364,7 @@ def test_unknown_keys_with_suggestions(tmp_path: Path) -> None:
         f'{path}:4:3: client.honour_clear: unknown key (did you mean "honor_clear"?)',
         f"{path}:5:3: client.zzz: unknown key (expected one of: chunk_ms, honor_clear, prebuffer_ms,"
         " ping_interval, record, join_timeout)",
-        f"{path}:8:5: script[0].timout: unknown key (expected one of: say, speech)",
+        f"{path}:8:5: script[0].timout: unknown key (expected one of: say, speech, name)",
     ]
 
 
@@ -577,7 +576,7 @@ def test_unknown_metrics_and_bad_bounds(tmp_path: Path) -> None:
     assert found == [
         f'{path}:5:18: script[1].expect[0].metric: unknown metric "turn.ttfa" (did you mean "turn.ttfa_ms"?)',
         f'{path}:6:18: script[1].expect[1].metric: unknown metric "turn.latency"'
-        " (expected a metric of METRICS.md, e.g. turn.ttfa_ms)",
+        " (expected a metric of docs/metrics.md, e.g. turn.ttfa_ms)",
         f"{path}:7:9: script[1].expect[2]: no bound"
         ' (expected one or more of "<", "<=", ">", ">=", "==", "!=")',
         f"{path}:8:44: script[1].expect[3].turn: turn only applies to turn.* metrics"
@@ -586,20 +585,6 @@ def test_unknown_metrics_and_bad_bounds(tmp_path: Path) -> None:
         f"{path}:10:38: script[1].expect[5].turn: turn 1 has not happened by this step"
         " (expected 0: 1 say step before it)",
     ]
-
-
-def test_metric_names_are_those_of_metrics_md() -> None:
-    metrics_md = Path(__file__).resolve().parents[2] / "shared" / "METRICS.md"
-    if not metrics_md.exists():
-        pytest.skip("METRICS.md (shared/, beside the repository) is not available here")
-    text = metrics_md.read_text(encoding="utf-8")
-    # A figure METRICS.md describes without naming it (its "event-loop lag") is named in the
-    # project's own docs/metrics.md.
-    own = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text(encoding="utf-8")
-    for name in METRIC_NAMES:
-        # pacer.lateness_p99_ms and its siblings are the percentiles of METRICS.md's pacer.lateness_ms.
-        documented = re.sub(r"_(p50|p99|max)_ms$", "_ms", name)
-        assert f"`{documented}`" in text or f"`{name}`" in own, name
 
 
 def test_literal_api_key(tmp_path: Path) -> None:
@@ -775,7 +760,7 @@ def test_several_problems_are_all_reported_in_file_order(tmp_path: Path) -> None
         f"{b}:7:14: script[1].silence: undefined variable ${{nothing}}"
         " (no variables are defined; expected it under variables:)",
         f'{b}:8:23: script[2].expect[0].metric: unknown metric "nope"'
-        " (expected a metric of METRICS.md, e.g. turn.ttfa_ms)",
+        " (expected a metric of docs/metrics.md, e.g. turn.ttfa_ms)",
         f'{c}:3:23: script[0].wait_for.state: "dancing" is not valid'
         ' (expected "idle", "listening", "thinking" or "speaking")',
     ]
@@ -832,3 +817,46 @@ def test_shipped_files_match_the_json_schema(name: str) -> None:
     data = yaml.safe_load((SCENARIOS / name).read_text())
     assert [e.message for e in validator.iter_errors(data)] == []
     assert list(validator.iter_errors({"name": "x", "script": [{"sya": "a.wav"}]}))
+
+
+# --------------------------------------------------------------------------------------------
+# Step names
+
+
+def test_steps_take_a_name_reported_under_it(tmp_path: Path) -> None:
+    [s] = load_scenarios(
+        write(
+            tmp_path,
+            """\
+            name: t
+            script:
+              - {say: hello_16k.wav, name: greet_back}
+              - {wait_for: agent_done, name: heard.it}
+              - {expect: [{transcript_contains: hi}], name: Said-Hi}
+              - {hang_up: null, name: bye}
+              - say: hello_16k.wav
+            """,
+        )
+    )
+    assert [step.name for step in s.script] == ["greet_back", "heard.it", "Said-Hi", "bye", None]
+    schema = json_schema()
+    assert "name" in json.dumps(schema["$defs"]["SayStep"]["properties"])
+
+
+def test_step_names_are_unique_tag_values_and_not_unnamed_labels(tmp_path: Path) -> None:
+    path, found = problems(
+        tmp_path,
+        """\
+        name: t
+        script:
+          - {say: hello_16k.wav, name: ask}
+          - {say: hello_16k.wav, name: ask}
+          - {say: hello_16k.wav, name: step3}
+          - {say: hello_16k.wav, name: "two words"}
+        """,
+    )
+    unique = "already names step 0 (expected a name unique in the script)"
+    assert f'{path}:4:32: script[1].name: "ask" {unique}' in found
+    assert any("script[2].name" in line and "how unnamed steps are reported" in line for line in found)
+    assert any("script[3].name" in line and "two words" in line for line in found), found
+    assert len(found) == 3

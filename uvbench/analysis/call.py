@@ -113,7 +113,7 @@ def figures(result: CallResult, scenario: Scenario) -> tuple[CallMetrics, list[C
     # move the end of the listener's replay (and so the figures a rebuild computes).
     at = max(e.t_ns for e in timeline.events)
     for step, expectation in expectations:
-        checked = check(step, expectation, live, metrics)
+        checked = check(step, expectation, live, metrics, name=scenario.script[step].name)
         checks.append(checked)
         timeline.add(at, "expect.checked", **checked.to_json())
     failed = expectation_failed(c.to_json() for c in checks)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from uvbench.call.live import LiveState
@@ -26,12 +26,21 @@ class Checked:
     ok: bool
     what: str
     detail: str
+    name: str | None = None
+    """The expect step's `name:`."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"step": self.step, "ok": self.ok, "what": self.what, "detail": self.detail}
+        return {"step": self.step, "ok": self.ok, "what": self.what, "detail": self.detail, "name": self.name}
 
 
-def check(step: int, expectation: Expectation, live: LiveState, metrics: CallMetrics) -> Checked:
+def check(
+    step: int, expectation: Expectation, live: LiveState, metrics: CallMetrics, *, name: str | None = None
+) -> Checked:
+    """`expectation` of script step `step` (named `name`) judged against the finished call."""
+    return replace(_check(step, expectation, live, metrics), name=name)
+
+
+def _check(step: int, expectation: Expectation, live: LiveState, metrics: CallMetrics) -> Checked:
     if isinstance(expectation, TranscriptContains):
         texts = live.text_of(expectation.role)
         needle = expectation.transcript_contains

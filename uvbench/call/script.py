@@ -170,6 +170,7 @@ async def _speak(ctx: CallContext, index: int, step: SayStep | BargeInStep, kind
         time.monotonic_ns(),
         "utterance.queued",
         step=index,
+        name=step.name,
         kind=kind,
         file=step.file,
         start_sample=utterance.start_sample,

@@ -56,10 +56,10 @@ EVENT_KINDS: dict[str, str] = {
     "step.started": "{index, kind}",
     "step.finished": "{index, kind, ok, detail?}",
     "utterance.queued": (
-        "{step, kind: 'say'|'barge_in', file, start_sample, speech_start_sample, speech_end_sample,"
+        "{step, name, kind: 'say'|'barge_in', file, start_sample, speech_start_sample, speech_end_sample,"
         " end_sample}: stream positions of a scripted utterance (speech bounds from the corpus)"
     ),
-    "expect.checked": "{step, ok, what, detail}",
+    "expect.checked": "{step, ok, what, detail, name}",
     "error": "{where, message, reason}: the call failed here (its outcome says failed:<reason>)",
     "warning": "{where, message}: something went wrong that does not fail the call",
     # The process that ran the call

@@ -150,6 +150,11 @@ GLOSSARY: dict[str, dict[str, str]] = {
         "unit": "ms",
     },
     "call.underflow_count": {"from": "call", "to": "call: every underflow", "unit": "count"},
+    "call.agent_audio_ms": {
+        "from": "call",
+        "to": "call: agent audio heard (non-silent samples the listener played), greeting and turns",
+        "unit": "ms",
+    },
     "call.malformed_count": {
         "from": "call",
         "to": "call: text frames from the server that are not data messages (not JSON, no type, ...)",
@@ -538,6 +543,7 @@ class _Utterance:
     kind: str
     step: Any
     file: Any
+    name: Any
     t_ss: int
     t_se: int
     first_sample: int
@@ -642,6 +648,7 @@ def _utterances(timeline: Timeline, config: _Config, t0: int | None) -> list[_Ut
             kind,
             data.get("step"),
             data.get("file"),
+            data.get("name"),
             stream_ns(start),
             stream_ns(end),
             first_sample=start,
@@ -701,6 +708,7 @@ def _turn(
     return {
         "index": index,
         "step": u.step,
+        "name": u.name,
         "file": u.file,
         "missed": missed,
         "metrics": kept,
@@ -788,6 +796,7 @@ def _barge_in(
     return {
         "index": index,
         "step": u.step,
+        "name": u.name,
         "file": u.file,
         "success": success,
         "missed": response is None,
@@ -915,10 +924,13 @@ def expectation_failed(checks: Iterable[dict[str, Any]]) -> tuple[str, str] | No
     """("failed:expect", detail) for the first check that did not hold (`Checked.to_json()`
     shapes, the data of `expect.checked` events); None when all held. A call that failed or is
     invalid for another reason keeps that reason (`_outcome` asks this last)."""
-    for d in checks:
-        if d.get("ok") is False:
-            return "failed:expect", f"step {d.get('step')}: {d.get('what')}: {d.get('detail')}"
-    return None
+    failed = [d for d in checks if d.get("ok") is False]
+    if not failed:
+        return None
+    d = failed[0]
+    step = f"step {d.get('step')}" + (f" ({d['name']})" if d.get("name") else "")
+    more = f" (and {len(failed) - 1} more failed checks)" if len(failed) > 1 else ""
+    return "failed:expect", f"{step}: {d.get('what')}: {d.get('detail')}{more}"
 
 
 class _Indexed:
@@ -1011,6 +1023,7 @@ def compute(timeline: Timeline) -> CallMetrics:
         "call.max_buffered_ms": pb.max_buffered_ms,
         "call.underflow_count": len(pb.underflows),
         "call.underflow_ms": pb.underflow_ms,
+        "call.agent_audio_ms": pb.audible_ns_between(0) / MS,
         "call.malformed_count": len(timeline.of_kind("msg.in_invalid")),
         "call.end_reason": end_reason if isinstance(end_reason, str) else None,
         "call.outcome": "completed",

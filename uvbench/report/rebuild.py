@@ -5,7 +5,8 @@ is fixed. For each call (`calls/<stem>.json`) the figures, outcome and anchors a
 `calls/<stem>.timeline.json`; everything else of the record is kept, expectations included (checking
 them again needs the live transcripts: their stored results stand, and a failed one fails the call
 as in `uvbench.runner.run`), run-wide tags too. Then `results.jsonl` and every call JSON are
-rewritten, and `calls.csv`, `stats.csv` and `junit.xml` are written into the folder.
+rewritten, and `calls.csv`, `stats.csv` and `junit.xml` are written into the folder, dated and timed by
+summary.json's `run` object (left as it is: the run's start and length are not in the timelines).
 
 results.jsonl keeps its own order (the order calls finished in, which is not their files' order
 when several processes measured them): each record goes where the line of its timeline artifact
@@ -39,6 +40,7 @@ from typing import Any, NamedTuple
 
 from uvbench.call.timeline import Timeline
 from uvbench.metrics import compute
+from uvbench.metrics.call import expectation_failed
 from uvbench.report.csv_report import calls_csv, calls_csv_line, stats_csv
 from uvbench.report.junit import Case, junit_xml, testcase
 from uvbench.report.run_folder import (
@@ -47,6 +49,7 @@ from uvbench.report.run_folder import (
     load_timeline,
     read_bytes,
     record_json,
+    run_start,
     write_lines,
     write_text,
 )
@@ -68,9 +71,9 @@ handed from the pool's processes to this one."""
 
 
 class Tables(NamedTuple):
-    """Each record's row of calls.csv (`calls_csv_line`) and testcase of junit.xml (`testcase`; None:
-    junit_xml makes it), in the records' order: `calls_csv(records, lines=...)`, `junit_xml(records,
-    cases=...)`."""
+    """Each record's row of calls.csv (`calls_csv_line`, dated by summary.json's `run.started_at`)
+    and testcase of junit.xml (`testcase`; None: junit_xml makes it), in the records' order:
+    `calls_csv(records, lines=...)`, `junit_xml(records, cases=...)`."""
 
     csv_lines: list[str]
     cases: list[Case | None]
@@ -123,10 +126,7 @@ def _timeline_path(run_dir: Path, call_file: Path, record: dict[str, Any]) -> Pa
 
 
 def _stored_expect_failure(record: dict[str, Any]) -> tuple[str, str] | None:
-    for e in record.get("expectations") or []:
-        if e.get("ok") is False:
-            return "failed:expect", f"step {e.get('step')}: {e.get('what')}: {e.get('detail')}"
-    return None
+    return expectation_failed(e for e in record.get("expectations") or [] if isinstance(e, dict))
 
 
 def recompute_record(record: dict[str, Any], timeline: Timeline) -> dict[str, Any]:
@@ -246,6 +246,8 @@ class _Options(NamedTuple):
     """Leave the `UNREPORTED` keys out of the records handed back."""
     tables: bool = False
     """Make each call's row of calls.csv and testcase of junit.xml too."""
+    start: dt.datetime | None = None
+    """The run's start (summary.json's `run.started_at`), which dates each call's row of calls.csv."""
 
 
 _PLAIN = _Options()
@@ -309,7 +311,8 @@ def _rebuild_call(
     if options.light:
         rebuilt = {k: v for k, v in rebuilt.items() if k not in UNREPORTED}
     if options.tables:  # a testcase named by its position in the run is made later, by junit_xml
-        return _Done(index, rebuilt, line, wall_ns, warning, calls_csv_line(rebuilt), testcase(rebuilt, None))
+        row = calls_csv_line(rebuilt, options.start)
+        return _Done(index, rebuilt, line, wall_ns, warning, row, testcase(rebuilt, None))
     return _Done(index, rebuilt, line, wall_ns, warning)
 
 
@@ -455,7 +458,13 @@ def rebuild(
     call_files = _call_files(run_dir)
     if not call_files:
         return RebuildResult([], [f"{run_dir}: no call records in calls/; nothing rebuilt"])
-    options = _Options(light=light, tables=tables)
+    try:
+        summary = json.loads(read_bytes(run_dir / "summary.json"))
+    except (OSError, ValueError):
+        summary = {}
+    summary = summary if isinstance(summary, dict) else {}
+    run = summary.get("run") if isinstance(summary.get("run"), dict) else None
+    options = _Options(light=light, tables=tables, start=run_start(run))
     with gc_paused():
         read: list[_Stored] = []
 
@@ -499,21 +508,20 @@ def rebuild(
         made = Tables([d.csv_line or "" for d in kept], [d.case for d in kept]) if tables else None
         result = RebuildResult(records, warnings, min(walls) if walls else None, made)
         if reports:
-            write_text(run_dir / "calls.csv", calls_csv(records))
+            write_text(run_dir / "calls.csv", calls_csv(records, run=run))
             write_text(run_dir / "stats.csv", stats_csv(records))
             first = result.first_wall_ns
-            stamp = dt.datetime.fromtimestamp(first / 1e9).replace(microsecond=0) if first else None
-            try:
-                summary = json.loads(read_bytes(run_dir / "summary.json"))
-            except (OSError, ValueError):
-                summary = {}
+            stamp = None
+            if run is None and first:  # a run folder without its `run` object: its first call's start
+                stamp = dt.datetime.fromtimestamp(first / 1e9).replace(microsecond=0)
             write_text(
                 run_dir / "junit.xml",
                 junit_xml(
                     records,
                     suite_name=f"uvbench run {run_dir.name}",
                     timestamp=stamp,
-                    generator_failures=generator_failures(summary if isinstance(summary, dict) else {}),
+                    generator_failures=generator_failures(summary),
+                    run=run,
                 ),
             )
     return result

@@ -631,6 +631,8 @@ def _user_fields(model: type[BaseModel]) -> dict[str, Any]:
     fields = model.model_fields
     if issubclass(model, FileLoad):
         fields = {name: fields[name] for name in in_file_order(fields)}
+    elif model in STEP_KINDS.values() and "name" in fields:  # a step's own keys first, its name last
+        fields = {**{k: v for k, v in fields.items() if k != "name"}, "name": fields["name"]}
     return {
         info.alias or name: info
         for name, info in fields.items()

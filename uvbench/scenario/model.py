@@ -55,7 +55,7 @@ from uvbench.scenario.load_config import LOAD_TAGS, FileLoad, Thresholds
 # --------------------------------------------------------------------------------------------
 # Vocabulary
 
-# Every figure uvbench computes, by its exact name (METRICS.md; the metrics module's glossary is the
+# Every figure uvbench computes, by its exact name (docs/metrics.md; the metrics module's glossary is the
 # one list). `expect: [{metric: ...}]` accepts these only.
 METRIC_NAMES: tuple[str, ...] = tuple(GLOSSARY)
 # Metrics whose value is text (compare them with == or != only).
@@ -320,7 +320,19 @@ def _audio_names(*directories: Path) -> list[str]:
     return names
 
 
-class _AudioStep(_Model):
+STEP_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
+"""A step's `name:`, a tag value in reports and thresholds (`turn.ttfa_ms{turn:ask_order}`)."""
+UNNAMED_LABEL = re.compile(r"^step\d+$")
+"""What an unnamed step is called in reports (`step3`): no step may take such a name."""
+
+
+class _Step(_Model):
+    name: Annotated[str, Field(pattern=STEP_NAME_PATTERN)] | None = None
+    """A name for the step, unique in the script: its figures and checks are reported under it
+    (a say step's under `turn.*{turn:<name>}`); unnamed steps are reported as step<index>."""
+
+
+class _AudioStep(_Step):
     _file_field: ClassVar[str] = "say"
     _path: Path | None = PrivateAttr(default=None)
     _bounds: SpeechBounds | None = PrivateAttr(default=None)
@@ -538,10 +550,10 @@ _OPERATORS = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!
 
 
 class MetricBound(_Model):
-    """A bound on a metric of METRICS.md, e.g. {metric: turn.ttfa_ms, turn: 1, "<": 1500}."""
+    """A bound on a metric (docs/metrics.md), e.g. {metric: turn.ttfa_ms, turn: 1, "<": 1500}."""
 
     metric: Annotated[str, Field(json_schema_extra={"enum": list(METRIC_NAMES)})]
-    """A metric name from METRICS.md, e.g. turn.ttfa_ms."""
+    """A metric name (docs/metrics.md, or `uvbench schema`), e.g. turn.ttfa_ms."""
     turn: Annotated[int, Field(ge=0)] | None = None
     """For turn.* metrics: the turn (0-based over `say` steps); unset = every turn so far."""
     barge_in: Annotated[int, Field(ge=0)] | None = None
@@ -566,7 +578,7 @@ class MetricBound(_Model):
             hint = did_you_mean(name, METRIC_NAMES)
             raise problem(
                 f"unknown metric {show(name)} ("
-                + (hint if hint else "expected a metric of METRICS.md, e.g. turn.ttfa_ms")
+                + (hint if hint else "expected a metric of docs/metrics.md, e.g. turn.ttfa_ms")
                 + ")"
             )
         return name
@@ -655,7 +667,7 @@ class BargeInStep(_AudioStep):
     """How long to wait for the agent to become audible."""
 
 
-class TextStep(_Model):
+class TextStep(_Step):
     """The user sends a text message (user_text_message)."""
 
     text: str
@@ -664,14 +676,14 @@ class TextStep(_Model):
     """immediate (interrupts the agent), soon or later; unset = the server's default (soon)."""
 
 
-class SilenceStep(_Model):
+class SilenceStep(_Step):
     """The user stays silent for this long (the client keeps streaming silence)."""
 
     silence: Duration
     """How long."""
 
 
-class WaitForStep(_Model):
+class WaitForStep(_Step):
     """Wait until a condition holds; a timeout fails the call's step."""
 
     wait_for: WaitCondition
@@ -681,7 +693,7 @@ class WaitForStep(_Model):
     """How long to wait."""
 
 
-class ExpectStep(_Model):
+class ExpectStep(_Step):
     """Check what happened so far; each failed expectation fails the call."""
 
     expect: Annotated[list[Expectation], Field(min_length=1)]
@@ -695,7 +707,7 @@ class HangUpOptions(_Model):
     """Send the hang_up data message with this message; unset = the client closes the socket."""
 
 
-class HangUpStep(_Model):
+class HangUpStep(_Step):
     """End the call: `hang_up`, or {hang_up: {message: ...}}."""
 
     hang_up: Annotated[HangUpOptions, BeforeValidator(lambda v: {} if v is None else v)] = HangUpOptions()
@@ -716,6 +728,7 @@ _HANG_UP_SCHEMA = {
             "additionalProperties": False,
             "required": ["hang_up"],
             "properties": {
+                "name": {"type": "string", "pattern": STEP_NAME_PATTERN},
                 "hang_up": {
                     "anyOf": [
                         {"type": "null"},
@@ -730,7 +743,7 @@ _HANG_UP_SCHEMA = {
                             },
                         },
                     ]
-                }
+                },
             },
         },
     ],
@@ -873,9 +886,19 @@ def cross_problems(data: dict[str, Any]) -> list[tuple[Loc, str, bool]]:
 
     script = data.get("script") if isinstance(data.get("script"), list) else []
     turns = barge_ins = 0
+    named: dict[str, int] = {}
     for i, step in enumerate(script):
         if not isinstance(step, dict):
             continue
+        name = step.get("name")
+        if isinstance(name, str):
+            if UNNAMED_LABEL.match(name):
+                why = "is how unnamed steps are reported (expected another name, e.g. ask_order)"
+                found.append((("script", i, "name"), f"{show(name)} {why}", False))
+            elif name in named:
+                why = f"already names step {named[name]} (expected a name unique in the script)"
+                found.append((("script", i, "name"), f"{show(name)} {why}", False))
+            named.setdefault(name, i)
         if "say" in step:
             turns += 1
         elif "barge_in" in step:
