@@ -9,13 +9,44 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from uvbench.metrics.aggregate import RATES, Rate, Stats, aggregate, percentile
+from uvbench.metrics.aggregate import (
+    RATES,
+    UNDERFLOW_MIN_AUDIO_S,
+    Rate,
+    Stats,
+    TurnFigures,
+    aggregate,
+    percentile,
+    turn_label,
+)
 
 
-def turn(index: int, ttfa: float | None = 500.0, *, missed: bool = False, audio: float = 3000.0, uf: int = 0):
+def turn(
+    index: int,
+    ttfa: float | None = 500.0,
+    *,
+    missed: bool = False,
+    audio: float = 3000.0,
+    uf: int = 0,
+    step: int | None = None,
+    name: str | None = None,
+):
+    """A turn of script step `step` (default: its index), named `name` (the step's `name:`)."""
     metrics = {"turn.ttfa_ms": None if missed else ttfa, "turn.agent_audio_ms": 0 if missed else audio}
     metrics["turn.underflow_count"] = uf
-    return {"index": index, "missed": missed, "metrics": metrics}
+    step = index if step is None else step
+    return {"index": index, "step": step, "name": name, "missed": missed, "metrics": metrics}
+
+
+def barge_in(index: int, step: int, clear: float | None, *, name: str | None = None, missed: bool = False):
+    return {
+        "index": index,
+        "step": step,
+        "name": name,
+        "success": clear is not None,
+        "missed": missed,
+        "metrics": {"interrupt.clear_ms": clear},
+    }
 
 
 def record(
@@ -25,19 +56,25 @@ def record(
     turns: list[dict[str, Any]] | None = None,
     barge_ins: list[dict[str, Any]] | None = None,
     underflows: int = 0,
+    agent_audio_ms: float | None = None,
     expectations: list[dict[str, Any]] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
+    """A call record; without `agent_audio_ms` it is one of a run from before
+    `call.agent_audio_ms` was measured."""
+    metrics: dict[str, Any] = {
+        "call.join_ms": 100.0,
+        "call.underflow_count": underflows,
+        "call.outcome": outcome,
+        "call.end_reason": "hangup",
+    }
+    if agent_audio_ms is not None:
+        metrics["call.agent_audio_ms"] = agent_audio_ms
     return {
         "scenario": scenario,
         "outcome": outcome,
         "passed": outcome == "completed",
-        "metrics": {
-            "call.join_ms": 100.0,
-            "call.underflow_count": underflows,
-            "call.outcome": outcome,
-            "call.end_reason": "hangup",
-        },
+        "metrics": metrics,
         "turns": turns if turns is not None else [turn(0)],
         "barge_ins": barge_ins or [],
         "underflows": [],
@@ -139,15 +176,40 @@ def test_warning_only_above_ten_percent() -> None:
     assert aggregate([]).warning is None
 
 
-def test_underflow_per_minute_of_turn_audio() -> None:
+def test_underflow_per_minute_of_all_agent_audio() -> None:
     records = [
-        record(turns=[turn(0, audio=30_000, uf=2), turn(1, audio=30_000, uf=1)], underflows=5),
-        record(turns=[turn(0, audio=60_000, uf=0)]),
+        # the call's underflows and audio, greeting included, not the turns' own
+        record(
+            turns=[turn(0, audio=30_000, uf=2), turn(1, audio=30_000, uf=1)],
+            underflows=5,
+            agent_audio_ms=80_000,
+        ),
+        record(turns=[turn(0, audio=60_000, uf=0)], underflows=1, agent_audio_ms=100_000),
+        # a call of a run from before call.agent_audio_ms: in neither numerator nor denominator
+        record(turns=[turn(0, audio=60_000, uf=9)], underflows=9),
+        record("invalid:generator_overloaded", underflows=50, agent_audio_ms=60_000),
     ]
     rate = aggregate(records).rates["audio.underflow_per_min"]
-    assert rate == Rate(3, 2.0)  # turn underflows over 2 minutes of turn audio (greeting left out)
-    assert rate.value == 1.5
+    assert (rate.numerator, rate.denominator) == (6, 3.0)
+    assert rate.value == 2.0
+    assert rate.to_json() == {"value": 2.0, "numerator": 6, "denominator": 3.0}
     assert aggregate([record(turns=[])]).rate("audio.underflow_per_min") is None
+    assert aggregate([record(underflows=3)]).rates["audio.underflow_per_min"].denominator == 0
+
+
+def test_underflow_rate_needs_ten_seconds_of_audio() -> None:
+    assert UNDERFLOW_MIN_AUDIO_S == 10
+    # 4 underflows in 1.57 s of audio would read 153/min: too little audio to say
+    short = aggregate([record(underflows=4, agent_audio_ms=1_570)]).rates["audio.underflow_per_min"]
+    assert short.value is None
+    assert (short.numerator, short.denominator) == (4, pytest.approx(1_570 / 60_000))  # what it is based on
+    assert short.to_json()["value"] is None
+    # 9.99 s over two calls is still too little; 10 s is enough
+    almost = [record(underflows=1, agent_audio_ms=4_995), record(underflows=1, agent_audio_ms=4_995)]
+    assert aggregate(almost).rate("audio.underflow_per_min") is None
+    enough = [record(underflows=1, agent_audio_ms=5_000), record(underflows=1, agent_audio_ms=5_000)]
+    assert aggregate(enough).rate("audio.underflow_per_min") == pytest.approx(12.0)
+    assert Rate(1, 0.5, min_denominator=1).value is None and Rate(1, 2, min_denominator=1).value == 0.5
 
 
 def test_expect_passed_rate_over_calls_with_expectations() -> None:
@@ -246,3 +308,111 @@ def test_set_apart_warning_only_above_ten_percent() -> None:
     assert aggregate(records).set_apart_warning is not None  # 3 of 22
     assert aggregate([]).set_apart_warning is None
     assert aggregate([record()]).to_json()["set_apart"] == {}
+
+
+def test_turn_label_is_name_else_step() -> None:
+    assert turn_label({"step": 3, "name": "ask_order"}) == "ask_order"
+    assert turn_label({"step": 3, "name": None}) == "step3"
+    assert turn_label({"step": 7}) == "step7"  # a record from before steps had names
+    assert turn_label({"index": 0}) == "step?"
+
+
+def test_figures_per_turn_label() -> None:
+    records = [
+        record(
+            turns=[
+                turn(0, 400, step=1, name="greet"),
+                turn(1, 900, step=3, name="ask_order"),
+                turn(2, 300, step=5),
+            ],
+            barge_ins=[barge_in(0, 7, 50.0), barge_in(1, 9, 80.0, name="cut_in")],
+        ),
+        record(
+            turns=[
+                turn(0, 600, step=1, name="greet"),
+                turn(1, step=3, name="ask_order", missed=True),
+                turn(2, 500, step=5),
+            ],
+            barge_ins=[barge_in(0, 7, None, missed=True)],
+            outcome="failed:missed_turn",
+        ),
+        record("invalid:generator_overloaded", turns=[turn(0, 99_999, step=1, name="greet")]),
+    ]
+    agg = aggregate(records)
+    assert list(agg.turns) == ["greet", "ask_order", "step5", "step7", "cut_in"]  # in step order
+    greet = agg.turns["greet"]
+    assert isinstance(greet, TurnFigures)
+    assert (greet.turns, greet.missed) == (2, 0)  # the invalid call's turn is not counted
+    assert greet.metrics["turn.ttfa_ms"].values == (400, 600)
+    ask = agg.turns["ask_order"]
+    assert (ask.turns, ask.missed) == (2, 1)
+    assert ask.metrics["turn.ttfa_ms"].values == (900,)  # the missed turn counts in `missed` only
+    assert ask.metrics["turn.agent_audio_ms"].count == 1
+    assert agg.turns["step5"].metrics["turn.ttfa_ms"].mean == 400
+    # barge-ins carry interrupt.* figures, and a turn label carries no interrupt.* figure
+    bi = agg.turns["step7"]
+    assert (bi.turns, bi.missed) == (2, 1)
+    assert set(bi.metrics) == {"interrupt.clear_ms"} and bi.metrics["interrupt.clear_ms"].values == (50,)
+    assert agg.turns["cut_in"].metrics["interrupt.clear_ms"].values == (80,)
+    assert not any(name.startswith("interrupt.") for name in agg.turns["greet"].metrics)
+    # the overall figures are the labels' together
+    assert agg.metrics["turn.ttfa_ms"].values == (300, 400, 500, 600, 900)
+    assert agg.metrics["interrupt.clear_ms"].values == (50, 80)
+    assert agg.invalid_metrics["turn.ttfa_ms"].values == (99_999,)
+
+
+def test_same_label_in_two_scenarios_and_per_scenario_groups() -> None:
+    records = [
+        record(scenario="a", turns=[turn(0, 100, step=2, name="ask"), turn(1, 700, step=4)]),
+        record(scenario="b", turns=[turn(0, 300, step=6, name="ask"), turn(1, 900, step=4)]),
+        # an unnamed step whose label reads like a name joins it
+        record(scenario="b", turns=[turn(0, 500, step=8, name="step4")]),
+    ]
+    agg = aggregate(records, by="scenario")
+    assert list(agg.turns) == ["ask", "step4"]  # ordered by their lowest step
+    assert agg.turns["ask"].metrics["turn.ttfa_ms"].values == (100, 300)
+    assert agg.turns["step4"].turns == 3
+    assert agg.turns["step4"].metrics["turn.ttfa_ms"].values == (500, 700, 900)
+    assert agg.groups["a"].turns["ask"].metrics["turn.ttfa_ms"].values == (100,)
+    assert list(agg.groups["b"].turns) == ["step4", "ask"]
+    assert agg.groups["b"].turns["ask"].metrics["turn.ttfa_ms"].values == (300,)
+    # one scenario: its group is the overall figures
+    one = aggregate(records[:1], by="scenario")
+    assert one.groups["a"].turns == one.turns and one.groups["a"].checks == one.checks
+
+
+def test_checks_of_the_valid_calls() -> None:
+    ok = {"step": 4, "ok": True, "what": "said order", "detail": "", "name": "confirm"}
+    bad = {**ok, "ok": False, "detail": "heard nothing"}
+    records = [
+        record(expectations=[ok], scenario="a"),
+        record("failed:expect", expectations=[bad], scenario="a", call_id="c2"),
+        record(expectations=[ok], scenario="b"),
+        record("invalid:generator_overloaded", expectations=[bad], scenario="a"),
+    ]
+    agg = aggregate(records, by="scenario")
+    assert (agg.checks.passes, agg.checks.fails, agg.checks.rate) == (2, 1, 2 / 3)
+    assert [(c.scenario, c.label, c.passes, c.fails) for c in agg.checks.checks] == [
+        ("a", "confirm", 1, 1),
+        ("b", "confirm", 1, 0),
+    ]
+    assert agg.checks.checks[0].failures == ({"call_id": "c2", "detail": "heard nothing"},)
+    assert (agg.groups["a"].checks.passes, agg.groups["a"].checks.fails) == (1, 1)
+    assert agg.groups["b"].checks.rate == 1.0
+    assert aggregate([record()]).checks.rate is None
+
+
+def test_to_json_has_turns_and_checks() -> None:
+    expectation = {"step": 2, "ok": True, "what": "w", "detail": "", "name": None}
+    records = [
+        record(scenario="a", turns=[turn(0, 400, step=1, name="greet")], expectations=[expectation]),
+        record(scenario="b", turns=[turn(0, 600, step=1, name="greet"), turn(1, step=3, missed=True)]),
+    ]
+    data = json.loads(json.dumps(aggregate(records, by="scenario").to_json()))
+    assert data["turns"]["greet"]["turns"] == 2 and data["turns"]["greet"]["missed"] == 0
+    assert data["turns"]["greet"]["metrics"]["turn.ttfa_ms"]["p50"] == 500
+    assert data["turns"]["step3"] == {"turns": 1, "missed": 1, "metrics": {}}
+    assert data["checks"]["passes"] == 1 and data["checks"]["rate"] == 1.0
+    assert data["checks"]["checks"][0]["label"] == "step2"
+    assert data["groups"]["a"]["turns"]["greet"]["metrics"]["turn.ttfa_ms"]["max"] == 400
+    assert data["groups"]["b"]["checks"] == {"passes": 0, "fails": 0, "rate": None, "checks": []}

@@ -35,7 +35,12 @@ def record(
         "target": "local",
         "concurrency": vu + 1,
         "tags": {"vu": vu, "stage": None},
-        "metrics": {"call.first_audio_ms": ttfa / 2, "call.underflow_count": 0, "call.outcome": outcome},
+        "metrics": {
+            "call.first_audio_ms": ttfa / 2,
+            "call.underflow_count": 1,
+            "call.agent_audio_ms": 60_000.0,
+            "call.outcome": outcome,
+        },
         "turns": [
             {
                 "index": 0,

@@ -152,7 +152,7 @@ def test_every_error_message() -> None:
         'call.failed_rate: "> 2": a rate runs 0..1: write "> 0.02", or call.failed_pct: "> 2"',
         'turn.ttfa_ms{scenario}: bad tag filter "scenario": write {key:value}, e.g. {scenario:booking}',
         'turn.ttfa_ms{region:eu}: unknown tag "region" '
-        "(tags: scenario, variant, target, stage, concurrency, vus)",
+        "(tags: scenario, variant, target, stage, concurrency, vus, turn)",
         "turn.ttfa_ms{scenario:a: bad tag filter: "
         "write metric{key:value}, e.g. turn.ttfa_ms{scenario:booking}",
         'audio.underflow_per_min: "avg < 1": avg does not apply to audio.underflow_per_min (use value)',
@@ -259,8 +259,10 @@ def test_interrupt_expect_and_underflow_rates() -> None:
         {"index": 1, "success": False, "missed": False, "metrics": {"interrupt.clear_ms": None}},
     ]
     records = [
-        record(barge_ins=barge, expectations=[ok], turns=[turn(0, audio=60_000, uf=3)], underflows=3),
-        record(expectations=[ok, bad], turns=[turn(0, audio=60_000)]),
+        record(
+            barge_ins=barge, expectations=[ok], turns=[turn(0, uf=3)], underflows=3, agent_audio_ms=60_000
+        ),
+        record(expectations=[ok, bad], turns=[turn(0)], agent_audio_ms=60_000),
     ]
     assert check(
         {
@@ -339,3 +341,178 @@ def test_command_line_thresholds_are_metric_colon_expression() -> None:
     ]
     with pytest.raises(ThresholdError, match="unknown metric"):
         parse_threshold_flags(["turn.ttfaa_ms: p(95) < 1"])
+
+
+# -- checks and per-turn thresholds ----------------------------------------------------------------
+
+
+def expectation(ok: bool, step: int = 4, what: str = "said order") -> dict[str, Any]:
+    return {"step": step, "ok": ok, "what": what, "detail": "" if ok else "heard nothing", "name": None}
+
+
+CHECKED = [
+    record(scenario="booking", expectations=[expectation(True), expectation(True, 6, "said bye")]),
+    record(
+        "failed:expect",
+        scenario="booking",
+        expectations=[expectation(False), expectation(True, 6, "said bye")],
+    ),
+    record(scenario="faq", expectations=[expectation(True)]),
+    record("invalid:generator_overloaded", scenario="faq", expectations=[expectation(False)] * 5),
+]
+
+
+def test_checks_forms() -> None:
+    assert one("checks", "rate > 0.99").aggregation == "rate"
+    assert one("checks", "value>=0.5").aggregation == "value"
+    assert one("checks", "> 0.99").aggregation == "value"
+    assert one("checks{scenario:booking}", "count > 10").tags == (("scenario", "booking"),)
+    assert problems({"checks": ["p(95) < 1", "rate > 99", "avg > 0"]}) == [
+        'checks: "p(95) < 1": p(95) does not apply to checks (use rate, value, count)',
+        'checks: "rate > 99": a rate runs 0..1: write "rate > 0.99"',
+        'checks: "avg > 0": avg does not apply to checks (use rate, value, count)',
+    ]
+
+
+def test_checks_rate_over_every_expectation_of_valid_calls() -> None:
+    assert check(
+        {
+            "checks": ["rate > 0.99", "value >= 0.8", "count == 4"],
+            "checks{scenario:booking}": "rate > 0.7",
+            "checks{scenario:faq}": ["rate == 1", "count == 1"],
+            "checks{scenario:nope}": "rate > 0.5",
+        },
+        CHECKED,
+    ) == [
+        "✗ checks rate > 0.99 rate=0.8",  # 4 of 5 checks passed; the invalid call's 5 fails left out
+        "✓ checks value >= 0.8 value=0.8",
+        "✓ checks count == 4 count=4",
+        "✓ checks{scenario:booking} rate > 0.7 rate=0.75",
+        "✓ checks{scenario:faq} rate == 1 rate=1",
+        "✓ checks{scenario:faq} count == 1 count=1",
+        "✗ checks{scenario:nope} rate > 0.5 no data: no calls match {scenario:nope}",
+    ]
+    assert check({"checks": ["rate > 0.5", "count < 1"]}, RECORDS[:1]) == [
+        "✗ checks rate > 0.5 no data: no expectation checked in 1 valid call",
+        "✓ checks count < 1 count=0",
+    ]
+
+
+def test_turn_tag_parses_and_is_not_a_record_filter() -> None:
+    t = one("turn.ttfa_ms{turn:ask_order,scenario:booking}", "p(95) < 1500")
+    assert t.tags == (("turn", "ask_order"), ("scenario", "booking"))
+    assert (t.turn, t.record_tags) == ("ask_order", (("scenario", "booking"),))
+    assert t.matches(record(scenario="booking")) and not t.matches(record(scenario="faq"))
+    assert one("interrupt.clear_ms{turn:step7}", "p(95) < 300").turn == "step7"
+    assert one("turn.ttfa_ms", "p(95) < 1").turn is None
+
+
+def test_turn_tag_only_on_per_turn_figures() -> None:
+    why = "the turn tag picks turns and barge-ins, so it takes a turn.* or interrupt.* figure"
+    assert problems(
+        {
+            "call.join_ms{turn:ask_order}": "p(95) < 1",
+            "interrupt.success_pct{turn:step7}": "> 90",
+            "turn.miss_rate{turn:ask_order}": "< 0.1",
+            "checks{turn:confirm}": "rate > 0.9",
+            "audio.underflow_per_min{turn:greet}": "< 1",
+            "turn.ttfa_ms{turn:a,turn:b}": "p(95) < 1",
+        }
+    ) == [
+        f"call.join_ms{{turn:ask_order}}: {why} (e.g. turn.ttfa_ms{{turn:ask_order}}); "
+        "call.join_ms is one value per call",
+        f"interrupt.success_pct{{turn:step7}}: {why} (e.g. turn.ttfa_ms{{turn:step7}}); "
+        "interrupt.success_pct is a rate over calls or turns, not per turn label",
+        f"turn.miss_rate{{turn:ask_order}}: {why} (e.g. turn.ttfa_ms{{turn:ask_order}}); "
+        "turn.miss_rate is a rate over calls or turns, not per turn label",
+        f"checks{{turn:confirm}}: {why} (e.g. turn.ttfa_ms{{turn:confirm}}); "
+        "checks is counted per expectation (filter it by scenario)",
+        f"audio.underflow_per_min{{turn:greet}}: {why} (e.g. turn.ttfa_ms{{turn:greet}}); "
+        "audio.underflow_per_min is a rate over the calls' whole audio",
+        "turn.ttfa_ms{turn:a,turn:b}: one turn per threshold: write one threshold per turn label",
+    ]
+
+
+def barge(step: int, clear: float | None, name: str | None = None) -> dict[str, Any]:
+    return {
+        "index": 0,
+        "step": step,
+        "name": name,
+        "success": True,
+        "missed": False,
+        "metrics": {"interrupt.clear_ms": clear},
+    }
+
+
+PER_TURN = [
+    record(
+        scenario="order",
+        turns=[turn(0, 400, step=1), turn(1, 1400, step=3, name="ask_order")],
+        barge_ins=[barge(7, 60.0)],
+    ),
+    record(
+        scenario="order",
+        turns=[turn(0, 500, step=1), turn(1, step=3, name="ask_order", missed=True)],
+        barge_ins=[barge(7, 90.0)],
+        outcome="failed:missed_turn",
+    ),
+    record(scenario="faq", turns=[turn(0, 300, step=1), turn(1, 1000, step=3, name="ask_order")]),
+    record(
+        "invalid:generator_overloaded", scenario="order", turns=[turn(1, 90_000, step=3, name="ask_order")]
+    ),
+]
+
+
+def test_turn_tag_keeps_the_turns_of_that_label() -> None:
+    assert check(
+        {
+            "turn.ttfa_ms{turn:ask_order}": ["max < 1500", "count == 2", "min > 900"],
+            "turn.ttfa_ms{turn:step1}": "max < 600",
+            "turn.ttfa_ms{turn:ask_order,scenario:faq}": "max < 1200",
+            "interrupt.clear_ms{turn:step7}": ["p(50) < 100", "count == 2"],
+            "turn.ttfa_ms": "max < 1500",
+        },
+        PER_TURN,
+    ) == [
+        # the missed turn and the invalid call's turn are left out
+        "✓ turn.ttfa_ms{turn:ask_order} max < 1500 max=1400ms",
+        "✓ turn.ttfa_ms{turn:ask_order} count == 2 count=2",
+        "✓ turn.ttfa_ms{turn:ask_order} min > 900 min=1000ms",
+        "✓ turn.ttfa_ms{turn:step1} max < 600 max=500ms",
+        "✓ turn.ttfa_ms{turn:ask_order,scenario:faq} max < 1200 max=1000ms",
+        "✓ interrupt.clear_ms{turn:step7} p(50) < 100 p(50)=75ms",
+        "✓ interrupt.clear_ms{turn:step7} count == 2 count=2",
+        "✓ turn.ttfa_ms max < 1500 max=1400ms",
+    ]
+
+
+def test_turn_tag_without_data_says_why() -> None:
+    assert check(
+        {
+            "turn.ttfa_ms{turn:ask_ordr}": ["p(95) < 1500", "count < 1"],
+            "interrupt.clear_ms{turn:ask_order}": "p(95) < 100",
+            "turn.ttfa_ms{turn:step7}": "avg < 100",
+            "turn.ttfa_ms{turn:ask_order,scenario:nope}": "avg < 100",
+        },
+        PER_TURN,
+    ) == [
+        "✗ turn.ttfa_ms{turn:ask_ordr} p(95) < 1500 no data: "
+        "no turn or barge-in labelled ask_ordr in 3 valid calls",
+        "✓ turn.ttfa_ms{turn:ask_ordr} count < 1 count=0",
+        "✗ interrupt.clear_ms{turn:ask_order} p(95) < 100 no data: "
+        "no interrupt.clear_ms value of turn ask_order in 3 valid calls",
+        "✗ turn.ttfa_ms{turn:step7} avg < 100 no data: no turn.ttfa_ms value of turn step7 in 3 valid calls",
+        "✗ turn.ttfa_ms{turn:ask_order,scenario:nope} avg < 100 no data: no calls match {scenario:nope}",
+    ]
+
+
+def test_underflow_gauge_needs_enough_audio() -> None:
+    short = [record(underflows=4, agent_audio_ms=1_570)]
+    assert check({"audio.underflow_per_min": "< 1"}, short) == [
+        "✗ audio.underflow_per_min < 1 no data: "
+        "1.57 s of agent audio heard, under the 10 s it needs (1 valid call)"
+    ]
+    assert check({"audio.underflow_per_min": "< 1"}, [record()]) == [
+        "✗ audio.underflow_per_min < 1 no data: audio.underflow_per_min has no minutes of agent audio "
+        "heard (greeting and turns) (1 valid call)"
+    ]

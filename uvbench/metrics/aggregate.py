@@ -1,6 +1,6 @@
-"""Many calls' figures -> distributions and rates (METRICS.md, "Aggregates and gates").
+"""Many calls' figures -> distributions, rates, checks (docs/metrics.md, "Aggregates, rates and checks").
 
-Pure functions over call records (the dicts of `results.jsonl`, see `uvbench.runner.run.call_record`).
+Pure functions over call records (the dicts of `results.jsonl`, see `uvbench.analysis.call.call_record`).
 
 - Every numeric metric gets `Stats` over all the values it takes: a call-level metric one value per
   call, a `turn.*` metric one per turn that was not missed, an `interrupt.*` metric one per barge-in.
@@ -15,9 +15,15 @@ Pure functions over call records (the dicts of `results.jsonl`, see `uvbench.run
   and `set_apart_warning` is set when they are more than 10 % of the valid calls' anchored figures
   (`anchored`: the figures that may be set apart, measured or set apart).
 - Rates are `Rate(numerator, denominator)`; `RATES` says what each one counts and over what.
-  `audio.underflow_per_min` is the turns' underflows (`turn.underflow_count`, summed) per minute of
-  agent audio heard in the turns (`turn.agent_audio_ms`, summed): numerator and denominator cover the
-  same reply windows, so greeting audio and its underflows are left out of both.
+  `audio.underflow_per_min` is the calls' underflows (`call.underflow_count`, summed) per minute of
+  all agent audio heard in them (`call.agent_audio_ms`, greeting and every turn, summed): numerator
+  and denominator cover the same whole calls. Its value is None below `UNDERFLOW_MIN_AUDIO_S` of
+  audio, where one underflow would read as tens per minute. Records without `call.agent_audio_ms`
+  (runs from before it was measured) are left out of both.
+- Per turn label (`turn_label`: a step's `name:`, else `step<index>`), `turns` holds the `turn.*`
+  figures of that label's turns and the `interrupt.*` figures of its barge-ins, with how many there
+  were and how many were missed (no reply heard); a missed turn's figures stay out, as overall.
+- `checks` counts every expectation of the valid calls pass/fail, k6-style (`uvbench.metrics.checks`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from uvbench.metrics.checks import Checks, count_valid_checks
 from uvbench.metrics.validity import CALL_FIGURES, INTERRUPT_FIGURES, REASONS, TURN_FIGURES
 
 INVALID_WARN_SHARE = 0.10
@@ -35,12 +42,15 @@ INVALID_WARN_SHARE = 0.10
 SET_APART_WARN_SHARE = 0.10
 """More set-apart figures than this share of the valid calls' anchored figures sets
 `Aggregate.set_apart_warning`."""
+UNDERFLOW_MIN_AUDIO_S = 10
+"""Less agent audio heard than this (seconds, all calls together) leaves `audio.underflow_per_min`
+without a value: a per-minute rate from a few seconds of audio would be mostly noise."""
 
 RATES: dict[str, tuple[str, str]] = {
     "call.success_rate": ("completed calls", "valid calls"),
     "call.failed_rate": ("failed calls", "valid calls"),
     "turn.miss_rate": ("missed turns", "turns of valid calls"),
-    "audio.underflow_per_min": ("turn underflows", "minutes of agent audio heard in turns"),
+    "audio.underflow_per_min": ("underflows", "minutes of agent audio heard (greeting and turns)"),
     "call.any_underflow_rate": ("calls with call.underflow_count > 0", "valid calls measuring it"),
     "call.malformed_rate": ("calls with call.malformed_count > 0", "valid calls measuring it"),
     "interrupt.success_rate": ("successful barge-ins", "barge-ins with an utterance to interrupt"),
@@ -122,17 +132,52 @@ class Stats:
 
 @dataclass(frozen=True)
 class Rate:
-    """numerator / denominator; `value` is None when the denominator is 0."""
+    """numerator / denominator; `value` is None when the denominator is 0 or under `min_denominator`."""
 
     numerator: float
     denominator: float
+    min_denominator: float = 0
+    """Less denominator than this is too little to say (`audio.underflow_per_min`: 10 s of audio)."""
 
     @property
     def value(self) -> float | None:
-        return self.numerator / self.denominator if self.denominator else None
+        if not self.denominator or self.denominator < self.min_denominator:
+            return None
+        return self.numerator / self.denominator
 
     def to_json(self) -> dict[str, Any]:
         return {"value": self.value, "numerator": self.numerator, "denominator": self.denominator}
+
+
+@dataclass(frozen=True)
+class TurnFigures:
+    """The figures of one turn label: its turns' `turn.*` figures and its barge-ins' `interrupt.*`."""
+
+    turns: int
+    """The label's turns and barge-ins in valid calls."""
+    missed: int
+    """Those with no reply heard (`missed`); a missed turn's figures are not in `metrics`."""
+    metrics: dict[str, Stats]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "turns": self.turns,
+            "missed": self.missed,
+            "metrics": {k: s.to_json() for k, s in self.metrics.items()},
+        }
+
+
+NO_CHECKS = Checks(passes=0, fails=0, checks=())
+
+
+def turn_label(item: dict[str, Any]) -> str:
+    """A turn's or barge-in's label: its step's `name:`, else `step<index>` (`step3`); `step?` for
+    an item that does not say its step."""
+    name = item.get("name")
+    if name:
+        return str(name)
+    step = item.get("step")
+    return f"step{step}" if type(step) is int else "step?"
 
 
 @dataclass
@@ -156,6 +201,10 @@ class Aggregate:
     """Valid calls' figures set apart, counted per metric and reason: {"turn.ttfa_ms": {"anchor_late": 3}}."""
     anchored: int = 0
     """Valid calls' anchored figures (those that may be set apart), measured or set apart."""
+    turns: dict[str, TurnFigures] = field(default_factory=dict)
+    """Valid calls' figures per turn label (`turn_label`), in step order."""
+    checks: Checks = NO_CHECKS
+    """Valid calls' expectations counted pass/fail per scenario, step and what was expected."""
     groups: dict[Hashable, Aggregate] = field(default_factory=dict)
 
     @property
@@ -220,6 +269,8 @@ class Aggregate:
             "set_apart_total": self.set_apart_total,
             "set_apart_reasons": self.set_apart_reasons,
             "anchored": self.anchored,
+            "turns": {label: t.to_json() for label, t in self.turns.items()},
+            "checks": self.checks.to_json(),
             "groups": {str(k): g.to_json() for k, g in self.groups.items()},
         }
 
@@ -319,6 +370,7 @@ def _aggregate(records: list[dict[str, Any]]) -> Aggregate:
         reason = str(_outcome(r)).removeprefix("invalid:")
         invalid_reasons[reason] = invalid_reasons.get(reason, 0) + 1
     set_apart, anchored = _set_apart(valid)
+    metrics, turns = _metric_stats(valid, per_turn=True)
     return Aggregate(
         set_apart=set_apart,
         anchored=anchored,
@@ -327,32 +379,73 @@ def _aggregate(records: list[dict[str, Any]]) -> Aggregate:
         invalid=len(invalid),
         completed=completed,
         failed=failed,
-        metrics=_metric_stats(valid),
+        metrics=metrics,
         rates=_rates(valid, completed),
         invalid_reasons=invalid_reasons,
-        invalid_metrics=_metric_stats(invalid),
+        invalid_metrics=_metric_stats(invalid)[0],
+        turns=turns,
+        checks=count_valid_checks(valid),
     )
 
 
-def _metric_stats(records: list[dict[str, Any]]) -> dict[str, Stats]:
+def _metric_stats(
+    records: list[dict[str, Any]], *, per_turn: bool = False
+) -> tuple[dict[str, Stats], dict[str, TurnFigures]]:
+    """The records' figures, and with `per_turn` also per turn label (else `{}`)."""
     values: defaultdict[str, list[float]] = defaultdict(list)
+    # Turn and barge-in values are collected per (name, step) only, each value read once; the
+    # labels and the overall figures are made of these lists at the end.
+    items: dict[Any, tuple[defaultdict[str, list[float]], list[int]]] = {}
+    """(name, step) -> (values per metric, [items, missed])."""
 
-    def add(metrics: Any) -> None:
+    def add(metrics: Any, into: defaultdict[str, list[float]]) -> None:
         if not isinstance(metrics, dict):
             return
         for name, v in metrics.items():
             kind = type(v)
             if (kind is float and v - v == 0.0) or kind is int or (kind is not float and _is_number(v)):
-                values[name].append(v)
+                into[name].append(v)
 
     for r in records:
-        add(r.get("metrics"))
-        for t in r.get("turns") or ():
-            if not t.get("missed"):
-                add(t.get("metrics"))
-        for b in r.get("barge_ins") or ():
-            add(b.get("metrics"))
-    return {name: Stats._of_numbers(values[name]) for name in sorted(values)}
+        add(r.get("metrics"), values)
+        for kind, item_list in (("turn", r.get("turns")), ("barge_in", r.get("barge_ins"))):
+            for t in item_list or ():
+                key = (t.get("name"), t.get("step")) if per_turn else None
+                entry = items.get(key)
+                if entry is None:
+                    entry = items[key] = (defaultdict(list), [0, 0])
+                entry[1][0] += 1
+                if t.get("missed"):
+                    entry[1][1] += 1
+                    if kind == "turn":
+                        continue  # a missed turn is a verdict, not a latency
+                add(t.get("metrics"), entry[0])
+    if not per_turn:
+        for per_item, _ in items.values():
+            for name, v in per_item.items():
+                values[name] += v
+        return {name: Stats._of_numbers(values[name]) for name in sorted(values)}, {}
+    merged: dict[str, tuple[defaultdict[str, list[float]], list[int]]] = {}
+    """label -> (values per metric, [items, missed, lowest step])."""
+    for (name, step), (per_item, counts) in items.items():
+        label = turn_label({"name": name, "step": step})
+        step_key = step if type(step) is int else 1 << 30  # unknown steps sort last
+        into = merged.get(label)
+        if into is None:
+            merged[label] = (per_item, [*counts, step_key])
+            continue
+        for metric, v in per_item.items():
+            into[0][metric] += v
+        into[1][0] += counts[0]
+        into[1][1] += counts[1]
+        into[1][2] = min(into[1][2], step_key)
+    turns: dict[str, TurnFigures] = {}
+    for label, (per_label, counts) in sorted(merged.items(), key=lambda kv: (kv[1][1][2], kv[0])):
+        stats = {name: Stats._of_numbers(per_label[name]) for name in sorted(per_label)}
+        turns[label] = TurnFigures(turns=counts[0], missed=counts[1], metrics=stats)
+        for name, st in stats.items():
+            values[name] += st.values  # sorted runs: the overall sort merges them
+    return {name: Stats._of_numbers(values[name]) for name in sorted(values)}, turns
 
 
 def _set_apart(records: list[dict[str, Any]]) -> tuple[dict[str, dict[str, int]], int]:
@@ -392,14 +485,22 @@ def _rates(valid: list[dict[str, Any]], completed: int) -> dict[str, Rate]:
     judged = [b for b in barge_ins if b.get("success") is not None]
     underflow_counts = _call_numbers(valid, "call.underflow_count")
     malformed = _call_numbers(valid, "call.malformed_count")
-    turn_underflows = sum(_turn_metric(t, "turn.underflow_count") for t in turns)
-    agent_audio_min = sum(_turn_metric(t, "turn.agent_audio_ms") for t in turns) / 60_000
+    underflows, agent_audio_ms = 0, 0.0
+    for r in valid:
+        metrics = r.get("metrics") or {}
+        audio = metrics.get("call.agent_audio_ms")
+        if _is_number(audio):  # a run from before it was measured says nothing of its underflows' rate
+            agent_audio_ms += audio
+            count = metrics.get("call.underflow_count")
+            underflows += count if _is_number(count) else 0
     expected = [r for r in valid if r.get("expectations")]
     return {
         "call.success_rate": Rate(completed, n),
         "call.failed_rate": Rate(n - completed, n),
         "turn.miss_rate": Rate(sum(1 for t in turns if t.get("missed")), len(turns)),
-        "audio.underflow_per_min": Rate(turn_underflows, agent_audio_min),
+        "audio.underflow_per_min": Rate(
+            underflows, agent_audio_ms / 60_000, min_denominator=UNDERFLOW_MIN_AUDIO_S / 60
+        ),
         "call.any_underflow_rate": Rate(sum(1 for c in underflow_counts if c > 0), len(underflow_counts)),
         "call.malformed_rate": Rate(sum(1 for c in malformed if c > 0), len(malformed)),
         "interrupt.success_rate": Rate(sum(1 for b in judged if b.get("success")), len(judged)),
@@ -413,11 +514,6 @@ def _call_numbers(records: list[dict[str, Any]], name: str) -> list[float]:
     """The calls' figure `name`, from those that measured it."""
     values = ((r.get("metrics") or {}).get(name) for r in records)
     return [v for v in values if _is_number(v)]
-
-
-def _turn_metric(turn: dict[str, Any], name: str) -> float:
-    v = (turn.get("metrics") or {}).get(name)
-    return v if _is_number(v) else 0
 
 
 def _outcome(record: dict[str, Any]) -> Any:

@@ -1,10 +1,12 @@
-"""k6-style gates over a run's call records (CONVENTIONS.md §1 "Thresholds", §7.2).
+"""k6-style gates over a run's call records (docs/metrics.md, "Thresholds").
 
     thresholds:
       turn.ttfa_ms: ["p(50) < 700", "p(95) < 1200", "p95 < 1200"]
       call.failed: ["rate < 0.01"]                   # = call.failed_rate
       call.success_pct: "> 99"                        # a _pct metric's own value, in percent
       "turn.ttfa_ms{scenario:booking}": ["p(99) < 2000"]
+      "turn.ttfa_ms{turn:ask_order}": ["p(95) < 1500"]    # one turn of the script, by its name
+      checks: ["rate > 0.99"]                         # every expectation of every call
       call.join_ms: [{threshold: "p(95) < 800", abortOnFail: true, delayAbortEval: 10s}]
 
 Metrics and their aggregations:
@@ -16,11 +18,17 @@ Metrics and their aggregations:
   bare comparison (`> 99`, in percent), `rate` (0..1), `count`; `interrupt.success_pct` is also a
   per-call distribution in GLOSSARY, so it takes the Trend aggregations too;
 - `audio.underflow_per_min` (k6's Gauge): `value` or a bare comparison;
+- `checks` (k6's Rate over every expectation checked, `uvbench.metrics.checks`): `rate`, `value`
+  (the same), `count` (the passes);
 - text metrics (`call.outcome`, `call.end_reason`) take none.
 
 Operators `< <= > >= == === !=` (`===` is `==`); spaces optional. Tag filters `{key:value,...}` keep
-the records whose field (or `tags` entry) `key` equals `value` as text: keys in `TAG_KEYS`. The long
-form's `abortOnFail` and `delayAbortEval` are parsed and kept; aborting is the runner's job.
+the records whose field (or `tags` entry) `key` equals `value` as text: keys in `TAG_KEYS`. The tag
+`turn` is not a record's: it keeps the turns and barge-ins whose label (`aggregate.turn_label`: the
+step's `name:`, else `step<index>`) is `value`, so it applies to the per-turn (`turn.*`) and
+per-barge-in (`interrupt.*`) distributions only (`turn.ttfa_ms{turn:ask_order}`,
+`interrupt.clear_ms{turn:step7}`), with the other tags filtering the calls as usual. The long form's
+`abortOnFail` and `delayAbortEval` are parsed and kept; aborting is the runner's job.
 """
 
 from __future__ import annotations
@@ -32,15 +40,20 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from uvbench.metrics.aggregate import RATES, Aggregate, aggregate
-from uvbench.metrics.call import GLOSSARY
+from uvbench.metrics.aggregate import RATES, UNDERFLOW_MIN_AUDIO_S, Aggregate, aggregate
+from uvbench.metrics.call import GLOSSARY, INTERRUPT_METRICS, TURN_METRICS
 
-TAG_KEYS = ("scenario", "variant", "target", "stage", "concurrency", "vus")
+TAG_KEYS = ("scenario", "variant", "target", "stage", "concurrency", "vus", "turn")
+TURN_TAG = "turn"
+"""The tag that picks turns and barge-ins by label, not calls."""
 LONG_FORM_KEYS = ("threshold", "abortOnFail", "delayAbortEval")
 
 TREND_AGGREGATIONS = ("avg", "min", "med", "max", "p(N)", "count")
 RATE_AGGREGATIONS = ("rate", "value", "count")
 GAUGE = "audio.underflow_per_min"
+CHECKS = "checks"
+PER_TURN_METRICS = (*TURN_METRICS, *INTERRUPT_METRICS)
+"""The distributions with one value per turn or barge-in: those a `turn` tag applies to."""
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
@@ -63,7 +76,7 @@ for _rate in RATES:
         _base = _rate.removesuffix("_rate")
         RATE_NAMES[_rate] = RATE_NAMES[_base] = _rate
         PCT_NAMES[_base + "_pct"] = _rate
-KNOWN_METRICS = tuple(dict.fromkeys((*GLOSSARY, *RATES, *RATE_NAMES, *PCT_NAMES)))
+KNOWN_METRICS = tuple(dict.fromkeys((*GLOSSARY, *RATES, *RATE_NAMES, *PCT_NAMES, CHECKS)))
 
 _KEY = re.compile(r"^(?P<metric>[^{}]+?)\s*(?:\{(?P<tags>[^{}]*)\})?\s*$")
 _EXPR = re.compile(r"^(?P<agg>[^<>=!]*?)\s*(?P<op>===|==|!=|<=|>=|<|>)\s*(?P<num>.*?)\s*$")
@@ -103,8 +116,18 @@ class Threshold:
             return f"p({_fmt(self.percentile)})"
         return self.aggregation
 
+    @property
+    def turn(self) -> str | None:
+        """The `turn` tag's label, if any."""
+        return next((v for k, v in self.tags if k == TURN_TAG), None)
+
+    @property
+    def record_tags(self) -> tuple[tuple[str, str], ...]:
+        """The tags that filter records (all but `turn`)."""
+        return tuple((k, v) for k, v in self.tags if k != TURN_TAG)
+
     def matches(self, record: dict[str, Any]) -> bool:
-        return all(_tag_text(record, k) == v for k, v in self.tags)
+        return all(_tag_text(record, k) == v for k, v in self.record_tags)
 
 
 @dataclass(frozen=True)
@@ -213,7 +236,26 @@ def _parse_key(key: str) -> tuple[str, tuple[tuple[str, str], ...]] | str:
             if name not in TAG_KEYS:
                 return f'{key}: unknown tag "{name}" (tags: {", ".join(TAG_KEYS)})'
             tags.append((name, value))
+    turns = [v for k, v in tags if k == TURN_TAG]
+    if turns and metric not in PER_TURN_METRICS:
+        return (
+            f"{key}: the turn tag picks turns and barge-ins, so it takes a turn.* or interrupt.* "
+            f"figure (e.g. turn.ttfa_ms{{turn:{turns[0]}}}); {metric} is {_not_per_turn(metric)}"
+        )
+    if len(turns) > 1:
+        return f"{key}: one turn per threshold: write one threshold per turn label"
     return metric, tuple(tags)
+
+
+def _not_per_turn(metric: str) -> str:
+    """What `metric` is, for a `turn` tag that does not apply to it."""
+    if metric == CHECKS:
+        return "counted per expectation (filter it by scenario)"
+    if metric == GAUGE:
+        return "a rate over the calls' whole audio"
+    if metric in RATE_NAMES or metric in PCT_NAMES:
+        return "a rate over calls or turns, not per turn label"
+    return "one value per call"
 
 
 def _parse_entry(key: str, metric: str, tags: tuple[tuple[str, str], ...], entry: Any) -> Threshold | str:
@@ -281,6 +323,8 @@ def _parse_entry(key: str, metric: str, tags: tuple[tuple[str, str], ...], entry
         return f'{where}: a rate runs 0..1: write "rate {op} {_fmt(value / 100)}", or "{op} {num}" (percent)'
     if metric in PCT_NAMES and agg == "value" and not 0 <= value <= 100:
         return f"{where}: a percentage runs 0..100"
+    if metric == CHECKS and agg in ("rate", "value") and not 0 <= value <= 1:
+        return f'{where}: a rate runs 0..1: write "{label} {op} {_fmt(value / 100)}"'
     return Threshold(
         key=key,
         metric=metric,
@@ -304,6 +348,8 @@ def _aggregations(metric: str) -> tuple[str, ...]:
         out += ["rate", "value", "count"]
     if metric == GAUGE:
         out += ["value"]
+    if metric == CHECKS:
+        out += ["rate", "value", "count"]
     return tuple(dict.fromkeys(out))
 
 
@@ -312,23 +358,25 @@ def _aggregations(metric: str) -> tuple[str, ...]:
 
 
 def evaluate(thresholds: Iterable[Threshold], records: Iterable[dict[str, Any]]) -> list[ThresholdResult]:
-    """Each threshold against the records its tag filter keeps (invalid calls never count)."""
+    """Each threshold against the records its tag filter keeps (invalid calls never count); with a
+    `turn` tag, against those records' turns and barge-ins of that label."""
     records = list(records)
     cache: dict[tuple[tuple[str, str], ...], tuple[list[dict[str, Any]], Aggregate]] = {}
     results = []
     for t in thresholds:
-        if t.tags not in cache:
+        tags = t.record_tags
+        if tags not in cache:
             kept = [r for r in records if t.matches(r)]
-            cache[t.tags] = (kept, aggregate(kept))
-        kept, agg = cache[t.tags]
+            cache[tags] = (kept, aggregate(kept))
+        kept, agg = cache[tags]
         results.append(_evaluate_one(t, kept, agg))
     return results
 
 
 def _evaluate_one(t: Threshold, kept: list[dict[str, Any]], agg: Aggregate) -> ThresholdResult:
     if not kept:
-        where = "{" + ",".join(f"{k}:{v}" for k, v in t.tags) + "}"
-        return _no_data(t, f"no calls match {where}" if t.tags else "no calls")
+        where = "{" + ",".join(f"{k}:{v}" for k, v in t.record_tags) + "}"
+        return _no_data(t, f"no calls match {where}" if t.record_tags else "no calls")
     if agg.valid == 0:
         return _no_data(t, f"all {len(kept)} calls were invalid" if len(kept) > 1 else "the call was invalid")
     calls = f"{agg.valid} valid call" + ("s" if agg.valid != 1 else "")
@@ -337,12 +385,20 @@ def _evaluate_one(t: Threshold, kept: list[dict[str, Any]], agg: Aggregate) -> T
     if t.aggregation in ("avg", "min", "med", "max", "p") or (
         t.aggregation == "count" and t.metric in TREND_METRICS
     ):
-        stats = agg.metrics.get(t.metric)
+        label = t.turn
+        if label is None:
+            stats = agg.metrics.get(t.metric)
+        else:
+            figures = agg.turns.get(label)
+            stats = figures.metrics.get(t.metric) if figures is not None else None
         count = stats.count if stats is not None else 0
         if t.aggregation == "count":
             observed = float(count)
+        elif label is not None and label not in agg.turns:
+            return _no_data(t, f"no turn or barge-in labelled {label} in {calls}")
         elif stats is None or count == 0:
-            return _no_data(t, f"no {t.metric} value in {calls}")
+            of_turn = f" of turn {label}" if label is not None else ""
+            return _no_data(t, f"no {t.metric} value{of_turn} in {calls}")
         else:
             observed = {
                 "avg": stats.mean,
@@ -352,11 +408,24 @@ def _evaluate_one(t: Threshold, kept: list[dict[str, Any]], agg: Aggregate) -> T
                 "p": stats.percentile(t.percentile or 0),
             }[t.aggregation]
             unit = _unit(t.metric)
+    elif t.metric == CHECKS:
+        checks = agg.checks
+        if t.aggregation == "count":
+            observed = float(checks.passes)
+        elif checks.rate is None:
+            return _no_data(t, f"no expectation checked in {calls}")
+        else:
+            observed = checks.rate
     else:
         rate_name = GAUGE if t.metric == GAUGE else RATE_NAMES.get(t.metric) or PCT_NAMES[t.metric]
         rate = agg.rates[rate_name]
         if t.aggregation == "count":
             observed = float(rate.numerator)
+        elif rate_name == GAUGE and rate.value is None and rate.denominator:
+            heard = _fmt(rate.denominator * 60)
+            return _no_data(
+                t, f"{heard} s of agent audio heard, under the {UNDERFLOW_MIN_AUDIO_S} s it needs ({calls})"
+            )
         elif rate.value is None:
             return _no_data(t, f"{rate_name} has no {RATES[rate_name][1]} ({calls})")
         elif t.aggregation == "value" and t.metric in PCT_NAMES:
