@@ -174,7 +174,7 @@ SERVER_MESSAGE_TYPES = {
     "pong",
     "debug",
 }
-"""What the documented server sends by default (PROTOCOL.md §7.1, `debug` when asked for)."""
+"""What the documented server sends by default (as Ultravox documents them, `debug` when asked for)."""
 
 
 def test_greeting_is_paced_to_the_client_buffer():

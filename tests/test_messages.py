@@ -39,7 +39,7 @@ def client(message: Any) -> Any:
     return parse_client_message(json.dumps(message))
 
 
-# --- server messages, current form (PROTOCOL.md §7.1, §7.6) -----------------------------------
+# --- server messages, current form (as Ultravox documents them) ------------------------------
 
 
 @pytest.mark.parametrize(

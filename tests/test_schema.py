@@ -525,7 +525,7 @@ def test_unknown_schema_name_is_a_programming_error() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Bodies real clients send (PROTOCOL.md §8.6)
+# Bodies real clients send (Pipecat's and LiveKit's Ultravox plugins)
 
 
 def test_livekit_body_passes() -> None:
@@ -755,7 +755,7 @@ def test_full_featured_body_passes() -> None:
 
 
 def call_object() -> dict:
-    """A Call as PROTOCOL.md §3.7 shows it for a fresh serverWebSocket call."""
+    """A Call as Ultravox documents it for a fresh serverWebSocket call."""
     return {
         "callId": CALL_ID,
         "clientVersion": None,

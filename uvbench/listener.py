@@ -1,6 +1,6 @@
 """The simulated listener: what a person at the client hears of the agent's audio (sans-I/O).
 
-METRICS.md, "The simulated listener". Agent audio is played in real time at the output sample
+docs/metrics.md, "The simulated listener". Agent audio is played in real time at the output sample
 rate; the buffer `B(t)` is the samples received minus the samples played, and playback runs at 1x
 whenever `B > 0` (except while an utterance's start is held back by the prebuffer). The listener
 is fed timestamps only; it never reads a clock:

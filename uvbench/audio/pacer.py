@@ -1,7 +1,7 @@
 """The outgoing audio stream: what each chunk holds, and when it is due (sans-I/O).
 
 A microphone produces sample `s` at `t0 + s / rate`; a chunk holding samples [a, b) cannot leave
-before its last sample exists, so it is due at `t0 + b / rate` (METRICS.md, "Stream time"). The
+before its last sample exists, so it is due at `t0 + b / rate` (docs/metrics.md, "Stream time"). The
 sender sleeps until each chunk's absolute deadline, never "sleep one chunk": a late wake-up is
 then paid back on the next chunk instead of accumulating into drift. Lateness and drift are
 measured, so a call whose generator fell behind can be marked invalid rather than blamed on the
@@ -118,7 +118,7 @@ class Composer:
 
 @dataclass
 class PacerStats:
-    """How well the generator kept real time (METRICS.md, "Generator health")."""
+    """How well the generator kept real time (docs/metrics.md, "Generator health")."""
 
     lateness_ms: list[float]
     drift_ms: float

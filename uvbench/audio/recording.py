@@ -1,7 +1,7 @@
 """A call's stereo recording: left the user's audio as sent, right the agent's as heard.
 
 Both channels sit on the call's clock from its stream epoch t0, at the agent's output rate. The
-right channel is the listener's truth (METRICS.md): underflow gaps are silence and audio a clear
+right channel is the listener's truth (docs/metrics.md): underflow gaps are silence and audio a clear
 dropped is cut where it was dropped.
 
 The recording is written block by block (`write_recording`), never built whole in memory: the

@@ -1,6 +1,6 @@
 """The Ultravox REST API as a call needs it: create (with retries), then read back what happened.
 
-Retries follow Ultravox's guidance (PROTOCOL.md §5): on 429 and 503 honour `Retry-After` (seconds
+Retries follow Ultravox's documented guidance: on 429 and 503 honour `Retry-After` (seconds
 or an HTTP date), otherwise back off exponentially; other errors are final and reported with the
 status and the server's own words. The API key goes in a header and nowhere else.
 

@@ -1,4 +1,4 @@
-"""Timeline -> figures: per turn, per barge-in and per call (METRICS.md is the contract).
+"""Timeline -> figures: per turn, per barge-in and per call (docs/metrics.md is the contract).
 
 `compute(timeline)` is a pure function of a call's timeline; `GLOSSARY` gives every figure's
 anchor, end point and unit.

@@ -1,4 +1,4 @@
-"""One call's figures, as a pure function of its timeline (METRICS.md is the contract).
+"""One call's figures, as a pure function of its timeline (docs/metrics.md is the contract).
 
 `compute(timeline)` replays the call's agent audio through the simulated listener
 (`uvbench.listener`), places every scripted utterance on the outgoing stream's clock, and measures
@@ -206,7 +206,7 @@ _FIRST = itemgetter(0)
 
 @dataclass
 class CallMetrics:
-    """A call's figures, under the names of METRICS.md ("Where the figures live")."""
+    """A call's figures, under the names of docs/metrics.md ("Where the figures live")."""
 
     metrics: dict[str, Value]
     """Call-level figures, keyed by the names in `CALL_METRICS` (less those in `set_apart`)."""
@@ -764,7 +764,7 @@ def _barge_in(
         last_audio = replay.arrival[last]
         heard_frames = [k for k in range(first, last + 1) if pb.frame_audible[k] is not None]
         heard_until = max((pb.frame_audible[k][1] for k in heard_frames), default=t_bi)  # type: ignore[index]
-        # METRICS.md: the listener stops hearing the agent when the clear is honoured, or when its
+        # docs/metrics.md: the listener stops hearing the agent when the clear is honoured, or when its
         # buffer has drained (clear ignored); without a clear, when the utterance's sound ends.
         effect = next((c for c in pb.clears if c.t_ns == clear), None) if clear is not None else None
         silent = max(t_bi, effect.silent_at_ns if effect is not None else heard_until)
@@ -961,7 +961,7 @@ class _Indexed:
 
 
 def compute(timeline: Timeline) -> CallMetrics:
-    """Every figure of METRICS.md for one call, from its timeline alone (its text frames still held
+    """Every figure of docs/metrics.md for one call, from its timeline alone (its text frames still held
     raw by the pacing process parsed into `msg.in` events first: the figures read them)."""
     timeline.settle_messages()
     timeline = _Indexed(timeline)  # type: ignore[assignment]

@@ -9,7 +9,7 @@ SAMPLE_WIDTH = 2
 
 AUDIBLE_THRESHOLD = 32
 """A sample is non-silent above this magnitude (about -60 dBFS). TTFA ends at the first such
-sample heard (METRICS.md); resampler ripple and dither in "silent" audio stay below it. The
+sample heard (docs/metrics.md); resampler ripple and dither in "silent" audio stay below it. The
 client's listener and the server's ground truth both use this definition."""
 
 

@@ -1,4 +1,4 @@
-"""Ultravox data messages (JSON text frames, PROTOCOL.md §7): tolerant parse, strict build.
+"""Ultravox data messages (JSON text frames, as Ultravox documents them): tolerant parse, strict build.
 
 Shared by the client (which parses server messages and builds its own) and the local server
 (which parses client messages). Plain code: no sockets, no clocks.

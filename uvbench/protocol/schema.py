@@ -652,7 +652,7 @@ _OPENAPI_URI = "urn:uvbench:openapi"
 # Places where the official schema contradicts what the real service returns. Each entry is
 # (component, property) -> made nullable. Call.agent is required but not nullable in the
 # schema, yet a call created without an agent can only have "agent": null (agentId, next to
-# it, is nullable); PROTOCOL.md §3.7 documents it as "{agentId, name} or null".
+# it, is nullable); Ultravox's documentation shows it as "{agentId, name} or null".
 _NULLABLE_ERRATA = {("Call", "agent")}
 
 # OpenAPI keywords with no JSON Schema meaning here (readOnly/writeOnly only matter for

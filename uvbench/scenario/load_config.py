@@ -1,4 +1,4 @@
-"""`load:` and `thresholds:` in scenario and suite files, in k6's vocabulary (CONVENTIONS.md §7.1-7.2).
+"""`load:` and `thresholds:` in scenario and suite files, in k6's vocabulary (its options and thresholds).
 
 A VU is a call slot; an iteration is a call. `load:` names one of k6's executors with k6's own
 camelCase keys; k6's top-level shortcuts normalize into it exactly as k6 derives them:

@@ -761,7 +761,7 @@ def _matrix_path(key: str) -> tuple[Loc | None, str]:
                     return tuple(segs), ""
                 stem = ".".join(str(s) for s in segs[: i + 1 + failed])
                 hint = did_you_mean(key, [f"{stem}.{p}" for p in props])
-                return None, hint or "expected a field of the create-call body (PROTOCOL.md §3)"
+                return None, hint or "expected a field of the create-call body (`uvbench schema` lists them)"
             tp = _user_fields(tp)[seg].annotation
         elif get_origin(tp) is list:
             if not isinstance(seg, int):
@@ -954,7 +954,7 @@ def _report_call_errors(doc: _Doc, errors: dict) -> None:
                 hint = (
                     "expected one of: " + ", ".join(props)
                     if 0 < len(props) <= 12
-                    else "expected a field of the create-call body (PROTOCOL.md §3)"
+                    else "expected a field of the create-call body (`uvbench schema` lists them)"
                 )
             doc.add(found[0], f"{render(found[1])}: unknown key ({hint})")
         elif message == MSG_REQUIRED:

@@ -61,7 +61,7 @@ METRIC_NAMES: tuple[str, ...] = tuple(GLOSSARY)
 # Metrics whose value is text (compare them with == or != only).
 TEXT_METRICS: tuple[str, ...] = ("call.end_reason", "call.outcome")
 
-# Agent states of the `state` data message (PROTOCOL.md §7).
+# Agent states of the `state` data message (as Ultravox documents them).
 AGENT_STATES: tuple[str, ...] = ("idle", "listening", "thinking", "speaking")
 
 ULTRAVOX_BASE_URL = "https://api.ultravox.ai/api"

@@ -6,7 +6,7 @@ items taken by `drain()`. It never reads a clock, touches a socket or sleeps, so
 here (endpointing, output pacing against `clientBufferSizeMs`, barge-in, tools) is testable with a
 fake clock, and the same object runs hundreds of calls per core.
 
-Output pacing follows PROTOCOL.md §6.5: the agent models the client's playback (it starts at the
+Output pacing follows Ultravox's documentation: the agent models the client's playback (it starts at the
 first byte and plays at 1x while it has audio) and sends ahead of it up to `clientBufferSizeMs`,
 then at real time. What it did is written to the call's ground truth as it happens.
 """
@@ -59,7 +59,7 @@ MAX_TOOL_TIMEOUT_S = 40.0
 MIN_MEDIA_IDLE_S = 10.0
 
 # Data message type -> its flag in medium.serverWebSocket.dataMessages, and whether it is on by
-# default (OpenAPI EnabledDataMessages; PROTOCOL.md §12.6). Types not listed are always sent.
+# default (OpenAPI EnabledDataMessages; as Ultravox documents them). Types not listed are always sent.
 MESSAGE_FLAGS: dict[str, tuple[str, bool]] = {
     "pong": ("pong", True),
     "state": ("state", True),

@@ -166,7 +166,7 @@ or `PUT /_uvbench/faults`), never in a create body (`call_faults_from_dict` refu
 
 @dataclass(frozen=True)
 class Plan:
-    """Call-creation limits of an Ultravox plan (PROTOCOL.md §5); 0 means no limit."""
+    """Call-creation limits of an Ultravox plan (as Ultravox documents them); 0 means no limit."""
 
     name: str
     max_concurrent: int = 0

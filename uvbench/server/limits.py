@@ -1,4 +1,4 @@
-"""Call-creation limits of an Ultravox plan (PROTOCOL.md §5), without I/O.
+"""Call-creation limits of an Ultravox plan (as Ultravox documents them), without I/O.
 
 Ultravox refuses a create with 429 when the account makes more than N calls in a second or M in
 a minute ("whichever hits first"), or when a hard concurrency cap is reached (Free/PAYGO: 5). The

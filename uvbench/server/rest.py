@@ -1,11 +1,11 @@
 """REST routes of the local server: the Ultravox call API plus uvbench's `/_uvbench` extensions.
 
 Shapes follow the official OpenAPI schema (uvbench/protocol/openapi.yaml) and the Django REST
-Framework conventions Ultravox is built on (PROTOCOL.md §2, §5): `{"detail": ...}` for auth,
+Framework conventions Ultravox is built on (as Ultravox documents them): `{"detail": ...}` for auth,
 not-found and throttling errors, `{"<field>": ["<message>", ...]}` for validation errors, cursor
 pagination with `{next, previous, results, total}`.
 
-Choices where the spec is silent (PROTOCOL.md §13), all local-server behaviour:
+Choices where the spec is silent (as Ultravox documents them), all local-server behaviour:
 - Default page size 100, largest 1000; an invalid `pageSize` falls back to the default and a
   larger one is cut to 1000, as DRF's pagination does. An unusable cursor is 404 "Invalid cursor".
 - `GET /api/calls` sorts by `-created` by default; `sort` accepts `created` and `-created`

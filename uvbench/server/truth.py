@@ -1,6 +1,6 @@
 """The server's own record of what it did in a call, on the host's monotonic clock (ns).
 
-This is the ground truth uvbench's client-side figures are held against (METRICS.md, "Ground
+This is the ground truth uvbench's client-side figures are held against (docs/metrics.md, "Ground
 truth"). It is written by the server's agent only, never computed from the client's code, so a
 test of one against the other proves something. Stream positions are in input samples (user
 audio) or output samples (agent audio) as the server counted them.
