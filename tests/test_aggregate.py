@@ -416,3 +416,22 @@ def test_to_json_has_turns_and_checks() -> None:
     assert data["checks"]["checks"][0]["label"] == "step2"
     assert data["groups"]["a"]["turns"]["greet"]["metrics"]["turn.ttfa_ms"]["max"] == 400
     assert data["groups"]["b"]["checks"] == {"passes": 0, "fails": 0, "rate": None, "checks": []}
+
+
+def test_a_call_the_run_interrupted_is_neither_a_success_nor_a_failure() -> None:
+    # k6's interrupted iterations: a graceful stop cut them; what they measured still counts.
+    records = [
+        record("completed"),
+        record("completed"),
+        record("failed:missed_turn"),
+        record("interrupted", turns=[turn(0, ttfa=900.0)]),
+    ]
+    agg = aggregate(records)
+    assert (agg.valid, agg.completed, agg.interrupted) == (4, 2, 1)
+    assert agg.failed == {"missed_turn": 1}
+    assert agg.rates["call.success_rate"] == Rate(2, 3)
+    assert agg.rates["call.failed_rate"] == Rate(1, 3)
+    assert agg.metrics["turn.ttfa_ms"].count == 4 and agg.metrics["turn.ttfa_ms"].max == 900.0
+    assert agg.to_json()["interrupted"] == 1
+    only = aggregate([record("interrupted")])
+    assert only.rates["call.success_rate"].value is None and only.failed == {}

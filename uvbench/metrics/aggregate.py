@@ -47,8 +47,8 @@ UNDERFLOW_MIN_AUDIO_S = 10
 without a value: a per-minute rate from a few seconds of audio would be mostly noise."""
 
 RATES: dict[str, tuple[str, str]] = {
-    "call.success_rate": ("completed calls", "valid calls"),
-    "call.failed_rate": ("failed calls", "valid calls"),
+    "call.success_rate": ("completed calls", "valid calls the run did not interrupt"),
+    "call.failed_rate": ("failed calls", "valid calls the run did not interrupt"),
     "turn.miss_rate": ("missed turns", "turns of valid calls"),
     "audio.underflow_per_min": ("underflows", "minutes of agent audio heard (greeting and turns)"),
     "call.any_underflow_rate": ("calls with call.underflow_count > 0", "valid calls measuring it"),
@@ -189,11 +189,14 @@ class Aggregate:
     invalid: int
     completed: int
     failed: dict[str, int]
-    """Valid calls not completed, by reason ("missed_turn", "connect", ...)."""
+    """Valid calls that failed, by reason ("missed_turn", "connect", ...)."""
     metrics: dict[str, Stats]
     """Valid calls only."""
     rates: dict[str, Rate]
     """Valid calls only; keyed by the names of `RATES`."""
+    interrupted: int = 0
+    """Valid calls the run stopped while they ran (Ctrl-C, a graceful stop): neither passed nor
+    failed, so out of the success and failure rates; what they measured is in the figures."""
     invalid_reasons: dict[str, int] = field(default_factory=dict)
     invalid_metrics: dict[str, Stats] = field(default_factory=dict)
     """The invalid calls' own figures, never mixed into `metrics`."""
@@ -259,6 +262,7 @@ class Aggregate:
             "valid": self.valid,
             "invalid": self.invalid,
             "completed": self.completed,
+            "interrupted": self.interrupted,
             "failed": dict(self.failed),
             "rates": {k: r.to_json() for k, r in self.rates.items()},
             "metrics": {k: s.to_json() for k, s in self.metrics.items()},
@@ -347,7 +351,8 @@ def group_rates(
     for key, bucket in _buckets(records, by).items():
         valid = [r for r in bucket if not is_invalid(r)]
         completed = sum(1 for r in valid if _outcome(r) == "completed")
-        out[key] = (len(valid), _rates(valid, completed))
+        interrupted = sum(1 for r in valid if _outcome(r) == "interrupted")
+        out[key] = (len(valid), _rates(valid, completed, interrupted))
     return out
 
 
@@ -356,12 +361,14 @@ def _aggregate(records: list[dict[str, Any]]) -> Aggregate:
     invalid: list[dict[str, Any]] = []
     for r in records:
         (invalid if is_invalid(r) else valid).append(r)
-    completed = 0
+    completed = interrupted = 0
     failed: dict[str, int] = {}
     for r in valid:
         outcome = _outcome(r)
         if outcome == "completed":
             completed += 1
+        elif outcome == "interrupted":
+            interrupted += 1
         else:
             reason = outcome.removeprefix("failed:") if isinstance(outcome, str) else "unknown"
             failed[reason] = failed.get(reason, 0) + 1
@@ -379,8 +386,9 @@ def _aggregate(records: list[dict[str, Any]]) -> Aggregate:
         invalid=len(invalid),
         completed=completed,
         failed=failed,
+        interrupted=interrupted,
         metrics=metrics,
-        rates=_rates(valid, completed),
+        rates=_rates(valid, completed, interrupted),
         invalid_reasons=invalid_reasons,
         invalid_metrics=_metric_stats(invalid)[0],
         turns=turns,
@@ -478,8 +486,8 @@ def _set_apart(records: list[dict[str, Any]]) -> tuple[dict[str, dict[str, int]]
     return {name: counts[name] for name in sorted(counts)}, anchored
 
 
-def _rates(valid: list[dict[str, Any]], completed: int) -> dict[str, Rate]:
-    n = len(valid)
+def _rates(valid: list[dict[str, Any]], completed: int, interrupted: int = 0) -> dict[str, Rate]:
+    n = len(valid) - interrupted
     turns = [t for r in valid for t in r.get("turns") or ()]
     barge_ins = [b for r in valid for b in r.get("barge_ins") or ()]
     judged = [b for b in barge_ins if b.get("success") is not None]
