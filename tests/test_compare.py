@@ -16,7 +16,9 @@ from uvbench.metrics.aggregate import aggregate, percentile
 from uvbench.report.compare import (
     IMPROVED,
     INSUFFICIENT,
+    MIN_SAMPLE,
     NO_CHANGE,
+    NOT_ENOUGH_DATA,
     OVERALL,
     REGRESSED,
     Settings,
@@ -106,13 +108,33 @@ def test_300_ms_slower_regresses_and_300_ms_faster_improves() -> None:
     assert faster.summary_line().startswith("compare: improved: ")
 
 
-def test_tiny_samples_are_insufficient_data_and_never_the_verdict() -> None:
+def test_tiny_samples_are_not_enough_data_row_by_row_and_overall() -> None:
     comparison = compare(run_records(1, 5), run_records(2, 5, shift=1000))
     rows = comparison.rows()
-    assert rows and all(r.verdict == INSUFFICIENT for _, r in rows)
+    assert INSUFFICIENT == NOT_ENOUGH_DATA == "not enough data"
+    assert rows and all(r.verdict == NOT_ENOUGH_DATA for _, r in rows)
     assert "baseline: 5 calls measure it, 10 needed" in row(comparison, "turn.ttfa_ms").note
+    assert comparison.verdict == NOT_ENOUGH_DATA  # a 1 s shift, but five calls cannot tell
+    assert comparison.summary_line() == (
+        f"compare: not enough data (none of {len(rows)} figures could be judged, e.g. turn.ttfa_ms p50: "
+        "baseline: 5 calls measure it, 10 needed; run more calls)"
+    )
+    doc = comparison.to_json()
+    assert doc["verdict"] == "not enough data" and len(doc["not_enough_data"]) == len(rows)
+    # "Too few" is one constant: one call fewer than it on one side, and nothing is judged.
+    assert compare(run_records(1, MIN_SAMPLE), run_records(2, MIN_SAMPLE)).verdict == NO_CHANGE
+    assert compare(run_records(1, MIN_SAMPLE), run_records(2, MIN_SAMPLE - 1)).verdict == NOT_ENOUGH_DATA
+    # Runs that measured nothing compare can judge: not enough data either, not "no change".
+    bare = [{**r, "turns": [], "metrics": {"call.outcome": "completed"}} for r in run_records(3, 30)]
+    nothing = compare(bare, bare, metrics=["turn.ttfa_ms"])
+    assert nothing.verdict == NOT_ENOUGH_DATA and "neither run measured" in nothing.summary_line()
+
+
+def test_some_figures_judged_is_no_change_and_says_what_was_not() -> None:
+    comparison = compare(run_records(1, 40), run_records(2, 40))
     assert comparison.verdict == NO_CHANGE
-    assert "no figure had enough data" in comparison.summary_line()
+    short = len(comparison.not_judged)
+    assert short and comparison.summary_line().endswith(f"; {short} more had not enough data)")
 
 
 def test_tail_percentiles_need_values_beyond_them() -> None:
@@ -224,6 +246,47 @@ def test_cli_exit_codes_table_and_json(tmp_path, capsys) -> None:
     assert {r["metric"] for r in doc["scopes"][0]["rows"]} == {"turn.ttfa_ms"}
     assert cli(["compare", str(base), str(slow), "--min-effect", "90%"]) == 0  # nothing moves 90 %
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("compare: no change")
+
+
+def test_cli_not_enough_data_exits_4_and_the_help_says_so(tmp_path, capsys) -> None:
+    from uvbench.cli.compare import EXIT_CODES, EXIT_NOT_ENOUGH_DATA
+
+    base = write_run(tmp_path / "base", run_records(1, 5))
+    slow = write_run(tmp_path / "slow", run_records(2, 5, shift=1000))
+    assert EXIT_NOT_ENOUGH_DATA == 4
+    assert cli(["compare", str(base), str(slow)]) == 4
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("compare: not enough data (none of ")
+    assert any(line.split()[:2] == ["turn.ttfa_ms", "p50"] and "not enough data (baseline: 5 calls" in line
+               for line in out)  # fmt: skip
+    assert cli(["compare", str(base), str(slow), "--json"]) == 4
+    assert json.loads(capsys.readouterr().out)["verdict"] == "not enough data"
+    # Enough calls on both sides: judged again (exit 1: the shift is real).
+    more = write_run(tmp_path / "more", run_records(3, 12, shift=1000))
+    assert cli(["compare", str(write_run(tmp_path / "base12", run_records(4, 12))), str(more)]) == 1
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli(["compare", "--help"])
+    help_text = capsys.readouterr().out
+    assert "  4  not enough data: no figure could be judged" in help_text
+    assert f"at least {MIN_SAMPLE} calls" in EXIT_CODES.replace("\n", " ")
+
+
+def test_a_baseline_with_not_enough_data_is_a_skipped_testcase(tmp_path) -> None:
+    from junitparser import JUnitXml
+
+    from uvbench.cli.compare import baseline_check
+    from uvbench.report.junit import junit_xml
+
+    current = run_records(2, 5)
+    folder = write_run(tmp_path / "current", current)
+    (folder / "junit.xml").write_text(junit_xml(current))
+    comparison, lines = baseline_check(tmp_path / "base", run_records(1, 5), folder, current)
+    assert comparison.verdict == NOT_ENOUGH_DATA and lines[-1].startswith("compare: not enough data")
+    assert json.loads((folder / "compare.json").read_text())["verdict"] == "not enough data"
+    (case,) = list({s.name: s for s in JUnitXml.fromfile(str(folder / "junit.xml"))}["baseline"])
+    (skipped,) = case.result
+    assert type(skipped).__name__ == "Skipped" and skipped.message.startswith("compare: not enough data")
 
 
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys) -> None:

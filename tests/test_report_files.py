@@ -7,6 +7,7 @@ import io
 import json
 import shutil
 import xml.etree.ElementTree as ET
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -173,17 +174,18 @@ def test_junit_counts_names_and_messages() -> None:
     assert root.tag == "testsuites"
     assert root.get("name") == "uvbench run"
     assert root.get("timestamp") == "2026-08-20T10:00:00"
-    assert _counts(root) == (10, 3, 2, 2)
+    assert _counts(root) == (12, 4, 2, 2)
     suites = {s.get("name"): s for s in root.findall("testsuite")}
-    assert list(suites) == ["booking", "support", "thresholds"]
+    assert list(suites) == ["booking", "support", "checks", "thresholds"]
     assert _counts(suites["booking"]) == (4, 2, 1, 0)
     assert _counts(suites["support"]) == (3, 0, 1, 1)
+    assert _counts(suites["checks"]) == (2, 1, 0, 0)  # call 2's two expectations, one failed
     assert _counts(suites["thresholds"]) == (3, 1, 0, 1)
     assert float(suites["booking"].get("time")) == pytest.approx(7.5)
     assert float(root.get("time")) == pytest.approx(12.5)
 
     cases = {c.get("name"): c for c in root.iter("testcase")}
-    assert len(cases) == 10  # names are unique
+    assert len(cases) == 12  # names are unique
     first = cases["call 0001 00000001"]
     assert first.get("classname") == "booking" and first.get("time") == "2.500"
     assert first.find("failure") is None and first.find("error") is None
@@ -225,7 +227,7 @@ def test_junit_read_by_junitparser() -> None:
     junitparser = pytest.importorskip("junitparser")
     xml = junitparser.JUnitXml.fromstring(junit_xml(_synthetic(), threshold_results=THRESHOLDS).encode())
     suites = {s.name: s for s in xml}
-    assert (xml.tests, xml.failures, xml.errors, xml.skipped) == (10, 3, 2, 2)
+    assert (xml.tests, xml.failures, xml.errors, xml.skipped) == (12, 4, 2, 2)
     assert (suites["booking"].tests, suites["booking"].failures, suites["booking"].errors) == (4, 2, 1)
     kinds: dict[str, list[str]] = {}
     for suite in xml:
@@ -245,8 +247,10 @@ def test_junit_read_by_junitparser() -> None:
 def test_junit_of_a_real_run(real_run: Path) -> None:
     records = _results(real_run)
     root = ET.fromstring(junit_xml(records))
-    assert _counts(root) == (1, 0, 0, 0)
-    (case,) = root.iter("testcase")
+    expectations = len(records[0]["expectations"])  # each a check, passed
+    assert expectations and _counts(root) == (1 + expectations, 0, 0, 0)
+    assert _counts(root.find("testsuite[@name='checks']")) == (expectations, 0, 0, 0)
+    (case,) = root.find("testsuite[@name='order-status']").iter("testcase")
     assert case.get("classname") == "order-status"
     assert case.get("name") == f"call 0001 {records[0]['call_id'][:8]}"
     assert float(case.get("time")) == pytest.approx(records[0]["duration_ms"] / 1000, abs=0.001)
@@ -258,8 +262,10 @@ def test_junit_of_a_real_run(real_run: Path) -> None:
 
 def test_calls_csv_of_a_real_run(real_run: Path) -> None:
     (record,) = _results(real_run)
-    rows = list(csv.DictReader(io.StringIO(calls_csv([record]))))
-    assert tuple(rows[0]) == CALLS_COLUMNS
+    run = json.loads((real_run / "summary.json").read_text())["run"]
+    rows = list(csv.DictReader(io.StringIO(calls_csv([record], run=run))))
+    tags = [f"tag.{k}" for k in sorted(record["tags"]) if k != "start_offset_s"]
+    assert tags and tuple(rows[0]) == CALLS_COLUMNS + tuple(tags)
     assert "call.end_reason" not in CALL_NUMERIC_METRICS and "call.create_ms" in CALL_NUMERIC_METRICS
     (row,) = rows
     assert row["scenario"] == "order-status" and row["outcome"] == record["outcome"]
@@ -276,7 +282,15 @@ def test_calls_csv_of_a_real_run(real_run: Path) -> None:
     else:
         assert row["turn.ttfa_ms.mean"] == row["turn.ttfa_ms.max"] == ""
     assert row["barge_ins"] == "1"
+    (barge_in,) = record["barge_ins"]
+    for name, value in barge_in["metrics"].items():  # one barge-in: its figure is the mean and the max
+        cells = (row[f"{name}.mean"], row[f"{name}.max"])
+        assert cells == ("", "") if value is None else tuple(map(float, cells)) == (value, value), name
     assert (row["expectations_passed"], row["expectations_total"]) == ("5", "5")
+    assert row["start_offset_s"] == "0.0" and row["started_at"] == datetime.fromisoformat(
+        run["started_at"]
+    ).isoformat(timespec="milliseconds")
+    assert row["tag.attempt"] == "1" and row["tag.worker"] == "0"
 
 
 def test_stats_csv_locust_layout() -> None:
@@ -350,9 +364,12 @@ def test_rebuild_reproduces_the_stored_metrics(run_copy: Path) -> None:
     assert json.loads(_call_json(run_copy).read_text()) == call_before
     for name in ("calls.csv", "stats.csv", "junit.xml"):
         assert (run_copy / name).is_file()
-    assert (run_copy / "calls.csv").read_text() == calls_csv(before)
+    run = json.loads((run_copy / "summary.json").read_text())["run"]
+    assert (run_copy / "calls.csv").read_text() == calls_csv(before, run=run)
     assert (run_copy / "stats.csv").read_text() == stats_csv(before)
-    assert _counts(ET.parse(run_copy / "junit.xml").getroot()) == (1, 0, 0, 0)
+    junit = ET.parse(run_copy / "junit.xml").getroot()
+    assert _counts(junit.find("testsuite[@name='order-status']")) == (1, 0, 0, 0)
+    assert float(junit.get("time")) == run["duration_s"]
 
 
 def test_rebuild_repairs_a_tampered_metric(run_copy: Path) -> None:
@@ -390,9 +407,10 @@ def test_rebuild_fails_the_call_on_a_stored_failed_expectation(run_copy: Path) -
     (record,) = rebuild(run_copy).records
     assert record["outcome"] == "failed:expect" and record["passed"] is False
     assert record["metrics"]["call.outcome"] == "failed:expect"
-    assert record["outcome_detail"].startswith(f"step {stored['expectations'][1]['step']}: ")
+    assert record["outcome_detail"].startswith(f"step {stored['expectations'][1]['step']}")
     root = ET.parse(run_copy / "junit.xml").getroot()
-    assert _counts(root) == (1, 1, 0, 0)
+    assert _counts(root.find("testsuite[@name='order-status']")) == (1, 1, 0, 0)
+    assert _counts(root.find("testsuite[@name='checks']"))[:2] == (len(stored["expectations"]), 1)
 
 
 def test_rebuild_keeps_the_record_when_the_timeline_is_missing_or_corrupt(run_copy: Path) -> None:
@@ -632,3 +650,162 @@ def test_read_results_skips_a_cut_line_and_leaves_keys_out(tmp_path: Path) -> No
         {k: v for k, v in first.items() if k != "ground_truth"},
         second,
     ]
+
+
+# -- run metadata in the tables: calls' start times, tags, reasons, every figure; JUnit's times ------
+
+RUN = {
+    "started_at": "2026-08-20T10:00:00.250+02:00",
+    "ended_at": "2026-08-20T10:01:26.250+02:00",
+    "duration_s": 86.0,
+}
+
+
+def _timed() -> list[dict[str, Any]]:
+    """`_synthetic()` placed in an 86 s run: call n starts n seconds in, with run-wide tags (a suite's
+    `team` tag on the support calls only)."""
+    records = _synthetic()
+    for n, record in enumerate(records, start=1):
+        record["tags"] = {"vu": n % 3, "iteration": n - 1, "stage": None, "start_offset_s": float(n)}
+        if record["scenario"] == "support":
+            record["tags"]["team"] = "care, west"  # a comma: quoted, never a ragged row
+    return records
+
+
+def test_calls_csv_dates_each_call_and_has_its_tags_reason_and_every_figure() -> None:
+    records = _timed()
+    text = calls_csv(records, run=RUN)
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader)
+    body = list(reader)
+    assert tuple(header) == CALLS_COLUMNS + ("tag.iteration", "tag.stage", "tag.team", "tag.vu")
+    assert len(body) == len(records) and all(len(cells) == len(header) for cells in body)
+    rows = [dict(zip(header, cells, strict=True)) for cells in body]
+    start = datetime.fromisoformat(RUN["started_at"])
+    for n, row in enumerate(rows, start=1):
+        assert float(row["start_offset_s"]) == n
+        at = datetime.fromisoformat(row["started_at"])
+        assert at.utcoffset() == start.utcoffset() and (at - start).total_seconds() == n
+        assert row["tag.iteration"] == str(n - 1) and row["tag.stage"] == ""
+    assert rows[0]["started_at"] == "2026-08-20T10:00:01.250+02:00"
+    assert [r["tag.team"] for r in rows] == ["", "", "", "", "care, west", "care, west", "care, west"]
+    assert rows[2]["outcome_detail"] == "no reply heard to turn(s) [0]" and rows[0]["outcome_detail"] == ""
+    barge_ins = rows[6]  # call 7: two barge-ins, silence 120 and 900 ms, one clear of 100 ms
+    assert float(barge_ins["interrupt.silence_ms.mean"]) == 510.0
+    assert float(barge_ins["interrupt.silence_ms.max"]) == 900.0
+    assert float(barge_ins["interrupt.clear_ms.mean"]) == float(barge_ins["interrupt.clear_ms.max"]) == 100.0
+    assert barge_ins["interrupt.response_ms.mean"] == "" and rows[0]["interrupt.silence_ms.max"] == ""
+    assert float(rows[0]["turn.ttfa_ms.max"]) == 501.0
+
+
+def test_calls_csv_header_depends_on_the_tags_only_and_the_fast_path_is_the_same_file() -> None:
+    from uvbench.report.csv_report import calls_csv_line
+    from uvbench.report.run_folder import run_start
+
+    records = _timed()
+    bare = [{**r, "turns": [], "barge_ins": [], "metrics": {}} for r in records]  # nothing measured
+    assert calls_csv(records, run=RUN).splitlines()[0] == calls_csv(bare, run=RUN).splitlines()[0]
+    lines = [calls_csv_line(r, run_start(RUN)) for r in records]
+    assert calls_csv(records, lines=lines) == calls_csv(records, run=RUN)
+    # Without the run's start (an old run folder) the start time is empty, the offset stays.
+    (row, *_) = csv.DictReader(io.StringIO(calls_csv(records)))
+    assert row["started_at"] == "" and row["start_offset_s"] == "1.0"
+
+
+def test_junit_time_is_the_runs_and_its_timestamp_the_start() -> None:
+    junitparser = pytest.importorskip("junitparser")
+    records = _timed()
+    xml = junitparser.JUnitXml.fromstring(junit_xml(records, threshold_results=THRESHOLDS, run=RUN).encode())
+    assert xml.time == 86.0  # not the sum of the calls' durations
+    assert xml._elem.get("timestamp") == "2026-08-20T10:00:00"  # the run's own local time, no offset
+    suites = {s.name: s for s in xml}
+    assert {s.timestamp for s in xml} == {"2026-08-20T10:00:00"}
+    # A scenario's calls' span: booking's calls start at 1..4 s, the last 2.5 s call ends at 5.5 s
+    # (call 4 never connected: no duration); support's from 5 s to call 7's end at 9.5 s.
+    assert suites["booking"].time == pytest.approx(4.5)
+    assert suites["support"].time == pytest.approx(4.5)
+    assert suites["checks"].time == suites["thresholds"].time == 0
+    # Without the run: the sums, as before.
+    plain = junitparser.JUnitXml.fromstring(junit_xml(records, timestamp="2026-01-01T00:00:00").encode())
+    assert plain.time == pytest.approx(12.5)
+
+
+def test_junit_lists_every_failed_expectation_and_counts_checks() -> None:
+    junitparser = pytest.importorskip("junitparser")
+
+    def expectations(first_ok: bool, second_ok: bool) -> list[dict[str, Any]]:
+        return [
+            {"step": 2, "ok": first_ok, "what": "agent transcript contains 'order'", "detail": "heard: hi",
+             "name": "greets"},
+            {"step": 5, "ok": second_ok, "what": "turn.ttfa_ms < 900 (turn 1)", "detail": "got 1210.4",
+             "name": None},
+        ]  # fmt: skip
+
+    records = [
+        _record(1, "booking", "failed:expect", expectations=expectations(False, False)),
+        _record(2, "booking", "failed:expect", expectations=expectations(True, False)),
+        _record(3, "booking", expectations=expectations(True, True)),
+        _record(4, "booking", "failed:missed_turn", expectations=expectations(False, True)),
+        _record(5, "booking", "invalid:generator_overloaded", expectations=expectations(False, False)),
+    ]
+    xml = junitparser.JUnitXml.fromstring(junit_xml(records, run=RUN).encode())
+    suites = {s.name: s for s in xml}
+    cases = {case.name: case for case in suites["booking"]}
+    (both,) = cases["call 0001 00000001"].result
+    assert both.type == "expect" and both.message == (
+        "2 expectations failed: step 2 (greets): agent transcript contains 'order': heard: hi; "
+        "step 5: turn.ttfa_ms < 900 (turn 1): got 1210.4"
+    )
+    assert "FAIL step 2 (greets)" in both.text and "FAIL step 5:" in both.text
+    (one,) = cases["call 0002 00000002"].result
+    assert one.message == "step 5: turn.ttfa_ms < 900 (turn 1): got 1210.4"
+    (missed,) = cases["call 0004 00000004"].result  # another failure, and a failed expectation
+    assert missed.message == (
+        "detail of failed:missed_turn; step 2 (greets): agent transcript contains 'order': heard: hi"
+    )
+
+    checks = suites["checks"]  # the invalid call 5 is not counted
+    assert (checks.tests, checks.failures, checks.errors, checks.skipped) == (2, 2, 0, 0)
+    by_name = {case.name: case for case in checks}
+    greets = by_name["booking: greets: agent transcript contains 'order'"]
+    ttfa = by_name["booking: step5: turn.ttfa_ms < 900 (turn 1)"]
+    assert greets.classname == "checks" and greets.result[0].type == "check"
+    assert greets.result[0].message == (
+        "2/4 calls failed: agent transcript contains 'order'; call 00000001-aaaa-bbbb-cccc-dddddddddddd: "
+        "heard: hi; call 00000004-aaaa-bbbb-cccc-dddddddddddd: heard: hi"
+    )
+    assert ttfa.result[0].message.startswith("2/4 calls failed: turn.ttfa_ms < 900 (turn 1); call 00000001")
+    assert "2 of 4 calls failed it, 2 passed" in ttfa.result[0].text
+    passing = junitparser.JUnitXml.fromstring(junit_xml([records[2]]).encode())
+    (case,) = [c for s in passing if s.name == "checks" for c in s][:1]
+    assert case.result == [] and case.system_out == "1/1 calls passed"
+    assert [s.name for s in junitparser.JUnitXml.fromstring(junit_xml(_synthetic()[:1]).encode())] == [
+        "booking"
+    ]  # no expectation checked: no checks suite
+
+
+def test_a_baseline_that_cannot_judge_is_skipped_and_keeps_the_runs_time() -> None:
+    from uvbench.report.junit import add_baseline_case
+
+    text = junit_xml(_timed(), run=RUN)
+    skipped = ET.fromstring(
+        add_baseline_case(text, baseline="b", regressed=[], not_judged="compare: not enough data")
+    )
+    case = skipped.find("testsuite[@name='baseline']/testcase")
+    assert case is not None and case.find("skipped").get("message") == "compare: not enough data"
+    assert float(skipped.get("time")) == 86.0
+    assert int(skipped.get("skipped")) == int(ET.fromstring(text).get("skipped")) + 1
+
+
+def test_report_keeps_the_runs_metadata_and_dates_the_calls_from_it(run_copy: Path) -> None:
+    """`uvbench report DIR` (rows made where each call is rebuilt) dates the calls by summary.json's
+    `run`, which it keeps as the run wrote it."""
+    run = json.loads((run_copy / "summary.json").read_text())["run"]
+    _report(run_copy)
+    assert json.loads((run_copy / "summary.json").read_text())["run"] == run
+    (record,) = _results(run_copy)
+    (row,) = csv.DictReader(io.StringIO((run_copy / "calls.csv").read_text()))
+    start = datetime.fromisoformat(run["started_at"])
+    offset = record["tags"]["start_offset_s"]
+    assert datetime.fromisoformat(row["started_at"]) == start + timedelta(seconds=offset)
+    assert row["tag.vu"] == str(record["tags"]["vu"])

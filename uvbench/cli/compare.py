@@ -1,8 +1,8 @@
 """`uvbench compare BASELINE CURRENT`: did a run regress against an earlier one? (`report/compare.py`)
 
 Prints a table per scope (metric, baseline, current, diff, 95 % CI, verdict) and a last line with
-the verdict: "regressed", "improved" or "no change". Exit 1 on a regression, 0 otherwise, 2 when a
-folder is not a run folder. Also the baseline step of `uvbench run --baseline DIR`.
+the verdict: "regressed", "improved", "no change" or "not enough data" (no figure could be judged).
+Exit codes: `EXIT_CODES`. Also the baseline step of `uvbench run --baseline DIR`.
 """
 
 from __future__ import annotations
@@ -13,16 +13,32 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from uvbench.cli.common import EXIT_FAILED, EXIT_OK, UsageError
+from uvbench.cli.common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, UsageError
+
+EXIT_NOT_ENOUGH_DATA = 4
+"""`uvbench compare`: the runs have too few calls for any figure to be judged (the data cannot tell,
+which is not "no change")."""
+EXIT_CODES = f"""\
+exit codes:
+  {EXIT_OK}  no regression: no change, or improved
+  {EXIT_FAILED}  regressed: a figure is worse beyond its practical minimum
+  {EXIT_BAD_INPUT}  bad input: a folder is not a run folder, an unknown --metric
+  {EXIT_NOT_ENOUGH_DATA}  not enough data: no figure could be judged (a figure needs at least 10 calls
+     measuring it in each run, and for p95 and p99 more values): run more calls
+"""
+# 10 is `uvbench.report.compare.MIN_SAMPLE`, not imported here: it would load numpy for every command.
 
 
 def add_parser(sub) -> None:
     compare = sub.add_parser(
         "compare",
-        help="compare a run folder against a baseline run folder: regressed, improved or no change",
-        description="Bootstrap (on calls) confidence intervals of current - baseline for p50/p95/p99 "
-        "of each latency and for the rates; 'regressed' when the whole interval is worse by more than "
-        "the practical minimum. Exit 1 on a regression.",
+        help="compare a run folder against a baseline run folder: regressed, improved, no change or not "
+        "enough data",
+        description="Bootstrap (on calls) confidence intervals of current - baseline for p50/p95/p99\n"
+        "of each latency and for the rates; 'regressed' when the whole interval is worse by\n"
+        "more than the practical minimum; 'not enough data' when no figure could be judged.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     compare.add_argument("baseline", type=Path, help="the earlier run folder (reports/<time>-<name>/)")
     compare.add_argument("current", type=Path, help="the run folder to judge")
@@ -133,7 +149,7 @@ def _metrics(names: list[str]) -> list[str] | None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from uvbench.report.compare import REGRESSED, compare, table_lines
+    from uvbench.report.compare import NOT_ENOUGH_DATA, REGRESSED, compare, table_lines
 
     settings = settings_from(args)
     metrics = _metrics(args.metric)
@@ -154,7 +170,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"current  {args.current} ({len(current)} calls)")
         for line in table_lines(comparison):
             print(line)
-    return EXIT_FAILED if comparison.verdict == REGRESSED else EXIT_OK
+    if comparison.verdict == REGRESSED:
+        return EXIT_FAILED
+    return EXIT_NOT_ENOUGH_DATA if comparison.verdict == NOT_ENOUGH_DATA else EXIT_OK
 
 
 def baseline_check(
@@ -168,7 +186,7 @@ def baseline_check(
     """`uvbench run --baseline`: compare the finished run with the baseline, write compare.json into
     the run folder and a "baseline comparison" testcase into its junit.xml; returns the comparison
     and the lines to print (the rows that moved, then the verdict line)."""
-    from uvbench.report.compare import REGRESSED, compare, format_value, table_lines
+    from uvbench.report.compare import NOT_ENOUGH_DATA, REGRESSED, compare, format_value, table_lines
     from uvbench.report.junit import add_baseline_case
 
     comparison = compare(baseline, records, baseline_label=str(baseline_dir), current_label=str(folder))
@@ -187,6 +205,7 @@ def baseline_check(
                 baseline=str(baseline_dir),
                 regressed=regressed,
                 detail=detail,
+                not_judged=comparison.summary_line() if comparison.verdict == NOT_ENOUGH_DATA else "",
             ),
             encoding="utf-8",
         )

@@ -16,7 +16,7 @@ from typing import Any
 from uvbench.cli.common import EXIT_FAILED, EXIT_NOT_RUN
 from uvbench.report.finish import finish_run
 from uvbench.report.rebuild import UNREPORTED
-from uvbench.report.run_folder import RunFolder, read_results
+from uvbench.report.run_folder import RunClock, RunFolder, command_line, read_results
 from uvbench.runner.fanout import RecordTally
 from uvbench.runner.run import RunSummary
 
@@ -38,6 +38,11 @@ class RunCollector:
     profile: Any = None
     """The LoadProfile the shape follows, to tag each record with its stage; None with -u/-r/-t."""
     started_wall: float = field(default_factory=time.time)
+    """The run's start (`time.time()`), from which each call's `tags.start_offset_s` counts."""
+    started_mono: float = field(default_factory=time.monotonic)
+    """The same instant on the monotonic clock, from which the run's duration counts."""
+    command: str = field(default_factory=command_line)
+    """summary.json's `run.command`: the command line that started this process."""
     tally: RecordTally = field(default_factory=RecordTally)
     """The records' counts; the records themselves are on disk until the end (see runner/workers.py)."""
     interrupted_calls: int = 0
@@ -46,6 +51,12 @@ class RunCollector:
     _in_flight: dict[str, dict[str, Any]] = field(default_factory=dict)
     _vus: dict[tuple[Any, Any], int] = field(default_factory=dict)
     _started: int = 0
+    clock: RunClock = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.clock = RunClock(self.started_wall, self.started_mono, self.command)
+        # From the start, as `uvbench run`: a run killed mid-way still says when it began.
+        self.folder.write_summary({"run": self.clock.to_json(), "driver": "locust"})
 
     @classmethod
     def create(cls, out: Path, name: str, **kwargs: Any) -> RunCollector:
@@ -120,7 +131,9 @@ class RunCollector:
     def finish(self) -> Verdict:
         """Write summary.json and the report files, and judge the run (the session calls it once)."""
         self.finished = True
+        self.clock.end()
         summary = {
+            "run": self.clock.to_json(),
             **self.tally.to_json(),
             "dropped_calls": 0,
             "interrupted_calls": self.interrupted_calls,

@@ -39,14 +39,17 @@ The rule, per metric and statistic:
    (`--min-effect 5%`) to catch smaller shifts on runs of many calls.
    What the interval cannot see: whatever moves a whole run at once (a busier machine, a slower
    network that day) is not call-to-call noise; the practical minimum is the margin for it.
-4. "insufficient data" when either run has fewer than `min_calls` (10) calls measuring the metric,
-   or fewer values than the statistic needs: `min_values` (10), and for a tail percentile pQ
-   enough values that about `TAIL_VALUES` (5) lie beyond it, 5 x 100 / (100 - Q): 100 for p95,
-   500 for p99. The bootstrap of a percentile set by its sample's one or two largest values says
-   little about the tail. Such rows never make the verdict.
+4. "not enough data" when the data cannot tell: either run has fewer than `MIN_SAMPLE` (10) calls
+   measuring the metric (for a rate: calls adding to it), or fewer values than the statistic
+   needs: `MIN_SAMPLE` (10), and for a tail percentile pQ enough values that about `TAIL_VALUES`
+   (5) lie beyond it, 5 x 100 / (100 - Q): 100 for p95, 500 for p99. Below that a bootstrap
+   interval is no interval: resampling five calls draws the same few values again and again, and
+   the bootstrap of a percentile set by its sample's one or two largest values says little about
+   the tail. Such rows never make the verdict.
 A metric neither run measured is left out. The overall verdict is "regressed" when any gated row
 regressed (in the whole run, or in a scenario both runs have when they have several), else
-"improved" when any improved, else "no change".
+"improved" when any improved, else "no change" when at least one gated row could be judged, else
+"not enough data": nothing was checked, and `uvbench compare` says so with an exit code of its own.
 """
 
 from __future__ import annotations
@@ -61,9 +64,15 @@ import numpy as np
 
 from uvbench.metrics.aggregate import aggregate, is_invalid, percentile
 
-REGRESSED, IMPROVED, NO_CHANGE, INSUFFICIENT = "regressed", "improved", "no change", "insufficient data"
+REGRESSED, IMPROVED, NO_CHANGE, NOT_ENOUGH_DATA = "regressed", "improved", "no change", "not enough data"
+INSUFFICIENT = NOT_ENOUGH_DATA
+"""The verdict of a row the data cannot judge (its earlier name)."""
 DISTRIBUTION, RATE = "distribution", "rate"
 PERCENTILES = ("p50", "p95", "p99")
+MIN_SAMPLE = 10
+"""Too few: a metric measured by fewer calls than this in either run, or a statistic with fewer
+values than this (tail percentiles need more: `TAIL_VALUES`), is "not enough data" (the defaults of
+`Settings.min_calls` and `Settings.min_values`)."""
 TAIL_VALUES = 5
 """A tail percentile pQ needs this many values beyond it on average: n * (100 - Q) / 100 >= 5."""
 OVERALL = "overall"
@@ -149,10 +158,10 @@ class Settings:
     """Practical minimum's floor for `audio.underflow_per_min`."""
     min_effect_count: float = 1.0
     """Practical minimum's floor for count metrics."""
-    min_calls: int = 10
-    """Fewer calls measuring a metric in either run: "insufficient data"."""
-    min_values: int = 10
-    """Fewer values of a distribution in either run: "insufficient data" (tails need more)."""
+    min_calls: int = MIN_SAMPLE
+    """Fewer calls measuring a metric in either run: "not enough data"."""
+    min_values: int = MIN_SAMPLE
+    """Fewer values of a distribution in either run: "not enough data" (tails need more)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.confidence < 1:
@@ -195,7 +204,7 @@ class Row:
     """Values of the statistic's sample: (baseline, current); calls for a rate."""
     gated: bool = True
     note: str = ""
-    """Why the data were insufficient."""
+    """Why there was not enough data."""
 
     @property
     def label(self) -> str:
@@ -242,23 +251,42 @@ class Comparison:
         return [(s, r) for s, r in self.rows(IMPROVED) if r.gated]
 
     @property
+    def judged(self) -> list[tuple[Scope, Row]]:
+        """The gated rows the data could judge."""
+        return [(s, r) for s, r in self.rows() if r.gated and r.verdict != NOT_ENOUGH_DATA]
+
+    @property
+    def not_judged(self) -> list[tuple[Scope, Row]]:
+        """The gated rows with not enough data to judge."""
+        return [(s, r) for s, r in self.rows(NOT_ENOUGH_DATA) if r.gated]
+
+    @property
     def verdict(self) -> str:
         if self.regressions:
             return REGRESSED
         if self.improvements:
             return IMPROVED
-        return NO_CHANGE
+        return NO_CHANGE if self.judged else NOT_ENOUGH_DATA
 
     def summary_line(self) -> str:
-        """The last line: the verdict word, and which figures moved."""
+        """The last line: the verdict word, and which figures moved (or why none could be judged)."""
         verdict = self.verdict
+        if verdict == NOT_ENOUGH_DATA:
+            unjudged = self.not_judged
+            if not unjudged:
+                why = "neither run measured a figure compared"
+            else:
+                scope, first = unjudged[0]
+                example = f"{_where(scope)}{first.label}: {first.note}"
+                why = f"none of {len(unjudged)} figures could be judged, e.g. {example}"
+            return f"compare: {NOT_ENOUGH_DATA} ({why}; run more calls)"
         if verdict == NO_CHANGE:
-            judged = sum(1 for _, r in self.rows() if r.gated and r.verdict != INSUFFICIENT)
-            if not judged:
-                return f"compare: {NO_CHANGE} (no figure had enough data to judge: run more calls)"
+            judged = len(self.judged)
+            unjudged = len(self.not_judged)
+            rest = f"; {unjudged} more had not enough data" if unjudged else ""
             return (
                 f"compare: {NO_CHANGE} ({judged} figures judged, none moved beyond its practical "
-                f"minimum with {self.settings.confidence:.0%} confidence)"
+                f"minimum with {self.settings.confidence:.0%} confidence{rest})"
             )
         moved = self.regressions if verdict == REGRESSED else self.improvements
         what = ", ".join(
@@ -274,6 +302,10 @@ class Comparison:
             "settings": asdict(self.settings),
             "regressed": [{"scope": s.name, "metric": r.metric, "stat": r.stat} for s, r in self.regressions],
             "improved": [{"scope": s.name, "metric": r.metric, "stat": r.stat} for s, r in self.improvements],
+            "not_enough_data": [
+                {"scope": s.name, "metric": r.metric, "stat": r.stat, "note": r.note}
+                for s, r in self.not_judged
+            ],
             "notes": list(self.notes),
             "scopes": [s.to_json() for s in self.scopes],
         }
@@ -441,7 +473,7 @@ def _distribution_rows(
             metric=spec.name, stat=stat, unit=spec.unit, worse=spec.worse,
             baseline=b_point, current=c_point,
             diff=None if b_point is None or c_point is None else c_point - b_point,
-            ci=None, min_effect=None, verdict=INSUFFICIENT,
+            ci=None, min_effect=None, verdict=NOT_ENOUGH_DATA,
             calls=(bn, cn), values=(len(bv), len(cv)), gated=True, note=short,
         )  # fmt: skip
         if not short:
@@ -454,7 +486,7 @@ def _distribution_rows(
             i = qs.index(q)
             row.ci = _ci(boot[1][:, i] - boot[0][:, i], settings.confidence)
             row.min_effect = settings.practical_minimum(spec, b_point)
-            row.verdict = INSUFFICIENT if row.ci is None else _verdict(spec, row.ci, row.min_effect)
+            row.verdict = NOT_ENOUGH_DATA if row.ci is None else _verdict(spec, row.ci, row.min_effect)
         rows.append(row)
     return rows
 
@@ -479,7 +511,7 @@ def _rate_rows(spec: MetricSpec, base: _Side, cur: _Side, settings: Settings, sc
         metric=spec.name, stat="value", unit=spec.unit, worse=spec.worse,
         baseline=b_point, current=c_point,
         diff=None if b_point is None or c_point is None else c_point - b_point,
-        ci=None, min_effect=None, verdict=INSUFFICIENT,
+        ci=None, min_effect=None, verdict=NOT_ENOUGH_DATA,
         calls=(len(bnum), len(cnum)), values=(len(bnum), len(cnum)), gated=True, note=short,
     )  # fmt: skip
     if not short:
@@ -487,7 +519,7 @@ def _rate_rows(spec: MetricSpec, base: _Side, cur: _Side, settings: Settings, sc
         c_boot = bootstrap_rate(cnum, cden, _rng(settings, scope, spec.name, 1), settings.resamples)
         row.ci = _ci(scale * (c_boot - b_boot), settings.confidence)
         row.min_effect = settings.practical_minimum(spec, b_point)
-        row.verdict = INSUFFICIENT if row.ci is None else _verdict(spec, row.ci, row.min_effect)
+        row.verdict = NOT_ENOUGH_DATA if row.ci is None else _verdict(spec, row.ci, row.min_effect)
     return [row]
 
 

@@ -1,5 +1,13 @@
 """CSV reports: `calls.csv` (one row per call) and `stats.csv` in Locust's `_stats.csv` layout.
 
+`calls_csv` has a row per call: when it started (the run's start from summary.json's `run` object
+plus the call's `tags.start_offset_s`, ISO 8601 with the UTC offset, and the offset itself), its
+outcome and the outcome's reason, every numeric call-level figure, the mean and max over the call's
+turns of every `turn.*` figure and over its barge-ins of every `interrupt.*` figure (all of the
+glossary's, measured or not, so runs of the same scenarios have the same header), its
+expectations, and one `tag.<key>` column per tag key its run's records have (sorted by key; the
+start offset has its own column). An unmeasured figure is an empty cell; every row has every column.
+
 `stats_csv` follows CONVENTIONS.md §2 and §7.5 so Locust dashboards and scripts read uvbench runs:
 rows keyed by (Type, Name) with Type from {call, turn, barge_in} and Name `<scenario>:<what>`,
 response times in ms, median and percentiles as integers (`N/A` when there is no sample), sorted
@@ -18,29 +26,48 @@ wall span: the earliest `anchors.ws_open_ns` to the latest `anchors.ws_closed_ns
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
+import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from uvbench.metrics import CALL_METRICS, GLOSSARY
+from uvbench.metrics import CALL_METRICS, GLOSSARY, INTERRUPT_METRICS, TURN_METRICS
+from uvbench.report.run_folder import run_start
 
 CALL_NUMERIC_METRICS = tuple(name for name in CALL_METRICS if GLOSSARY[name]["unit"] != "text")
 """Every numeric call-level figure of `GLOSSARY`, in glossary order: the metric columns of calls.csv."""
+TURN_NUMERIC_METRICS = tuple(name for name in TURN_METRICS if GLOSSARY[name]["unit"] != "text")
+"""Every numeric `turn.*` figure: calls.csv has its mean and max over the call's turns."""
+INTERRUPT_NUMERIC_METRICS = tuple(name for name in INTERRUPT_METRICS if GLOSSARY[name]["unit"] != "text")
+"""Every numeric `interrupt.*` figure of a barge-in: calls.csv has its mean and max over the call's."""
+TAG_PREFIX = "tag."
+OWN_COLUMN_TAGS = ("start_offset_s",)
+"""Tags with a column of their own in calls.csv: no `tag.<key>` column repeats them."""
 
 CALLS_COLUMNS = (
-    ("scenario", "call_id", "outcome", "passed", "duration_ms", "end_reason")
-    + CALL_NUMERIC_METRICS
-    + (
-        "turns",
-        "turn.ttfa_ms.mean",
-        "turn.ttfa_ms.max",
-        "barge_ins",
-        "expectations_passed",
-        "expectations_total",
+    (
+        "scenario",
+        "call_id",
+        "started_at",
+        "start_offset_s",
+        "outcome",
+        "outcome_detail",
+        "passed",
+        "duration_ms",
+        "end_reason",
     )
+    + CALL_NUMERIC_METRICS
+    + ("turns",)
+    + tuple(f"{name}.{stat}" for name in TURN_NUMERIC_METRICS for stat in ("mean", "max"))
+    + ("barge_ins",)
+    + tuple(f"{name}.{stat}" for name in INTERRUPT_NUMERIC_METRICS for stat in ("mean", "max"))
+    + ("expectations_passed", "expectations_total")
 )
+"""The columns every calls.csv starts with; the `tag.<key>` columns of its run come after them
+(`tag_keys`)."""
 
 PERCENTILES = (0.5, 0.66, 0.75, 0.8, 0.9, 0.95, 0.98, 0.99, 0.999, 0.9999, 1.0)
 STATS_COLUMNS = (
@@ -101,41 +128,104 @@ def _number_cell(value: Any) -> Any:
     return _cell(_number(value))
 
 
-def _calls_row(r: dict[str, Any]) -> list[Any]:
+def _mean_max(items: list[dict[str, Any]], names: Sequence[str]) -> list[Any]:
+    """Each figure's mean and max over the items' `metrics` (empty cells when none measured it)."""
+    cells: list[Any] = []
+    for name in names:
+        values = [v for item in items if (v := _number((item.get("metrics") or {}).get(name))) is not None]
+        cells += [sum(values) / len(values), max(values)] if values else ["", ""]
+    return cells
+
+
+def _start_offset(record: dict[str, Any]) -> float | None:
+    return _number((record.get("tags") or {}).get("start_offset_s"))
+
+
+def _calls_row(r: dict[str, Any], start: dt.datetime | None) -> list[Any]:
     metrics = r.get("metrics") or {}
     turns = r.get("turns") or []
-    ttfa = [v for t in turns if (v := _number((t.get("metrics") or {}).get("turn.ttfa_ms"))) is not None]
+    barge_ins = r.get("barge_ins") or []
     expectations = r.get("expectations") or []
+    offset = _start_offset(r)
+    started = None
+    if start is not None and offset is not None:
+        started = (start + dt.timedelta(seconds=offset)).isoformat(timespec="milliseconds")
     return [
         _cell(r.get("scenario")),
         _cell(r.get("call_id")),
+        _cell(started),
+        _cell(offset),
         _cell(r.get("outcome")),
+        _cell(r.get("outcome_detail")),
         _cell(r.get("passed")),
         _number_cell(r.get("duration_ms")),
         _cell(r.get("end_reason")),
         *[_number_cell(metrics.get(name)) for name in CALL_NUMERIC_METRICS],
         len(turns),
-        _cell(sum(ttfa) / len(ttfa) if ttfa else None),
-        _cell(max(ttfa) if ttfa else None),
-        len(r.get("barge_ins") or []),
+        *_mean_max(turns, TURN_NUMERIC_METRICS),
+        len(barge_ins),
+        *_mean_max(barge_ins, INTERRUPT_NUMERIC_METRICS),
         sum(1 for e in expectations if e.get("ok")),
         len(expectations),
     ]
 
 
-def calls_csv_line(record: dict[str, Any]) -> str:
-    """A call's row of calls.csv, as `calls_csv` writes it (for `calls_csv(..., lines=...)`)."""
+def calls_csv_line(record: dict[str, Any], start: dt.datetime | None = None) -> str:
+    """A call's cells of `CALLS_COLUMNS` in calls.csv, as `calls_csv` writes them (for
+    `calls_csv(..., lines=...)`, which adds the run's tag columns). `start`: the run's start
+    (`run_start(summary["run"])`), for the call's start time; without it that cell is empty."""
     out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerow(_calls_row(record))
+    csv.writer(out, lineterminator="\n").writerow(_calls_row(record, start))
     return out.getvalue()
 
 
-def calls_csv(records: Iterable[dict[str, Any]], lines: Sequence[str] | None = None) -> str:
-    """One row per call (columns `CALLS_COLUMNS`); an unmeasured figure is an empty cell. `lines`:
-    the records' rows made already (`calls_csv_line`, e.g. by the processes that rebuilt them)."""
-    if lines is not None:
-        return _write(CALLS_COLUMNS, []) + "".join(lines)
-    return _write(CALLS_COLUMNS, [_calls_row(r) for r in records])
+def tag_keys(records: Iterable[dict[str, Any]]) -> list[str]:
+    """The tag keys the records have, sorted, but those with a column of their own."""
+    keys: set[str] = set()
+    for r in records:
+        tags = r.get("tags")
+        if isinstance(tags, dict):
+            keys.update(str(k) for k in tags)
+    return sorted(keys - set(OWN_COLUMN_TAGS))
+
+
+def _tag_cell(value: Any) -> Any:
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, sort_keys=True)
+    return _cell(value)
+
+
+def calls_csv(
+    records: Iterable[dict[str, Any]],
+    lines: Sequence[str] | None = None,
+    *,
+    run: Mapping[str, Any] | None = None,
+) -> str:
+    """One row per call (columns `CALLS_COLUMNS`, then `tag.<key>` for each of `tag_keys(records)`);
+    an unmeasured figure is an empty cell. `run`: the run's summary.json `run` object, whose start
+    dates the calls. `lines`: the records' `CALLS_COLUMNS` cells made already (`calls_csv_line`
+    with the same start, e.g. by the processes that rebuilt them), one per record."""
+    records = list(records)
+    if lines is None:
+        start = run_start(run)
+        lines = [calls_csv_line(r, start) for r in records]
+    keys = tag_keys(records)
+    head = _write([*CALLS_COLUMNS, *(TAG_PREFIX + k for k in keys)], [])
+    if not keys:
+        return head + "".join(lines)
+    # The tag cells are written apart and joined to each row: `lines` were made without knowing
+    # which tags the whole run has.
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    rows = [head]
+    for record, line in zip(records, lines, strict=True):
+        tags = record.get("tags")
+        tags = tags if isinstance(tags, dict) else {}
+        out.seek(0)
+        out.truncate()
+        writer.writerow([_tag_cell(tags.get(k)) for k in keys])
+        rows.append(line[:-1] + "," + out.getvalue())
+    return "".join(rows)
 
 
 @dataclass

@@ -1,13 +1,22 @@
 """JUnit XML for CI servers (GitLab, Jenkins, GitHub Actions reporters): CONVENTIONS.md §6 and §7.4.
 
 One `<testsuite>` per scenario with one `<testcase>` per call (`classname` = the scenario, since GitLab
-shows the classname as the suite), and a `thresholds` suite with a testcase per threshold named like
-k6's `"<metric> - <expression>"`. A call's result child:
-- `failure` when the call failed (`failed:*`): a one-line message (what, observed, limit) and the
-  expectation/failure detail and the turn timeline in the body;
+shows the classname as the suite), a `checks` suite with a testcase per check (an expectation of a
+scenario's script, counted over its calls as k6 counts checks: it fails when any call failed it),
+and a `thresholds` suite with a testcase per threshold named like k6's `"<metric> - <expression>"`.
+A call's result child:
+- `failure` when the call failed (`failed:*`): a one-line message (what, observed, limit; every
+  failed expectation) and the expectation/failure detail and the turn timeline in the body;
 - `error` when the call could not be carried out (`failed:create`, `failed:connect`);
 - `skipped` when the call is invalid (the generator was overloaded: its figures measure the client);
 - none when it completed.
+
+Times, given the run's summary.json `run` object: the document's `time` is the run's duration
+(`run.duration_s`; its calls overlap, so the sum of their durations says nothing of it), each
+scenario suite's the span of its calls (from the first one's start to the last one's end, as their
+`tags.start_offset_s` and durations place them in the run), and every `timestamp` the run's start
+in its own local time, without an offset, as JUnit's schema has it. Without it (an old run folder)
+a suite's time is the sum of its calls' durations and the timestamp is the one given, or now.
 """
 
 from __future__ import annotations
@@ -15,9 +24,14 @@ from __future__ import annotations
 import datetime as dt
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePosixPath
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from uvbench.report.run_folder import run_start
+
+if TYPE_CHECKING:
+    from uvbench.metrics.checks import Checks
 
 ERROR_OUTCOMES = ("failed:create", "failed:connect")
 """Outcomes of calls that could not be carried out: reported as `<error>`, not `<failure>`."""
@@ -84,18 +98,37 @@ def _kind(outcome: str) -> str:
     return outcome.split(":", 1)[1] if ":" in outcome else outcome
 
 
+def _expectation(e: dict[str, Any]) -> str:
+    """The expectation as "step 4 (ask_order): <what>: <detail>" (its step's name when it has one)."""
+    name = f" ({e['name']})" if e.get("name") else ""
+    return f"step {e.get('step')}{name}: {e.get('what')}: {e.get('detail')}"
+
+
+def _failed_expectations(record: dict[str, Any]) -> str:
+    """Every failed expectation of the call, on one line ("" when none failed)."""
+    failed = [_expectation(e) for e in record.get("expectations") or [] if not e.get("ok")]
+    if len(failed) <= 1:
+        return "".join(failed)
+    return f"{len(failed)} expectations failed: " + "; ".join(failed)
+
+
 def _failure_message(record: dict[str, Any]) -> str:
-    """One line: what failed, what was observed, the limit (from the first failed expectation)."""
+    """One line: what failed, what was observed, the limit; and every failed expectation."""
     outcome = str(record.get("outcome") or "")
-    if outcome == "failed:expect":
-        for e in record.get("expectations") or []:
-            if not e.get("ok"):
-                return _line(f"step {e.get('step')}: {e.get('what')}: {e.get('detail')}")
+    expectations = _failed_expectations(record)
+    if outcome == "failed:expect" and expectations:
+        return _line(expectations)
     if record.get("outcome_detail"):
-        return _line(record["outcome_detail"])
-    for f in record.get("failures") or []:
-        return _line(f"step {f.get('step_index')}: {f.get('kind')}: {f.get('reason')}")
-    return _line(record.get("error") or outcome or "failed")
+        what = str(record["outcome_detail"])
+    else:
+        what = next(
+            (
+                f"step {f.get('step_index')}: {f.get('kind')}: {f.get('reason')}"
+                for f in record.get("failures") or []
+            ),
+            str(record.get("error") or outcome or "failed"),
+        )
+    return _line(f"{what}; {expectations}" if expectations else what)
 
 
 def _set_apart(item: dict[str, Any]) -> str:
@@ -145,10 +178,7 @@ def _failure_body(record: dict[str, Any]) -> str:
     expectations = record.get("expectations") or []
     if expectations:
         lines.append("expectations:")
-        lines += [
-            f"  {'PASS' if e.get('ok') else 'FAIL'} step {e.get('step')}: {e.get('what')}: {e.get('detail')}"
-            for e in expectations
-        ]
+        lines += [f"  {'PASS' if e.get('ok') else 'FAIL'} {_expectation(e)}" for e in expectations]
     timeline = _turn_timeline(record)
     if timeline:
         lines.append("timeline:")
@@ -171,10 +201,35 @@ def _system_out(record: dict[str, Any]) -> str:
     return _clean("\n".join(lines))
 
 
-def _timestamp(value: dt.datetime | str | None) -> str:
+def _timestamp(value: dt.datetime | str | None, run: Mapping[str, Any] | None = None) -> str:
+    """`value`, else the run's start in the run's own local time, else now: to the second, without
+    an offset (JUnit's schema has none)."""
     if isinstance(value, str):
         return value
-    return (value or dt.datetime.now()).replace(microsecond=0).isoformat()
+    if value is None:
+        start = run_start(run)
+        value = start.replace(tzinfo=None) if start is not None else dt.datetime.now()
+    return value.replace(microsecond=0).isoformat()
+
+
+def _duration_s(run: Mapping[str, Any] | None) -> float | None:
+    value = run.get("duration_s") if isinstance(run, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        return None
+    return float(value)
+
+
+def _span_s(records: Iterable[dict[str, Any]], limit: float) -> float:
+    """Seconds from the first of the calls' starts to the last of their ends in the run (by their
+    start offsets and durations), at most `limit`; `limit` when a call has no start offset."""
+    first, last = None, 0.0
+    for record in records:
+        offset = (record.get("tags") or {}).get("start_offset_s")
+        if isinstance(offset, bool) or not isinstance(offset, int | float):
+            return limit
+        first = offset if first is None else min(first, offset)
+        last = max(last, offset + _seconds(record.get("duration_ms")))
+    return 0.0 if first is None else min(limit, max(0.0, last - first))
 
 
 class _Counts:
@@ -258,6 +313,32 @@ def testcase(record: dict[str, Any], position: int | None) -> Case | None:
 
 
 _PLACE = re.compile(r"<uvbench-cases-(\d+) />")
+_CHECK_FAILURES_SHOWN = 3
+"""Failed calls a check's failure message names (its body lists every one kept)."""
+
+
+def _check_case(suite: ET.Element, check: Any, counts: _Counts) -> None:
+    """A check's testcase: a failure when any call failed it, with `fails/total` and the first
+    failed calls' details."""
+    total = check.passes + check.fails
+    name = f"{check.scenario}: {check.label}: {check.what}"
+    case = ET.SubElement(suite, "testcase", {"classname": "checks", "name": _clean(name), "time": "0.000"})
+    counts.tests += 1
+    if not check.fails:
+        ET.SubElement(case, "system-out").text = f"{check.passes}/{total} calls passed"
+        return
+    counts.failures += 1
+    first = "; ".join(
+        f"call {f.get('call_id') or '-'}: {f.get('detail')}" for f in check.failures[:_CHECK_FAILURES_SHOWN]
+    )
+    message = f"{check.fails}/{total} calls failed: {check.what}" + (f"; {first}" if first else "")
+    body = [f"step {check.step} ({check.label}) of {check.scenario}: {check.what}"]
+    body.append(f"{check.fails} of {total} calls failed it, {check.passes} passed")
+    body += [f"  call {f.get('call_id') or '-'}: {f.get('detail')}" for f in check.failures]
+    if check.fails > len(check.failures):
+        body.append(f"  ... and {check.fails - len(check.failures)} more calls")
+    child = ET.SubElement(case, "failure", {"message": _line(message), "type": "check"})
+    child.text = _clean("\n".join(body))
 
 
 def _threshold_case(suite: ET.Element, threshold: Any, counts: _Counts) -> None:
@@ -286,8 +367,15 @@ def junit_xml(
     timestamp: dt.datetime | str | None = None,
     cases: Sequence[Case | None] | None = None,
     generator_failures: Sequence[str] = (),
+    run: Mapping[str, Any] | None = None,
+    checks: Checks | None = None,
 ) -> str:
     """The run as a JUnit XML document (UTF-8, with its XML declaration).
+
+    `run`: the run's summary.json `run` object: its duration is the document's time, its start the
+    timestamp (the module doc). `checks`: the records' checks counted already
+    (`uvbench.metrics.checks.count_checks`, e.g. `Aggregate.checks`); counted here when not given.
+    A `checks` suite is written when any call checked an expectation.
 
     `generator_failures`: one line per pacing process that died (summary.json's
     `workers.failed`): each is an error in a "load generator" suite, so a run that could not
@@ -295,11 +383,14 @@ def junit_xml(
 
     `threshold_results`: objects with `metric`, `expression`, `passed` (True, False, or None when not
     evaluated: reported as skipped) and `message` (the observed value; the failure message).
-    `timestamp`: when the run started (default now), ISO 8601 on `testsuites` and every `testsuite`.
+    `timestamp`: when the run started (default: the run's start, else now), ISO 8601 on `testsuites`
+    and every `testsuite`.
     `cases`: the records' testcases made already (`testcase`, e.g. by the processes that rebuilt
     them), one per record (None: made here); the document is the same.
     """
-    stamp = _timestamp(timestamp)
+    records = list(records)
+    stamp = _timestamp(timestamp, run)
+    duration = _duration_s(run)
     root = ET.Element("testsuites", {"name": _clean(suite_name)})
     total = _Counts()
     suites: list[tuple[ET.Element, _Counts]] = []
@@ -313,13 +404,17 @@ def junit_xml(
             counts = _Counts()
             for position, record in calls:
                 _call_case(suite, record, position, counts)
+            if duration is not None:
+                counts.time = _span_s((record for _, record in calls), duration)
             suites.append((suite, counts))
     else:
         made: dict[str, list[Case]] = {}
+        of_scenario: dict[str, list[dict[str, Any]]] = {}
         for position, (record, case) in enumerate(zip(records, cases, strict=True), start=1):
             case = case or testcase(record, position)
             assert case is not None
             made.setdefault(case.scenario, []).append(case)
+            of_scenario.setdefault(case.scenario, []).append(record)
         for scenario, made_cases in made.items():
             suite = ET.SubElement(root, "testsuite", {"name": _clean(scenario)})
             counts = _Counts()
@@ -330,6 +425,8 @@ def junit_xml(
                 counts.errors += errors
                 counts.skipped += skipped
                 counts.time += seconds
+            if duration is not None:
+                counts.time = _span_s(of_scenario[scenario], duration)
             ET.SubElement(suite, f"uvbench-cases-{len(placed)}")  # where its testcases go, below
             placed.append("\n    ".join(case.xml for case in made_cases))
             suites.append((suite, counts))
@@ -345,6 +442,16 @@ def junit_xml(
             counts.tests += 1
             counts.errors += 1
         suites.append((suite, counts))
+    if checks is None:
+        from uvbench.metrics.checks import count_checks
+
+        checks = count_checks(records)
+    if checks.checks:
+        suite = ET.SubElement(root, "testsuite", {"name": "checks"})
+        counts = _Counts()
+        for check in checks.checks:
+            _check_case(suite, check, counts)
+        suites.append((suite, counts))
     if threshold_results:
         suite = ET.SubElement(root, "testsuite", {"name": "thresholds"})
         counts = _Counts()
@@ -355,6 +462,8 @@ def junit_xml(
         counts.set_on(suite)
         suite.set("timestamp", stamp)
         total.add(counts)
+    if duration is not None:
+        total.time = duration
     total.set_on(root)
     root.set("timestamp", stamp)
     ET.indent(root)
@@ -364,10 +473,19 @@ def junit_xml(
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + text + "\n"
 
 
-def add_baseline_case(xml_text: str, *, baseline: str, regressed: Sequence[str], detail: str = "") -> str:
+def add_baseline_case(
+    xml_text: str,
+    *,
+    baseline: str,
+    regressed: Sequence[str],
+    detail: str = "",
+    not_judged: str = "",
+) -> str:
     """`xml_text` (a `junit_xml` document) with a `baseline` testsuite of one testcase, "baseline
-    comparison": a failure listing the `regressed` figures when there are any, else a pass with the
-    comparison in its system-out. Replaces an earlier baseline suite; the totals are recounted."""
+    comparison": a failure listing the `regressed` figures when there are any, else skipped when
+    the comparison could judge nothing (`not_judged`: why, one line), else a pass with the
+    comparison in its system-out. Replaces an earlier baseline suite; the counts are recounted (the
+    document's time, the run's, stays)."""
     root = ET.fromstring(xml_text)
     for old in root.findall("testsuite[@name='baseline']"):
         if old.find("testcase[@name='baseline comparison']") is not None:
@@ -382,6 +500,11 @@ def add_baseline_case(xml_text: str, *, baseline: str, regressed: Sequence[str],
         counts.failures = 1
         message = _line(f"regressed against {baseline}: {', '.join(regressed)}")
         ET.SubElement(case, "failure", {"message": message, "type": "regression"}).text = _clean(detail)
+    elif not_judged:
+        counts.skipped = 1
+        ET.SubElement(case, "skipped", {"message": _line(not_judged)})
+        if detail:
+            ET.SubElement(case, "system-out").text = _clean(detail)
     elif detail:
         ET.SubElement(case, "system-out").text = _clean(detail)
     counts.set_on(suite)
@@ -394,6 +517,8 @@ def add_baseline_case(xml_text: str, *, baseline: str, regressed: Sequence[str],
         total.errors += int(s.get("errors", 0))
         total.skipped += int(s.get("skipped", 0))
         total.time += float(s.get("time", 0))
+    if root.get("time"):  # the run's time (or its suites' sum) as junit_xml wrote it: a comparison takes none
+        total.time = float(root.get("time", 0))
     total.set_on(root)
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

@@ -8,7 +8,8 @@ reports/<YYYYmmdd-HHMMSS>-<name>/
                               timelines of earlier runs: both are read)
   calls/<nnnn>-<scenario>.flac         stereo: left the user as sent, right the agent as heard
   calls/<nnnn>-<scenario>.server.wav   the server's recording, when it made one
-  summary.json                written at the end of the run
+  summary.json                its `run` object (start, command, host) from the run's start,
+                              the rest added at the end of the run
 
 The run's coordinator owns the folder: it numbers each call's stem, writes its record
 (`write_record`) and alone appends results.jsonl; an analysis process on the same machine writes
@@ -21,14 +22,27 @@ import datetime as dt
 import itertools
 import json
 import os
+import platform
 import re
+import shlex
+import socket
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from json.encoder import INFINITY
 from json.encoder import encode_basestring_ascii as _json_str
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from uvbench.call.timeline import Timeline
+
+COMMAND_ENV = "UVBENCH_COMMAND"
+"""The command line to record when this process was not started by it (`uvbench locust` starts
+locust with arguments of its own, and sets this to the command the user typed)."""
 
 
 def write_text(path: Path, text: str) -> None:
@@ -97,6 +111,108 @@ def load_timeline(path: Path) -> Timeline:
     from uvbench.call.timeline import Timeline
 
     return Timeline.from_json(json.loads(read_bytes(path)))
+
+
+# ------------------------------------------------------------------------------------------------
+# The run's metadata: summary.json's `run` object
+
+
+def iso_time(epoch_s: float) -> str:
+    """A wall-clock instant as ISO 8601 in this machine's time zone, with its UTC offset, to the
+    millisecond ("2026-08-20T10:00:00.250+02:00")."""
+    return dt.datetime.fromtimestamp(epoch_s).astimezone().isoformat(timespec="milliseconds")
+
+
+def parse_iso_time(text: Any) -> dt.datetime | None:
+    """`iso_time`'s text (or any ISO 8601 instant) as an aware datetime; None when it is not one
+    (a time without an offset is taken as this machine's local time)."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return value if value.tzinfo is not None else value.astimezone()
+
+
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The command that started this process, shell-quoted, as the user would type it again: the
+    program's name without its folder (`uvbench` for `python -m uvbench` too) and its arguments;
+    `UVBENCH_COMMAND` instead when set (and `argv` is not given)."""
+    if argv is None:
+        told = os.environ.get(COMMAND_ENV)
+        if told:
+            return told
+        argv = sys.argv
+    words = list(argv)
+    if not words:
+        return "uvbench"
+    program = Path(words[0])
+    name = program.name
+    if name == "__main__.py" and program.parent.name:  # python -m <package>
+        name = program.parent.name
+    return shlex.join([name or "uvbench", *words[1:]])
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("uvbench")
+    except metadata.PackageNotFoundError:  # run from a source tree without installing it
+        from uvbench import __version__
+
+        return __version__
+
+
+@dataclass
+class RunClock:
+    """When a run started, how long it ran, and what ran it: summary.json's `run` object.
+
+    `started_at` is the run's start: the instant its load began, from which each call's
+    `tags.start_offset_s` counts (so a call started at `started_at + start_offset_s`), until the
+    load begins the moment the clock was made. `duration_s` is the whole run on the monotonic
+    clock: from that start to the moment its last call was over and measured (`end`); `ended_at`
+    is `started_at + duration_s`, so the three always agree whatever the wall clock did meanwhile.
+    Written from the run's start (a run killed mid-way keeps `started_at`, with `ended_at` and
+    `duration_s` null) and completed at its end."""
+
+    started_wall: float
+    """`time.time()` at the start."""
+    started_mono: float
+    """`time.monotonic()` at the same instant."""
+    command: str
+    duration_s: float | None = None
+
+    @classmethod
+    def now(cls, command: str | None = None) -> RunClock:
+        return cls(time.time(), time.monotonic(), command if command is not None else command_line())
+
+    def start_at(self, mono: float) -> None:
+        """The run's start moves to the monotonic instant `mono` (the load's start, once known)."""
+        self.started_wall += mono - self.started_mono
+        self.started_mono = mono
+
+    def end(self, mono: float | None = None) -> None:
+        """The run is over (at the monotonic instant `mono`, default now)."""
+        self.duration_s = max(0.0, (time.monotonic() if mono is None else mono) - self.started_mono)
+
+    def to_json(self) -> dict[str, Any]:
+        ended = None if self.duration_s is None else iso_time(self.started_wall + self.duration_s)
+        return {
+            "started_at": iso_time(self.started_wall),
+            "ended_at": ended,
+            "duration_s": None if self.duration_s is None else round(self.duration_s, 3),
+            "uvbench_version": _version(),
+            "command": self.command,
+            "host": socket.gethostname(),
+            "python": platform.python_version(),
+        }
+
+
+def run_start(run: Mapping[str, Any] | None) -> dt.datetime | None:
+    """The start of a run from its summary's `run` object (None when it has none)."""
+    return parse_iso_time(run.get("started_at")) if isinstance(run, Mapping) else None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -230,7 +346,8 @@ class RunFolder:
         return record
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        (self.path / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        """summary.json, whole or not at all (it is written at the run's start and again later)."""
+        write_text(self.path / "summary.json", json.dumps(summary, indent=2))
 
     def close(self) -> None:
         if self._results is not None:

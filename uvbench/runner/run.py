@@ -25,7 +25,7 @@ from uvbench.call.script import ScriptRun, make_script
 from uvbench.call.target_health import GIVE_UP_AFTER_S
 from uvbench.metrics import CallMetrics
 from uvbench.report.rebuild import UNREPORTED
-from uvbench.report.run_folder import RunFolder, read_results
+from uvbench.report.run_folder import RunClock, RunFolder, read_results
 from uvbench.runner.fanout import LoadGroup, RecordTally, RunState
 from uvbench.runner.load import LoadProfile
 from uvbench.scenario import Scenario
@@ -174,6 +174,7 @@ def run_scenarios(
     record: str | None = None,
     give_up_after_s: float | None = GIVE_UP_AFTER_S,
     on_calls_over: Callable[[], None] | None = None,
+    command: str | None = None,
 ) -> RunSummary:
     """Run the scenarios under a load profile (default: each once, one at a time).
 
@@ -184,7 +185,11 @@ def run_scenarios(
     concurrency, `profile` is not used). `groups` run several loads in parallel instead of
     `profile` (a suite; one pacing process); `scenario_tags` adds tags to the records of the
     scenarios it names; `record` overrides every scenario's `client.record`. When every create at a
-    target has failed for `give_up_after_s` (None: never), the run stops and `gave_up` says so."""
+    target has failed for `give_up_after_s` (None: never), the run stops and `gave_up` says so.
+
+    summary.json gets its `run` object (`RunClock`: start, end, duration, version, `command`
+    (default: this process's command line), host, Python) as soon as the folder is made, its start
+    set to the load's start as the first call ends, and the rest of the summary at the end."""
     from uvbench.runner.workers import run_fleet
 
     if groups and workers > 1:
@@ -199,18 +204,40 @@ def run_scenarios(
         targets.close()
         raise
     state = state or RunState()
+    clock = RunClock.now(command)
+    folder.write_summary({"run": clock.to_json()})  # a run killed mid-way still says when it began
+    moved = False
+
+    def load_started() -> bool:
+        """The run's start set to the load's (`state.t0`, from which the calls' start offsets count),
+        once the pacing processes were told to go; False before."""
+        nonlocal moved
+        if not moved and state.t0 > clock.started_mono:
+            clock.start_at(state.t0)
+            moved = True
+        return moved
+
+    def call_over(call: dict[str, Any], path: Path) -> None:
+        if not moved and load_started():
+            folder.write_summary({"run": clock.to_json()})
+        if on_call is not None:
+            on_call(call, path)
+
     fleet = None
     try:
         fleet = run_fleet(
             scenarios, folder, endpoints, workers=workers, profile=profile, step=step, groups=groups,
-            repeat=repeat, seed=seed, record=record, on_call=on_call, on_drop=on_drop,
+            repeat=repeat, seed=seed, record=record, on_call=call_over, on_drop=on_drop,
             on_worker_failed=on_worker_failed, state=state, scenario_tags=scenario_tags,
             give_up_after_s=give_up_after_s, on_calls_over=on_calls_over,
         )  # fmt: skip
     finally:
+        load_started()
+        clock.end()  # before the local server's stop, which is no part of the run
         targets.close()  # after the calls: they need the local server to the end
         folder.write_summary(
             {
+                "run": clock.to_json(),
                 **(fleet.tally if fleet else RecordTally()).to_json(),
                 "dropped_calls": state.dropped,
                 "interrupted_calls": state.interrupted,
