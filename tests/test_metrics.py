@@ -542,6 +542,15 @@ def test_failed_outcomes() -> None:
     m = call.compute()
     assert m.outcome == "failed:error" and m.outcome_detail == "session: boom"
 
+    # A join that failed is a connection that never opened, whatever the join's own words.
+    call = Call(setup=False)
+    call.event(0, "call.create_sent", attempt=1)
+    call.event(80, "call.created", call_id="c1", join_url="ws://x")
+    call.event(90, "ws.connect_started")
+    call.event(95, "error", where="join", message="connection refused", reason="join_failed")
+    m = call.compute()
+    assert (m.outcome, m.outcome_detail) == ("failed:connect", "the websocket never opened: connection refused")
+
     call = Call()
     call.close(500, code=1011)
     assert call.compute().outcome == "failed:server_close"

@@ -906,6 +906,8 @@ def _outcome(
         if error is not None:
             detail += f" ({error.data.get('where')})"
         return "failed:server_close", detail
+    if error is not None and error.data.get("where") == "join" and ws_open is None:
+        return "failed:connect", f"the websocket never opened: {error.data.get('message')}"
     if error is not None:
         return "failed:error", f"{error.data.get('where')}: {error.data.get('message')}"
     if ws_open is None:

@@ -149,9 +149,12 @@ class RunSummary:
         if not self.records or self.worker_failures or self.gave_up:
             return 3  # nothing measured, or the load generator failed to deliver the asked load
         outcomes = [r["outcome"] for r in self.records]
-        if all(o.startswith(("failed:create", "failed:connect")) for o in outcomes):
-            return 3  # nothing could be measured: the target is unreachable or refuses every call
-        return 0 if all(o == "completed" for o in outcomes) else 1
+        if all(o.startswith(("failed:create", "failed:connect", "invalid:")) for o in outcomes):
+            # nothing could be measured: the target is unreachable or refuses every call, or the
+            # generator could vouch for none of them
+            return 3
+        # A call a graceful stop cut is neither a pass nor a failure (k6's interrupted iterations).
+        return 0 if all(o in ("completed", "interrupted") for o in outcomes) else 1
 
 
 def run_scenarios(
