@@ -137,6 +137,21 @@ def test_synth_refuses_a_broken_manifest_before_writing(tmp_path: Path):
     assert not (tmp_path / "clip.wav").exists()
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_synth_writes_clips_with_the_mode_the_umask_gives(tmp_path: Path, umask: int, mode: int):
+    # As any new file: 0666 less the umask (a temporary file's 0600 must not reach the clip).
+    previous = os.umask(umask)
+    try:
+        synth("Hello.", tmp_path / "clip.wav")
+        synth("Hello again.", tmp_path / "clip.wav")  # replacing a clip gives it the same mode
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "clip.wav").stat().st_mode & 0o777 == mode
+    assert (tmp_path / MANIFEST_NAME).stat().st_mode & 0o777 == mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.wav", MANIFEST_NAME]  # no temporary left
+
+
 # --- annotate ---------------------------------------------------------------------------------
 
 

@@ -252,7 +252,7 @@ def test_finish_run_merges_extra_into_the_summary_in_one_write(tmp_path: Path) -
     (folder / "summary.json").write_text(json.dumps({"calls": 2, "load": None, "interrupted": False}))
     finish_run(folder, records, [], {"load": {"executor": "constant-vus", "vus": 2}, "knee": {"held": 4}})
     summary = json.loads((folder / "summary.json").read_text())
-    assert list(summary) == ["calls", "load", "interrupted", "knee", "aggregate", "thresholds"]
+    assert list(summary) == ["calls", "load", "interrupted", "checks", "knee", "aggregate", "thresholds"]
     assert summary["load"] == {"executor": "constant-vus", "vus": 2} and summary["knee"] == {"held": 4}
     with sqlite3.connect(tmp_path / "reports" / DB_NAME) as conn:  # the history saw the merged load
         (profile,) = conn.execute("SELECT profile FROM runs").fetchone()

@@ -1,16 +1,24 @@
 """The script's live view of agent audio: frames taken in when asked give what taking each in as it
-arrived gives (the pacing loop only queues them; call/live.py)."""
+arrived gives (the pacing loop only queues them; call/live.py). And the run's live view on a
+terminal (report/live.py): its clock, its bar, its table."""
 
 from __future__ import annotations
 
+import io
+import re
+import time
 from array import array
 
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
+from rich.console import Console
 
 from uvbench.call.live import MERGE_GAP_NS, NS, SETTLE_FRAMES, LivePlayback
+from uvbench.metrics.aggregate import UNDERFLOW_MIN_AUDIO_S
 from uvbench.protocol.audio import audible_bounds
+from uvbench.report.live import LiveView
+from uvbench.runner.fanout import RunState
 
 RATE = 16_000
 MS = 1_000_000
@@ -93,3 +101,58 @@ def test_frames_wait_no_longer_than_settle_frames():
     assert len(playback.rows) == 0  # nobody asked yet: queued, not scanned
     playback.receive(SETTLE_FRAMES * 20 * MS, loud)
     assert len(playback.rows) == 4 * SETTLE_FRAMES
+
+
+# -- the run's live view (report/live.py) -----------------------------------------------------------
+
+
+def _shown(view) -> str:
+    """The live view as a terminal shows it, as plain text."""
+    console = Console(file=io.StringIO(), width=160, color_system=None)
+    console.print(view.render())
+    return console.file.getvalue()
+
+
+def _clock_s(text: str) -> int:
+    (h, m, s) = re.search(r"\b(\d+):(\d\d):(\d\d)\b", text).groups()
+    return int(h) * 3600 + int(m) * 60 + int(s)
+
+
+def test_the_clock_keeps_running_while_the_last_calls_drain():
+    # A 60 s load 100 s ago, two calls still in flight: the bar is full, the clock goes on.
+    state = RunState(started=10, finished=8, in_flight=2)
+    state.t0 = time.monotonic() - 100
+    view = LiveView(state, total_calls=None, duration_s=60, enabled=True)
+    first = _shown(view)
+    state.t0 -= 65  # 65 s later, still draining
+    later = _shown(view)
+    assert _clock_s(first) >= 100 and _clock_s(later) >= _clock_s(first) + 65
+    assert "60/60 s" in first and "waiting for 2 calls to end" in later
+    state.in_flight = 0
+    assert "waiting for" not in _shown(view)
+
+
+def test_the_bar_says_what_it_counts():
+    state = RunState(started=3, finished=2, in_flight=1)
+    state.t0 = time.monotonic() - 30
+    by_calls = _shown(LiveView(state, total_calls=5, duration_s=None, enabled=True))
+    bar = by_calls.splitlines()[0]
+    assert bar.startswith("calls") and re.search(r"\b2/5 \d+:\d\d:\d\d", bar)  # calls, not seconds
+    by_time = _shown(LiveView(state, total_calls=None, duration_s=60, enabled=True))
+    bar = by_time.splitlines()[0]
+    assert bar.startswith("time") and re.search(r"\b30/60 s\b", bar) and "calls" not in bar
+
+
+def test_the_clock_waits_for_the_first_call():
+    state = RunState()  # the processes are still starting
+    state.t0 = time.monotonic() - 12
+    assert _clock_s(_shown(LiveView(state, total_calls=4, duration_s=None, enabled=True))) == 0
+
+
+def test_no_underflow_rate_from_a_few_seconds_of_audio():
+    state = RunState(started=1, finished=1, underflows=1, agent_audio_ms=(UNDERFLOW_MIN_AUDIO_S - 1) * 1000)
+    row = _shown(LiveView(state, total_calls=1, duration_s=None, enabled=True)).splitlines()[-1]
+    assert row.split()[8] == "—"  # underflows/min, not 1 underflow over 9 s as 6.67/min
+    state.agent_audio_ms = 120_000.0
+    row = _shown(LiveView(state, total_calls=1, duration_s=None, enabled=True)).splitlines()[-1]
+    assert row.split()[8] == "0.50"

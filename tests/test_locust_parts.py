@@ -4,6 +4,7 @@ the run folder a locust run keeps, and the engine's wire format. No locust, no n
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 from tests.test_report_files import _record
 from uvbench.locust import wire
 from uvbench.locust.collect import RunCollector
-from uvbench.locust.requests import REQUEST_TYPES, Request, UvbenchFailure, requests_of
+from uvbench.locust.requests import REQUEST_TYPES, Request, UvbenchFailure, requests_of, stats_tables_lines
 from uvbench.locust.stages import NotAShape, ShapePlan
 from uvbench.metrics.thresholds import parse_thresholds
 from uvbench.runner.load import LoadProfile, Stage
@@ -539,6 +540,35 @@ def test_finish_writes_the_summary_and_the_reports(tmp_path: Path) -> None:
     assert "uvbench: 1 calls gave no record; the first: RuntimeError: engine gone" in verdict.lines
     assert verdict.exit_code is None
     assert [r["stage"] for r in _lines(folder)] == [0, 1, 2]
+
+
+def test_the_two_stats_tables_say_which_is_which(tmp_path: Path) -> None:
+    import csv
+    import io
+
+    from uvbench.report.csv_report import stats_csv
+
+    folder = tmp_path / "20260101-000000-booking"
+    assert stats_tables_lines(folder, None) == []  # without --csv, locust writes no table of its own
+    head, locusts, uvbenchs = stats_tables_lines(folder, "out")
+    assert "locust's columns" in head
+    assert locusts.startswith("  out_stats.csv: locust's own request stats of the calls' request events")
+    assert uvbenchs.startswith(f"  {folder / 'stats.csv'}: uvbench's, computed from the call records")
+    # Each line names the rows its table has: locust's from the request events, uvbench's from stats_csv.
+    record = _call(
+        barge_ins=[
+            {
+                "index": 0,
+                "success": True,
+                "metrics": {"interrupt.clear_ms": 90.0, "interrupt.silence_ms": 95.0},
+            }
+        ]
+    )
+    fired = {e.name.split(":", 1)[1] for e in requests_of(record)}
+    table = csv.DictReader(io.StringIO(stats_csv([record])))
+    rows = {row["Name"].split(":", 1)[1] for row in table if row["Name"] != "Aggregated"}
+    listed = lambda line: set(re.search(r"\(([a-z_, ]+);", line).group(1).split(", "))  # noqa: E731
+    assert listed(locusts) == fired and listed(uvbenchs) == rows
 
 
 # -- wire -----------------------------------------------------------------------------------------

@@ -549,7 +549,8 @@ def test_failed_outcomes() -> None:
     call.event(90, "ws.connect_started")
     call.event(95, "error", where="join", message="connection refused", reason="join_failed")
     m = call.compute()
-    assert (m.outcome, m.outcome_detail) == ("failed:connect", "the websocket never opened: connection refused")
+    never_opened = "the websocket never opened: connection refused"
+    assert (m.outcome, m.outcome_detail) == ("failed:connect", never_opened)
 
     call = Call()
     call.close(500, code=1011)

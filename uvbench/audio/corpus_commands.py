@@ -14,9 +14,10 @@ for other files are kept, an entry for the same file is replaced in place. Bad i
 
 from __future__ import annotations
 
+import errno
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -99,11 +100,23 @@ def _update_manifest(folder: Path, clips: list[Clip]) -> None:
         ) from None
 
 
+def _temporary_beside(path: Path) -> str:
+    """A new empty file next to `path`, made with the mode any new file gets (0666 less the umask,
+    so 0644 usually): `tempfile.mkstemp` makes it 0600, which the rename would hand on to the clip."""
+    for _ in range(100):
+        temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{path.suffix}")
+        try:
+            os.close(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return str(temp)
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path.parent))
+
+
 def _write_audio(path: Path, audio: np.ndarray, rate: int, fmt: str) -> None:
     """Write through a temporary file in the same folder, so a reader never sees half a file."""
     try:
-        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-        os.close(handle)
+        temp = _temporary_beside(path)
         try:
             sf.write(temp, audio, rate, format=fmt, subtype="PCM_16")
             os.replace(temp, path)

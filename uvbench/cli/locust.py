@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from uvbench.cli.common import UsageError
+from uvbench.report.run_folder import COMMAND_ENV, command_line
 
 
 def add_parser(sub) -> None:
@@ -22,7 +23,9 @@ def add_parser(sub) -> None:
         help="run a scenario file as a locust load test (locust's own options follow the path)",
         description="Run a scenario file's calls as locust users, with locust's options: e.g. "
         "uvbench locust scenarios/quickstart.yaml --headless -u 10 -r 2 -t 1m --csv out. "
-        "Without -u, the file's `load:` shapes the test. Reports go to --uvbench-out (reports/).",
+        "Without -u, the file's `load:` shapes the test. Reports go to --uvbench-out (reports/). "
+        "With --csv PREFIX there are two stats tables in locust's columns: PREFIX_stats.csv is "
+        "locust's own request stats, the run folder's stats.csv is uvbench's, from the call records.",
     )
     parser.add_argument("path", type=Path, help="a scenario or suite file")
     parser.add_argument("locust_args", nargs=argparse.REMAINDER, help="locust's options, as `locust --help`")
@@ -53,5 +56,7 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError("uvbench locust brings its own locustfile: drop -f (or run `locust -f` yourself)")
     argv = command(args.path, args.locust_args)
     sys.stdout.flush()
+    # locust replaces this process: the run's summary records what the user typed, not locust's argv
+    os.environ[COMMAND_ENV] = command_line()
     os.execv(argv[0], argv)
     return 0  # not reached: locust replaces this process

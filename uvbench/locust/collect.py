@@ -131,7 +131,8 @@ class RunCollector:
     def finish(self) -> Verdict:
         """Write summary.json and the report files, and judge the run (the session calls it once)."""
         self.finished = True
-        self.clock.end()
+        if self.clock.duration_s is None:  # a second finish judges the same run, not a longer one
+            self.clock.end()
         summary = {
             "run": self.clock.to_json(),
             **self.tally.to_json(),

@@ -28,6 +28,7 @@ still failures.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 REQUEST_TYPES = ("call", "turn", "barge_in", "tool")
@@ -129,3 +130,16 @@ def requests_of(record: dict[str, Any]) -> list[Request]:
     failure = None if outcome == "completed" else UvbenchFailure(outcome, detail)
     add("call", "call", _ms(record.get("duration_ms")), failure)
     return events
+
+
+def stats_tables_lines(run_folder: Path, csv_prefix: str | None) -> list[str]:
+    """With locust's `--csv PREFIX`, a run has two stats tables in locust's columns: what each is."""
+    if not csv_prefix:
+        return []
+    return [
+        "stats tables, both in locust's columns:",
+        f"  {csv_prefix}_stats.csv: locust's own request stats of the calls' request events"
+        " (setup, first_audio, ttfa, time_to_silence, playback, call; rounded percentiles)",
+        f"  {run_folder / 'stats.csv'}: uvbench's, computed from the call records"
+        " (setup, ttfa, clear, silence; exact percentiles; invalid calls left out)",
+    ]

@@ -40,7 +40,7 @@ from locust.shape import LoadTestShape
 
 from uvbench.locust.bridge import CallLost, EngineProcess
 from uvbench.locust.collect import RunCollector
-from uvbench.locust.requests import UvbenchFailure, requests_of
+from uvbench.locust.requests import UvbenchFailure, requests_of, stats_tables_lines
 from uvbench.locust.stages import NotAShape, ShapePlan
 
 STARTED, RECORD, LOST = "uvbench:started", "uvbench:record", "uvbench:lost"
@@ -419,7 +419,8 @@ class _Session:
         collector.interrupted_calls += self.interrupted
         self.interrupted = 0
         verdict = collector.finish()
-        for line in verdict.lines:
+        tables = stats_tables_lines(collector.path, getattr(self.options, "csv_prefix", None))
+        for line in verdict.lines + tables:
             print(line)
         sys.stdout.flush()
         if verdict.exit_code is not None:

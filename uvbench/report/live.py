@@ -15,14 +15,21 @@ from typing import Any
 import numpy as np
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
+from uvbench.metrics.aggregate import UNDERFLOW_MIN_AUDIO_S
 from uvbench.runner.fanout import RunState
 
 
 def _p(values: list[float], q: float) -> str:
     return "—" if not values else f"{np.percentile(values, q):.0f} ms"
+
+
+def clock(seconds: float) -> str:
+    """h:mm:ss of the run so far."""
+    minutes, secs = divmod(max(0, int(seconds)), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}"
 
 
 class LiveView:
@@ -41,16 +48,25 @@ class LiveView:
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self.console = Console()
+        # The bar says what it counts: calls done of a number of calls, or seconds of a load's
+        # duration. The clock is the run's own (RunState), not the bar's: rich stops a task's clock
+        # when its bar is full, which a duration's bar is while the last calls drain.
         self.progress = Progress(
-            TextColumn("[bold]calls"),
+            TextColumn("[bold]{task.description}"),
             BarColumn(),
-            MofNCompleteColumn() if total_calls else TextColumn("{task.completed:.0f}/{task.total:.0f} s"),
-            TimeElapsedColumn(),
+            TextColumn("{task.completed:.0f}/{task.total:.0f}" + ("" if total_calls else " s")),
+            TextColumn("{task.fields[clock]}"),
+            TextColumn("{task.fields[draining]}"),
             console=self.console,
         )
         self.total_calls = total_calls
         self.duration_s = duration_s
-        self.task = self.progress.add_task("calls", total=total_calls or duration_s)
+        self.task = self.progress.add_task(
+            "calls" if total_calls else "time",
+            total=total_calls or duration_s or 0,
+            clock=clock(0),
+            draining="",
+        )
         self._live: Live | None = None
 
     def table(self) -> Table:
@@ -60,6 +76,8 @@ class LiveView:
                        "underflows/min", "pacer p99 (worst)"):  # fmt: skip
             table.add_column(column, justify="right")
         minutes = s.agent_audio_ms / 60000
+        # no per-minute figure from a few seconds of audio, as in the summary (aggregate.py)
+        few = s.agent_audio_ms < UNDERFLOW_MIN_AUDIO_S * 1000
         table.add_row(
             str(s.in_flight),
             str(s.finished),
@@ -69,7 +87,7 @@ class LiveView:
             str(s.dropped),
             _p(s.ttfa_ms, 50),
             _p(s.ttfa_ms, 95),
-            "—" if minutes <= 0 else f"{s.underflows / minutes:.2f}",
+            "—" if few else f"{s.underflows / minutes:.2f}",
             f"{s.worst_pacer_p99_ms:.1f} ms",
         )
         return table
@@ -100,10 +118,16 @@ class LiveView:
                 return
 
     def render(self) -> Any:
+        s = self.state
+        elapsed = max(0.0, s.elapsed_s()) if s.started else 0.0
         if self.total_calls:
-            self.progress.update(self.task, completed=self.state.finished)
+            completed: float = s.finished
+            draining = ""
         else:
-            self.progress.update(self.task, completed=min(self.state.elapsed_s(), self.duration_s or 0))
+            completed = min(elapsed, self.duration_s or 0)
+            over = self.duration_s is not None and elapsed >= self.duration_s and s.in_flight
+            draining = f"(load over: waiting for {s.in_flight} calls to end)" if over else ""
+        self.progress.update(self.task, completed=completed, clock=clock(elapsed), draining=draining)
         return Group(self.progress, self.table())
 
     def print(self, text: str) -> None:

@@ -66,7 +66,7 @@ class RunState:
     in_flight: int = 0
     dropped: int = 0
     interrupted: int = 0
-    """Calls cancelled by a load's gracefulStop or gracefulRampDown (no record is written)."""
+    """Calls cancelled by a load's gracefulStop or gracefulRampDown (recorded `interrupted`)."""
     outcomes: dict[str, int] = field(default_factory=dict)
     ttfa_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LIVE_TTFA_WINDOW))
     underflows: int = 0
@@ -85,7 +85,8 @@ class RunState:
             for turn in record.get("turns", []):
                 if turn["metrics"].get("turn.ttfa_ms") is not None:
                     self.ttfa_ms.append(turn["metrics"]["turn.ttfa_ms"])
-                self.agent_audio_ms += turn["metrics"].get("turn.agent_audio_ms") or 0.0
+            # as audio.underflow_per_min: every underflow over all the agent audio heard
+            self.agent_audio_ms += metrics.get("call.agent_audio_ms") or 0.0
             self.underflows += metrics.get("call.underflow_count") or 0
         p99 = metrics.get("pacer.lateness_p99_ms")
         if p99 is not None:

@@ -26,7 +26,9 @@ whose event loop paces the other calls, so when a round of calls ended together 
   folds it into `RunState` (the live view) and calls `on_call`. If an analysis process dies, its
   calls in hand are given to a new one (their spool files are still there); a call whose
   analysis fails twice is lost and counted.
-- **Tags**: `worker` is added; `vu` and `iteration` are run-wide (local*W + w); `concurrency` is
+- **Tags**: `worker` is added; `vu` is run-wide (local*W + w); `iteration` (the run's start order,
+  from 0) and `attempt` (the scenario's start order, from 1) come from run-wide counters in shared
+  memory, so they have no gaps when one process starts more calls than another; `concurrency` is
   the run's calls in flight once the call started, itself included: every pacing process
   publishes its own count in a shared-memory array (one slot per worker, written only by it) and
   sums all slots at each start.
@@ -254,6 +256,8 @@ class _Fleet:
         n = len(specs)
         self._ctx = process_context()
         self.counters = self._ctx.Array("q", SLOTS * n, lock=False)
+        self.numbers = self._ctx.Array("q", 1 + len(specs[0].scenarios) if specs else 1)
+        """Run-wide start counters (the calls, then each scenario's), taken under the array's lock."""
         self.procs: list[Any] = []
         self.conns: list[Connection] = []
         self.ready: set[int] = set()
@@ -314,7 +318,7 @@ class _Fleet:
                 parent_end, child_end = self._ctx.Pipe(duplex=True)
                 proc = self._ctx.Process(
                     target=worker_main,
-                    args=(spec, child_end, self.counters),
+                    args=(spec, child_end, self.counters, self.numbers),
                     name=f"uvbench-pacing-{spec.worker}",
                     daemon=True,
                 )
@@ -671,7 +675,7 @@ class _Fleet:
 # A pacing process
 
 
-def worker_main(spec: WorkerSpec, conn: Connection, counters: Any) -> None:
+def worker_main(spec: WorkerSpec, conn: Connection, counters: Any, numbers: Any = None) -> None:
     """A pacing process's entry point: its share of the load on its own event loop."""
     for sig in STOP_SIGNALS:  # the parent decides; it sends "cancel" (see _start), or goes away
         signal.signal(sig, signal.SIG_IGN)
@@ -692,7 +696,7 @@ def worker_main(spec: WorkerSpec, conn: Connection, counters: Any) -> None:
             profiler = cProfile.Profile()
             profiler.enable()
         with asyncio.Runner(loop_factory=fast_event_loop_factory()) as runner:
-            runner.run(_work(spec, conn, counters, outbox))
+            runner.run(_work(spec, conn, counters, outbox, numbers))
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(f"{profile}.pacing{spec.worker}")
@@ -764,7 +768,6 @@ class _WorkerHooks:
         c[base + _IN_FLIGHT] = state.in_flight
         tags["worker"] = self.w
         tags["vu"] = tags["vu"] * self.n + self.w
-        tags["iteration"] = tags["iteration"] * self.n + self.w
         tags["concurrency"] = sum(c[SLOTS * i + _IN_FLIGHT] for i in range(self.n))
         if self.levels is not None:
             tags["step"] = self.levels.level
@@ -870,7 +873,20 @@ class WireCaller:
             await api.close()
 
 
-async def _work(spec: WorkerSpec, conn: Connection, counters: Any, outbox: queue.SimpleQueue[Any]) -> None:
+def run_wide_numbers(numbers: Any, scenario: int) -> tuple[int, int]:
+    """(iteration, attempt) of a call starting now in any pacing process: the run's start order
+    from 0 and its scenario's from 1. Each process taking every W-th item of the run's order (as
+    `run_load` splits it) would leave gaps as soon as one process starts more calls than another."""
+    with numbers.get_lock():
+        iteration = numbers[0]
+        numbers[0] = iteration + 1
+        numbers[1 + scenario] += 1
+        return iteration, numbers[1 + scenario]
+
+
+async def _work(
+    spec: WorkerSpec, conn: Connection, counters: Any, outbox: queue.SimpleQueue[Any], numbers: Any = None
+) -> None:
     import asyncio
 
     from uvbench.eventloop import settle_for_pacing
@@ -917,6 +933,8 @@ async def _work(spec: WorkerSpec, conn: Connection, counters: Any, outbox: queue
             cancel()
 
     async def run_one(scenario: Scenario, tags: dict[str, Any]) -> dict[str, Any]:
+        if numbers is not None and spec.workers > 1:
+            tags["iteration"], tags["attempt"] = run_wide_numbers(numbers, caller.index[id(scenario)])
         try:
             return await caller.run(scenario, tags, lambda raw: tell(("raw", spec.worker, raw)))
         finally:
