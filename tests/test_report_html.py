@@ -12,7 +12,9 @@
 from __future__ import annotations
 
 import contextlib
+import html
 import json
+import math
 import os
 import re
 import select
@@ -24,9 +26,11 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from uvbench.listener import Listener, ListenerConfig
+from uvbench.metrics.aggregate import percentile
 from uvbench.metrics.thresholds import parse_thresholds
 from uvbench.report import plots
 from uvbench.report.finish import finish_run
@@ -143,18 +147,29 @@ def test_report_html_holds_every_part_of_a_real_run(run_folder):
     assert _external_refs(text) == []
     assert page.of("script") == [] and page.of("link") == [] and page.of("img") == []
     svgs = page.of("svg")
-    # Histogram, CDF, by concurrency, by buffer size, barge-ins, and one timeline per shown call.
+    # Four charts over the run; histogram, CDF, by concurrency, by buffer size, barge-ins; one
+    # timeline per shown call. By buffer size only with UNDERFLOW_MIN_AUDIO_S of audio per size:
+    # these calls' replies are short, so the page may say there was too little instead.
     shown = text.count('<article class="call">')
     assert 2 <= shown <= 4
-    assert len(svgs) == 5 + shown
+    by_buffer = "Underflows against the client buffer size" in text
+    assert by_buffer != ("Too little agent audio was heard for an underflow rate." in text)
+    assert len(svgs) == 4 + 4 + by_buffer + shown
     for title in (
+        "Turn latency over the run",
+        "Calls in flight and calls started",
+        "Outcomes over the run",
+        "Underflows and barge-ins over the run",
         "Turn latency distribution",
         "Turn latency CDF",
         "Turn latency against concurrency",
-        "Underflows against the client buffer size",
         "After a barge-in",
     ):
         assert title in text, title
+    assert "no start time in the run" not in text  # every real call has its start_offset_s
+    # The thresholds on turn.ttfa_ms levels are lines on the latency chart, labelled.
+    over = text[text.index('id="over-the-run"') : text.index('id="plots"')]
+    assert "p(95) &lt; 5000" in over and "p(50) &lt; 1 ✗ breached" in over
     assert "No barge-ins in this run" not in text
 
     # Headline: the run's name, target, load and calls (completed / failed / invalid).
@@ -173,10 +188,18 @@ def test_report_html_holds_every_part_of_a_real_run(run_folder):
         assert name in text
 
     # Thresholds: the breach is listed first and marked.
-    thresholds = text[text.index('id="thresholds"') : text.index('id="plots"')]
+    thresholds = text[text.index('id="thresholds"') : text.index('id="checks"')]
     rows = re.findall(r"<tr class=\"(fail)?\">.*?<code>([^<]*)</code>.*?<code>([^<]*)</code>", thresholds)
     assert rows[0] == ("fail", "turn.ttfa_ms", "p(50) &lt; 1")
     assert [r[0] for r in rows[1:]] == ["", ""]
+
+    # Checks: the buffer expectation, failed by every call of the 30000 ms variant, each listed and
+    # linked to its call JSON.
+    checks = text[text.index('id="checks"') : text.index('id="over-the-run"')]
+    failed_expect = [r for r in records if r["outcome"] == "failed:expect"]
+    assert "call.max_buffered_ms" in checks and f"✗ {len(failed_expect)}" in checks
+    for r in failed_expect:
+        assert f'title="{r["call_id"]}"' in checks
 
     # The call table puts failed calls first and links each call's JSON, which exists.
     table = text[text.index('id="calls"') :]
@@ -349,7 +372,9 @@ def test_chromium_opens_the_report_cleanly(chromium, run_folder):
     chromium.open(folder / "report.html")
     assert chromium.problems() == []
     shown = chromium.evaluate("document.querySelectorAll('article.call').length")
-    assert chromium.evaluate("document.querySelectorAll('svg.plot').length") == 5 + shown >= 7
+    by_buffer = chromium.evaluate("!!document.querySelector('svg[aria-label^=\"underflows against\"]')")
+    assert chromium.evaluate("document.querySelectorAll('svg.plot').length") == 8 + by_buffer + shown >= 10
+    assert chromium.evaluate("document.querySelectorAll('#over-the-run svg.plot').length") == 4
     # Every plot is laid out with a size, and the page loaded nothing but itself.
     sizes = chromium.evaluate(
         "[...document.querySelectorAll('svg.plot')].map(s => s.getBoundingClientRect().width)"
@@ -373,7 +398,11 @@ def _record(
         "outcome": "completed",
         "concurrency": concurrency,
         "call_id": f"{n:08d}-0000-0000-0000-000000000000",
-        "metrics": {"call.underflow_count": extra.pop("underflows", 0), "call.first_audio_ms": 300.0 + n},
+        "metrics": {
+            "call.underflow_count": extra.pop("underflows", 0),
+            "call.first_audio_ms": 300.0 + n,
+            "call.agent_audio_ms": 4000.0,
+        },
         "turns": [
             {
                 "index": 0,
@@ -699,9 +728,10 @@ def test_the_page_of_thousands_of_calls_stays_small(tmp_path):
     """3000 synthetic calls (records only: no real call), each a turn and two barge-ins, over 300
     concurrency levels, 30 buffer sizes, 50 scenarios and 9 targets: nothing on the page grows with
     the calls. What is left is fixed: five plots (the biggest, the barge-in strip, at most
-    2 x MAX_DOTS dots of about 120 bytes: ~125 kB), TIMELINE_CALLS call timelines (~15 kB each),
+    2 x MAX_DOTS dots of about 120 bytes: ~125 kB), four charts over the run (at most
+    MAX_RUN_BUCKETS buckets each: ~25 kB each), TIMELINE_CALLS call timelines (~15 kB each),
     MAX_CALL_ROWS table rows (~350 bytes each) and MAX_SCENARIOS groups of statistics (~40 kB): about
-    0.5 MB, so 1 MB bounds it with room, where every dot and every call drawn would be megabytes."""
+    0.6 MB, so 1 MB bounds it with room, where every dot and every call drawn would be megabytes."""
     from uvbench.report.html import MAX_SCENARIOS, TIMELINE_CALLS
 
     records = []
@@ -729,16 +759,17 @@ def test_the_page_of_thousands_of_calls_stays_small(tmp_path):
                 underflows=n % 2,
                 target=f"target-{n % 9}",
                 scenario=f"scenario-{n % 50}",
+                tags={"start_offset_s": n * 0.2},
             )
         )
     text = render_html(tmp_path, records, {"calls": len(records)})
     assert len(text) < 1_000_000, len(text)
     page = _parse(text)
-    assert len(page.of("svg")) == 5 + TIMELINE_CALLS
+    assert len(page.of("svg")) == 9 + TIMELINE_CALLS
     table = text[text.index('id="calls"') :]
     assert table.count("<tr class=") == MAX_CALL_ROWS
     assert f"{len(records) - MAX_CALL_ROWS} more calls left out" in text
-    scenarios = text[text.index('id="scenarios"') : text.index('id="shown"')]
+    scenarios = text[text.index('id="scenarios"') : text.index('id="turns"')]
     assert scenarios.count('class="l scen"') == MAX_SCENARIOS
     assert f"{50 - MAX_SCENARIOS} more scenarios left out" in text
     assert "and 3 more" in text  # targets beyond the first 6
@@ -779,3 +810,507 @@ def test_a_big_runs_page_is_the_page_whoever_draws_its_figures(tmp_path):
     assert len(ids) == len(set(ids))
     for name in ("calls.csv", "stats.csv", "junit.xml"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+# -- over the run's time ----------------------------------------------------------------------------
+
+
+def _timed_record(
+    k: int,
+    offset_s: float | None,
+    *,
+    duration_s: float = 6.0,
+    ttfa: float | None = 700.0,
+    outcome: str = "completed",
+    underflows_at_s: tuple[float, ...] = (),
+    barge_in: bool | None = None,
+    scenario: str = "timed",
+) -> dict[str, Any]:
+    """A call starting `offset_s` into the run (None: an old run's record without the tag): a turn
+    whose user speech ends 2 s after the create was sent, underflows and a barge-in at the given
+    seconds after it. Each record runs on its own clock, as records from different processes do."""
+    ns = 1_000_000_000
+    base = 7_000 * ns + k * 13_370_000_000 + 123_456  # never shared between records
+    turn_metrics = {"turn.ttfb_ms": None if ttfa is None else ttfa - 20, "turn.agent_audio_ms": 2500.0}
+    turn_metrics["turn.ttfa_ms"] = ttfa
+    record = {
+        "scenario": scenario,
+        "outcome": outcome,
+        "concurrency": 1,
+        "call_id": f"{k:08d}-1111-0000-0000-000000000000",
+        "tags": {"vu": k % 7} | ({} if offset_s is None else {"start_offset_s": offset_s}),
+        "duration_ms": duration_s * 1000 - 40,
+        "metrics": {
+            "call.underflow_count": len(underflows_at_s),
+            "call.agent_audio_ms": 4000.0,
+            "call.first_audio_ms": 310.0,
+        },
+        "anchors": {
+            "create_sent_ns": base,
+            "ws_open_ns": base + 40_000_000,
+            "ws_closed_ns": base + int(duration_s * ns),
+        },
+        "turns": [
+            {
+                "index": 0,
+                "step": 1,
+                "name": "ask_order",
+                "missed": ttfa is None,
+                "metrics": turn_metrics,
+                "t_ss_ns": base + 1 * ns,
+                "t_se_ns": base + 2 * ns,
+            }
+        ],
+        "underflows": [
+            {"start_ns": base + int(t * ns), "end_ns": base + int(t * ns) + 30_000_000}
+            for t in underflows_at_s
+        ],
+        "barge_ins": []
+        if barge_in is None
+        else [
+            {
+                "index": 0,
+                "step": 3,
+                "success": barge_in,
+                "t_bi_ns": base + 4 * ns,
+                "t_be_ns": base + 5 * ns,
+                "metrics": {"interrupt.clear_ms": 120.0, "interrupt.silence_ms": 180.0},
+            }
+        ],
+    }
+    return record
+
+
+def _minutes_of_calls(
+    minutes: float = 4.0, calls: int = 240, scenario: str = "timed"
+) -> list[dict[str, Any]]:
+    """A synthetic run of `minutes`: calls starting ever more often, TTFA rising with the load, every
+    11th call failed, every 13th invalid, an underflow in every third, a barge-in in every second
+    (every fifth of them not stopping the agent)."""
+    span = minutes * 60 - 10
+    return [
+        _timed_record(
+            k,
+            round(span * (k / calls) ** 0.5, 3),
+            duration_s=5.0 + k % 4,
+            ttfa=500.0 + 4 * k + (k * 37) % 150,
+            outcome="invalid:generator_overloaded"
+            if k % 13 == 0
+            else "failed:expect"
+            if k % 11 == 0
+            else "completed",
+            underflows_at_s=(3.0,) if k % 3 == 0 else (),
+            barge_in=None if k % 2 else k % 5 != 0,
+            scenario=scenario,
+        )
+        for k in range(calls)
+    ]
+
+
+TTFA_THRESHOLDS = [
+    {"metric": "turn.ttfa_ms", "expression": "p(95) < 1200", "passed": True, "observed": 1100.0},
+    {"metric": "turn.ttfa_ms{turn:ask_order}", "expression": "p(50)<900", "passed": False, "observed": 950.0},
+    {"metric": "turn.ttfa_ms", "expression": "avg < 60000", "passed": True, "observed": 800.0},
+    {"metric": "turn.ttfa_ms", "expression": "count > 10", "passed": True, "observed": 200.0},
+    {"metric": "turn.ttfb_ms", "expression": "p(95) < 1000", "passed": True, "observed": 900.0},
+    {"metric": "call.failed", "expression": "rate < 0.01", "passed": False, "observed": 0.05},
+]
+
+
+def test_bucket_width_cuts_any_run_into_30_to_120_buckets():
+    for span in (0.4, 1.0, 6.5, 59.0, 61.0, 240.0, 299.0, 3600.0, 7300.0, 86_400.0, 3 * 86_400.0):
+        width = plots.bucket_width(span)
+        assert 30 <= math.ceil(span / width) <= plots.MAX_RUN_BUCKETS, (span, width)
+
+
+def test_run_series_places_calls_turns_and_events_in_run_time():
+    records = [
+        _timed_record(0, 0.0, duration_s=10.0, ttfa=600.0, underflows_at_s=(3.0, 3.5), barge_in=True),
+        _timed_record(1, 5.0, duration_s=10.0, ttfa=800.0, outcome="failed:expect", barge_in=False),
+        _timed_record(
+            2,
+            5.0,
+            duration_s=4.0,
+            ttfa=5_000.0,
+            outcome="invalid:generator_overloaded",
+            underflows_at_s=(1.0,),
+            barge_in=True,
+        ),
+        _timed_record(3, 20.0, duration_s=10.0, ttfa=None),  # its turn was missed: no latency
+        _timed_record(4, None),
+    ]
+    records[1]["turns"][0]["metrics"].pop("turn.ttfa_ms")  # set apart: not in the turn's metrics
+    records[1]["turns"][0]["set_apart"] = {"turn.ttfa_ms": {"value": 9000.0, "reason": "loop_lag"}}
+    series = plots.run_series(records)
+    assert series.unplaced == 1 and series.placed == 4
+    # The run spans 30 s: 0.5 s buckets, 60 of them.
+    assert series.width_s == 0.5 and series.buckets == 60
+    assert list(series.starts) == [0.0, 5.0, 5.0, 20.0]
+    assert list(series.ends) == pytest.approx([10.0, 15.0, 9.0, 30.0])
+    # Latency: the valid calls' answered turns only, at t_se (2 s after the create was sent).
+    assert list(series.turn_t) == pytest.approx([2.0]) and list(series.turn_ms) == [600.0]
+    p50, p95, counts = series.latency()
+    assert counts[4] == 1 and counts.sum() == 1 and p50[4] == p95[4] == 600.0
+    assert np.isnan(p50[0]) and np.isnan(p95[5])
+    # Underflows and barge-ins of valid calls, at their own time in the run.
+    assert list(series.underflow_t) == pytest.approx([3.0, 3.5])
+    assert list(series.barge_t) == pytest.approx([4.0, 9.0]) and list(series.barge_ok) == [True, False]
+    # In flight: 1 call over [0, 5), 3 over [5, 9), 2 over [9, 15), 0 over [15, 20), 1 over [20, 30).
+    mean, peak = series.in_flight()
+    assert mean[:10] == pytest.approx([1.0] * 10) and peak[9] == 1
+    assert mean[10] == pytest.approx(3.0) and peak[10] == 3
+    assert mean[18] == pytest.approx(2.0) and peak[17] == 3 and peak[18] == 2
+    assert mean[30:40] == pytest.approx([0.0] * 10) and peak[30:40].max() == 0
+    assert mean[40:] == pytest.approx([1.0] * 20)
+    assert series.count(series.starts)[10] == 2
+    # Outcomes by the time each call ended.
+    outcomes = series.outcome_counts()
+    assert outcomes.sum() == 4
+    assert outcomes[0][20] == 1 and outcomes[1][30] == 1 and outcomes[2][18] == 1  # 10 s, 15 s, 9 s
+    assert outcomes[0][59] == 1  # the last call ends on the run's last instant: the last bucket
+
+
+def test_run_latency_percentiles_are_the_summarys_per_bucket():
+    records = _minutes_of_calls(4.0, 300)
+    series = plots.run_series(records)
+    assert 30 <= series.buckets <= plots.MAX_RUN_BUCKETS
+    p50, p95, counts = series.latency()
+    by_bucket: dict[int, list[float]] = {}
+    for r in records:
+        if r["outcome"].startswith("invalid:"):
+            continue
+        t = r["tags"]["start_offset_s"] + 2.0
+        by_bucket.setdefault(int(t // series.width_s), []).append(r["turns"][0]["metrics"]["turn.ttfa_ms"])
+    assert sum(counts) == sum(len(v) for v in by_bucket.values())
+    for b, values in by_bucket.items():
+        values.sort()
+        assert p50[b] == pytest.approx(percentile(values, 50)) and p95[b] == pytest.approx(
+            percentile(values, 95)
+        )
+
+
+def test_threshold_lines_are_the_ttfa_levels():
+    lines = plots.threshold_lines(TTFA_THRESHOLDS)
+    assert [(t.value, t.label, t.passed) for t in lines] == [
+        (1200.0, "p(95) < 1200", True),
+        (900.0, "p(50)<900 {turn:ask_order}", False),
+        (60000.0, "avg < 60000", True),
+    ]
+    assert plots.threshold_lines(None) == [] and plots.threshold_lines([{"metric": 3}]) == []
+
+
+def test_the_latency_chart_draws_its_thresholds_red_when_breached(figures):
+    series = plots.run_series(_minutes_of_calls())
+    svg = plots.run_latency(series, TTFA_THRESHOLDS)
+    assert _is_svg(svg)
+    assert "p(95) &lt; 1200 ✓" in svg and "p(50)&lt;900 {turn:ask_order} ✗ breached" in svg
+    assert "off the chart: avg &lt; 60000 ✓" in svg  # 50x the data: named, not drawn
+    (label, fig, faults), *_ = figures
+    assert label == "turn latency over the run" and faults == []
+    ax = fig.axes[0]
+    levels = {
+        line.get_ydata()[0]: line.get_color()
+        for line in ax.get_lines()
+        if len(set(line.get_ydata())) == 1 and len(line.get_ydata()) == 2
+    }
+    assert levels == {1200.0: "#555555", 900.0: "#d62728"}
+    assert 1200 < ax.get_ylim()[1] < 3000
+    assert f"buckets of {series.width_text}" in ax.get_xlabel()
+
+
+def test_charts_over_a_run_of_one_call():
+    series = plots.run_series([_timed_record(0, 0.0, duration_s=6.0, underflows_at_s=(3.0,), barge_in=True)])
+    assert series.placed == 1 and 30 <= series.buckets <= plots.MAX_RUN_BUCKETS
+    latency = plots.run_latency(series)
+    assert _is_svg(latency) and "<use" in latency  # the one turn is a marker (a line needs two)
+    for chart in (plots.run_load, plots.run_outcomes, plots.run_audio):
+        assert _is_svg(chart(series)), chart.__name__
+    empty = plots.run_series([_timed_record(0, None)])
+    assert empty.placed == 0 and empty.unplaced == 1
+    assert all(chart(empty) is None for chart in (plots.run_load, plots.run_outcomes, plots.run_audio))
+    assert plots.run_latency(empty) is None
+
+
+def test_the_page_says_which_calls_the_charts_over_the_run_leave_out(tmp_path):
+    records = _minutes_of_calls(3.0, 60)
+    for r in records[:7]:
+        del r["tags"]["start_offset_s"]
+    text = render_html(tmp_path, records, {})
+    over = text[text.index('id="over-the-run"') : text.index('id="plots"')]
+    assert "7 of 60 calls have no start time in the run" in over
+    assert over.count("<svg") == 4
+    for r in records:
+        r["tags"].pop("start_offset_s", None)
+    text = render_html(tmp_path, records, {})
+    over = text[text.index('id="over-the-run"') : text.index('id="plots"')]
+    assert "nothing to draw over the run's time" in over and "<svg" not in over
+
+
+def test_chromium_shows_the_charts_over_a_multi_minute_run(chromium, tmp_path):
+    records = _minutes_of_calls(5.0, 400, scenario="a-scenario-with-a-rather-long-name-for-a-booking-flow")
+    write_html_report(tmp_path, records, {"thresholds": TTFA_THRESHOLDS})
+    chromium.open(tmp_path / "report.html")
+    assert chromium.problems() == []
+    labels = chromium.evaluate(
+        "[...document.querySelectorAll('#over-the-run svg.plot')].map(s => s.getAttribute('aria-label'))"
+    )
+    assert labels == [
+        "turn latency over the run",
+        "calls in flight and calls started over the run",
+        "outcomes over the run",
+        "underflows and barge-ins over the run",
+    ]
+    sizes = chromium.evaluate(
+        "[...document.querySelectorAll('#over-the-run svg.plot')].map(s => s.getBoundingClientRect().width"
+        " / document.querySelector('#over-the-run').clientWidth)"
+    )
+    assert all(w > 0.9 for w in sizes), sizes  # across the page
+    texts = chromium.evaluate(
+        "[...document.querySelectorAll('#over-the-run svg text')].map(t => t.textContent.trim())"
+    )
+    assert "p(95) < 1200 ✓" in texts and "p(50)<900 {turn:ask_order} ✗ breached" in texts
+    assert any(t.startswith("seconds since the run started (buckets of ") for t in texts)
+    assert chromium.evaluate("!!document.querySelector('nav a[href=\"#over-the-run\"]')")
+    # No header or cell says its unit twice ("turn.ttfa_ms ms"), and the glossary names its source.
+    body = chromium.evaluate("document.body.innerText")
+    assert re.search(r"\bms\s+ms\b", body) is None
+    glossary = chromium.evaluate("document.querySelector('#glossary').textContent")
+    assert "docs/metrics.md" in glossary and "uvbench schema" in glossary and "turn.ttfa_ms" in glossary
+    assert "http" not in glossary
+
+
+def test_no_cell_of_the_page_says_ms_twice(tmp_path):
+    text = render_html(tmp_path, _synthetic(12), {})
+    cells = re.sub(r"<svg.*?</svg>", "", text, flags=re.S)
+    cells = html.unescape(re.sub(r"<[^>]+>", " ", cells))
+    assert re.search(r"\bms\s+ms\b", cells) is None
+    assert "turn.ttfa_ms" in cells
+
+
+# -- labels apart ------------------------------------------------------------------------------------
+
+
+def _layout_faults(fig: Any) -> list[str]:
+    """What is wrong with a drawn figure's layout: text outside the figure, tick labels of one axis
+    or annotations of one axes overlapping, a legend over a title, an axis label or a tick label.
+    (A legend inside its axes is placed where the data is not: `loc` does that.)"""
+    from matplotlib.legend import Legend
+    from matplotlib.text import Annotation, Text
+
+    fig.draw_without_rendering()
+    faults: list[str] = []
+    page = fig.bbox
+
+    def shown(t: Text) -> bool:
+        return t.get_visible() and bool(t.get_text().strip())
+
+    ticks: list[Text] = []
+    left_out: set[int] = set()
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            labels = []
+            for tick in axis.get_major_ticks():
+                inside = lo - 1e-9 * (hi - lo) <= tick.get_loc() <= hi + 1e-9 * (hi - lo)
+                if not inside or not shown(tick.label1) or not tick.label1.get_visible():
+                    left_out.add(id(tick.label1))
+                    continue
+                labels.append(tick.label1)
+            ticks += labels
+            boxes = [t.get_window_extent() for t in labels]
+            rotated = any(t.get_rotation() % 180 for t in labels)
+            for k in range(len(labels) - 1):
+                (a, ta), (b, tb) = (boxes[k], labels[k]), (boxes[k + 1], labels[k + 1])
+                if rotated:  # parallel slanted labels: their lines must be a text height apart
+                    angle = math.radians(ta.get_rotation())
+                    apart = abs((b.x0 + b.x1) - (a.x0 + a.x1)) / 2 * abs(math.sin(angle))
+                    if apart < ta.get_fontsize() * fig.dpi / 72:
+                        faults.append(f"tick labels {ta.get_text()!r} and {tb.get_text()!r} overlap")
+                elif a.padded(-0.5).overlaps(b.padded(-0.5)):
+                    faults.append(f"tick labels {ta.get_text()!r} and {tb.get_text()!r} overlap")
+    texts = [t for t in fig.findobj(Text) if shown(t) and id(t) not in left_out]
+    for t in texts:
+        box = t.get_window_extent()
+        if box.x0 < page.x0 - 1 or box.x1 > page.x1 + 1 or box.y0 < page.y0 - 1 or box.y1 > page.y1 + 1:
+            faults.append(f"text {t.get_text()!r} leaves the figure")
+    for ax in fig.axes:
+        notes = [t for t in ax.texts if isinstance(t, Annotation) and shown(t)]
+        boxes = [n.get_window_extent() for n in notes]
+        for i in range(len(notes)):
+            for j in range(i + 1, len(notes)):
+                if boxes[i].overlaps(boxes[j]):
+                    faults.append(f"annotations {notes[i].get_text()!r} and {notes[j].get_text()!r} overlap")
+    legends = [lg for lg in fig.findobj(Legend) if lg.get_visible()]
+    for legend in legends:
+        box = legend.get_window_extent()
+        for t in (
+            ticks
+            + [a.title for a in fig.axes]
+            + [a.xaxis.label for a in fig.axes]
+            + [a.yaxis.label for a in fig.axes]
+        ):
+            if shown(t) and box.overlaps(t.get_window_extent()):
+                faults.append(f"a legend covers {t.get_text()!r}")
+    return faults
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Every figure drawn while the test runs: (label, the matplotlib figure, its `_layout_faults`)."""
+    import matplotlib as mpl
+
+    drawn: list[tuple[str, Any, list[str]]] = []
+    render = plots._render
+
+    def keep(build, label):
+        with mpl.rc_context(plots._RC):
+            from matplotlib.figure import Figure
+
+            fig = build(Figure)
+            drawn.append((label, fig, _layout_faults(fig)))
+        return render(build, label)
+
+    monkeypatch.setattr(plots, "_render", keep)
+    return drawn
+
+
+def test_the_histograms_legend_is_off_the_bars(figures):
+    svg = plots.latency_histogram(_synthetic(200))
+    assert _is_svg(svg)
+    ((label, fig, faults),) = figures
+    assert label == "turn latency distribution" and faults == []
+    (ax,) = fig.axes
+    bars = [p.get_window_extent() for p in ax.patches]
+    assert bars and ax.get_legend() is None  # the figure's legend, below the axes
+    (legend,) = fig.legends
+    box = legend.get_window_extent()
+    assert not box.overlaps(ax.get_window_extent()) and not any(box.overlaps(b) for b in bars)
+    assert box.y1 < ax.get_window_extent().y0
+
+
+def test_no_label_of_any_figure_meets_another(figures, tmp_path):
+    """Every figure of a page of many groups with long names: 300 concurrency levels, 30 buffer
+    sizes with notes over their bars, 40 past runs with long names, the charts over a run with its
+    thresholds, the call timelines; then a few groups, where every note fits whole."""
+    long = "a-scenario-with-a-rather-long-name-for-the-booking-flow"
+    records = []
+    for n in range(1500):
+        record = _record(
+            n,
+            ttfa=600.0 + (n * 37) % 900,
+            concurrency=1 + n % 300,
+            buffer_ms=40 + 20 * (n % 30),
+            turn_underflows=n % 2,
+            underflows=(n % 2) * 1000,
+            scenario=f"{long}-{n % 50}",
+            barge_ins=[
+                {"index": 0, "success": n % 4 != 0, "metrics": {"interrupt.silence_ms": 100.0 + n % 500}}
+            ],
+        )
+        records.append(record)
+    records += _minutes_of_calls(30.0, 500, scenario=long)
+    history = [
+        {
+            "run": f"20260101-0000{i:02d}-{long}",
+            "started": f"2026-01-01T00:{i:02d}:00",
+            "metrics": {"turn.ttfa_ms.p95": 800.0 + i, "turn.ttfa_ms.p50": 600.0 + i},
+        }
+        for i in range(40)
+    ]
+    render_html(tmp_path, records, {"thresholds": TTFA_THRESHOLDS}, history=history)
+    render_html(tmp_path, _synthetic(30), {"thresholds": TTFA_THRESHOLDS})
+    names = {label.split(" of ")[0] for label, _, _ in figures}
+    assert {
+        "turn latency distribution",
+        "turn latency CDF",
+        "turn latency against concurrency",
+        "underflows against clientBufferSizeMs",
+        "time to silence and to the clear after a barge-in",
+        "timeline",
+        "figures across runs",
+        "turn latency over the run",
+        "calls in flight and calls started over the run",
+        "outcomes over the run",
+        "underflows and barge-ins over the run",
+    } <= names
+    faults = [(label, faults) for label, _, faults in figures if faults]
+    assert faults == [], "\n".join(map(str, faults))
+
+
+# -- checks, per turn, the underflow headline ----------------------------------------------------------
+
+
+def test_the_page_lists_every_check_failed_first_with_its_failed_calls(tmp_path):
+    records = _minutes_of_calls(2.0, 30)
+    for k, r in enumerate(records):
+        r["expectations"] = [
+            {
+                "step": 4,
+                "ok": True,
+                "what": "agent transcript contains 'order'",
+                "detail": "",
+                "name": "greeted",
+            },
+            {
+                "step": 5,
+                "ok": k % 4 != 1,
+                "what": "call.max_buffered_ms < 1000",
+                "detail": f"call.max_buffered_ms was {1200 + k} <b>",
+                "name": None,
+            },
+        ]
+    text = render_html(tmp_path, records, {})
+    section = text[text.index('id="checks"') : text.index('id="over-the-run"')]
+    valid = [r for r in records if not r["outcome"].startswith("invalid:")]
+    failing = [r for r in valid if not r["expectations"][1]["ok"]]
+    passes = 2 * len(valid) - len(failing)
+    assert f"checks ✓ {passes} ✗ {len(failing)}" in section
+    rows = re.findall(r"<tr class=\"(fail)?\">.*?<code>([^<]*)</code>", section)
+    assert rows == [("fail", "step5"), ("", "greeted")]  # the failed check first, labelled by its step
+    for r in failing:  # every failed call, not the first only, with what it measured
+        assert r["call_id"][:8] in section and f"was {1200 + int(r['call_id'][:8])} &lt;b&gt;" in section
+    assert "<b>" not in section.split("</h2>", 1)[1]
+
+
+def test_a_run_without_expectations_says_so_in_checks(tmp_path):
+    text = render_html(tmp_path, _synthetic(5), {})
+    assert "No expectation was checked in this run" in text
+
+
+def test_the_page_breaks_figures_down_by_turn(tmp_path):
+    records = _minutes_of_calls(2.0, 40)
+    for k, r in enumerate(records):
+        tool = dict(r["turns"][0], name=None, step=6, missed=k % 10 == 0)
+        tool["metrics"] = dict(tool["metrics"], **{"turn.ttfa_ms": 2500.0 + k})
+        r["turns"].append(tool)
+    text = render_html(tmp_path, records, {})
+    section = text[text.index('id="turns"') : text.index('id="shown"')]
+    assert "<code>ask_order</code>" in section and "<code>step6</code>" in section
+    ask = section[section.index("<code>ask_order</code>") : section.index("<code>step6</code>")]
+    tool = section[section.index("<code>step6</code>") :]
+    assert "turn.ttfa_ms" in ask and "turn.ttfa_ms" in tool
+    assert " missed" not in ask and " missed" in tool
+    # The tool turn's slow replies stay in its own rows: each turn's TTFA count and max are its own.
+    valid = [r for r in records if not r["outcome"].startswith("invalid:")]
+
+    def ttfa_cells(rows: str) -> list[str]:
+        row = rows[rows.index("<code>turn.ttfa_ms</code>") :]
+        return re.findall(r"<td>([^<]*)</td>", row[: row.index("</tr>")])
+
+    plain = [r["turns"][0]["metrics"]["turn.ttfa_ms"] for r in valid]
+    slow = [r["turns"][1]["metrics"]["turn.ttfa_ms"] for r in valid if not r["turns"][1]["missed"]]
+    assert ttfa_cells(ask)[0] == str(len(plain)) and ttfa_cells(ask)[-1] == f"{max(plain):.0f}"
+    assert ttfa_cells(tool)[0] == str(len(slow)) and ttfa_cells(tool)[-1] == f"{max(slow):.0f}"
+
+
+def test_the_underflow_headline_says_how_much_audio_it_rests_on(tmp_path):
+    records = [_record(n, ttfa=700.0, concurrency=1, buffer_ms=60, underflows=n % 2) for n in range(12)]
+    text = render_html(tmp_path, records, {})
+    tile = text[text.index("underflows per min of agent audio") :]
+    tile = tile[: tile.index("</div></div>")]
+    # 6 underflows in 12 calls x 4 s of agent audio: 0.8 min, 7.5 a minute.
+    assert '<div class="big">7.5</div>' in tile and "6 underflows in 0.8 min of agent audio heard" in tile
+    few = render_html(tmp_path, records[:2], {})
+    tile = few[few.index("underflows per min of agent audio") :]
+    tile = tile[: tile.index("</div></div>")]
+    assert '<div class="big">—</div>' in tile and "too little for a rate" in tile

@@ -6,12 +6,15 @@ no script, no font, no stylesheet and no image fetched from anywhere. Recordings
 relative to the run folder (the page lives in that folder), never embedded.
 
 The page, top to bottom: any warning (invalid calls, many figures set apart, an interrupted run),
-the run's name, time, target and load, the calls' outcomes (and the figures set apart) and the
-headline figures; the thresholds, breaches first; the plots; per-scenario statistics; a few calls
-in detail (timeline, transcript, recording); the table of calls, failed first. Everything is
-bounded so a 500-call run opens as fast as a 5-call one: `MAX_CALL_ROWS` rows in the call table,
+the run's name, time, target and load, the calls' outcomes (and the figures set apart), the
+headline figures and a glossary; the thresholds, breaches first; the checks, failed first with
+their failed calls; charts over the run's time (latency, calls in flight, outcomes, underflows and
+barge-ins); the distributions; per-scenario and per-turn statistics; a few calls in detail
+(timeline, transcript, recording); the table of calls, failed first. Everything is bounded so a
+500-call run opens as fast as a 5-call one: `MAX_CALL_ROWS` rows in the call table,
 `TIMELINE_CALLS` calls in detail, `MAX_PLAYERS` audio players, `MAX_SCENARIOS` scenarios in the
-statistics; what is left out is counted.
+statistics, `MAX_CHECK_ROWS` checks, `MAX_TURN_LABELS` turns a scenario; what is left out is
+counted.
 Every piece of user text (scenario names, transcripts, error details) goes through `_esc`.
 """
 
@@ -31,7 +34,7 @@ from typing import Any
 from urllib.parse import quote
 
 from uvbench.metrics import GLOSSARY
-from uvbench.metrics.aggregate import Aggregate, aggregate, is_invalid
+from uvbench.metrics.aggregate import UNDERFLOW_MIN_AUDIO_S, Aggregate, aggregate, is_invalid
 from uvbench.report.finish import HEADLINE
 from uvbench.report.run_folder import generator_failures, load_timeline, write_text
 
@@ -40,6 +43,16 @@ TIMELINE_CALLS = 4
 MAX_PLAYERS = 12
 MAX_SCENARIOS = 40
 MAX_TRANSCRIPT_LINES = 80
+MAX_CHECK_ROWS = 200
+MAX_TURN_LABELS = 30
+TURN_FIGURES = (
+    "turn.ttfa_ms",
+    "turn.ttfb_ms",
+    "turn.thinking_ms",
+    "interrupt.silence_ms",
+    "interrupt.clear_ms",
+)
+"""The rows of each turn's statistics (those it has)."""
 MAX_TEXT = 600
 
 
@@ -316,8 +329,6 @@ def _calls_tiles(run: _Run) -> str:
     reasons = ", ".join(f"{_esc(k)} {v}" for k, v in sorted(failed.items(), key=lambda kv: -kv[1]))
     inv_reasons = ", ".join(f"{_esc(k)} {v}" for k, v in (agg.get("invalid_reasons") or {}).items())
     rates = agg.get("rates") or {}
-    uf = rates.get("audio.underflow_per_min") or {}
-    any_uf = (rates.get("call.any_underflow_rate") or {}).get("value")
     bi = rates.get("interrupt.success_rate") or {}
     tiles = [
         (
@@ -357,13 +368,7 @@ def _calls_tiles(run: _Run) -> str:
                 f"of {agg.get('anchored', 0)} anchored · {why} · {figures}",
             )
         )
-    tiles.append(
-        (
-            "underflows per min of agent audio",
-            f"{uf['value']:.1f}" if _num(uf.get("value")) else "—",
-            f"{_fmt(uf.get('numerator'), 'count')} underflows in turns · {_pct(any_uf)} of calls had one",
-        )
-    )
+    tiles.append(_underflow_tile(rates))
     if bi.get("denominator"):
         tiles.append(
             (
@@ -373,6 +378,27 @@ def _calls_tiles(run: _Run) -> str:
             )
         )
     return _tiles(tiles)
+
+
+def _underflow_tile(rates: dict[str, Any]) -> tuple[str, str, str]:
+    """The underflow headline: every underflow per minute of all the agent audio heard (greeting and
+    turns), with the minutes it rests on; no rate from too little audio (`audio.underflow_per_min`'s
+    value is None then)."""
+    uf = rates.get("audio.underflow_per_min") or {}
+    any_uf = (rates.get("call.any_underflow_rate") or {}).get("value")
+    count, minutes = uf.get("numerator"), uf.get("denominator")
+    heard = (
+        f"{_fmt(count, 'count')} underflows in {minutes:.1f} min of agent audio heard"
+        if _num(minutes)
+        else ""
+    )
+    if _num(uf.get("value")):
+        big, small = f"{uf['value']:.1f}", heard
+    elif _num(minutes) and minutes > 0:
+        big, small = "—", f"{heard}: too little for a rate (under {UNDERFLOW_MIN_AUDIO_S:g} s)"
+    else:
+        big, small = "—", "no agent audio heard"
+    return ("underflows per min of agent audio", big, f"{small} · {_pct(any_uf)} of calls had one")
 
 
 def _tiles(tiles: list[tuple[str, str, str]]) -> str:
@@ -402,7 +428,26 @@ def _headline(run: _Run) -> str:
         '<table class="figures"><thead><tr><th class="l">figure (ms)</th><th>count</th><th>p50</th>'
         "<th>p95</th><th>p99</th><th>max</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
     )
-    return _calls_tiles(run) + table
+    return _calls_tiles(run) + table + _glossary()
+
+
+def _glossary() -> str:
+    """Every figure's start and end point and unit (GLOSSARY), and where the full definitions are."""
+    rows = "".join(
+        f'<tr><td class="l"><code>{_esc(name)}</code></td><td class="l wrap">{_esc(g.get("from"))}</td>'
+        f'<td class="l wrap">{_esc(g.get("to"))}</td><td class="l">{_esc(g.get("unit"))}</td></tr>'
+        for name, g in GLOSSARY.items()
+    )
+    return (
+        '<details id="glossary"><summary>Glossary: where each figure starts and ends</summary>'
+        '<p class="hint">The full definitions (anchors, end points, units, validity rules, the listener '
+        "model, what each outcome means) are in <code>docs/metrics.md</code> of the uvbench source; "
+        "<code>uvbench schema</code> prints the metric names with the scenario schema.</p>"
+        '<table class="glossary"><thead><tr><th class="l">figure</th><th class="l">from</th>'
+        '<th class="l">to</th><th class="l">unit</th></tr></thead><tbody>'
+        + rows
+        + "</tbody></table></details>"
+    )
 
 
 def _describe(metric: str) -> str:
@@ -451,6 +496,68 @@ def _thresholds(thresholds: list[dict[str, Any]]) -> str:
     )
 
 
+def _checks_section(run: _Run) -> str:
+    """Every check (an expectation of a scenario's script, counted over the valid calls), failed ones
+    first, each with the failed calls it kept; from the aggregate's `checks` (else summary.json's)."""
+    checks = run.agg.get("checks")
+    if not isinstance(checks, dict):
+        checks = run.summary.get("checks")
+    rows = [c for c in checks.get("checks") or () if isinstance(c, dict)] if isinstance(checks, dict) else []
+    if not rows:
+        return (
+            '<p class="none">No expectation was checked in this run (a script step <code>expect:</code> '
+            "adds checks).</p>"
+        )
+    passes, fails, rate = checks.get("passes", 0), checks.get("fails", 0), checks.get("rate")
+    head = (
+        f'<p class="{"bad-text" if fails else "ok-text"}">checks ✓ {_fmt(passes, "count")} '
+        f"✗ {_fmt(fails, 'count')}{f' ({_pct(rate)} passed)' if _num(rate) else ''}</p>"
+    )
+    calls = {r.get("call_id"): r for r in run.records if r.get("call_id")}
+    ordered = sorted(rows, key=lambda c: not c.get("fails"))  # stable: failed first, in script order
+    body = []
+    for c in ordered[:MAX_CHECK_ROWS]:
+        failed = c.get("fails") or 0
+        mark = '<span class="bad-text">✗</span>' if failed else '<span class="ok-text">✓</span>'
+        items = []
+        failures = [f for f in c.get("failures") or () if isinstance(f, dict)]
+        for f in failures:
+            call_id = str(f.get("call_id") or "—")
+            link = _rel_link(run.folder, _json_rel(calls[call_id])) if call_id in calls else None
+            name = f'<code title="{_esc(call_id)}">{_esc(call_id[:8])}</code>'
+            if link:
+                name = f'<a href="{link}">{name}</a>'
+            items.append(f"<li>{name} {_esc(f.get('detail'), 300)}</li>")
+        if _num(failed) and failed > len(failures):
+            items.append(
+                f'<li class="hint">{failed - len(failures):.0f} more failed calls: '
+                "calls.csv, results.jsonl</li>"
+            )
+        detail = f'<ul class="failures">{"".join(items)}</ul>' if items else ""
+        label = c.get("label") or c.get("name") or f"step{c.get('step')}"
+        body.append(
+            f'<tr class="{"fail" if failed else ""}"><td class="l">{mark}</td>'
+            f'<td class="l scenario">{_esc(c.get("scenario"))}</td>'
+            f'<td class="l"><code>{_esc(label)}</code></td>'
+            f'<td class="l wrap">{_esc(c.get("what"), MAX_TEXT)}{detail}</td>'
+            f"<td>{_fmt(c.get('passes'), 'count')}</td><td>{_fmt(failed, 'count')}</td></tr>"
+        )
+    left = len(rows) - len(body)
+    note = (
+        f'<p class="none">{left} more checks, in summary.json (failed checks come first).</p>'
+        if left > 0
+        else ""
+    )
+    return (
+        head + '<div class="scroll"><table class="checks"><thead><tr><th class="l"></th>'
+        '<th class="l">scenario</th>'
+        '<th class="l">step</th><th class="l">expected</th><th>✓</th><th>✗</th></tr></thead><tbody>'
+        + "".join(body)
+        + "</tbody></table></div>"
+        + note
+    )
+
+
 def _figure(svg: str | None, none_text: str, caption: str = "") -> str:
     if svg is None:
         return f'<figure class="empty"><p class="none">{none_text}</p></figure>'
@@ -465,12 +572,21 @@ def _figure_jobs(
     overall: Aggregate | None,
     history: list[dict] | None,
     plots_mod: Any,
+    thresholds: list[dict[str, Any]] | None = None,
 ) -> dict[str, Callable[[], Any]]:
-    """Every figure of the page, each to draw, by name: the run's plots, each shown call's timeline
+    """Every figure of the page, each to draw, by name: the run's plots, the charts over the run's
+    time (`run:*`, drawing `thresholds` where they apply), each shown call's timeline
     (`timeline:<its position in records>`), and the history. The names in `RECORDS_ONLY` and the
     timelines need nothing but the records (`start_figures` draws them ahead)."""
     valid = [r for r in records if not is_invalid(r)]
     computed: list[Aggregate] = [] if overall is None else [overall]
+    placed: list[Any] = []
+
+    def series() -> Any:
+        # One pass over the records for all the charts over the run drawn in this process.
+        if not placed:
+            placed.append(plots_mod.run_series(records))
+        return placed[0]
 
     def aggregate_of_valid() -> Aggregate:
         # An aggregate's `metrics` are the valid calls' whatever records it was given: the run's does.
@@ -484,6 +600,10 @@ def _figure_jobs(
         "by_concurrency": lambda: plots_mod.latency_by_concurrency(valid),
         "by_buffer": lambda: plots_mod.underflow_by_buffer(valid),
         "barge_ins": lambda: plots_mod.barge_in_distribution(valid, overall=aggregate_of_valid()),
+        "run:latency": lambda: plots_mod.run_latency(series(), thresholds),
+        "run:load": lambda: plots_mod.run_load(series()),
+        "run:outcomes": lambda: plots_mod.run_outcomes(series()),
+        "run:audio": lambda: plots_mod.run_audio(series()),
     }
     position = {id(r): k for k, r in enumerate(records)}
     for call in shown:
@@ -493,7 +613,7 @@ def _figure_jobs(
     return jobs
 
 
-RECORDS_ONLY = ("by_concurrency", "by_buffer")
+RECORDS_ONLY = ("by_concurrency", "by_buffer", "run:load", "run:outcomes", "run:audio")
 """Plots drawn from the records alone (no aggregate): `start_figures` draws them ahead."""
 PARALLEL_MIN_RECORDS = 1000
 """From this many calls on, `start_figures` draws a forked process's share of the page's figures
@@ -586,8 +706,8 @@ def _plots(svgs: list[str | None]) -> str:
         ),
         _figure(
             by_buffer,
-            "No agent audio was heard in any turn, so there is no underflow rate.",
-            "Turn underflows per minute of agent audio heard in turns, per clientBufferSizeMs.",
+            "Too little agent audio was heard for an underflow rate.",
+            "Underflows per minute of agent audio heard (greeting and turns), per clientBufferSizeMs.",
         ),
         _figure(
             barge_ins,
@@ -597,6 +717,55 @@ def _plots(svgs: list[str | None]) -> str:
         ),
     ]
     return '<div class="plots">' + "".join(parts) + "</div>"
+
+
+RUN_CHARTS = ("run:latency", "run:load", "run:outcomes", "run:audio")
+"""The charts over the run's time, top to bottom."""
+
+
+def _over_the_run(records: list[dict[str, Any]], drawn: dict[str, Any], plots_mod: Any) -> str:
+    """The charts over the run's time, and how many calls they leave out (no start time)."""
+    unplaced = sum(1 for r in records if plots_mod.start_offset(r) is None)
+    if records and unplaced == len(records):
+        return (
+            '<p class="none">No call of this run has a start time in the run (<code>start_offset_s</code>: '
+            "a run recorded before uvbench kept it, rebuilt), so there is nothing to draw over the "
+            "run's time.</p>"
+        )
+    if not records:
+        return '<p class="none">No calls, so nothing to draw over the run\'s time.</p>'
+    note = (
+        f'<p class="none">{unplaced} of {len(records)} calls have no start time in the run '
+        "(<code>start_offset_s</code>: recorded before uvbench kept it) and are left out of these "
+        "charts.</p>"
+        if unplaced
+        else ""
+    )
+    latency, load, outcomes, audio = (drawn[n] for n in RUN_CHARTS)
+    parts = [
+        _figure(
+            latency,
+            "No answered turn of a valid call to place in time: no turn latency over the run.",
+            "Turns are placed at the end of the user's speech (t_se); p50 and p95 of the turns in each "
+            "bucket, figures set apart left out; thresholds on turn.ttfa_ms levels drawn as lines.",
+        ),
+        _figure(
+            load,
+            "No call to place in time.",
+            "A call is in flight from its start to the websocket closing; started per second is the "
+            "bucket's starts over its width.",
+        ),
+        _figure(
+            outcomes, "No call to place in time.", "Every call, invalid ones included, at the time it ended."
+        ),
+        _figure(
+            audio,
+            "No call to place in time.",
+            "Underflows at the time the buffer ran dry, barge-ins at the time the user started speaking "
+            "over the agent; valid calls.",
+        ),
+    ]
+    return note + '<div class="run-charts">' + "".join(parts) + "</div>"
 
 
 def _scenario_stats(run: _Run) -> str:
@@ -640,9 +809,55 @@ def _scenario_stats(run: _Run) -> str:
     return head + "".join(rows) + "</tbody></table></div>" + note + details
 
 
+def _turns_section(run: _Run) -> str:
+    """Figures per turn label (the step's `name:`, else `step<index>`; `Aggregate.turns`), per
+    scenario when the run has several (the same label in two scripts is two different turns)."""
+    groups = run.agg.get("groups") or {}
+    if len(groups) > 1:
+        sources = [(str(k), g) for k, g in list(groups.items())[:MAX_SCENARIOS] if isinstance(g, dict)]
+    else:
+        sources = [("", run.agg)]
+    rows = []
+    for scenario, g in sources:
+        turns = g.get("turns") if isinstance(g.get("turns"), dict) else {}
+        labels = list(turns)[:MAX_TURN_LABELS]
+        lines = []
+        for label in labels:
+            t = turns[label] if isinstance(turns[label], dict) else {}
+            metrics = t.get("metrics") or {}
+            names = [n for n in TURN_FIGURES if (metrics.get(n) or {}).get("count")]
+            missed = t.get("missed") or 0
+            head = (
+                f'<td class="l scen" rowspan="{max(1, len(names))}"><code>{_esc(label)}</code>'
+                f'<div class="hint">{_fmt(t.get("turns"), "count")} turns'
+                f"{f' · {missed} missed' if missed else ''}</div></td>"
+            )
+            if not names:
+                lines.append([head, '<td class="l none" colspan="8">no figures</td>'])
+                continue
+            lines += [[head if i == 0 else "", _stat_cells(n, metrics[n])] for i, n in enumerate(names)]
+        if len(turns) > len(labels):
+            lines.append(
+                [f'<td class="l none" colspan="9">{len(turns) - len(labels)} more turns: summary.json</td>']
+            )
+        if scenario and lines:
+            lines[0].insert(0, f'<td class="l scen" rowspan="{len(lines)}"><b>{_esc(scenario)}</b></td>')
+        rows += ["<tr>" + "".join(cells) + "</tr>" for cells in lines]
+    if not rows:
+        return '<p class="none">No turns in this run.</p>'
+    first = '<th class="l">scenario</th>' if len(sources) > 1 else ""
+    return (
+        f'<div class="scroll"><table class="stats turns"><thead><tr>{first}<th class="l">turn</th>'
+        '<th class="l">metric</th><th>count</th><th>mean</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th>'
+        "<th>max</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>"
+    )
+
+
 def _stat_cells(name: str, s: dict[str, Any]) -> str:
     unit = _unit(name)
     shown_unit = {"ms": "ms", "count": "", "%": "%"}.get(unit, unit)
+    if name.endswith(("_ms", "_pct")):  # the name says its unit already ("turn.ttfa_ms ms" no more)
+        shown_unit = ""
     cells = "".join(f"<td>{_fmt(s.get(k), unit)}</td>" for k in ("mean", "p50", "p90", "p95", "p99", "max"))
     return (
         f'<td class="l"><code>{_esc(name)}</code> <span class="hint">{_esc(shown_unit)}</span></td>'
@@ -944,6 +1159,7 @@ td.scen{background:#fafbfc;border-right:1px solid #eceef1}
 table.figures{width:auto;min-width:70%}
 table.figures td{font-size:14px}
 table.figures td:not(.l){min-width:70px}
+.run-charts{display:grid;gap:12px}
 .plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:16px}
 figure{margin:0}
 figcaption{font-size:12px;color:#666;margin-top:2px}
@@ -961,6 +1177,7 @@ ol.transcript li.user b{color:#2e7d32}
 .player{margin:8px 0}
 audio{width:100%;max-width:420px}
 ul.players{padding-left:18px}
+ul.failures{margin:4px 0 0;padding-left:18px;font-size:12px;color:#444}
 details{margin-top:10px}
 summary{cursor:pointer;color:#1f5fa8}
 footer{color:#777;font-size:12px;text-align:center;margin-top:18px}
@@ -986,21 +1203,27 @@ def render_html(
     run = _run_info(folder, records, summary, overall)
     thresholds = [t for t in summary.get("thresholds") or () if isinstance(t, dict)]
     shown = _pick_calls(records)
-    jobs = _figure_jobs(folder, records, shown, run.overall, history, plots_mod)
+    jobs = _figure_jobs(folder, records, shown, run.overall, history, plots_mod, thresholds)
     ahead = figures.take() if figures is not None else {}
     drawn = {name: ahead[name] if name in ahead else job() for name, job in jobs.items()}
     plot_svgs = [drawn[n] for n in ("histogram", "cdf", "by_concurrency", "by_buffer", "barge_ins")]
     timelines = [drawn[n] for n in jobs if n.startswith("timeline:")]
     sections = [
         f'<section id="summary">{_banners(run)}{_header(run)}{_verdict(run, thresholds)}'
-        '<nav><a href="#thresholds">thresholds</a><a href="#plots">plots</a>'
-        '<a href="#scenarios">per scenario</a><a href="#shown">calls in detail</a>'
+        '<nav><a href="#thresholds">thresholds</a><a href="#checks">checks</a>'
+        '<a href="#over-the-run">over the run</a><a href="#plots">plots</a>'
+        '<a href="#scenarios">per scenario</a><a href="#turns">per turn</a>'
+        '<a href="#shown">calls in detail</a>'
         '<a href="#calls">all calls</a>'
         + ('<a href="#history">history</a>' if history else "")
         + "</nav></section>",
         f'<section id="headline"><h2>Headline figures <span class="hint">(valid calls)</span></h2>'
         f"{_headline(run)}</section>",
         f'<section id="thresholds"><h2>Thresholds</h2>{_thresholds(thresholds)}</section>',
+        f'<section id="checks"><h2>Checks <span class="hint">(expectations, valid calls)</span></h2>'
+        f"{_checks_section(run)}</section>",
+        '<section id="over-the-run"><h2>Over the run</h2>'
+        f"{_over_the_run(records, drawn, plots_mod)}</section>",
         f'<section id="plots"><h2>Latency and audio</h2>{_plots(plot_svgs)}</section>',
     ]
     if history is not None:
@@ -1012,6 +1235,8 @@ def render_html(
         )
     sections += [
         f'<section id="scenarios"><h2>Per scenario</h2>{_scenario_stats(run)}</section>',
+        f'<section id="turns"><h2>Per turn <span class="hint">(the step\'s name, else step&lt;index&gt;; '
+        f"valid calls)</span></h2>{_turns_section(run)}</section>",
         f'<section id="shown"><h2>Calls in detail <span class="hint">(who is heard when, the client '
         f"playback buffer, transcripts, recordings)</span></h2>{_shown_calls(run, shown, timelines)}"
         f"{_failed_players(run, shown)}</section>",

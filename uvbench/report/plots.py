@@ -10,7 +10,9 @@ Sizes are bounded whatever the run's size: histograms have at most `MAX_BINS` bi
 how many were drawn of how many is written beside them), latency against concurrency markers for
 at most `MAX_MARKED_LEVELS` levels (a line alone past that), underflows for at most `MAX_BARS`
 buffer sizes, a call's buffer level `BUFFER_BINS`
-min/max pairs, so a 10,000-call run renders as fast and as small as a 50-call one.
+min/max pairs, a chart over the run's time `MAX_RUN_BUCKETS` buckets (its data gathered in one
+pass over the records, then numpy), so a 10,000-call run renders as fast and as small as a 50-call
+one.
 
 Distributions use the same values as `uvbench.metrics.aggregate` (valid calls only, turns that were
 not missed, every barge-in), so a plot's p95 is the summary's p95.
@@ -44,6 +46,10 @@ SMALL = (5.9, 3.1)
 """Inches: a plot in the page's two-column grid (~570 px wide, shown at its own size)."""
 WIDE = (11.4, 3.3)
 """Inches: a plot across the page."""
+AXES_W_PT = 360
+"""About how wide a SMALL figure's axes are, in points (to keep labels apart before drawing)."""
+AXES_H_PT = 160
+"""About how high a figure's axes are, in points (to leave room for labels before drawing)."""
 MAX_SPANS = 400
 """Intervals drawn per lane of a call timeline (closer ones are merged past this)."""
 
@@ -161,6 +167,27 @@ def _text(value: Any) -> str:
     return re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", "", str(value))
 
 
+def _text_pt(text: str, size: float) -> float:
+    """About how wide `text` is at `size` points, in points (DejaVu Sans' digits are 0.64 em)."""
+    return 0.64 * size * len(text)
+
+
+def _spread(
+    labels: Sequence[tuple[float, str]], span: float, size: float, width_pt: float = AXES_W_PT
+) -> set:
+    """The positions of `labels` (x, text; x ascending, in data units over `span`, drawn centred at
+    `size` points across an axes `width_pt` wide) to write, from the left, so that no two meet."""
+    kept: set = set()
+    right = -math.inf
+    for x, text in labels:
+        half = _text_pt(text, size) / 2 + 2
+        at = x / span * width_pt if span > 0 else 0.0
+        if at - half >= right:
+            kept.add(x)
+            right = at + half
+    return kept
+
+
 def _fmt_ms(value: float | None) -> str:
     if value is None:
         return "—"
@@ -245,7 +272,7 @@ def latency_histogram(
         ax.set_xlabel("latency after the user stopped speaking (ms)")
         ax.set_ylabel("turns")
         ax.yaxis.get_major_locator().set_params(integer=True)
-        ax.legend(loc="best")
+        fig.legend(loc="outside lower center", ncols=3)  # below the axes: it never covers a bar
         return fig
 
     return _render(build, "turn latency distribution")
@@ -340,8 +367,12 @@ def latency_by_concurrency(
                 label=f"{short} p95",
             )
         main = next(iter(points))
-        every = math.ceil(len(points[main]) / 12)  # at most a dozen count labels
-        for level, _, p95, count in points[main][::every]:
+        if len(levels) == 1:
+            span = 2.0
+        else:
+            span = 1.1 * (levels[-1] - levels[0])
+        labelled = _spread([(r[0], f"n={r[3]}") for r in points[main]], span, 7)
+        for level, _, p95, count in (r for r in points[main] if r[0] in labelled):
             ax.annotate(
                 f"n={count}",
                 (level, p95),
@@ -386,7 +417,8 @@ class BufferRow:
     calls: int
     underflows: int
     per_min: float | None
-    """Turn underflows per minute of agent audio heard in turns (`audio.underflow_per_min`)."""
+    """Underflows per minute of agent audio heard, greeting and turns (`audio.underflow_per_min`;
+    None with too little audio to say)."""
     any_share: float | None
     """Share of calls with at least one underflow."""
 
@@ -414,7 +446,7 @@ def underflow_rows(records: Sequence[dict[str, Any]]) -> list[BufferRow]:
 
 def underflow_by_buffer(records: Sequence[dict[str, Any]]) -> str | None:
     """Underflows per minute of agent audio, one bar per clientBufferSizeMs (the `MAX_BARS` sizes
-    with the most calls; the title says how many more there were)."""
+    with the most calls; the axis label says how many more there were)."""
     rows = underflow_rows(records)
     if not rows or all(r.per_min is None for r in rows):
         return None
@@ -423,21 +455,32 @@ def underflow_by_buffer(records: Sequence[dict[str, Any]]) -> str | None:
         kept = set(sorted(range(len(rows)), key=lambda k: (-rows[k].calls, k))[:MAX_BARS])
         rows = [r for k, r in enumerate(rows) if k in kept]
 
+    labels = ["not set" if r.buffer_ms is None else f"{r.buffer_ms:g}" for r in rows]
+    notes = []
+    for r in rows:
+        note = (
+            "too little audio"
+            if r.per_min is None
+            else f"{r.underflows} in {r.calls} call{'s' if r.calls != 1 else ''}"
+        )
+        if r.any_share is not None:
+            note += f"\n{100 * r.any_share:.0f}% of calls"
+        notes.append(note)
+    # What fits over a bar: the two-line note, else the count alone, else the count turned upright.
+    slot = AXES_W_PT / len(rows)
+    if max(_text_pt(line, 7) for n in notes for line in n.split("\n")) > slot - 4:
+        notes = ["—" if r.per_min is None else f"{r.underflows}" for r in rows]
+    upright = max(_text_pt(n, 7) for n in notes) > slot - 4
+    note_pt = max(_text_pt(n, 7) for n in notes) if upright else 10 * max(n.count("\n") + 1 for n in notes)
+    turn_ticks = max(_text_pt(label, 8) for label in labels) > slot - 3
+
     def build(Figure):
         fig = Figure(figsize=SMALL, layout="constrained")
         ax = fig.add_subplot()
-        labels = ["not set" if r.buffer_ms is None else f"{r.buffer_ms:g}" for r in rows]
         heights = [r.per_min or 0.0 for r in rows]
         bars = ax.bar(range(len(rows)), heights, color=COLORS["underflow"], alpha=0.75, width=0.6)
         top = max(heights) if max(heights) > 0 else 1.0
-        for bar, r in zip(bars, rows, strict=True):
-            note = (
-                "no agent audio"
-                if r.per_min is None
-                else f"{r.underflows} in {r.calls} call{'s' if r.calls != 1 else ''}"
-            )
-            if r.any_share is not None:
-                note += f"\n{100 * r.any_share:.0f}% of calls"
+        for bar, note in zip(bars, notes, strict=True):
             ax.annotate(
                 note,
                 (bar.get_x() + bar.get_width() / 2, bar.get_height()),
@@ -445,11 +488,13 @@ def underflow_by_buffer(records: Sequence[dict[str, Any]]) -> str | None:
                 textcoords="offset points",
                 ha="center",
                 va="bottom",
+                rotation=90 if upright else 0,
                 fontsize=7,
                 color="#444444",
             )
-        ax.set_xticks(range(len(rows)), labels)
-        ax.set_ylim(0, top * 1.35)
+        ax.set_xticks(range(len(rows)), labels, rotation=90 if turn_ticks else 0)
+        # Room above the highest bar for its note (the axes are about AXES_H_PT high).
+        ax.set_ylim(0, top / max(0.3, 1 - (note_pt + 8) / AXES_H_PT))
         if max(heights) == 0:
             ax.text(
                 0.5,
@@ -460,9 +505,9 @@ def underflow_by_buffer(records: Sequence[dict[str, Any]]) -> str | None:
                 color="#1b7a35",
                 fontsize=10,
             )
-        more = f" ({left_out} more sizes with fewer calls not drawn)" if left_out else ""
-        ax.set_title(f"Underflows against the client buffer size{more}")
-        ax.set_xlabel("clientBufferSizeMs (ms)")
+        ax.set_title("Underflows against the client buffer size")
+        more = f"\n{left_out} more sizes with fewer calls not drawn" if left_out else ""
+        ax.set_xlabel(f"clientBufferSizeMs (ms){more}")
         ax.set_ylabel("underflows per min of agent audio")
         ax.grid(axis="x", visible=False)
         return fig
@@ -787,6 +832,466 @@ def call_timeline(view: CallView) -> str:
         return fig
 
     return _render(build, f"timeline of {view.title}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Over the run's time
+
+
+BUCKET_WIDTHS_S = (
+    *(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30),
+    *(60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400),
+)
+"""Bucket widths a chart over the run may use (no two more than 2.5x apart, so the widest that
+fits gives at least MAX_RUN_BUCKETS / 2.5 buckets)."""
+MAX_RUN_BUCKETS = 120
+RUN_METRIC = "turn.ttfa_ms"
+OUTCOME_KINDS = ("completed", "failed", "invalid")
+OUTCOME_COLORS = ("#2e9e44", "#d62728", "#e8a33b")
+THRESHOLD_REACH = 2.5
+"""A threshold line is drawn when its level is at most this many times the chart's highest point
+(further up, drawing it would flatten the data: it is named in a corner instead)."""
+_THRESHOLD_EXPR = re.compile(
+    r"^\s*(?:p\(\s*(?P<p>\d+(?:\.\d+)?)\s*\)|p(?P<short>\d+(?:\.\d+)?)|(?P<agg>avg|med|max|min))"
+    r"\s*(?P<op>===|==|!=|<=|>=|<|>)\s*(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$"
+)
+
+
+def bucket_width(span_s: float) -> float:
+    """The narrowest of `BUCKET_WIDTHS_S` that cuts `span_s` seconds into at most `MAX_RUN_BUCKETS`."""
+    for width in BUCKET_WIDTHS_S:
+        if span_s / width <= MAX_RUN_BUCKETS:
+            return float(width)
+    return float(math.ceil(span_s / MAX_RUN_BUCKETS))
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _width_text(width_s: float) -> str:
+    if width_s < 1:
+        return f"{width_s * 1000:g} ms"
+    if width_s < 120 or width_s % 60:
+        return f"{width_s:g} s"
+    if width_s < 7200 or width_s % 3600:
+        return f"{width_s / 60:g} min"
+    return f"{width_s / 3600:g} h"
+
+
+@dataclass(frozen=True)
+class RunSeries:
+    """Every call, turn, underflow and barge-in of a run placed in run time (seconds since the run's
+    start), cut into `buckets` buckets of `width_s`; the charts over the run draw its per-bucket
+    figures. Calls without a start time (`start_offset_s`: runs from before it was recorded) are
+    only counted, in `unplaced`."""
+
+    width_s: float
+    buckets: int
+    unplaced: int
+    starts: np.ndarray
+    """Each placed call's start."""
+    ends: np.ndarray
+    """Each placed call's end (the websocket closed; else its start plus its duration)."""
+    outcomes: np.ndarray
+    """Each placed call's outcome: an index into `OUTCOME_KINDS`."""
+    turn_t: np.ndarray
+    """Each answered turn of a valid call: when the user stopped speaking (`t_se`)."""
+    turn_ms: np.ndarray
+    """... and its `RUN_METRIC` (figures set apart are not in a turn's metrics: not here either)."""
+    underflow_t: np.ndarray
+    """Each underflow of a valid call: when the buffer ran dry."""
+    barge_t: np.ndarray
+    """Each judged barge-in of a valid call: when the user started speaking over the agent."""
+    barge_ok: np.ndarray
+    """... and whether it stopped the agent."""
+
+    @property
+    def placed(self) -> int:
+        return len(self.starts)
+
+    @property
+    def edges(self) -> np.ndarray:
+        return np.arange(self.buckets + 1) * self.width_s
+
+    @property
+    def width_text(self) -> str:
+        return _width_text(self.width_s)
+
+    def _index(self, t: np.ndarray) -> np.ndarray:
+        return np.clip((t // self.width_s).astype(np.int64), 0, self.buckets - 1)
+
+    def count(self, t: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+        """Events per bucket (those `where` is true for)."""
+        idx = self._index(t if where is None else t[where])
+        return np.bincount(idx, minlength=self.buckets)
+
+    def latency(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """p50, p95 (NaN where a bucket has no turn) and the number of turns, per bucket."""
+        p50 = np.full(self.buckets, np.nan)
+        p95 = np.full(self.buckets, np.nan)
+        idx = self._index(self.turn_t)
+        order = np.lexsort((self.turn_ms, idx))
+        values, idx = self.turn_ms[order], idx[order]
+        bounds = np.searchsorted(idx, np.arange(self.buckets + 1))
+        counts = np.diff(bounds)
+        for b in np.flatnonzero(counts):  # linear interpolation, as `percentile` and the summary
+            p50[b], p95[b] = np.percentile(values[bounds[b] : bounds[b + 1]], (50, 95))
+        return p50, p95, counts
+
+    def in_flight(self) -> tuple[np.ndarray, np.ndarray]:
+        """Calls in flight per bucket: the time-weighted mean and the peak."""
+        n = self.placed
+        times = np.concatenate([self.starts, self.ends])
+        steps = np.concatenate([np.ones(n), -np.ones(n)])
+        order = np.lexsort((steps, times))  # an end before a start at the same instant
+        times, level = times[order], np.cumsum(steps[order])
+        # Area under the step function up to each event, then up to each bucket edge.
+        area = np.concatenate([[0.0], np.cumsum(level[:-1] * np.diff(times))]) if n else np.zeros(0)
+        edges = self.edges
+        k = np.searchsorted(times, edges, side="right") - 1
+        kk = np.clip(k, 0, None)
+        at_edge = np.where(k >= 0, level[kk], 0.0) if n else np.zeros(len(edges))
+        area_edge = np.where(k >= 0, area[kk] + at_edge * (edges - times[kk]), 0.0) if n else at_edge
+        mean = np.diff(area_edge) / self.width_s
+        peak = at_edge[:-1].copy()
+        if n:
+            inside = times < edges[-1]
+            np.maximum.at(peak, self._index(times[inside]), level[inside])
+        return mean, peak
+
+    def outcome_counts(self) -> np.ndarray:
+        """Calls ended per bucket, one row per `OUTCOME_KINDS`."""
+        return np.stack([self.count(self.ends, self.outcomes == k) for k in range(len(OUTCOME_KINDS))])
+
+
+def _number(value: Any) -> bool:
+    kind = type(value)
+    if kind is int:  # the common cases first: run_series asks this of every call's every time
+        return True
+    if kind is float:
+        return value - value == 0.0  # finite (an infinity or NaN less itself is NaN)
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def start_offset(record: dict[str, Any]) -> float | None:
+    """When the call started, in seconds since the run's start (its `start_offset_s` tag), or None
+    (a run recorded before the tag was)."""
+    tags = record.get("tags")
+    value = tags.get("start_offset_s") if isinstance(tags, dict) else None
+    if value is None:
+        value = record.get("start_offset_s")
+    return float(value) if _number(value) else None
+
+
+def run_series(records: Iterable[dict[str, Any]]) -> RunSeries:
+    """The run's calls and events in run time, in one pass over the records.
+
+    A call starts at its `start_offset_s` tag; an event of it at that plus its time after the call's
+    `anchors.create_sent_ns` (the `_ns` values of one record share a clock; no two records' are
+    compared). Latency, underflows and barge-ins are the valid calls' (as the aggregates); calls in
+    flight, calls started and outcomes are every call's."""
+    starts: list[float] = []
+    ends: list[float] = []
+    kinds: list[int] = []
+    turn_t: list[float] = []
+    turn_ms: list[float] = []
+    under_t: list[float] = []
+    barge_t: list[float] = []
+    barge_ok: list[bool] = []
+    unplaced = 0
+    for r in records:
+        off = start_offset(r)
+        if off is None:
+            unplaced += 1
+            continue
+        anchors = r.get("anchors") or {}
+        origin = anchors.get("create_sent_ns")
+        if not _number(origin):
+            origin = anchors.get("ws_connect_started_ns")
+            if not _number(origin):
+                origin = anchors.get("ws_open_ns") if _number(anchors.get("ws_open_ns")) else None
+        closed = anchors.get("ws_closed_ns")
+        if origin is not None and _number(closed):
+            end = off + (closed - origin) / NS
+        else:
+            duration = r.get("duration_ms")
+            if not _number(duration):
+                duration = (r.get("metrics") or {}).get("call.duration_ms")
+            end = off + duration / 1000 if _number(duration) else off
+        outcome = str(r.get("outcome") or (r.get("metrics") or {}).get("call.outcome") or "")
+        kind = 0 if outcome == "completed" else 2 if outcome.startswith("invalid:") else 1
+        starts.append(off)
+        ends.append(max(end, off))
+        kinds.append(kind)
+        if kind == 2 or origin is None:
+            continue
+        for t in r.get("turns") or ():
+            v = (t.get("metrics") or {}).get(RUN_METRIC)
+            if not t.get("missed") and _number(v) and _number(t.get("t_se_ns")):
+                turn_t.append(off + (t["t_se_ns"] - origin) / NS)
+                turn_ms.append(v)
+        for u in r.get("underflows") or ():
+            if isinstance(u, dict) and _number(u.get("start_ns")):
+                under_t.append(off + (u["start_ns"] - origin) / NS)
+        for b in r.get("barge_ins") or ():
+            if b.get("success") is not None and _number(b.get("t_bi_ns")):
+                barge_t.append(off + (b["t_bi_ns"] - origin) / NS)
+                barge_ok.append(bool(b["success"]))
+    arrays = [np.asarray(x, dtype=float) for x in (starts, ends, turn_t, under_t, barge_t)]
+    span = max((float(a.max()) for a in arrays if a.size), default=0.0)
+    width = bucket_width(max(span, 1e-3))
+    return RunSeries(
+        width_s=width,
+        buckets=max(1, math.ceil(span / width - 1e-9)),
+        unplaced=unplaced,
+        starts=arrays[0],
+        ends=arrays[1],
+        outcomes=np.asarray(kinds, dtype=np.int8),
+        turn_t=arrays[2],
+        turn_ms=np.asarray(turn_ms, dtype=float),
+        underflow_t=arrays[3],
+        barge_t=arrays[4],
+        barge_ok=np.asarray(barge_ok, dtype=bool),
+    )
+
+
+@dataclass(frozen=True)
+class ThresholdLine:
+    """A threshold drawn on a chart: its level, its label (the expression, with any tag filter)."""
+
+    value: float
+    label: str
+    passed: bool
+
+
+def threshold_lines(
+    thresholds: Iterable[dict[str, Any]] | None, metric: str = RUN_METRIC
+) -> list[ThresholdLine]:
+    """The thresholds (summary.json's `thresholds` entries, `ThresholdResult.to_json`) on `metric`
+    that are a level of it (`p(N)`, `avg`, `med`, `max`, `min`): the ones a chart of the metric can
+    draw as a horizontal line."""
+    out = []
+    for t in thresholds or ():
+        if not isinstance(t, dict):
+            continue
+        key = str(t.get("metric") or "")
+        name, brace, tags = key.partition("{")
+        m = _THRESHOLD_EXPR.match(str(t.get("expression") or ""))
+        if name.strip() != metric or m is None:
+            continue
+        label = " ".join(str(t["expression"]).split()) + (f" {{{tags}" if brace else "")
+        out.append(ThresholdLine(float(m["num"]), _text(label), bool(t.get("passed"))))
+    return out
+
+
+def _run_axes(ax, series: RunSeries, *, xlabel: bool = True) -> None:
+    ax.set_xlim(0, series.buckets * series.width_s)
+    if xlabel:
+        ax.set_xlabel(f"seconds since the run started (buckets of {series.width_text})")
+
+
+def _isolated(y: np.ndarray) -> np.ndarray:
+    """The finite points with no finite neighbour (a line alone would not show them)."""
+    ok = np.isfinite(y)
+    before = np.concatenate([[False], ok[:-1]])
+    after = np.concatenate([ok[1:], [False]])
+    return ok & ~before & ~after
+
+
+def run_latency(series: RunSeries, thresholds: Iterable[dict[str, Any]] | None = None) -> str | None:
+    """TTFA p50 and p95 per bucket of the run, turns placed by when the user stopped speaking; the
+    thresholds on TTFA's levels drawn as lines (red when breached). None when no turn was placed."""
+    if not series.turn_t.size:
+        return None
+    p50, p95, counts = series.latency()
+    lines = threshold_lines(thresholds)
+    top = float(np.nanmax(p95))
+    drawn = [line for line in lines if 0 <= line.value <= max(top, 1.0) * THRESHOLD_REACH]
+    off_chart = [line for line in lines if line not in drawn]
+    top = max([top, *(line.value for line in drawn)]) or 1.0
+    x = series.edges[:-1] + series.width_s / 2
+    short = LABELS[RUN_METRIC].split(" ")[0]
+
+    def build(Figure):
+        fig = Figure(figsize=WIDE, layout="constrained")
+        ax = fig.add_subplot()
+        color = COLORS[RUN_METRIC]
+        for y, style, width, name in ((p50, "-", 1.5, "p50"), (p95, "--", 1.2, "p95")):
+            ax.plot(x, y, color=color, linestyle=style, linewidth=width, label=f"{short} {name}")
+            alone = _isolated(y)
+            if alone.any():
+                ax.plot(x[alone], y[alone], linestyle="none", marker="o", markersize=3.5, color=color)
+        ylim = top * 1.15
+        # Labels at the lines' right ends, nudged up where two levels are closer than a label's
+        # height (the axes are about AXES_H_PT points high).
+        last_pt = -math.inf
+        for line in sorted(drawn, key=lambda t: t.value):
+            c = "#d62728" if not line.passed else "#555555"
+            ax.axhline(line.value, color=c, linewidth=1.1, linestyle="-" if not line.passed else (0, (5, 2)))
+            at_pt = line.value / ylim * AXES_H_PT
+            lift = max(0.0, last_pt + 10 - at_pt)
+            last_pt = at_pt + lift
+            ax.annotate(
+                f"{line.label} {'✓' if line.passed else '✗ breached'}",
+                (1.0, line.value),
+                xycoords=("axes fraction", "data"),
+                xytext=(-3, 1.5 + lift),
+                textcoords="offset points",
+                ha="right",
+                va="bottom",
+                fontsize=7.5,
+                color=c,
+                fontweight="normal" if line.passed else "bold",
+                bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.75},
+            )
+        if off_chart:
+            ax.text(
+                0.005,
+                0.98,
+                "off the chart: "
+                + ", ".join(f"{t.label} {'✓' if t.passed else '✗'}" for t in off_chart[:4])
+                + (f" and {len(off_chart) - 4} more" if len(off_chart) > 4 else ""),
+                transform=ax.transAxes,
+                va="top",
+                fontsize=7.5,
+                color="#d62728" if any(not t.passed for t in off_chart) else "#555555",
+                bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.75},
+            )
+        _run_axes(ax, series)
+        ax.set_ylim(0, max(ylim, (last_pt + 12) / AXES_H_PT * ylim))
+        ax.set_ylabel("TTFA (ms)")
+        ax.set_title(
+            f"Turn latency over the run: {RUN_METRIC} p50 / p95 per {series.width_text}"
+            f" ({_count(int(counts.sum()), 'turn')} of valid calls)"
+        )
+        fig.legend(loc="outside lower center", ncols=2)
+        return fig
+
+    return _render(build, "turn latency over the run")
+
+
+def run_load(series: RunSeries) -> str | None:
+    """Calls in flight (peak and mean per bucket) above calls started per second; None without a
+    placed call."""
+    if not series.placed:
+        return None
+    mean, peak = series.in_flight()
+    started = series.count(series.starts) / series.width_s
+    edges = series.edges
+
+    def build(Figure):
+        fig = Figure(figsize=WIDE, layout="constrained")
+        top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1.6, 1]})
+        top.stairs(peak, edges, color="#1f6fb4", alpha=0.25, fill=True, label="calls in flight: peak")
+        top.stairs(mean, edges, color="#1f6fb4", linewidth=1.4, label="calls in flight: mean")
+        top.set_ylim(0, max(float(peak.max()), 1.0) * 1.15)
+        top.set_ylabel("calls in flight")
+        top.yaxis.get_major_locator().set_params(integer=True)
+        top.set_title(
+            f"Calls in flight and calls started, per {series.width_text} ({_count(series.placed, 'call')})"
+        )
+        fig.legend(loc="outside lower center", ncols=2)
+        bottom.stairs(started, edges, color="#555555", fill=True, alpha=0.6)
+        bottom.set_ylim(0, max(float(started.max()), 1e-9) * 1.2)
+        bottom.set_ylabel("started /s")
+        _run_axes(bottom, series)
+        return fig
+
+    return _render(build, "calls in flight and calls started over the run")
+
+
+def run_outcomes(series: RunSeries) -> str | None:
+    """Calls ended per bucket, stacked by outcome; None without a placed call."""
+    if not series.placed:
+        return None
+    counts = series.outcome_counts()
+    edges = series.edges
+
+    def build(Figure):
+        fig = Figure(figsize=WIDE, layout="constrained")
+        ax = fig.add_subplot()
+        bottom = np.zeros(series.buckets)
+        for k, (kind, color) in enumerate(zip(OUTCOME_KINDS, OUTCOME_COLORS, strict=True)):
+            if counts[k].any():
+                ax.stairs(
+                    bottom + counts[k],
+                    edges,
+                    baseline=bottom,
+                    fill=True,
+                    color=color,
+                    alpha=0.8,
+                    label=f"{kind} {int(counts[k].sum())}",
+                )
+            bottom = bottom + counts[k]
+        ax.set_ylim(0, max(float(bottom.max()), 1.0) * 1.15)
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        ax.set_ylabel("calls ended")
+        ax.set_title(f"Outcomes over the run: calls ended per {series.width_text}")
+        fig.legend(loc="outside lower center", ncols=3)
+        _run_axes(ax, series)
+        return fig
+
+    return _render(build, "outcomes over the run")
+
+
+def run_audio(series: RunSeries) -> str | None:
+    """Underflows per bucket above barge-ins per bucket (stopped the agent / did not); None without
+    a placed call."""
+    if not series.placed:
+        return None
+    underflows = series.count(series.underflow_t)
+    ok = series.count(series.barge_t, series.barge_ok)
+    failed = series.count(series.barge_t, ~series.barge_ok)
+    edges = series.edges
+
+    def empty(ax, text: str) -> None:
+        ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="#666666")
+        ax.set_ylim(0, 1)
+        ax.set_yticks([])
+
+    def build(Figure):
+        fig = Figure(figsize=WIDE, layout="constrained")
+        top, bottom = fig.subplots(2, 1, sharex=True)
+        if underflows.any():
+            top.stairs(underflows, edges, fill=True, color=COLORS["underflow"], alpha=0.75)
+            top.set_ylim(0, float(underflows.max()) * 1.15)
+            top.yaxis.get_major_locator().set_params(integer=True)
+        else:
+            empty(top, "no underflow in any valid call")
+        top.set_ylabel("underflows")
+        top.set_title(
+            f"Underflows and barge-ins over the run, per {series.width_text}"
+            f" ({_count(int(underflows.sum()), 'underflow')}, {_count(len(series.barge_t), 'barge-in')})"
+        )
+        if len(series.barge_t):
+            bottom.stairs(
+                ok,
+                edges,
+                fill=True,
+                color=COLORS["interrupt.silence_ms"],
+                alpha=0.8,
+                label=f"stopped the agent {int(ok.sum())}",
+            )
+            bottom.stairs(
+                ok + failed,
+                edges,
+                baseline=ok,
+                fill=True,
+                color="#d62728",
+                alpha=0.8,
+                label=f"did not stop it {int(failed.sum())}",
+            )
+            bottom.set_ylim(0, float((ok + failed).max()) * 1.2)
+            bottom.yaxis.get_major_locator().set_params(integer=True)
+            fig.legend(loc="outside lower center", ncols=2)
+        else:
+            empty(bottom, "no barge-in in any valid call")
+        bottom.set_ylabel("barge-ins")
+        _run_axes(bottom, series)
+        return fig
+
+    return _render(build, "underflows and barge-ins over the run")
 
 
 # ------------------------------------------------------------------------------------------------
