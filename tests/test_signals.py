@@ -219,7 +219,10 @@ def test_sigkill_of_the_runner_keeps_the_streamed_lines_and_leaves_no_process(
     # The runner could write nothing more: what it streamed stays whole, one record a line.
     records = assert_kept_what_finished(before, run.results)
     assert all(r["outcome"] and r["scenario"] in ("local", "counted") for r in records)
-    assert not (run.results.parent / "summary.json").exists()
+    # summary.json holds what was known from the start (when, what command), never an end.
+    summary = json.loads((run.results.parent / "summary.json").read_text())
+    assert summary["run"]["started_at"] and summary["run"]["ended_at"] is None
+    assert "aggregate" not in summary
     assert_nothing_left_behind(processes)
 
 

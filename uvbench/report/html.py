@@ -25,6 +25,7 @@ import html
 import math
 import multiprocessing
 import re
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -669,6 +670,9 @@ def start_figures(
     receive, send = ctx.Pipe(duplex=False)
 
     def helper_main() -> None:
+        # The parent's SIGTERM handler (a run's clean stop) is not this helper's: `Figures.finish`
+        # stops an unneeded helper with SIGTERM, and it should just end.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         plots_mod.number_ids_from(1 << 40)  # apart from the ids of the figures the page draws
         try:  # the calls to show are picked here as the page picks them (the same records)
             jobs = _figure_jobs(Path(folder), records, _pick_calls(records), None, None, plots_mod)

@@ -198,11 +198,13 @@ class RunClock:
         self.duration_s = max(0.0, (time.monotonic() if mono is None else mono) - self.started_mono)
 
     def to_json(self) -> dict[str, Any]:
-        ended = None if self.duration_s is None else iso_time(self.started_wall + self.duration_s)
+        # the end from the duration as written, so that started_at + duration_s is ended_at to the ms
+        duration = None if self.duration_s is None else round(self.duration_s, 3)
+        ended = None if duration is None else iso_time(self.started_wall + duration)
         return {
             "started_at": iso_time(self.started_wall),
             "ended_at": ended,
-            "duration_s": None if self.duration_s is None else round(self.duration_s, 3),
+            "duration_s": duration,
             "uvbench_version": _version(),
             "command": self.command,
             "host": socket.gethostname(),
