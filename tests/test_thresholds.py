@@ -341,6 +341,17 @@ def test_command_line_thresholds_are_metric_colon_expression() -> None:
     ]
     with pytest.raises(ThresholdError, match="unknown metric"):
         parse_threshold_flags(["turn.ttfaa_ms: p(95) < 1"])
+    # A tag filter's own colons are not the one after the metric.
+    tagged = parse_threshold_flags(
+        ["turn.ttfa_ms{turn:ask_order}: p(95) < 1200", "call.failed{scenario:booking,stage:1}:rate<0.01"]
+    )
+    assert [(t.key, t.expression) for t in tagged] == [
+        ("turn.ttfa_ms{turn:ask_order}", "p(95) < 1200"),
+        ("call.failed{scenario:booking,stage:1}", "rate<0.01"),
+    ]
+    with pytest.raises(ThresholdError) as no_expression:
+        parse_threshold_flags(["turn.ttfa_ms{turn:ask_order}"])
+    assert no_expression.value.problems == [f"--threshold 'turn.ttfa_ms{{turn:ask_order}}': {expected}"]
 
 
 # -- checks and per-turn thresholds ----------------------------------------------------------------

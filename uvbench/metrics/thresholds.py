@@ -205,7 +205,12 @@ def parse_threshold_flags(texts: list[str], flag: str = "--threshold") -> list[T
     mapping: dict[str, list[str | dict[str, Any]]] = {}
     malformed = []
     for text in texts:
-        metric, sep, expression = text.partition(":")
+        # The colon after the metric, not one inside its tag filter (`turn.ttfa_ms{turn:ask}: ...`).
+        close = text.find("}")
+        split_at = text.find(":", close + 1 if close != -1 and text.find("{") < close else 0)
+        metric, sep, expression = (
+            (text[:split_at], ":", text[split_at + 1 :]) if split_at != -1 else (text, "", "")
+        )
         if not sep or not expression.strip():
             malformed.append(
                 f"{flag} {text!r}: expected 'METRIC: EXPRESSION', e.g. 'turn.ttfa_ms: p(95) < 1200'"
