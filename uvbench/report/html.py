@@ -831,9 +831,10 @@ def _turns_section(run: _Run) -> str:
             metrics = t.get("metrics") or {}
             names = [n for n in TURN_FIGURES if (metrics.get(n) or {}).get("count")]
             missed = t.get("missed") or 0
+            barge_in = bool(names) and all(n.startswith("interrupt.") for n in names)
             head = (
                 f'<td class="l scen" rowspan="{max(1, len(names))}"><code>{_esc(label)}</code>'
-                f'<div class="hint">{_fmt(t.get("turns"), "count")} turns'
+                f'<div class="hint">{_fmt(t.get("turns"), "count")} {"barge-ins" if barge_in else "turns"}'
                 f"{f' · {missed} missed' if missed else ''}</div></td>"
             )
             if not names:
