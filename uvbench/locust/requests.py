@@ -17,12 +17,12 @@ when it is a failure, and `context` = call id, stage, VU, worker.
     call     <s>:call             call.duration_ms; a failure when the call did not complete,
                                   with its outcome (failed:<reason>, invalid:<reason>) as the kind
 
-An invalid call (the load generator fell behind, METRICS.md) gives only its `<s>:call` failure:
+An invalid call (the load generator fell behind, docs/metrics.md) gives only its `<s>:call` failure:
 its latencies are not the agent's and are kept out of locust's figures, as out of uvbench's. A
 figure set apart in a valid call (`uvbench.metrics.validity`: not in its `metrics` map) gives no
 event either: `<s>:setup` needs both of its figures; a missed turn and a failed interruption are
 still failures.
-`tool` is reserved: METRICS.md defines no client-tool figure yet.
+`tool` is reserved: no client-tool figure is defined yet.
 """
 
 from __future__ import annotations

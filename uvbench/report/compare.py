@@ -1,4 +1,4 @@
-"""Baseline comparison: did this run regress against an earlier one? (METRICS.md, "Aggregates and gates").
+"""Baseline comparison: did this run regress against an earlier one? (docs/metrics.md, aggregates).
 
 Sans-I/O: call records in (the dicts of `results.jsonl`), a `Comparison` out. Reading run folders
 and printing are the CLI's job (`uvbench compare`, `uvbench run --baseline`).

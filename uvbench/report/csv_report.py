@@ -8,7 +8,7 @@ glossary's, measured or not, so runs of the same scenarios have the same header)
 expectations, and one `tag.<key>` column per tag key its run's records have (sorted by key; the
 start offset has its own column). An unmeasured figure is an empty cell; every row has every column.
 
-`stats_csv` follows CONVENTIONS.md §2 and §7.5 so Locust dashboards and scripts read uvbench runs:
+`stats_csv` follows locust's `--csv` stats layout so Locust dashboards and scripts read uvbench runs:
 rows keyed by (Type, Name) with Type from {call, turn, barge_in} and Name `<scenario>:<what>`,
 response times in ms, median and percentiles as integers (`N/A` when there is no sample), sorted
 by name then type, and a last `Aggregated` row with an empty Type. Each row's samples:

@@ -1,4 +1,4 @@
-"""JUnit XML for CI servers (GitLab, Jenkins, GitHub Actions reporters): CONVENTIONS.md §6 and §7.4.
+"""JUnit XML for CI servers (GitLab, Jenkins, GitHub Actions reporters), as their readers expect it.
 
 One `<testsuite>` per scenario with one `<testcase>` per call (`classname` = the scenario, since GitLab
 shows the classname as the suite), a `checks` suite with a testcase per check (an expectation of a
