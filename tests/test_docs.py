@@ -103,7 +103,15 @@ def test_metrics_md_tables_have_as_many_cells_in_each_row_as_in_their_header() -
         table = []
 
 
-@pytest.mark.parametrize("path", _docs(), ids=lambda p: str(p.relative_to(ROOT)))
+def _sources() -> list[Path]:
+    """The package's and the benchmarks' code, the scenarios and the CI script: their docstrings,
+    comments and messages are docs too, for contributors and users."""
+    found = [*sorted((ROOT / "uvbench").rglob("*.py")), *sorted((ROOT / "bench").rglob("*.py"))]
+    found += sorted((ROOT / "scenarios").glob("*.yaml"))
+    return [*found, ROOT / ".ci" / "run", ROOT / "pyproject.toml"]
+
+
+@pytest.mark.parametrize("path", _docs() + _sources(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_doc_points_outside_the_repository(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     for name in OUTSIDE:
