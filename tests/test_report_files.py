@@ -809,3 +809,33 @@ def test_report_keeps_the_runs_metadata_and_dates_the_calls_from_it(run_copy: Pa
     offset = record["tags"]["start_offset_s"]
     assert datetime.fromisoformat(row["started_at"]) == start + timedelta(seconds=offset)
     assert row["tag.vu"] == str(record["tags"]["vu"])
+
+
+def test_the_rebuild_pool_workers_end_quietly_when_the_pool_stops_them() -> None:
+    # `uvbench report` installs the CLI's SIGTERM handler (raise Terminated: a run's clean stop);
+    # the pool stops its workers with SIGTERM on the way out, and a worker running that handler
+    # printed "uvbench.cli.Terminated" under the report's last line.
+    import multiprocessing
+    import signal
+    import time
+
+    from uvbench.report.rebuild import _default_sigterm, _pool_context
+
+    def raise_on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, raise_on_term)
+    try:
+        pool = _pool_context().Pool(1, initializer=_default_sigterm)
+        assert pool.apply(int, ("7",)) == 7
+        (worker,) = multiprocessing.active_children()
+        pool.apply_async(time.sleep, (30,))  # busy: the pool's stop reaches it as SIGTERM
+        time.sleep(0.3)
+        pool.terminate()
+        pool.join()
+        deadline = time.monotonic() + 10
+        while worker.exitcode is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert worker.exitcode == -signal.SIGTERM  # ended by the signal, not by an exception
+    finally:
+        signal.signal(signal.SIGTERM, before)

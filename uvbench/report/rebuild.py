@@ -31,6 +31,7 @@ import gc
 import json
 import multiprocessing
 import os
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -321,6 +322,12 @@ def _rebuild_batch(run_dir: Path, batch: list[tuple[int, Path]], options: _Optio
         return [_rebuild_call(run_dir, index, call_file, options=options) for index, call_file in batch]
 
 
+def _default_sigterm() -> None:
+    """In a pool worker: SIGTERM ends it quietly. The pool stops its workers with SIGTERM on the way
+    out, and the CLI's handler (raising `Terminated`, a clean stop of the run) is not theirs."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _pool_context() -> Any:
     """fork where it is safe (Linux, no other thread in this process: the workers start at once
     with everything imported), else spawn."""
@@ -376,7 +383,7 @@ def _rebuild_all(
             taken += 1
             return taken - 1
 
-    with _pool_context().Pool(jobs - 1) as pool:
+    with _pool_context().Pool(jobs - 1, initializer=_default_sigterm) as pool:
 
         def send() -> None:  # a batch to the pool; when it is back, the next one
             nonlocal out
