@@ -451,7 +451,12 @@ def test_sigterm_ends_the_run_as_ctrl_c_does_and_leaves_no_process(tmp_path):
     stopped = [r for r in records if r["outcome"] == "interrupted"]
     assert len(stopped) == summary["interrupted_calls"] >= 1
     assert all(r["outcome_detail"] == "the run stopped while the call ran" for r in stopped)
-    assert all(r["metrics"].get("call.create_ms") is not None for r in stopped if r.get("call_id"))
+    # (measured, or set apart when a busy machine held the loop up around it)
+    assert all(
+        r["metrics"].get("call.create_ms") is not None or "call.create_ms" in (r.get("set_apart") or {})
+        for r in stopped
+        if r.get("call_id")
+    )
     for name in ("junit.xml", "calls.csv", "report.html"):
         assert (folder / name).exists(), name
     assert "run interrupted" in stdout
