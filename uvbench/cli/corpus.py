@@ -1,4 +1,5 @@
-"""`uvbench corpus synth|annotate`: make and annotate audio clips for scenarios."""
+"""`uvbench corpus synth|annotate|noise`: make and annotate audio clips for scenarios, and
+rebuild the shipped background noises."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ def add_parser(sub) -> None:
     annotate.add_argument("paths", nargs="+", type=Path, help="audio files to annotate")
     annotate.add_argument("--manifest-dir", type=Path, default=None, help="where the manifest goes")
     annotate.add_argument("--threshold-db", type=float, default=-45.0, help="speech level threshold, dBFS")
+    noise = corpus_sub.add_parser(
+        "noise", help="regenerate the shipped background noises and their manifest (audio_corpus/noise/)"
+    )
+    noise.add_argument(
+        "-o", "--output", type=Path, default=None, help="folder to write (default audio_corpus/noise/)"
+    )
     corpus.set_defaults(handler=main)
 
 
@@ -32,6 +39,8 @@ def main(args: argparse.Namespace) -> int:
     from uvbench.audio.corpus_commands import CorpusError, annotate, synth
     from uvbench.audio.source import AudioFileError
 
+    if args.corpus_command == "noise":
+        return _noise(args.output)
     try:
         if args.corpus_command == "synth":
             clip = synth(args.text, args.output, sample_rate=args.rate, wpm=args.wpm, voice=args.voice)
@@ -42,4 +51,26 @@ def main(args: argparse.Namespace) -> int:
                 print(f"{clip.file}: speech {clip.speech_start_s:.3f}-{clip.speech_end_s:.3f} s")
     except (CorpusError, AudioFileError, ValueError) as exc:
         raise UsageError(str(exc)) from None
+    return EXIT_OK
+
+
+def _noise(output: Path | None) -> int:
+    # Nothing is spoken before this in the command's process, which babble and café need to
+    # reproduce the shipped files (uvbench.audio.noise explains why).
+    from uvbench.audio.noise import NOISE_DIR, build_noise_corpus
+    from uvbench.audio.tts import SynthesisError
+
+    folder = output if output is not None else NOISE_DIR
+    try:
+        noises = build_noise_corpus(folder)
+    except SynthesisError as exc:
+        raise UsageError(f"cannot synthesize the babble: {' '.join(str(exc).split())}") from None
+    except (OSError, RuntimeError) as exc:  # libsndfile's write errors are RuntimeErrors
+        reason = getattr(exc, "strerror", None) or getattr(exc, "error_string", None) or exc
+        raise UsageError(
+            f"cannot write the noises to {folder}: {reason}; choose a folder you can write to"
+        ) from None
+    for noise in noises:
+        size_kb = noise.path.stat().st_size // 1024
+        print(f"{noise.path}: {noise.duration_s:.1f} s, {noise.rms_dbfs:g} dBFS, {size_kb} KB")
     return EXIT_OK
