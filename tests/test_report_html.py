@@ -672,11 +672,14 @@ def test_a_run_without_barge_ins_says_so(tmp_path):
 
 
 def test_report_of_many_calls_renders_fast(tmp_path):
+    # A guard against a blow-up (something quadratic in the calls), not a speed claim (those are in
+    # bench/report_scale.py): CPU time of this process, which draws it all, so a busy machine's other
+    # work does not count.
     records = _synthetic(1000)
-    started = time.perf_counter()
+    started = time.process_time()
     text = render_html(tmp_path, records, {})
-    elapsed = time.perf_counter() - started
-    assert elapsed < 8, f"{elapsed:.1f} s for 1000 calls"
+    elapsed = time.process_time() - started
+    assert elapsed < 8, f"{elapsed:.1f} s of CPU for 1000 calls"
     assert len(text) < 1_000_000
     json.dumps(records)  # the synthetic records stay JSON, like real ones
 
