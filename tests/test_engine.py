@@ -21,6 +21,14 @@ def endpoint():
         yield Endpoint(server.api_url, server.api_key, "local", True)
 
 
+def figure(metrics, name: str):
+    """A call figure, measured or set apart (on a busy machine the loop may be held up around the
+    stamp it reads: the value is then kept apart, with its reason)."""
+    if name in metrics.metrics:
+        return metrics.metrics[name]
+    return metrics.set_apart[name]["value"]
+
+
 def scenario(body: str):
     (one,) = parse_scenarios(textwrap.dedent(body), source="test.yaml", base_dir=".")
     return one
@@ -311,9 +319,8 @@ async def test_a_call_the_run_stops_keeps_what_it_measured_and_is_interrupted(en
         await api.close()
     assert metrics.outcome == "interrupted"
     assert record["outcome_detail"] == "the run stopped while the call ran"
-    assert (
-        metrics.metrics["call.create_ms"] is not None and metrics.metrics["call.first_audio_ms"] is not None
-    )
+    assert figure(metrics, "call.create_ms") is not None
+    assert figure(metrics, "call.first_audio_ms") is not None
 
 
 async def test_a_stall_the_call_ends_in_is_an_underflow_to_the_end(endpoint):
@@ -333,7 +340,7 @@ async def test_a_stall_the_call_ends_in_is_an_underflow_to_the_end(endpoint):
     figures = metrics.metrics
     assert figures["call.underflow_count"] >= 1
     closed = result.timeline.first("ws.closed").t_ns
-    first_audio = result.timeline.first("ws.open").t_ns + figures["call.first_audio_ms"] * 1e6
+    first_audio = result.timeline.first("ws.open").t_ns + figure(metrics, "call.first_audio_ms") * 1e6
     # Dry from a little after the 300 ms that played (plus the buffer) to the hang-up near 3 s.
     assert figures["call.underflow_ms"] >= (closed - first_audio) / 1e6 - 1000
 
