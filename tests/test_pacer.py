@@ -207,3 +207,27 @@ async def test_the_sender_wakes_its_watch_once_the_stream_reaches_its_sample(mon
     sender.send_due(clock[0])
     assert not live.changed.is_set() and len(sender.sent_ns) == 21
     sender.scheduler.close()
+
+
+def test_a_composer_with_a_caller_stream_mixes_the_noise_into_every_chunk():
+    from uvbench.audio.transforms import Chain, Noise
+
+    rate, n = 16000, 320
+    rng = np.random.default_rng(3)
+    bed = Chain((Noise(snr_db=20, samples=rng.standard_normal(rate), sample_rate=rate),))
+    level = 0.1  # speech RMS: the noise at 0.01
+    noisy = Composer(n, stream=bed.stream(rate, level))
+    plain = Composer(n)
+    speech = (rng.standard_normal(3 * n) * 3000).astype(np.int16)
+    for c in (noisy, plain):
+        c.chunk(0)
+        c.enqueue(speech)
+    out = [np.frombuffer(noisy.chunk(k), dtype=np.int16) for k in range(1, 6)]
+    clean = [np.frombuffer(plain.chunk(k), dtype=np.int16) for k in range(1, 6)]
+    for got, want in zip(out, clean, strict=True):
+        residual = (got.astype(float) - want) / 32768
+        assert np.sqrt(np.mean(residual**2)) == pytest.approx(0.01, rel=0.25)  # silences too
+    assert not clean[3].any()  # chunks 4 and 5 are silence
+    assert plain.chunk(6) is plain._silence  # the plain composer's fast path, untouched
+    assert np.frombuffer(noisy.chunk(6), dtype=np.int16).any()
+    assert noisy.stream.clipped == 0 and noisy.next_chunk == plain.next_chunk == 7

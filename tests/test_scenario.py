@@ -364,7 +364,7 @@ def test_unknown_keys_with_suggestions(tmp_path: Path) -> None:
         f'{path}:4:3: client.honour_clear: unknown key (did you mean "honor_clear"?)',
         f"{path}:5:3: client.zzz: unknown key (expected one of: chunk_ms, honor_clear, prebuffer_ms,"
         " ping_interval, record, join_timeout)",
-        f"{path}:8:5: script[0].timout: unknown key (expected one of: say, speech, name)",
+        f"{path}:8:5: script[0].timout: unknown key (expected one of: say, speech, caller, name)",
     ]
 
 
@@ -860,3 +860,32 @@ def test_step_names_are_unique_tag_values_and_not_unnamed_labels(tmp_path: Path)
     assert any("script[2].name" in line and "how unnamed steps are reported" in line for line in found)
     assert any("script[3].name" in line and "two words" in line for line in found), found
     assert len(found) == 3
+
+
+def test_caller_and_network_keys_in_the_schema_and_through_the_matrix() -> None:
+    schema = json_schema()
+    props = schema["properties"]
+    assert "caller" in props and "network" in props
+    (variant,) = parse_scenarios(
+        textwrap.dedent(
+            """
+            name: keys
+            caller: {noise: {file: brown.flac, snr_db: 15}, codec: gsm}
+            network: {jitter: {mean_ms: 10}}
+            matrix: {caller.gain_db: [-3]}
+            script:
+              - say: hello_16k.wav
+                caller: {reverb: {room_size: 0.2, wet: 0.1}}
+            """
+        ),
+        source="k.yaml",
+        base_dir=".",
+    )
+    assert variant.name == "keys[caller.gain_db=-3]"
+    assert variant.caller_label == "gain=-3dB+snr=15dB+gsm-fr"
+    assert variant.network_label == "jitter=10ms"
+    assert variant.script[0].caller.label == "reverb=0.2/0.1"
+    assert (
+        parse_scenarios("name: k\nscript: [say: yes_16k.wav]", source="k.yaml", base_dir=".")[0].caller
+        is None
+    )

@@ -11,8 +11,12 @@ agent.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from uvbench.audio.transforms import Stream
 
 NS = 1_000_000_000
 
@@ -58,15 +62,28 @@ class Composer:
 
     Utterances are placed at stream positions not yet sent, one after the other, never
     overlapping; `chunk(k)` builds the bytes of chunk k just before it leaves.
+
+    With a `stream` (the stream side of the call's caller chain, `Chain.stream`), every chunk,
+    silences included, goes through `stream.process` (the caller's room noise) on its way out.
+    Without one, `chunk` is the plain composer's: a call with no noise pays nothing for it.
     """
 
     chunk_samples: int
     queued: list[Utterance] = field(default_factory=list)
     next_chunk: int = 0
+    stream: Stream | None = field(default=None, repr=False, compare=False)
     _silence: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._silence = bytes(2 * self.chunk_samples)
+        if self.stream is not None:
+            # Bound on the instance: the plain `chunk` and its fast paths stay untouched.
+            self.chunk = self._mixed_chunk  # type: ignore[method-assign]
+
+    def _mixed_chunk(self, k: int) -> bytes:
+        assert self.stream is not None
+        plain = np.frombuffer(Composer.chunk(self, k), dtype=np.int16)
+        return self.stream.process(plain).tobytes()
 
     @property
     def samples_sent(self) -> int:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from uvbench.audio.impairment import Spec as ImpairmentSpec
+from uvbench.audio.transforms import Chain
 from uvbench.scenario import Scenario
 
 
@@ -55,6 +57,25 @@ class CallPlan:
     tools: dict[str, ToolReply] = field(default_factory=dict)
     local: bool = False
     """The target is uvbench's local server: its ground truth is fetched after the call."""
+    caller: Chain | None = None
+    """The scenario's caller chain (`caller:`), None without one; a step's own `caller:` replaces
+    it for that step's clip (call/script.py)."""
+    speech_level: float | None = None
+    """The RMS the caller's noise is set against (call/caller.py `speech_level`); None without noise."""
+    network: ImpairmentSpec | None = None
+    """The impairment of the outgoing stream (`network:`), None without one: the sender applies it."""
+    network_seed: int | None = None
+    """`network.seed` when the scenario gives one; else the sender derives one per call."""
+
+    @property
+    def caller_label(self) -> str:
+        """The caller chain's label for records and reports ("clean" without one)."""
+        return self.caller.label if self.caller is not None else "clean"
+
+    @property
+    def network_label(self) -> str:
+        """The network impairment's label ("none" without one)."""
+        return self.network.label if self.network is not None else "none"
 
     @property
     def medium(self) -> dict[str, Any]:
@@ -90,6 +111,13 @@ def plan_for(scenario: Scenario, endpoint: Endpoint, *, agent_audio_path: Path |
         )
         for name, answer in scenario.tools.items()
     }
+    caller = scenario.caller.chain() if scenario.caller is not None else None
+    level = None
+    if caller is not None and caller.noise is not None:
+        from uvbench.call.caller import speech_level  # the effects, only for a call with noise
+
+        level = speech_level(scenario, scenario.input_sample_rate)
+    network = scenario.network
     return CallPlan(
         scenario=scenario.name,
         api_url=endpoint.api_url,
@@ -105,4 +133,8 @@ def plan_for(scenario: Scenario, endpoint: Endpoint, *, agent_audio_path: Path |
         join_timeout_s=client.join_timeout,
         tools=tools,
         local=endpoint.local,
+        caller=caller,
+        speech_level=level,
+        network=network.spec() if network is not None else None,
+        network_seed=network.seed if network is not None else None,
     )

@@ -19,7 +19,8 @@ from typing import Any
 
 import websockets
 
-from uvbench.audio.source import load_pcm, speech_bounds_at
+from uvbench.audio.source import load_pcm
+from uvbench.call.caller import clip_audio, clip_bounds
 from uvbench.call.engine import CallContext
 from uvbench.protocol import messages as wire
 from uvbench.scenario import (
@@ -154,16 +155,16 @@ async def _run_step(ctx: CallContext, run: ScriptRun, index: int, step: Any) -> 
 
 async def _speak(ctx: CallContext, index: int, step: SayStep | BargeInStep, kind: str) -> None:
     rate = ctx.plan.input_rate
-    pcm = await asyncio.to_thread(load_pcm, step.path, rate)
-    clip = step.clip
-    if clip is not None and step.speech is None:
-        start, end = speech_bounds_at(
-            (clip.speech_start_sample, clip.speech_end_sample), clip.sample_rate, rate, target_length=len(pcm)
-        )
+    chain = step.caller.chain() if step.caller is not None else ctx.plan.caller
+    if chain is None:
+        pcm = await asyncio.to_thread(load_pcm, step.path, rate)
     else:
-        bounds = step.bounds
-        start = min(len(pcm), math.floor(bounds.start * rate))
-        end = min(len(pcm), math.ceil(bounds.end * rate))
+        # The clip side of the caller chain, once per (clip, rate, chain) process-wide; the length
+        # and so the speech bounds are the clean clip's.
+        rendered = await asyncio.to_thread(clip_audio, step.path, rate, chain)
+        pcm = rendered.pcm
+        ctx.clipped_in_clips += rendered.clipped
+    start, end = clip_bounds(step, len(pcm), rate)
     utterance = ctx.composer.enqueue(pcm)
     ctx.result.user_audio.append((utterance.start_sample, step.path))
     ctx.timeline.add(

@@ -39,6 +39,10 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from uvbench.audio.corpus import CORPUS_DIR, MANIFEST_NAME, Clip, load_manifest
+from uvbench.audio.impairment import Bursts, Jitter, Mix, Stalls
+from uvbench.audio.impairment import Spec as ImpairmentSpec
+from uvbench.audio.impairment import label as impairment_label
+from uvbench.audio.transforms import Chain, Codec, Gain, Noise, Reverb, Telephone
 from uvbench.metrics import GLOSSARY
 from uvbench.protocol.schema import MSG_PRIOR_CALL, RequestValidationError, validate_start_call
 from uvbench.scenario.base import (  # noqa: F401 (re-exported: the names other modules import from here)
@@ -360,6 +364,23 @@ class _AudioStep(_Step):
         return self._clip
 
     @model_validator(mode="after")
+    def _clip_only(self) -> _AudioStep:
+        caller = getattr(self, "caller", None)
+        if caller is not None and caller.noise is not None:
+            raise problem(
+                "a step cannot set noise: the noise bed runs over the whole call, silences included"
+                " (expected caller: {noise: ...} at the scenario's top level; a step may set gain_db,"
+                " reverb, telephone and codec)",
+                at="caller.noise",
+            )
+        return self
+
+    def clip_caller(self, scenario_caller: CallerAudio | None) -> CallerAudio | None:
+        """The caller audio of this step's clip: the step's own `caller`, else the scenario's."""
+        own = getattr(self, "caller", None)
+        return own if own is not None else scenario_caller
+
+    @model_validator(mode="after")
     def _resolve(self, info: ValidationInfo) -> _AudioStep:
         field = self._file_field
         name = self.file
@@ -640,6 +661,313 @@ Expectation = Annotated[
 
 
 # --------------------------------------------------------------------------------------------
+# Caller audio and network (the realistic caller: uvbench.audio.transforms, uvbench.audio.impairment)
+
+TELEPHONE_LINES: tuple[str, ...] = ("ulaw", "alaw", "band")
+"""`caller.telephone`: an 8 kHz line with a G.711 mu-law or A-law round trip, or the band alone."""
+
+
+def _spec(make: Any, at: str | None = None) -> Any:
+    """A transform or impairment spec, its own one-line ValueError turned into a scenario problem."""
+    try:
+        return make()
+    except ValueError as exc:
+        raise problem(str(exc), at=at) from None
+
+
+def _noise_dir() -> Path:
+    from uvbench.audio.noise import NOISE_DIR  # imported on use: it brings the noise generators
+
+    return NOISE_DIR
+
+
+@functools.lru_cache(maxsize=8)
+def _noise_manifest(directory: str, mtime_ns: int) -> tuple[str, ...]:
+    from uvbench.audio.noise import load_noise_manifest
+
+    return tuple(load_noise_manifest(Path(directory)))
+
+
+def shipped_noises() -> tuple[str, ...]:
+    """The file names of audio_corpus/noise/manifest.json (empty if it cannot be read)."""
+    directory = _noise_dir()
+    try:
+        return _noise_manifest(str(directory), (directory / "manifest.json").stat().st_mtime_ns)
+    except (OSError, ValueError):
+        return ()
+
+
+def resolve_noise(name: str, base_dir: Path) -> Path | None:
+    """A noise file named in `caller.noise.file`: relative to the scenario's folder, then one of
+    audio_corpus/noise/'s manifest."""
+    given = Path(name).expanduser()
+    if given.is_absolute():
+        return given.resolve() if given.is_file() else None
+    if (base_dir / given).is_file():
+        return (base_dir / given).resolve()
+    if name in shipped_noises():
+        return (_noise_dir() / name).resolve()
+    return None
+
+
+class CallerReverb(_Model):
+    """Room reverberation: the caller is in a room, not a studio."""
+
+    room_size: float = 0.5
+    """0 (small) .. 1 (large)."""
+    wet: float = 0.3
+    """The reverberated share, 0..1; the direct sound keeps 1 - wet (and its timing)."""
+
+    @model_validator(mode="after")
+    def _valid(self) -> CallerReverb:
+        for field in ("room_size", "wet"):
+            _spec(lambda field=field: Reverb(**{field: getattr(self, field)}), at=field)
+        return self
+
+    def spec(self) -> Reverb:
+        return Reverb(room_size=self.room_size, wet=self.wet)
+
+
+class CallerNoise(_Model):
+    """Background noise mixed over the whole call, silences included, at `snr_db` against the
+    level of the call's speech (over its exact speech bounds)."""
+
+    file: str
+    """A WAV or FLAC file: relative to the scenario's folder, else one of audio_corpus/noise/
+    (pink.flac, brown.flac, hum.flac, babble.flac, cafe.flac, street.flac)."""
+    snr_db: float
+    """Speech to noise ratio in dB (-10..60)."""
+    seed: int = 0
+    """Where in the noise loop the call starts (same seed, same noise)."""
+    _path: Path | None = PrivateAttr(default=None)
+
+    @property
+    def path(self) -> Path:
+        """The noise file, resolved (absolute)."""
+        assert self._path is not None
+        return self._path
+
+    @model_validator(mode="after")
+    def _resolve(self, info: ValidationInfo) -> CallerNoise:
+        _spec(lambda: Noise(snr_db=self.snr_db, file=self.file), at="snr_db")
+        base_dir = Path((info.context or {}).get("base_dir") or Path.cwd())
+        path = resolve_noise(self.file, base_dir)
+        if path is None:
+            names = _audio_names(base_dir) + list(shipped_noises())
+            hint = did_you_mean(Path(self.file).name, names)
+            raise problem(
+                f"noise file {show(self.file)} not found (expected a file next to the scenario or in"
+                " audio_corpus/noise/" + (f"; {hint}" if hint else ": " + ", ".join(shipped_noises())) + ")",
+                at="file",
+            )
+        self._path = path
+        return self
+
+    def spec(self) -> Noise:
+        return Noise(snr_db=self.snr_db, file=str(self.path), seed=self.seed)
+
+
+class CallerCodec(_Model):
+    """A lossy low-bitrate codec round trip: `gsm` (GSM 06.10, 13 kbit/s) or `mp3`, or
+    {kind: mp3, vbr_quality: 0..9}."""
+
+    kind: str
+    """gsm or mp3."""
+    vbr_quality: float | None = None
+    """mp3 only: LAME VBR quality, 0 (best) .. 9 (smallest); 6 when not given."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _word(cls, data: Any) -> Any:
+        return {"kind": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _valid(self) -> CallerCodec:
+        at = "kind" if self.kind not in ("gsm", "mp3") else "vbr_quality"
+        _spec(self.spec, at=at)
+        return self
+
+    def spec(self) -> Codec:
+        return Codec(kind=self.kind, vbr_quality=self.vbr_quality)
+
+
+_CODEC_SCHEMA = {
+    "description": CallerCodec.__doc__,
+    "anyOf": [
+        {"enum": ["gsm", "mp3"]},
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["kind"],
+            "properties": {"kind": {"enum": ["gsm", "mp3"]}, "vbr_quality": {"type": "number"}},
+        },
+    ],
+}
+
+
+class CallerAudio(_Model):
+    """How the caller sounds, applied in this order whatever the order of the keys: gain,
+    reverb, noise (the room), then telephone, codec (the line). Each is optional."""
+
+    gain_db: float | None = None
+    """A level change in dB (-40..20)."""
+    reverb: CallerReverb | None = None
+    """Room reverberation: {room_size: 0..1, wet: 0..1}."""
+    noise: CallerNoise | None = None
+    """Background noise over the whole call: {file: cafe.flac, snr_db: 10}."""
+    telephone: str | None = None
+    """An 8 kHz phone line: ulaw, alaw (a G.711 round trip) or band (the band alone)."""
+    codec: (
+        Annotated[CallerCodec, WithJsonSchema({"anyOf": [{"enum": ["gsm", "mp3"]}, {"type": "object"}]})]
+        | None
+    ) = None
+    """A lossy codec: gsm, mp3 or {kind: mp3, vbr_quality: 0..9}."""
+
+    @field_validator("gain_db")
+    @classmethod
+    def _gain(cls, value: float | None) -> float | None:
+        if value is not None:
+            _spec(lambda: Gain(value))
+        return value
+
+    @field_validator("telephone", mode="before")
+    @classmethod
+    def _line(cls, value: Any) -> Any:
+        if value is not None and value not in TELEPHONE_LINES:
+            hint = did_you_mean(str(value), TELEPHONE_LINES)
+            raise problem(
+                f"telephone {show(value)} is not a line ("
+                + (hint + " " if hint else "")
+                + "expected ulaw, alaw, band or null)"
+            )
+        return value
+
+    def transforms(self) -> tuple[Gain | Reverb | Noise | Telephone | Codec, ...]:
+        """The transforms, in the documented order."""
+        out: list[Gain | Reverb | Noise | Telephone | Codec] = []
+        if self.gain_db is not None:
+            out.append(Gain(self.gain_db))
+        if self.reverb is not None:
+            out.append(self.reverb.spec())
+        if self.noise is not None:
+            out.append(self.noise.spec())
+        if self.telephone is not None:
+            out.append(Telephone(None if self.telephone == "band" else self.telephone))
+        if self.codec is not None:
+            out.append(self.codec.spec())
+        return tuple(out)
+
+    def chain(self) -> Chain:
+        return Chain(self.transforms())
+
+    @property
+    def label(self) -> str:
+        """The chain's label for reports ("clean" for none), e.g. gain=-6dB+snr=10dB+ulaw."""
+        return self.chain().label
+
+
+def _chain_label(caller: CallerAudio | None) -> str:
+    return caller.label if caller is not None else "clean"
+
+
+class NetworkJitter(_Model):
+    """Each chunk delayed by a random draw, order kept (as TCP keeps it)."""
+
+    mean_ms: float
+    """Mean delay in ms."""
+    max_ms: float | None = None
+    """Longest delay in ms; 5 x the mean when not given."""
+    distribution: str = "exponential"
+    """exponential or uniform."""
+
+    @model_validator(mode="after")
+    def _valid(self) -> NetworkJitter:
+        _impairment(self.spec)
+        return self
+
+    def spec(self) -> Jitter:
+        return Jitter(mean_ms=self.mean_ms, max_ms=self.max_ms, distribution=self.distribution)
+
+
+class NetworkBursts(_Model):
+    """The link holds audio for `hold_ms` every `every_ms`, then flushes it."""
+
+    hold_ms: float
+    """How long each window holds the audio, ms."""
+    every_ms: float
+    """How often a window opens, ms."""
+    phase_ms: float | None = None
+    """Where the first window starts after the stream's start; drawn from the seed when not given."""
+
+    @model_validator(mode="after")
+    def _valid(self) -> NetworkBursts:
+        _impairment(self.spec)
+        return self
+
+    def spec(self) -> Bursts:
+        return Bursts(hold_ms=self.hold_ms, every_ms=self.every_ms, phase_ms=self.phase_ms)
+
+
+class NetworkStalls(_Model):
+    """The link stops at random, `rate_per_min` times a minute on average, each time for `duration_ms`."""
+
+    rate_per_min: float
+    """Stalls per minute on average."""
+    duration_ms: float
+    """How long each stall lasts, ms."""
+
+    @model_validator(mode="after")
+    def _valid(self) -> NetworkStalls:
+        _impairment(self.spec)
+        return self
+
+    def spec(self) -> Stalls:
+        return Stalls(rate_per_min=self.rate_per_min, duration_ms=self.duration_ms)
+
+
+def _impairment(make: Any) -> Any:
+    """An impairment spec; its problem placed at the field its message starts with
+    ("jitter mean_ms: ..." is about mean_ms)."""
+    try:
+        return make()
+    except ValueError as exc:
+        text = str(exc)
+        head = text.split(":", 1)[0].split()
+        at = head[1] if len(head) == 2 and head[1].isidentifier() else None
+        raise problem(text.split(": ", 1)[1] if at else text, at=at) from None
+
+
+class Network(_Model):
+    """Impairment of the outgoing audio stream, after the pacer: jitter, bursts and stalls, each
+    optional; several are mixed in that order."""
+
+    jitter: NetworkJitter | None = None
+    """{mean_ms, max_ms?, distribution?}."""
+    bursts: NetworkBursts | None = None
+    """{hold_ms, every_ms, phase_ms?}."""
+    stalls: NetworkStalls | None = None
+    """{rate_per_min, duration_ms}."""
+    seed: int | None = None
+    """The impairment's seed; unset = from the run's seed and the call's identity."""
+
+    @model_validator(mode="after")
+    def _valid(self) -> Network:
+        _spec(self.spec)
+        return self
+
+    def spec(self) -> ImpairmentSpec | None:
+        """The impairment (one stage, or a `Mix` in the order jitter, bursts, stalls); None for none."""
+        parts = [part.spec() for part in (self.jitter, self.bursts, self.stalls) if part is not None]
+        if not parts:
+            return None
+        return parts[0] if len(parts) == 1 else Mix(parts)
+
+    @property
+    def label(self) -> str:
+        return impairment_label(self.spec())
+
+
+# --------------------------------------------------------------------------------------------
 # Steps
 
 
@@ -650,6 +978,9 @@ class SayStep(_AudioStep):
     """The audio file: relative to the scenario's folder, else in audio_corpus/."""
     speech: SpeechBounds | None = None
     """Speech bounds in the file; needed when the file is in no corpus manifest."""
+    caller: CallerAudio | None = None
+    """How this clip sounds, instead of the scenario's caller: (gain, reverb, telephone, codec;
+    the noise is the call's)."""
 
 
 class BargeInStep(_AudioStep):
@@ -665,6 +996,9 @@ class BargeInStep(_AudioStep):
     """Speech bounds in the file; needed when the file is in no corpus manifest."""
     timeout: Duration = DEFAULT_WAIT_TIMEOUT
     """How long to wait for the agent to become audible."""
+    caller: CallerAudio | None = None
+    """How this clip sounds, instead of the scenario's caller: (gain, reverb, telephone, codec;
+    the noise is the call's)."""
 
 
 class TextStep(_Step):
@@ -958,6 +1292,13 @@ class Scenario(FileLoad):
     dotted path into the scenario such as client.honor_clear."""
     script: Annotated[list[Step], Field(min_length=1)]
     """The user's steps, in order."""
+    caller: CallerAudio | None = None
+    """How the caller sounds over the whole call: {gain_db, reverb, noise, telephone, codec}, applied
+    in that order (the room, then the line); `say`/`barge_in` steps may replace it for their clip
+    (all but the noise). Matrix axes: caller.noise.snr_db, caller.telephone, ..."""
+    network: Network | None = None
+    """Impairment of the outgoing audio stream: {jitter: {mean_ms, max_ms}, bursts: {hold_ms,
+    every_ms}, stalls: {rate_per_min, duration_ms}, seed}; several are mixed in that order."""
 
     # load, vus, duration, iterations, stages: FileLoad's (listed here in the schema and messages)
     thresholds: Thresholds = {}
@@ -1015,6 +1356,16 @@ class Scenario(FileLoad):
     def output_sample_rate(self) -> int:
         ws = self.call["medium"]["serverWebSocket"]
         return ws.get("outputSampleRate", ws["inputSampleRate"])
+
+    @property
+    def caller_label(self) -> str:
+        """The scenario-level caller chain's label ("clean" without `caller:`)."""
+        return _chain_label(self.caller)
+
+    @property
+    def network_label(self) -> str:
+        """The network impairment's label ("none" without `network:`)."""
+        return self.network.label if self.network is not None else "none"
 
     @property
     def turn_count(self) -> int:
