@@ -142,6 +142,8 @@ def test_turn_metrics_exact() -> None:
         "turn.underflow_count": 1,
         "turn.underflow_ms": 50.0,
         "turn.talk_over_ms": 0.0,
+        "turn.network_delay_ms": None,  # no network impairment
+        "turn.ttfa_heard_ms": None,
     }
     assert set(turn["metrics"]) == set(TURN_METRICS)
     assert (turn["set_apart"], turn["validity"]) == ({}, "valid")
@@ -516,6 +518,8 @@ def test_tolerance_limits() -> None:
         "turn.agent_audio_ms": 100.0,
         "turn.underflow_count": 0,
         "turn.underflow_ms": 0.0,
+        "turn.network_delay_ms": None,
+        "turn.ttfa_heard_ms": None,
     }
 
 

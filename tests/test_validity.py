@@ -208,6 +208,8 @@ def test_a_late_chunk_right_after_t_se_sets_apart_exactly_that_turn() -> None:
         "turn.agent_audio_ms": 100.0,  # playback figures are never set apart
         "turn.underflow_count": 0,
         "turn.underflow_ms": 0.0,
+        "turn.network_delay_ms": None,
+        "turn.ttfa_heard_ms": None,
     }
     assert (second["validity"], second["set_apart"], second["anchor_lateness_ms"]) == ("valid", {}, 0.0)
     assert second["metrics"]["turn.ttfa_ms"] == 300.0

@@ -23,6 +23,19 @@ chunk due by then is sent in that one callback. Three choices keep that cheap at
   event loop's lag (METRICS: generator health). Wake-ups later than `LAG_FLOOR_NS` are kept with
   their time, and each call copies those of its own lifetime into its timeline (`loop.lag`), so a
   figure whose end was stamped while the loop was held up can be set apart (metrics/validity.py).
+
+**Network impairment** (`impairment=`, uvbench/audio/impairment.py): a bad link between the caller
+and the agent. The pacer still computes every deadline and the caller's side keeps time: chunk k is
+captured (its bytes built, the script's stream position moved on) at its deadline, as a microphone
+would, then held until the impairment releases it, `impairment.release_ns(k, due_k)`, rounded up to
+the grid (`GRID_NS`, so impaired calls still share wake-ups with each other and with the deadlines;
+it adds under 0.5 ms and keeps the order, as rounding up is non-decreasing). Every chunk released
+by a wake-up leaves in it, so a burst's flush leaves at once. The release is recorded per chunk
+(`release_ns`, the timeline's `audio_out_release`) and a chunk's lateness (generator health) is
+its send time against its release, not its deadline: the link's delay is the impairment's, never
+the generator's. On `stop()` the chunks still held leave at once (a closing connection delivers
+what it buffered before its close), their release being the stop. Without an impairment (None)
+none of this runs: the code path and the rows are those of an unimpaired sender.
 """
 
 from __future__ import annotations
@@ -35,11 +48,13 @@ import itertools
 import time
 import weakref
 from array import array
+from collections import deque
 from typing import Any, Protocol
 
 import numpy as np
 from websockets.exceptions import ConnectionClosed
 
+from uvbench.audio.impairment import Impairment, impairment_for, impairment_seed
 from uvbench.audio.pacer import NS, Composer, Schedule
 from uvbench.audio.timer import FineTimer
 
@@ -242,6 +257,11 @@ class PacedSender:
     (deadline, samples) follows from the schedule, and `chunk_rows()` puts the records together
     once they are wanted, so a chunk sent costs one append. `watch` is told (`notify()`) when a
     chunk reaches its `stream_wake_sample`.
+
+    With an `impairment` (see the module doc) chunks are captured at their deadlines and leave at
+    their releases; `watch` is told as they are captured (the caller's side of the link: a script
+    step waits for the user to have spoken, not for the link), and `release_ns` keeps each chunk's
+    release, 8 bytes more a chunk.
     """
 
     def __init__(
@@ -253,6 +273,7 @@ class PacedSender:
         watch: StreamWatch | None = None,
         scheduler: Scheduler | None = None,
         phase: Any = None,
+        impairment: Impairment | None = None,
     ) -> None:
         self.schedule = schedule
         self.composer = composer
@@ -269,6 +290,12 @@ class PacedSender:
         """The index of the first chunk this sender sent (`sent_ns[0]`)."""
         self.sent_ns = array("q")
         """When each chunk left, from `first_chunk` on."""
+        self.impairment = impairment if impairment is not None and impairment.active else None
+        self.release_ns = array("q")
+        """With an impairment, when each captured chunk was released (on the grid), from
+        `first_chunk` on: the first `len(sent_ns)` have left, the rest are still held."""
+        self._held: deque[bytes] = deque()
+        """The chunks captured and not yet released, oldest first."""
 
     def chunk_rows(self) -> array:
         """(deadline, sent, first sample, end sample) of every chunk sent so far, flat, in order: the
@@ -289,6 +316,16 @@ class PacedSender:
         rows.frombytes(np.stack([due, sent, ends - n, ends], axis=1).tobytes())
         return rows
 
+    def release_rows(self) -> array:
+        """When each chunk sent so far was released by the impairment, one value per `chunk_rows`
+        row (the timeline's `audio_out_release`); empty without an impairment."""
+        return array("q", self.release_ns[: len(self.sent_ns)])
+
+    @property
+    def held_chunks(self) -> int:
+        """Chunks captured and still held by the impairment."""
+        return len(self._held)
+
     def start(self) -> None:
         self.first_chunk = self.composer.next_chunk
         self.next_due_ns = self.schedule.due_ns(self.composer.next_chunk)
@@ -299,7 +336,10 @@ class PacedSender:
         microphone's buffer before hanging up), so a loop held up just before the hang-up shows as
         those chunks' lateness, not as audio the stream never sent."""
         if self.stopped_ns is None:
-            self.send_due(time.monotonic_ns())
+            if self.impairment is not None:
+                self._send_impaired(time.monotonic_ns(), flush=True)
+            else:
+                self.send_due(time.monotonic_ns())
             if self.stopped_ns is None:
                 self._finish(time.monotonic_ns())
 
@@ -314,6 +354,8 @@ class PacedSender:
         """Send every chunk due by `now`; True to be queued again at `next_due_ns`."""
         if self.stopped_ns is not None:
             return False
+        if self.impairment is not None:
+            return self._send_impaired(now)
         socket, composer, schedule, watch = self.socket, self.composer, self.schedule, self.watch
         sent = self.sent_ns.append
         n = schedule.chunk_samples
@@ -344,7 +386,70 @@ class PacedSender:
         self.next_due_ns = due
         return True
 
+    def _send_impaired(self, now: int, *, flush: bool = False) -> bool:
+        """`send_due` through the impairment: capture every chunk due by `now`, then send every held
+        chunk released by `now` (with `flush`, every held chunk: the stream is ending). True to be
+        queued again at `next_due_ns`, the earlier of the next deadline and the next release."""
+        if self.stopped_ns is not None:
+            return False
+        socket, composer, schedule, watch = self.socket, self.composer, self.schedule, self.watch
+        impairment, held, releases = self.impairment, self._held, self.release_ns
+        assert impairment is not None
+        sent = self.sent_ns.append
+        n = schedule.chunk_samples
+        k = composer.next_chunk
+        t0, span, rate = schedule.t0_ns, n * NS, schedule.sample_rate
+        due = t0 - (-(k + 1) * span // rate)
+        stop_ns = now
+        # Where the next chunk to leave is in `releases`: the chunks before it have all left.
+        i = len(self.sent_ns)
+        try:
+            # The caller's side keeps time whatever the link does: every chunk due is captured.
+            while due <= now:
+                held.append(composer.chunk(k))
+                releases.append(-(-impairment.release_ns(k, due) // GRID_NS) * GRID_NS)
+                k += 1
+                if k * n >= watch.stream_wake_sample:
+                    watch.notify()
+                due = t0 - (-(k + 1) * span // rate)
+            while held and (flush or releases[i] <= now):
+                if socket.writing_paused:
+                    self.next_due_ns = min(due, releases[i])
+                    socket.call_when_writable(self._writable)
+                    return False
+                if flush and releases[i] > stop_ns:
+                    releases[i] = stop_ns
+                socket.send_binary(held.popleft())
+                stamp = time.monotonic_ns()
+                sent(stamp)
+                if stamp > now:  # what the link released meanwhile goes too
+                    now = stamp
+                i += 1
+        except ConnectionClosed:
+            self._finish(time.monotonic_ns())
+            return False
+        except Exception as exc:
+            self._finish(time.monotonic_ns(), exc)
+            return False
+        self.next_due_ns = min(due, releases[i]) if held else due
+        return True
+
     def _writable(self) -> None:
         # The socket drained: what fell due meanwhile leaves now, not at the next wake-up.
         if self.send_due(time.monotonic_ns()):
             self.scheduler.add(self)
+
+
+def network_impairment(
+    plan: Any, t0_ns: int, *, run_seed: int | None = None, call_key: str | None = None
+) -> Impairment | None:
+    """The impairment of a call's outgoing stream from its plan's `network` spec (None: no
+    impairment, and the sender pays nothing per chunk). Seeded from the run's seed and the call's
+    identity (`call_key`, by default the scenario's name), so a run repeats; burst windows and
+    stalls are placed from the stream's epoch `t0_ns`. The sender keeps the releases itself, so
+    the impairment keeps no record of its own."""
+    spec = getattr(plan, "network", None)
+    if spec is None:
+        return None
+    key = call_key if call_key is not None else str(getattr(plan, "scenario", ""))
+    return impairment_for(spec, seed=impairment_seed(run_seed, key), t0_ns=t0_ns, record=False)

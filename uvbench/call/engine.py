@@ -27,7 +27,8 @@ from typing import Any
 import websockets
 
 from uvbench.audio.pacer import Composer, Schedule, drift_ms
-from uvbench.audio.sender import LAG_FLOOR_NS, PROBE_NS, PacedSender, Scheduler
+from uvbench.audio.sender import LAG_FLOOR_NS, PROBE_NS, PacedSender, Scheduler, network_impairment
+from uvbench.call.caller import audio_summary, call_stream
 from uvbench.call.live import LivePlayback, LiveState
 from uvbench.call.plan import CallPlan
 from uvbench.call.rest import CallFailed, UltravoxApi
@@ -69,7 +70,11 @@ class CallContext:
         self.timeline = timeline
         self.result = result
         self.live = LiveState(LivePlayback(plan.output_rate, plan.honor_clear))
-        self.composer = Composer(plan.chunk_samples)
+        # The caller's room noise, mixed into every chunk; None (and the plain composer) without.
+        self.caller_stream = call_stream(plan.caller, plan.input_rate, plan.speech_level)
+        self.composer = Composer(plan.chunk_samples, stream=self.caller_stream)
+        # Samples of the clips sent that hit the int16 limits in their caller chain (call/script.py).
+        self.clipped_in_clips = 0
         self.schedule: Schedule | None = None
         self.ws: CallSocket | None = None
         self.sender: PacedSender | None = None
@@ -129,6 +134,8 @@ async def run_call(
         chunk_ms=plan.chunk_ms,
         honor_clear=plan.honor_clear,
         prebuffer_ms=plan.prebuffer_ms,
+        caller=plan.caller_label,
+        network=plan.network_label,
     )
     own_api = api is None
     api = api or UltravoxApi(plan.api_url, plan.api_key)
@@ -231,8 +238,10 @@ async def _converse(ctx: CallContext, join_url: str, script: Script) -> None:
     timeline.add(
         opened, "pacer.started", t0_ns=t0, sample_rate=plan.input_rate, chunk_samples=plan.chunk_samples
     )
+    # A network impairment delays chunks after the pacer's deadlines (audio/impairment.py).
+    impairment = network_impairment(plan, t0, run_seed=getattr(plan, "network_seed", None))
     sender = ctx.sender = PacedSender(
-        schedule, ctx.composer, ws, watch=ctx.live, scheduler=scheduler, phase=phase
+        schedule, ctx.composer, ws, watch=ctx.live, scheduler=scheduler, phase=phase, impairment=impairment
     )
     receiver = _Receiver(ctx)
     ws.yield_at = scheduler.next_wake_ns
@@ -278,6 +287,7 @@ async def _converse(ctx: CallContext, join_url: str, script: Script) -> None:
         stream_end = sender.stopped_ns
         assert stream_end is not None
         timeline.audio_out = sender.chunk_rows()
+        timeline.audio_out_release = sender.release_rows()
         if not ws.closed.done():
             ws.abort()
             await ws.closed
@@ -290,6 +300,12 @@ async def _converse(ctx: CallContext, join_url: str, script: Script) -> None:
             drift_ms=drift_ms(schedule, sent, stream_end),
         )
         result.samples_sent = sent
+        if plan.caller is not None:
+            timeline.add(
+                stream_end,
+                "caller.audio",
+                **audio_summary(plan.caller, ctx.caller_stream, ctx.clipped_in_clips),
+            )
         by = "client" if ctx.hung_up else "server"
         timeline.add(
             time.monotonic_ns(), "ws.closed", code=ws.close_code, reason=ws.close_reason or "", by=by

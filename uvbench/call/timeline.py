@@ -8,11 +8,18 @@ Two kinds of record:
   messages in and out, script steps, anchors). Kinds are listed in `EVENT_KINDS` with their data.
 - `audio_out` / `audio_in`: one row per audio frame in each direction, kept as flat integer arrays
   because they are the hot path (50 frames a second each way, for every call).
+- `audio_out_release`: with a network impairment of the outgoing stream (audio/impairment.py), when
+  the impaired link released each chunk, one value per `audio_out` row (`AUDIO_OUT_RELEASE_FIELD`);
+  empty without one. The chunk's own row keeps its deadline (`due_ns`) and when it left
+  (`sent_ns`); the link's delay is `release_ns - due_ns`, the generator's lateness `sent_ns -
+  release_ns`.
 
 Saved (`to_json`, `calls/<stem>.timeline.json`) as one JSON object: the events as lists, the audio
 rows as base64 of their raw little-endian int64 values (`audio_out_le64`, `audio_in_le64`), which
-reads back several times faster than JSON lists of integers. `from_json` also reads the timelines of
-earlier runs, whose audio rows are JSON lists (`audio_out`, `audio_in`).
+reads back several times faster than JSON lists of integers; the releases likewise
+(`audio_out_release_le64`), written only when there are any. `from_json` also reads the timelines of
+earlier runs, whose audio rows are JSON lists (`audio_out`, `audio_in`), and a timeline without
+releases (an earlier run's, or a call without impairment) reads as a stream with no impairment.
 
 Times are `time.monotonic_ns()` values: on Linux all processes of a host share CLOCK_MONOTONIC,
 so a local server's ground truth and this timeline compare directly. `wall_epoch` places the
@@ -31,7 +38,13 @@ from typing import Any, NamedTuple
 EVENT_KINDS: dict[str, str] = {
     "call.config": (
         "{scenario, input_sample_rate, output_sample_rate, client_buffer_ms, chunk_ms, honor_clear,"
-        " prebuffer_ms}: what the metrics need to know about the call, written first"
+        " prebuffer_ms, caller, network}: what the metrics need to know about the call (caller and"
+        " network: the labels of the caller's audio chain and of the uplink's impairment), written first"
+    ),
+    "caller.audio": (
+        "{chain, snr_db, clipped_samples}: the caller chain applied (call/caller.py), its SNR (null"
+        " without noise) and the samples that hit the int16 limits, in the clips and the stream;"
+        " written at the stream's end"
     ),
     # REST and connection
     "call.create_sent": "{attempt}",
@@ -86,6 +99,10 @@ class Event(NamedTuple):
 
 AUDIO_OUT_FIELDS = ("due_ns", "sent_ns", "start_sample", "end_sample")
 """One row per chunk sent: when it was due (its last sample captured), when it left, its range."""
+AUDIO_OUT_RELEASE_FIELD = "release_ns"
+"""With a network impairment, one value per `audio_out` row: when the impaired link released the
+chunk (its deadline delayed by the impairment, rounded up to the sender's 0.5 ms grid); the chunk
+left at `sent_ns` >= it."""
 AUDIO_IN_FIELDS = ("arrival_ns", "samples", "first_audible", "last_audible")
 """One row per agent audio frame received: arrival, length in samples, and the index inside the
 frame of its first and last non-silent sample (-1 when the frame is all silence)."""
@@ -119,6 +136,8 @@ class Timeline:
     events: list[Event] = field(default_factory=list)
     audio_out: array = field(default_factory=lambda: array("q"))
     audio_in: array = field(default_factory=lambda: array("q"))
+    audio_out_release: array = field(default_factory=lambda: array("q"))
+    """When each `audio_out` chunk was released by the network impairment; empty without one."""
 
     raw_in: list[tuple[int, int, str]] = field(default_factory=list)
     """Text frames received and not yet parsed into events: (position in `events`, arrival, text).
@@ -166,6 +185,7 @@ class Timeline:
         self.raw_in = []
         self.audio_out = array("q")
         self.audio_in = array("q")
+        self.audio_out_release = array("q")
 
     # -- reading -------------------------------------------------------------------------------
     def of_kind(self, kind: str) -> list[Event]:
@@ -187,12 +207,17 @@ class Timeline:
     def audio_in_rows(self) -> list[tuple[int, int, int, int]]:
         return _rows(self.audio_in)
 
+    @property
+    def impaired(self) -> bool:
+        """Whether the outgoing stream went through a network impairment (its releases recorded)."""
+        return len(self.audio_out_release) > 0
+
     # -- saving --------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         """The timeline as saved: a JSON object, its audio rows packed (see the module doc). Text
         frames still held raw are parsed first: a saved timeline has only events."""
         self.settle_messages()
-        return {
+        saved = {
             "clock": "CLOCK_MONOTONIC, nanoseconds",
             "mono_epoch_ns": self.mono_epoch_ns,
             "wall_epoch_ns": self.wall_epoch_ns,
@@ -203,6 +228,10 @@ class Timeline:
             "audio_in_fields": list(AUDIO_IN_FIELDS),
             "audio_in_le64": _pack(self.audio_in),
         }
+        if self.audio_out_release:
+            saved["audio_out_release_field"] = AUDIO_OUT_RELEASE_FIELD
+            saved["audio_out_release_le64"] = _pack(self.audio_out_release)
+        return saved
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Timeline:
@@ -215,4 +244,13 @@ class Timeline:
             if len(rows) % 4:
                 raise ValueError(f"{direction}: {len(rows)} values are not rows of 4")
             setattr(timeline, direction, rows)
+        packed = data.get("audio_out_release_le64")
+        if isinstance(packed, str):
+            releases = _unpack(packed)
+            if len(releases) * 4 != len(timeline.audio_out):
+                raise ValueError(
+                    f"audio_out_release: {len(releases)} values for {len(timeline.audio_out) // 4} "
+                    "audio_out rows; a release is one value per row"
+                )
+            timeline.audio_out_release = releases
         return timeline

@@ -92,6 +92,18 @@ GLOSSARY: dict[str, dict[str, str]] = {
         "to": "t_se: time non-silent agent audio is heard while the user speaks",
         "unit": "ms",
     },
+    "turn.network_delay_ms": {
+        "from": "the deadline of the chunk holding the utterance's last speech sample",
+        "to": "its release by the call's network impairment (None without one): how much later the "
+        "agent could hear the end of speech",
+        "unit": "ms",
+    },
+    "turn.ttfa_heard_ms": {
+        "from": "the release of the chunk holding the utterance's last speech sample (None without a "
+        "network impairment): when the agent could first have heard the end of speech",
+        "to": "the simulated listener hears the first non-silent sample of the reply (as turn.ttfa_ms)",
+        "unit": "ms",
+    },
     # -- per barge-in (a scripted "barge_in" utterance) ----------------------------------------
     "interrupt.clear_ms": {
         "from": "t_bi: stream time of the interrupting utterance's first speech sample",
@@ -161,6 +173,17 @@ GLOSSARY: dict[str, dict[str, str]] = {
         "unit": "count",
     },
     "call.underflow_ms": {"from": "call", "to": "call: every underflow's length, summed", "unit": "ms"},
+    "call.network_delay_p50_ms": {
+        "from": "each outgoing chunk's deadline",
+        "to": "its release by the call's network impairment; median over the call's chunks (linear "
+        "interpolation; None without an impairment)",
+        "unit": "ms",
+    },
+    "call.network_delay_max_ms": {
+        "from": "each outgoing chunk's deadline",
+        "to": "its release by the call's network impairment; maximum (None without an impairment)",
+        "unit": "ms",
+    },
     "call.end_reason": {"from": "`call.fetched`", "to": "the Call's endReason", "unit": "text"},
     "call.outcome": {
         "from": "the whole timeline",
@@ -173,12 +196,21 @@ GLOSSARY: dict[str, dict[str, str]] = {
     },
     # -- generator health ------------------------------------------------------------------------
     "pacer.lateness_p50_ms": {
-        "from": "each chunk's due time (its last sample captured)",
+        "from": "each chunk's due time (its last sample captured), or with a network impairment its "
+        "release (the impairment's delay is call.network_delay_*, never the generator's lateness)",
         "to": "its send time; median over the call's chunks (linear interpolation)",
         "unit": "ms",
     },
-    "pacer.lateness_p99_ms": {"from": "each chunk's due time", "to": "its send time; 99th pct", "unit": "ms"},
-    "pacer.lateness_max_ms": {"from": "each chunk's due time", "to": "its send time; maximum", "unit": "ms"},
+    "pacer.lateness_p99_ms": {
+        "from": "each chunk's due time (its release with a network impairment)",
+        "to": "its send time; 99th pct",
+        "unit": "ms",
+    },
+    "pacer.lateness_max_ms": {
+        "from": "each chunk's due time (its release with a network impairment)",
+        "to": "its send time; maximum",
+        "unit": "ms",
+    },
     "pacer.drift_ms": {
         "from": "audio due at the pacer's stop",
         "to": "audio sent at the pacer's stop (`pacer.stopped` drift_ms)",
@@ -555,26 +587,60 @@ class _Utterance:
 class _Chunks:
     """The outgoing chunks (the timeline's audio_out rows) in stream order, as int64 columns: what
     `validity.anchor_chunks` and `anchor_lateness_ns` do over `Chunk` tuples, without making a
-    Python object per chunk (a call has fifty a second)."""
+    Python object per chunk (a call has fifty a second).
 
-    def __init__(self, audio_out: Any) -> None:
-        if isinstance(audio_out, array) and audio_out.itemsize == 8:
-            rows = np.frombuffer(audio_out, dtype=np.int64)
-        else:
-            rows = np.asarray(audio_out, dtype=np.int64)
-        rows = rows.reshape(-1, 4)
+    With a network impairment (`release`: the timeline's `audio_out_release`, one value per row) a
+    chunk's lateness is counted from its release, not its deadline: the link's delay is no fault
+    of the generator, and sets nothing apart. A release column that does not match the rows one
+    for one is not read (the call reads as unimpaired)."""
+
+    def __init__(self, audio_out: Any, release: Any = None) -> None:
+        rows = _int64(audio_out).reshape(-1, 4)
+        released = _int64(release) if release is not None and len(release) else None
+        if released is not None and len(released) != len(rows):
+            released = None
         start = rows[:, 2]
         if len(start) > 1 and bool((start[1:] < start[:-1]).any()):  # out of stream order
-            rows = rows[np.argsort(start, kind="stable")]
+            order = np.argsort(start, kind="stable")
+            rows = rows[order]
+            released = released[order] if released is not None else None
         self.due, self.start, self.end = rows[:, 0], rows[:, 2], rows[:, 3]
-        self.late = rows[:, 1] - rows[:, 0]
-        """sent - due of each chunk, ns."""
+        self.release = released
+        """When the network impairment released each chunk, ns; None without one."""
+        self.late = rows[:, 1] - (rows[:, 0] if released is None else released)
+        """sent - due (sent - release with an impairment) of each chunk, ns."""
+
+    def holding(self, sample: int) -> int | None:
+        """The index of the chunk holding stream sample `sample`; None when none does."""
+        k = int(np.searchsorted(self.start, sample, side="right")) - 1
+        if k < 0 or not self.start[k] <= sample < self.end[k]:
+            return None
+        return k
+
+    def heard_by(self, sample: int) -> tuple[int, int] | None:
+        """(release, release - due) of the chunk holding `sample`: when the agent could first have
+        heard it, and how much the network impairment delayed it. None without an impairment or
+        when no chunk holds the sample."""
+        if self.release is None:
+            return None
+        k = self.holding(sample)
+        if k is None:
+            return None
+        release = int(self.release[k])
+        return release, release - int(self.due[k])
+
+    def network_delay_ms(self) -> _SortedMs | None:
+        """Every chunk's release - due in ms, sorted; None without an impairment."""
+        if self.release is None:
+            return None
+        return _SortedMs(np.sort(self.release - self.due))
 
     def anchor_lateness(self, sample: int, window_end: int) -> int | None:
         """`validity.anchor_lateness_ns(validity.anchor_chunks(chunks, sample, window_end))`: the
-        chunk holding `sample`, then every later one due before `window_end`."""
-        k = int(np.searchsorted(self.start, sample, side="right")) - 1
-        if k < 0 or not self.start[k] <= sample < self.end[k]:
+        chunk holding `sample`, then every later one due before `window_end` (lateness from the
+        release with an impairment)."""
+        k = self.holding(sample)
+        if k is None:
             return None
         reached = self.due[k + 1 :] >= window_end
         stop = k + 1 + (int(reached.argmax()) if reached.any() else len(reached))
@@ -583,6 +649,12 @@ class _Chunks:
     def lateness_ms(self) -> _SortedMs:
         """Every chunk's sent - due in ms, sorted (read as a list by `_percentile`)."""
         return _SortedMs(np.sort(self.late))
+
+
+def _int64(values: Any) -> np.ndarray:
+    if isinstance(values, array) and values.itemsize == 8:
+        return np.frombuffer(values, dtype=np.int64)
+    return np.asarray(values, dtype=np.int64)
 
 
 class _SortedMs(Sequence[float]):
@@ -682,6 +754,9 @@ def _turn(
     user_transcript = _first_in(replay.user_finals, u.t_se, window_end)
     underflows = _underflows_in(pb, first_audio, window_end)
     heard = 0 if first_audible is None else pb.audible_ns_between(first_audible, window_end)
+    # With a network impairment: when the agent could have had the whole of the speech.
+    network = judge.chunks.heard_by(u.last_sample)
+    heard_by = None if network is None else network[0]
     metrics: dict[str, Value] = {
         "turn.ttfb_ms": None if missed else _ms(u.t_se, first_audio),
         "turn.ttfa_ms": None if missed else _ms(u.t_se, first_audible),
@@ -692,6 +767,8 @@ def _turn(
         "turn.underflow_count": len(underflows),
         "turn.underflow_ms": sum(underflows) / MS,
         "turn.talk_over_ms": pb.audible_ns_between(u.t_ss, u.t_se) / MS,
+        "turn.network_delay_ms": None if network is None else network[1] / MS,
+        "turn.ttfa_heard_ms": None if missed else _ms(heard_by, first_audible),
     }
     anchor_end = validity.turn_anchor_end(u.t_se, first_audio, window_end)
     lateness = judge.anchor_lateness(u.last_sample, anchor_end)
@@ -699,6 +776,7 @@ def _turn(
     stamps = {
         "turn.ttfb_ms": (first_audio,),
         "turn.ttfa_ms": (_arrival(replay, heard_frame),),
+        "turn.ttfa_heard_ms": (_arrival(replay, heard_frame),),
         "turn.thinking_ms": (thinking,),
         "turn.agent_transcript_ms": (agent_transcript,),
         "turn.user_transcript_ms": (user_transcript,),
@@ -724,6 +802,7 @@ def _turn(
         "thinking_ns": thinking,
         "agent_transcript_ns": agent_transcript,
         "user_transcript_ns": user_transcript,
+        "heard_by_ns": heard_by,
     }
 
 
@@ -944,6 +1023,7 @@ class _Indexed:
         self.events = timeline.events
         self.audio_in = timeline.audio_in
         self.audio_out = timeline.audio_out
+        self.audio_out_release = timeline.audio_out_release
         self.audio_in_rows = timeline.audio_in_rows
         by_kind: dict[str, list[Event]] = {}
         for event in timeline.events:
@@ -971,7 +1051,7 @@ def compute(timeline: Timeline) -> CallMetrics:
     replay = _replay(timeline, config)
     pb = replay.playback
 
-    chunks = _Chunks(timeline.audio_out)
+    chunks = _Chunks(timeline.audio_out, timeline.audio_out_release)
     loop_event = timeline.first("loop.lag")
     loop = LoopLag.from_data(loop_event.data) if loop_event is not None else None
     tolerance = validity.tolerance_ns(config.chunk_ms)
@@ -1011,6 +1091,7 @@ def compute(timeline: Timeline) -> CallMetrics:
     rtts = _pings(timeline, replay)
 
     lateness = chunks.lateness_ms()
+    network_delay = chunks.network_delay_ms()
     stopped = timeline.first("pacer.stopped")
     drift = _number(stopped.data.get("drift_ms")) if stopped is not None else None
 
@@ -1025,6 +1106,8 @@ def compute(timeline: Timeline) -> CallMetrics:
         "call.max_buffered_ms": pb.max_buffered_ms,
         "call.underflow_count": len(pb.underflows),
         "call.underflow_ms": pb.underflow_ms,
+        "call.network_delay_p50_ms": None if network_delay is None else _percentile(network_delay, 50),
+        "call.network_delay_max_ms": None if not network_delay else network_delay[-1],
         "call.agent_audio_ms": pb.audible_ns_between(0) / MS,
         "call.malformed_count": len(timeline.of_kind("msg.in_invalid")),
         "call.end_reason": end_reason if isinstance(end_reason, str) else None,

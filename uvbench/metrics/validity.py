@@ -12,7 +12,10 @@ and returns verdicts; `uvbench.metrics.call.compute` applies them.
 
 - `tolerance_ns(chunk_ms)`: half a chunk.
 - `anchor_chunks` / `anchor_lateness_ns`: the chunks that carry a turn's or barge-in's anchor and
-  how late the latest of them left; `turn_anchor_end` / `barge_in_anchor_end` bound them.
+  how late the latest of them left; `turn_anchor_end` / `barge_in_anchor_end` bound them. With a
+  network impairment of the outgoing stream a chunk is late against its release, not its deadline
+  (pass `Chunk.due_ns` = the release): a link that holds audio is what the run measures, not a
+  generator that fell behind, and never sets a figure apart.
 - `LoopLag`: the `loop.lag` event of a timeline; `LoopLag.lag_at(t)` is how uncertain a stamp t is
   (`LagIndex`: the same, quicker for many stamps).
 - `set_apart_reasons`, `split`, `validity_of`, `item_set_apart`, `call_set_apart_detail`: the
@@ -42,6 +45,7 @@ ANCHOR_WAIT_NS = 10 * NS
 TURN_FIGURES = (
     "turn.ttfb_ms",
     "turn.ttfa_ms",
+    "turn.ttfa_heard_ms",
     "turn.thinking_ms",
     "turn.agent_transcript_ms",
     "turn.user_transcript_ms",

@@ -843,6 +843,11 @@ class WireCaller:
         from uvbench.call.script import ScriptRun, make_script
 
         tags = {**self.scenario_tags.get(scenario.name, {}), **tags}  # the runner's own tags win
+        # How the caller sounded and what the uplink did, for figures per level (issue 14).
+        if scenario.caller is not None:
+            tags.setdefault("caller", scenario.caller_label)
+        if scenario.network is not None:
+            tags.setdefault("network", scenario.network_label)
         endpoint = self.endpoints[scenario.name]
         key = f"{self.prefix}{next(self._numbers)}"
         keep = self.record or scenario.client.record
