@@ -267,12 +267,17 @@ def test_record_failed_keeps_the_recordings_of_failed_calls_only(tmp_path):
     assert "recordings: calls that do not complete (stereo FLAC in calls/" in result.stdout
     (folder,) = [p for p in out.iterdir() if p.is_dir()]
     records = {r["scenario"]: r for r in map(json.loads, (folder / "results.jsonl").read_text().splitlines())}
-    assert records["broken"]["outcome"] == "failed:expect" and records["fine"]["outcome"] == "completed"
-    assert set(records["broken"]["artifacts"]) == {"timeline", "recording"}
-    assert set(records["fine"]["artifacts"]) == {"timeline"}
-    assert [p.name for p in (folder / "calls").glob("*.flac")] == [
-        records["broken"]["artifacts"]["recording"].removeprefix("calls/")
-    ]
+    # (A busy machine may set a call apart as invalid: it did not complete either, so it is kept.)
+    assert records["broken"]["outcome"] in ("failed:expect", "invalid:generator_overloaded")
+    assert records["fine"]["outcome"] in ("completed", "invalid:generator_overloaded")
+    for record in records.values():
+        kept = {"timeline", "recording"} if record["outcome"] != "completed" else {"timeline"}
+        assert set(record["artifacts"]) == kept, record["outcome"]
+    assert sorted(p.name for p in (folder / "calls").glob("*.flac")) == sorted(
+        r["artifacts"]["recording"].removeprefix("calls/")
+        for r in records.values()
+        if "recording" in r["artifacts"]
+    )
     assert not (folder / ".spool").exists()  # every hand-over was measured and cleaned up
 
 
