@@ -1008,10 +1008,15 @@ def expectation_failed(checks: Iterable[dict[str, Any]]) -> tuple[str, str] | No
     failed = [d for d in checks if d.get("ok") is False]
     if not failed:
         return None
-    d = failed[0]
-    step = f"step {d.get('step')}" + (f" ({d['name']})" if d.get("name") else "")
     more = f" (and {len(failed) - 1} more failed checks)" if len(failed) > 1 else ""
-    return "failed:expect", f"{step}: {d.get('what')}: {d.get('detail')}{more}"
+    return "failed:expect", describe_check(failed[0]) + more
+
+
+def describe_check(d: dict[str, Any]) -> str:
+    """A checked expectation (`Checked.to_json()` shape) on one line: "step 4 (ask_order): <what>:
+    <detail>", with its step's name when it has one."""
+    name = f" ({d['name']})" if d.get("name") else ""
+    return f"step {d.get('step')}{name}: {d.get('what')}: {d.get('detail')}"
 
 
 class _Indexed:

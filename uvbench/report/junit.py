@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from uvbench.metrics.call import describe_check
 from uvbench.report.run_folder import run_start
 
 if TYPE_CHECKING:
@@ -98,15 +99,9 @@ def _kind(outcome: str) -> str:
     return outcome.split(":", 1)[1] if ":" in outcome else outcome
 
 
-def _expectation(e: dict[str, Any]) -> str:
-    """The expectation as "step 4 (ask_order): <what>: <detail>" (its step's name when it has one)."""
-    name = f" ({e['name']})" if e.get("name") else ""
-    return f"step {e.get('step')}{name}: {e.get('what')}: {e.get('detail')}"
-
-
 def _failed_expectations(record: dict[str, Any]) -> str:
     """Every failed expectation of the call, on one line ("" when none failed)."""
-    failed = [_expectation(e) for e in record.get("expectations") or [] if not e.get("ok")]
+    failed = [describe_check(e) for e in record.get("expectations") or [] if not e.get("ok")]
     if len(failed) <= 1:
         return "".join(failed)
     return f"{len(failed)} expectations failed: " + "; ".join(failed)
@@ -178,7 +173,7 @@ def _failure_body(record: dict[str, Any]) -> str:
     expectations = record.get("expectations") or []
     if expectations:
         lines.append("expectations:")
-        lines += [f"  {'PASS' if e.get('ok') else 'FAIL'} {_expectation(e)}" for e in expectations]
+        lines += [f"  {'PASS' if e.get('ok') else 'FAIL'} {describe_check(e)}" for e in expectations]
     timeline = _turn_timeline(record)
     if timeline:
         lines.append("timeline:")
