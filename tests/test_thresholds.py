@@ -152,7 +152,7 @@ def test_every_error_message() -> None:
         'call.failed_rate: "> 2": a rate runs 0..1: write "> 0.02", or call.failed_pct: "> 2"',
         'turn.ttfa_ms{scenario}: bad tag filter "scenario": write {key:value}, e.g. {scenario:booking}',
         'turn.ttfa_ms{region:eu}: unknown tag "region" '
-        "(tags: scenario, variant, target, stage, concurrency, vus, turn)",
+        "(tags: scenario, variant, target, stage, concurrency, vus, turn, caller, network)",
         "turn.ttfa_ms{scenario:a: bad tag filter: "
         "write metric{key:value}, e.g. turn.ttfa_ms{scenario:booking}",
         'audio.underflow_per_min: "avg < 1": avg does not apply to audio.underflow_per_min (use value)',
@@ -526,4 +526,34 @@ def test_underflow_gauge_needs_enough_audio() -> None:
     assert check({"audio.underflow_per_min": "< 1"}, [record()]) == [
         "✗ audio.underflow_per_min < 1 no data: audio.underflow_per_min has no minutes of agent audio "
         "heard (greeting and turns) (1 valid call)"
+    ]
+
+
+def test_caller_and_network_levels_filter_and_a_label_keeps_its_commas() -> None:
+    def level(caller: str, network: str, ttfa: float, false_barge_ins: int) -> dict[str, Any]:
+        r = record(tags={"caller": caller, "network": network}, turns=[turn(0, ttfa)])
+        r["metrics"]["call.false_barge_in_count"] = false_barge_ins
+        return r
+
+    link = "jitter=30ms,max=120ms+bursts=300ms/1000ms"
+    records = [
+        level("snr=30dB", "none", 500, 0),
+        level("snr=0dB", "none", 900, 2),
+        level("snr=0dB", link, 1400, 3),
+    ]
+    assert check(
+        {
+            "turn.ttfa_ms{caller:snr=0dB}": "max < 1000",
+            f"turn.ttfa_ms{{caller:snr=0dB,network:{link}}}": "max < 1500",
+            f"turn.ttfa_ms{{network:{link}, caller:snr=0dB}}": "count == 1",
+            "call.false_barge_in{caller:snr=30dB}": "rate == 0",
+            "call.false_barge_in_count{caller:snr=0dB}": "max <= 2",
+        },
+        records,
+    ) == [
+        "✗ turn.ttfa_ms{caller:snr=0dB} max < 1000 max=1400ms",
+        f"✓ turn.ttfa_ms{{caller:snr=0dB,network:{link}}} max < 1500 max=1400ms",
+        f"✓ turn.ttfa_ms{{network:{link}, caller:snr=0dB}} count == 1 count=1",
+        "✓ call.false_barge_in{caller:snr=30dB} rate == 0 rate=0",
+        "✗ call.false_barge_in_count{caller:snr=0dB} max <= 2 max=3",
     ]

@@ -53,6 +53,10 @@ RATES: dict[str, tuple[str, str]] = {
     "audio.underflow_per_min": ("underflows", "minutes of agent audio heard (greeting and turns)"),
     "call.any_underflow_rate": ("calls with call.underflow_count > 0", "valid calls measuring it"),
     "call.malformed_rate": ("calls with call.malformed_count > 0", "valid calls measuring it"),
+    "call.false_barge_in_rate": (
+        "calls with call.false_barge_in_count > 0",
+        "valid calls measuring it",
+    ),
     "interrupt.success_rate": ("successful barge-ins", "barge-ins with an utterance to interrupt"),
     "expect.passed_rate": ("calls whose expectations all passed", "valid calls with expectations"),
 }
@@ -493,6 +497,7 @@ def _rates(valid: list[dict[str, Any]], completed: int, interrupted: int = 0) ->
     judged = [b for b in barge_ins if b.get("success") is not None]
     underflow_counts = _call_numbers(valid, "call.underflow_count")
     malformed = _call_numbers(valid, "call.malformed_count")
+    false_barge_ins = _call_numbers(valid, "call.false_barge_in_count")
     underflows, agent_audio_ms = 0, 0.0
     for r in valid:
         metrics = r.get("metrics") or {}
@@ -511,6 +516,7 @@ def _rates(valid: list[dict[str, Any]], completed: int, interrupted: int = 0) ->
         ),
         "call.any_underflow_rate": Rate(sum(1 for c in underflow_counts if c > 0), len(underflow_counts)),
         "call.malformed_rate": Rate(sum(1 for c in malformed if c > 0), len(malformed)),
+        "call.false_barge_in_rate": Rate(sum(1 for c in false_barge_ins if c > 0), len(false_barge_ins)),
         "interrupt.success_rate": Rate(sum(1 for b in judged if b.get("success")), len(judged)),
         "expect.passed_rate": Rate(
             sum(1 for r in expected if all(e.get("ok") for e in r["expectations"])), len(expected)

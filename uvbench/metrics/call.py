@@ -173,6 +173,13 @@ GLOSSARY: dict[str, dict[str, str]] = {
         "unit": "count",
     },
     "call.underflow_ms": {"from": "call", "to": "call: every underflow's length, summed", "unit": "ms"},
+    "call.false_barge_in_count": {
+        "from": "call",
+        "to": "call: `playback_clear_buffer` messages no scripted cause explains: the agent stopped "
+        "as if interrupted while the caller neither spoke over it (a say or barge_in whose speech "
+        "it could have heard, up to CLAIM_MS after) nor sent a message that interrupts",
+        "unit": "count",
+    },
     "call.network_delay_p50_ms": {
         "from": "each outgoing chunk's deadline",
         "to": "its release by the call's network impairment; median over the call's chunks (linear "
@@ -233,6 +240,15 @@ INTERRUPT_METRICS = tuple(
 )
 
 OK_CLOSE_CODES = (1000, 1001)
+CLAIM_MS = 1000
+"""How long after the end of the caller's speech (as the agent could hear it) or an interrupting
+message a `playback_clear_buffer` may still be that cause's doing. An agent decides to stop while
+it hears the speech (after its minimum interruption length); past the end, only the way back to
+the client is left, well under a second on any link worth measuring."""
+INTERRUPTING_MESSAGES = frozenset(
+    ("user_text_message", "input_text_message", "forced_agent_message", "hang_up")
+)
+"""Client messages an agent stops speaking for: each may explain one clear (`call.false_barge_in_count`)."""
 _FIRST = itemgetter(0)
 
 
@@ -255,6 +271,9 @@ class CallMetrics:
     outcome_detail: str | None = None
     """Why the call failed or is invalid, in a line; None when completed."""
     ping_rtts_ms: list[float] = field(default_factory=list)
+    false_barge_ins: list[dict[str, Any]] = field(default_factory=list)
+    """Each clear no scripted cause explains (`call.false_barge_in_count`): clear_ns, and cut_from_ns,
+    the arrival of the first frame of the agent utterance it cut (None when none was under way)."""
     anchors: dict[str, int | None] = field(default_factory=dict)
     """Call-level anchors as absolute monotonic ns (t0, ws_open, first_audible, ...)."""
     set_apart: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -271,6 +290,7 @@ class CallMetrics:
             "outcome": self.outcome,
             "outcome_detail": self.outcome_detail,
             "ping_rtts_ms": list(self.ping_rtts_ms),
+            "false_barge_ins": [dict(f) for f in self.false_barge_ins],
             "anchors": dict(self.anchors),
         }
 
@@ -284,6 +304,7 @@ class CallMetrics:
             outcome=data.get("outcome", "completed"),
             outcome_detail=data.get("outcome_detail"),
             ping_rtts_ms=list(data.get("ping_rtts_ms", [])),
+            false_barge_ins=[dict(f) for f in data.get("false_barge_ins") or ()],
             anchors=dict(data.get("anchors", {})),
             set_apart=_copy_set_apart(data.get("set_apart") or {}),
         )
@@ -399,6 +420,8 @@ class _Replay:
     utterance_end: dict[int, int]
     """Per agent utterance, when the message that ended it arrived (absent: never ended)."""
     clears: list[int]
+    clear_cuts: list[int | None]
+    """Per clear, the arrival of the first frame of the agent utterance it cut (None: none open)."""
     thinking: list[int]
     agent_transcripts: list[int]
     user_finals: list[int]
@@ -425,6 +448,7 @@ def _replay(timeline: Timeline, config: _Config) -> _Replay:
     utterance_frames: dict[int, tuple[int, int]] = {}
     utterance_end: dict[int, int] = {}
     clears: list[int] = []
+    clear_cuts: list[int | None] = []
     thinking: list[int] = []
     agent_transcripts: list[int] = []
     user_finals: list[int] = []
@@ -471,6 +495,7 @@ def _replay(timeline: Timeline, config: _Config) -> _Replay:
         if kind == "playback_clear_buffer":
             listener.on_clear(t)
             clears.append(t)
+            clear_cuts.append(rows[opened][0] if open_frames else None)
             boundary(t)
         elif kind == "transcript":
             role = m.get("role")
@@ -507,6 +532,7 @@ def _replay(timeline: Timeline, config: _Config) -> _Replay:
         utterance_frames=utterance_frames,
         utterance_end=utterance_end,
         clears=clears,
+        clear_cuts=clear_cuts,
         thinking=thinking,
         agent_transcripts=agent_transcripts,
         user_finals=user_finals,
@@ -894,6 +920,32 @@ def _barge_in(
     }
 
 
+def _false_barge_ins(
+    replay: _Replay, utterances: list[_Utterance], timeline: Timeline, chunks: _Chunks
+) -> list[dict[str, Any]]:
+    """The clears no scripted cause explains (`call.false_barge_in_count`, docs/metrics.md).
+
+    A cause is the caller's speech, from t_ss to when the agent could have heard its end (t_se, or
+    the release of the chunk holding it under a network impairment), or an interrupting message at
+    its send time. It explains a clear that arrives from its start to CLAIM_MS past its end and cuts
+    an agent utterance already under way by that end: speech that ended before the agent's reply
+    began cannot be why the reply stopped."""
+    causes: list[tuple[int, int]] = []
+    for u in utterances:
+        heard = chunks.heard_by(u.last_sample)
+        causes.append((u.t_ss, u.t_se if heard is None else max(u.t_se, heard[0])))
+    for e in timeline.of_kind("msg.out"):
+        m = _message(e)
+        if m is not None and m.get("type") in INTERRUPTING_MESSAGES:
+            causes.append((e.t_ns, e.t_ns))
+    claim = CLAIM_MS * MS
+    return [
+        {"clear_ns": clear, "cut_from_ns": cut}
+        for clear, cut in zip(replay.clears, replay.clear_cuts, strict=True)
+        if not any(start <= clear <= end + claim and (cut is None or cut <= end) for start, end in causes)
+    ]
+
+
 def _first_event(timeline: Timeline, kind: str, after: int | None = None) -> Event | None:
     return next(
         (e for e in timeline.events if e.kind == kind and (after is None or e.t_ns >= after)),
@@ -1101,6 +1153,7 @@ def compute(timeline: Timeline) -> CallMetrics:
     drift = _number(stopped.data.get("drift_ms")) if stopped is not None else None
 
     judged = [b["success"] for b in barge_ins if b["success"] is not None]
+    false_barge_ins = _false_barge_ins(replay, utterances, timeline, chunks)
     metrics: dict[str, Value] = {
         "call.create_ms": _ms(create_sent.t_ns if create_sent else None, created.t_ns if created else None),
         "call.join_ms": _ms(connect.t_ns if connect else None, open_ns),
@@ -1111,6 +1164,7 @@ def compute(timeline: Timeline) -> CallMetrics:
         "call.max_buffered_ms": pb.max_buffered_ms,
         "call.underflow_count": len(pb.underflows),
         "call.underflow_ms": pb.underflow_ms,
+        "call.false_barge_in_count": len(false_barge_ins) if open_ns is not None else None,
         "call.network_delay_p50_ms": None if network_delay is None else _percentile(network_delay, 50),
         "call.network_delay_max_ms": None if not network_delay else network_delay[-1],
         "call.agent_audio_ms": pb.audible_ns_between(0) / MS,
@@ -1161,6 +1215,7 @@ def compute(timeline: Timeline) -> CallMetrics:
         outcome=outcome,
         outcome_detail=detail,
         ping_rtts_ms=rtts,
+        false_barge_ins=false_barge_ins if open_ns is not None else [],
         anchors={
             "t0_ns": t0,
             "create_sent_ns": create_sent.t_ns if create_sent else None,

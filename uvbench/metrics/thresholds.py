@@ -23,7 +23,10 @@ Metrics and their aggregations:
 - text metrics (`call.outcome`, `call.end_reason`) take none.
 
 Operators `< <= > >= == === !=` (`===` is `==`); spaces optional. Tag filters `{key:value,...}` keep
-the records whose field (or `tags` entry) `key` equals `value` as text: keys in `TAG_KEYS`. The tag
+the records whose field (or `tags` entry) `key` equals `value` as text: keys in `TAG_KEYS` (`caller` and
+`network` are the labels of a call's caller audio and network impairment, e.g.
+`turn.ttfa_ms{caller:snr=10dB,network:jitter=30ms,max=120ms}`: a comma starts the next filter only
+when a `key:` follows it, so a label's own commas stay in its value). The tag
 `turn` is not a record's: it keeps the turns and barge-ins whose label (`aggregate.turn_label`: the
 step's `name:`, else `step<index>`) is `value`, so it applies to the per-turn (`turn.*`) and
 per-barge-in (`interrupt.*`) distributions only (`turn.ttfa_ms{turn:ask_order}`,
@@ -43,7 +46,7 @@ from typing import Any
 from uvbench.metrics.aggregate import RATES, UNDERFLOW_MIN_AUDIO_S, Aggregate, aggregate
 from uvbench.metrics.call import GLOSSARY, INTERRUPT_METRICS, TURN_METRICS
 
-TAG_KEYS = ("scenario", "variant", "target", "stage", "concurrency", "vus", "turn")
+TAG_KEYS = ("scenario", "variant", "target", "stage", "concurrency", "vus", "turn", "caller", "network")
 TURN_TAG = "turn"
 """The tag that picks turns and barge-ins by label, not calls."""
 LONG_FORM_KEYS = ("threshold", "abortOnFail", "delayAbortEval")
@@ -82,6 +85,9 @@ _KEY = re.compile(r"^(?P<metric>[^{}]+?)\s*(?:\{(?P<tags>[^{}]*)\})?\s*$")
 _EXPR = re.compile(r"^(?P<agg>[^<>=!]*?)\s*(?P<op>===|==|!=|<=|>=|<|>)\s*(?P<num>.*?)\s*$")
 _NUMBER = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$")
 _PCT_ARG = re.compile(r"^p\(\s*(?P<n>[^)]*?)\s*\)$|^p(?P<short>\d+(?:\.\d+)?)$")
+_TAG_SEPARATOR = re.compile(r",(?=\s*[A-Za-z_][\w.-]*\s*:)")
+"""A comma that starts the next `key:value` of a filter: a value may hold commas of its own (the
+network label `jitter=30ms,max=120ms` does), which are not followed by a key and a colon."""
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$")
 
 
@@ -232,7 +238,7 @@ def _parse_key(key: str) -> tuple[str, tuple[tuple[str, str], ...]] | str:
         return f"{key}: unknown metric" + (f" (did you mean {close[0]}?)" if close else "")
     tags: list[tuple[str, str]] = []
     if m["tags"] is not None:
-        for part in m["tags"].split(","):
+        for part in _TAG_SEPARATOR.split(m["tags"]):
             name, colon, value = (s.strip() for s in part.partition(":"))
             if not colon or not name or not value:
                 return (

@@ -120,6 +120,7 @@ METRICS: dict[str, MetricSpec] = {
         MetricSpec("audio.underflow_per_min", RATE, "/min", +1, rate="audio.underflow_per_min"),
         MetricSpec("interrupt.success_pct", RATE, "%", -1, rate="interrupt.success_rate"),
         MetricSpec("expect.passed_pct", RATE, "%", -1, rate="expect.passed_rate"),
+        MetricSpec("call.false_barge_in_pct", RATE, "%", +1, rate="call.false_barge_in_rate"),
         # On request (--metric): the parts of a turn, call setup, buffering.
         _d("turn.thinking_ms", False),
         _d("turn.agent_transcript_ms", False),
@@ -133,6 +134,7 @@ METRICS: dict[str, MetricSpec] = {
         _d("call.ping_rtt_ms", False),
         _d("call.underflow_ms", False),
         _d("call.underflow_count", False, unit="count"),
+        _d("call.false_barge_in_count", False, unit="count"),
         MetricSpec("call.any_underflow_pct", RATE, "%", +1, False, rate="call.any_underflow_rate"),
     )
 }
