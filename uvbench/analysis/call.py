@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from uvbench.audio.recording import agent_audio, segments, user_audio, write_recording
+from uvbench.audio.recording import call_segments, write_recording
 from uvbench.call.engine import CallResult
 from uvbench.call.expect import Checked, check
 from uvbench.call.live import LivePlayback, LiveState
@@ -186,7 +186,16 @@ def call_record(
         "end_reason": metrics.metrics.get("call.end_reason"),
         **{
             k: m[k]
-            for k in ("metrics", "set_apart", "turns", "barge_ins", "underflows", "anchors", "ping_rtts_ms")
+            for k in (
+                "metrics",
+                "set_apart",
+                "turns",
+                "barge_ins",
+                "underflows",
+                "false_barge_ins",
+                "anchors",
+                "ping_rtts_ms",
+            )
             if k in m
         },
         "expectations": [c.to_json() for c in checks],
@@ -301,14 +310,7 @@ async def analyse_call(
         artifacts: dict[str, str] = {}
         if keeps_recording(record or plan.record, metrics.outcome):
             if result.timeline.audio_in or result.user_audio:
-                placed = segments(
-                    result.timeline,
-                    playback(result.timeline),
-                    user_audio(result.user_audio, plan.input_rate, plan.output_rate),
-                    agent_audio(result.agent_audio_path),
-                    input_rate=plan.input_rate,
-                    output_rate=plan.output_rate,
-                )
+                placed = call_segments(result, playback(result.timeline))
                 artifacts["recording"] = sink.put_recording(
                     ".flac", lambda target: write_recording(target, placed, plan.output_rate)
                 )

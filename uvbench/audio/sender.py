@@ -441,15 +441,23 @@ class PacedSender:
 
 
 def network_impairment(
-    plan: Any, t0_ns: int, *, run_seed: int | None = None, call_key: str | None = None
+    plan: Any,
+    t0_ns: int,
+    *,
+    run_seed: int | None = None,
+    call_key: str | None = None,
+    seed: int | None = None,
 ) -> Impairment | None:
     """The impairment of a call's outgoing stream from its plan's `network` spec (None: no
-    impairment, and the sender pays nothing per chunk). Seeded from the run's seed and the call's
-    identity (`call_key`, by default the scenario's name), so a run repeats; burst windows and
-    stalls are placed from the stream's epoch `t0_ns`. The sender keeps the releases itself, so
-    the impairment keeps no record of its own."""
+    impairment, and the sender pays nothing per chunk). Seeded with `seed` when given (the call's
+    own, `CallPlan.call_network_seed`), else from the run's seed and the call's identity
+    (`call_key`, by default the scenario's name), so a run repeats; burst windows and stalls are
+    placed from the stream's epoch `t0_ns`. The sender keeps the releases itself, so the
+    impairment keeps no record of its own."""
     spec = getattr(plan, "network", None)
     if spec is None:
         return None
-    key = call_key if call_key is not None else str(getattr(plan, "scenario", ""))
-    return impairment_for(spec, seed=impairment_seed(run_seed, key), t0_ns=t0_ns, record=False)
+    if seed is None:
+        key = call_key if call_key is not None else str(getattr(plan, "scenario", ""))
+        seed = impairment_seed(run_seed, key)
+    return impairment_for(spec, seed=seed, t0_ns=t0_ns, record=False)

@@ -316,8 +316,12 @@ class Chain:
             for t in after:
                 tiled = t.apply(tiled, rate)
             bed = tiled[n : 2 * n]
-        start = int(np.random.default_rng(noise.seed).integers(bed.size))
-        return Stream(bed, start)
+        return Stream(bed, loop_start(noise.seed, bed.size))
+
+
+def loop_start(seed: int, loop_size: int) -> int:
+    """Where in a noise loop of `loop_size` samples a call starts, drawn from `seed`."""
+    return int(np.random.default_rng(seed).integers(loop_size))
 
 
 def speech_rms(clips: Iterable[tuple[np.ndarray, int, int]]) -> float:
@@ -434,5 +438,6 @@ __all__ = [
     "Stream",
     "Telephone",
     "g711_roundtrip",
+    "loop_start",
     "speech_rms",
 ]

@@ -23,12 +23,15 @@ import math
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from uvbench.audio.sized_cache import SizedLru
 from uvbench.audio.source import load_pcm, speech_bounds_at
-from uvbench.audio.transforms import Chain, Gain, Noise, Rendered, Reverb, Stream, speech_rms
+from uvbench.audio.transforms import Chain, Gain, Noise, Rendered, Reverb, Stream, loop_start, speech_rms
 from uvbench.scenario.model import BargeInStep, SayStep, Scenario
+
+if TYPE_CHECKING:
+    from uvbench.call.plan import CallPlan
 
 CLIP_CACHE_BYTES = 256 * 1024 * 1024
 """Transformed clips kept (least recently used dropped first): as many bytes as 256 one-minute
@@ -127,16 +130,28 @@ def speech_level(scenario: Scenario, rate: int) -> float:
     return level
 
 
-def call_stream(chain: Chain | None, rate: int, level: float | None) -> Stream | None:
-    """A new stream side for one call (the noise bed from its seeded start), or None when the
-    chain has no noise. The bed is built once per (chain, rate, level) and shared read-only."""
+def call_stream(
+    chain: Chain | None, rate: int, level: float | None, seed: int | None = None
+) -> Stream | None:
+    """A new stream side for one call (the noise bed from the start `seed` draws, by default the
+    noise's own seed), or None when the chain has no noise. The bed is built once per (chain,
+    rate, level) and shared read-only."""
     if chain is None or chain.noise is None:
         return None
     if level is None:
         raise ValueError("a chain with noise needs the speech level of its call (speech_level)")
     proto = _beds.get_or_make((chain, rate, level), lambda: chain.stream(rate, level))
     # The copy shares the bed (never written) and starts at the prototype's position, clipped 0.
-    return copy.copy(proto)
+    stream = copy.copy(proto)
+    if seed is not None and stream._bed is not None:
+        stream._pos = loop_start(seed, stream._bed.size)
+    return stream
+
+
+def plan_stream(plan: CallPlan) -> Stream | None:
+    """The noise stream of the call `plan` makes, at the call's start: the one the recording
+    rebuilds the sent audio with (audio/recording.py), so the same as the engine mixes in."""
+    return call_stream(plan.caller, plan.input_rate, plan.speech_level, seed=plan.call_noise_seed)
 
 
 def clear_caches() -> None:
@@ -165,6 +180,7 @@ __all__ = [
     "clip_audio",
     "clip_bounds",
     "clip_side",
+    "plan_stream",
     "room_side",
     "speech_level",
 ]

@@ -28,7 +28,8 @@ import websockets
 
 from uvbench.audio.pacer import Composer, Schedule, drift_ms
 from uvbench.audio.sender import LAG_FLOOR_NS, PROBE_NS, PacedSender, Scheduler, network_impairment
-from uvbench.call.caller import audio_summary, call_stream
+from uvbench.audio.transforms import Chain
+from uvbench.call.caller import audio_summary, plan_stream
 from uvbench.call.live import LivePlayback, LiveState
 from uvbench.call.plan import CallPlan
 from uvbench.call.rest import CallFailed, UltravoxApi
@@ -49,8 +50,10 @@ class CallResult:
     plan: CallPlan
     timeline: Timeline
     call_id: str | None = None
-    user_audio: list[tuple[int, Path]] = field(default_factory=list)
-    """(stream start sample, audio file) of every scripted utterance, for the recording."""
+    user_audio: list[tuple[int, Path, Chain | None]] = field(default_factory=list)
+    """(stream start sample, audio file, the caller chain its clip was sent through or None) of
+    every scripted utterance, for the recording (audio/recording.py); an entry of two (older)
+    is a clean clip."""
     samples_sent: int = 0
     agent_audio_path: Path | None = None
     """The agent's audio frames as received, back to back (s16le), in timeline `audio_in` order."""
@@ -71,7 +74,8 @@ class CallContext:
         self.result = result
         self.live = LiveState(LivePlayback(plan.output_rate, plan.honor_clear))
         # The caller's room noise, mixed into every chunk; None (and the plain composer) without.
-        self.caller_stream = call_stream(plan.caller, plan.input_rate, plan.speech_level)
+        # Started where the call's own seed says: calls of one scenario hear different stretches.
+        self.caller_stream = plan_stream(plan)
         self.composer = Composer(plan.chunk_samples, stream=self.caller_stream)
         # Samples of the clips sent that hit the int16 limits in their caller chain (call/script.py).
         self.clipped_in_clips = 0
@@ -136,6 +140,9 @@ async def run_call(
         prebuffer_ms=plan.prebuffer_ms,
         caller=plan.caller_label,
         network=plan.network_label,
+        # The seeds this call drew its noise start and impairment from, to reproduce it; only
+        # for a call that has them, so a plain call's config is as it was.
+        **_seeds_of(plan),
     )
     own_api = api is None
     api = api or UltravoxApi(plan.api_url, plan.api_key)
@@ -189,6 +196,11 @@ async def run_call(
 STOPPED = "the run stopped while the call ran"
 
 
+def _seeds_of(plan: CallPlan) -> dict[str, int]:
+    seeds = {"noise_seed": plan.call_noise_seed, "network_seed": plan.call_network_seed}
+    return {name: seed for name, seed in seeds.items() if seed is not None}
+
+
 def warm_up() -> None:
     """Import now what a process's first call would import mid-call (httpx's network backend on the
     first request, the websocket client's proxy lookup on the first join): tens of milliseconds
@@ -239,7 +251,7 @@ async def _converse(ctx: CallContext, join_url: str, script: Script) -> None:
         opened, "pacer.started", t0_ns=t0, sample_rate=plan.input_rate, chunk_samples=plan.chunk_samples
     )
     # A network impairment delays chunks after the pacer's deadlines (audio/impairment.py).
-    impairment = network_impairment(plan, t0, run_seed=getattr(plan, "network_seed", None))
+    impairment = network_impairment(plan, t0, seed=plan.call_network_seed)
     sender = ctx.sender = PacedSender(
         schedule, ctx.composer, ws, watch=ctx.live, scheduler=scheduler, phase=phase, impairment=impairment
     )

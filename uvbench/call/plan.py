@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from uvbench.audio.impairment import Spec as ImpairmentSpec
+from uvbench.audio.impairment import impairment_seed
 from uvbench.audio.transforms import Chain
 from uvbench.scenario import Scenario
 
@@ -65,7 +66,33 @@ class CallPlan:
     network: ImpairmentSpec | None = None
     """The impairment of the outgoing stream (`network:`), None without one: the sender applies it."""
     network_seed: int | None = None
-    """`network.seed` when the scenario gives one; else the sender derives one per call."""
+    """`network.seed` when the scenario gives one (None without)."""
+    run_seed: int | None = None
+    """The run's `--seed` (None without one): with `call_identity`, it seeds the call's noise
+    start and impairment."""
+    call_identity: str | None = None
+    """The call among its scenario's calls in the run (the runner sets it: its attempt), so that
+    each call gets its own noise start and impairment schedule and a rerun gets the same ones.
+    None (a call no runner numbered): the scenario's seeds alone decide, as for every such call."""
+
+    @property
+    def call_noise_seed(self) -> int | None:
+        """The seed of where this call's noise starts in its loop; None without noise."""
+        noise = self.caller.noise if self.caller is not None else None
+        if noise is None:
+            return None
+        if self.call_identity is None:
+            return noise.seed
+        return _call_seed("noise", self.scenario, noise.seed, self.run_seed, self.call_identity)
+
+    @property
+    def call_network_seed(self) -> int | None:
+        """The seed of this call's network impairment; None without one."""
+        if self.network is None:
+            return None
+        if self.call_identity is None:
+            return impairment_seed(self.network_seed, self.scenario)
+        return _call_seed("network", self.scenario, self.network_seed, self.run_seed, self.call_identity)
 
     @property
     def caller_label(self) -> str:
@@ -98,7 +125,20 @@ class CallPlan:
         return self.input_rate * self.chunk_ms // 1000
 
 
-def plan_for(scenario: Scenario, endpoint: Endpoint, *, agent_audio_path: Path | None = None) -> CallPlan:
+def _call_seed(what: str, scenario: str, scenario_seed: int | None, run_seed: int | None, call: str) -> int:
+    """One call's seed for `what`, from the scenario's `seed:`, the run's `--seed` and the call's
+    identity (blake2b: the same in every process and on every rerun)."""
+    return impairment_seed(run_seed, f"{what}|{scenario}|{scenario_seed}|{call}")
+
+
+def plan_for(
+    scenario: Scenario,
+    endpoint: Endpoint,
+    *,
+    agent_audio_path: Path | None = None,
+    run_seed: int | None = None,
+    call_identity: str | None = None,
+) -> CallPlan:
     client = scenario.client
     tools = {
         name: ToolReply(
@@ -137,4 +177,6 @@ def plan_for(scenario: Scenario, endpoint: Endpoint, *, agent_audio_path: Path |
         speech_level=level,
         network=network.spec() if network is not None else None,
         network_seed=network.seed if network is not None else None,
+        run_seed=run_seed,
+        call_identity=call_identity,
     )

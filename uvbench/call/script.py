@@ -166,7 +166,7 @@ async def _speak(ctx: CallContext, index: int, step: SayStep | BargeInStep, kind
         ctx.clipped_in_clips += rendered.clipped
     start, end = clip_bounds(step, len(pcm), rate)
     utterance = ctx.composer.enqueue(pcm)
-    ctx.result.user_audio.append((utterance.start_sample, step.path))
+    ctx.result.user_audio.append((utterance.start_sample, step.path, chain))
     ctx.timeline.add(
         time.monotonic_ns(),
         "utterance.queued",

@@ -84,6 +84,7 @@ class Engine:
                 self.spool,
                 record=spec.record,
                 scenario_tags=spec.scenario_tags,
+                attempts_per_process=True,  # each locust process counts its own calls
             )
             # The analysis sends files back as bytes: the run folder is the master's, maybe elsewhere.
             self.jobs.put(("configure", AnalysisSpec(spec.scenarios, spec.endpoints, None, spec.record)))

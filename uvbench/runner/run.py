@@ -105,17 +105,33 @@ async def run_call_of(
 
 
 def warm_audio(scenarios: list[Scenario]) -> None:
-    """Decode every clip at its call's input rate now (cached), not under the first calls' pacers."""
+    """Make now (cached process-wide) all the audio a scenario's calls send, not under the first
+    calls' pacers: every clip decoded at its call's input rate and through its caller chain, the
+    speech level the noise is set against and the noise bed. A clip or noise that cannot be made
+    is left for its own calls to report, as they would without warming."""
     from uvbench.audio.source import load_pcm
+    from uvbench.call.caller import call_stream, clip_audio, speech_level
     from uvbench.scenario import BargeInStep, SayStep
 
     for scenario in scenarios:
+        rate = scenario.input_sample_rate
         for step in scenario.script:
             if isinstance(step, (SayStep, BargeInStep)):
+                caller = step.clip_caller(scenario.caller)
                 try:
-                    load_pcm(step.path, scenario.input_sample_rate)
+                    # As call/script.py's `_speak` asks for it, so the call finds it cached.
+                    if caller is None:
+                        load_pcm(step.path, rate)
+                    else:
+                        clip_audio(step.path, rate, caller.chain())
                 except Exception:  # the call itself reports an unreadable clip
                     pass
+        chain = scenario.caller.chain() if scenario.caller is not None else None
+        if chain is not None and chain.noise is not None:
+            try:
+                call_stream(chain, rate, speech_level(scenario, rate))
+            except Exception:  # the calls report it (plan_for, or the call's stream)
+                pass
 
 
 def _run_folder(out_dir: Path, name: str) -> RunFolder:

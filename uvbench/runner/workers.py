@@ -794,8 +794,12 @@ class WireCaller:
         scenario_tags: dict[str, dict[str, Any]] | None = None,
         prefix: str = "",
         give_up_after_s: float | None = None,
+        seed: int | None = None,
+        attempts_per_process: bool = False,
     ) -> None:
         self.index = {id(s): i for i, s in enumerate(scenarios)}
+        self.seed = seed
+        self.attempts_per_process = attempts_per_process
         self.endpoints = endpoints
         self.spool = spool
         self.record = record
@@ -818,10 +822,20 @@ class WireCaller:
         """The line of the first target every create has failed at for too long, if any."""
         return next((api.health.gave_up for api in self.apis.values() if api.health.gave_up), None)
 
+    def call_identity(self, tags: dict[str, Any]) -> str:
+        """The call among its scenario's calls, which seeds its noise start and impairment: its
+        attempt, the scenario's start order (run-wide under `uvbench run` whichever process starts
+        it, so a rerun gives the n-th call of a scenario the same seeds; the run-wide iteration
+        would not, since which process starts first varies). Counted per process under locust,
+        so the worker's index joins it there."""
+        if self.attempts_per_process:
+            return f"worker {tags.get('worker')} attempt {tags.get('attempt')}"
+        return f"attempt {tags.get('attempt')}"
+
     async def warm(self, scenarios: list[Scenario]) -> None:
         """Cold-start work before the first call, not under the first calls' pacers: one HTTP
         client per endpoint for the whole run (making one costs tens of milliseconds of CPU, TLS
-        setup) and every clip decoded at its call's input rate."""
+        setup) and the audio every call sends (runner/run.py `warm_audio`)."""
         import asyncio
 
         from uvbench.call.engine import warm_up
@@ -852,7 +866,13 @@ class WireCaller:
         key = f"{self.prefix}{next(self._numbers)}"
         keep = self.record or scenario.client.record
         audio = self.spool / f"{key}.pcm" if keep != "none" else None
-        plan = plan_for(scenario, endpoint, agent_audio_path=audio)
+        plan = plan_for(
+            scenario,
+            endpoint,
+            agent_audio_path=audio,
+            run_seed=self.seed,
+            call_identity=self.call_identity(tags),
+        )
 
         def raw_of(result: CallResult) -> dict[str, Any]:
             path = self.spool / f"{key}.call"
@@ -906,6 +926,7 @@ async def _work(
         scenario_tags=spec.scenario_tags,
         prefix=f"w{spec.worker}-",
         give_up_after_s=spec.give_up_after_s,
+        seed=spec.seed,
     )
     tell = outbox.put
     levels = _RemoteLevels(spec.step_total_s, tell, spec.worker) if spec.step_total_s else None
