@@ -1317,3 +1317,173 @@ def test_the_underflow_headline_says_how_much_audio_it_rests_on(tmp_path):
     tile = few[few.index("underflows per min of agent audio") :]
     tile = tile[: tile.index("</div></div>")]
     assert '<div class="big">—</div>' in tile and "too little for a rate" in tile
+
+
+# -- by impairment level -----------------------------------------------------------------------------
+
+
+def _impaired(
+    n: int, *, caller: str | None, network: str | None = None, variant: dict | None = None, ttfa: float | None
+) -> dict[str, Any]:
+    """A synthetic call with the tags and figures the levels read (`uvbench.metrics.levels`)."""
+    tags = {k: v for k, v in (("caller", caller), ("network", network)) if v is not None}
+    record = _record(n, ttfa=ttfa, concurrency=1, buffer_ms=60, tags=tags, variant=variant)
+    record["metrics"]["call.false_barge_in_count"] = n % 3 // 2
+    record["metrics"]["call.agent_audio_ms"] = 20_000.0
+    record["metrics"]["call.underflow_count"] = n % 2
+    record["turns"][0]["metrics"]["turn.talk_over_ms"] = 10.0 * (n % 7)
+    return record
+
+
+def _snr_by_jitter(snrs=(30, 20, 10, 0), jitters=(0, 40, 120), per_cell: int = 3) -> list[dict[str, Any]]:
+    records = []
+    for snr in snrs:
+        for jitter in jitters:
+            for _ in range(per_cell):
+                n = len(records)
+                missed = snr == 0 and n % 4 == 0
+                records.append(
+                    _impaired(
+                        n,
+                        caller=f"snr={snr}dB",
+                        network=f"jitter={jitter}ms" if len(jitters) > 1 else None,
+                        variant={"caller.noise.snr_db": snr}
+                        | ({"network.jitter.mean_ms": jitter} if len(jitters) > 1 else {}),
+                        ttfa=None if missed else 600.0 + 4 * jitter + 9 * (30 - snr) + n,
+                    )
+                )
+    return records
+
+
+def _level_rows(section: str) -> dict[str, list[str]]:
+    """The first table's rows of the levels section: level label -> its cells' text."""
+    table = section[section.index('<table class="levels">') :]
+    table = table[: table.index("</table>")]
+    rows = {}
+    for row in re.findall(r"<tr><td.*?</tr>", table, re.S):
+        cells = [
+            html.unescape(re.sub(r"<[^>]+>", "", c)).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row)
+        ]
+        rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_the_levels_section_shows_summary_jsons_numbers_per_level(tmp_path):
+    folder = tmp_path / "20260101-000000-sweep"
+    folder.mkdir()
+    records = _snr_by_jitter(jitters=(0,), per_cell=8)
+    finish_run(folder, records, [])
+    summary = json.loads((folder / "summary.json").read_text())
+    text = (folder / "report.html").read_text()
+    assert '<a href="#levels">by impairment level</a>' in text
+    section = text[text.index('<section id="levels">') : text.index('<section id="scenarios">')]
+    assert "noisier to the right" in section
+    rows = _level_rows(section)
+    levels = summary["levels"]["dimensions"]["caller"]["levels"]
+    assert sorted(rows) == sorted(lv["label"] for lv in levels) and len(levels) == 4
+    for lv in levels:
+        calls, p50, p95, answered, missed, per_call, share, talk_over, per_min = rows[lv["label"]]
+        assert calls == str(lv["calls"])
+        assert p50 == f"{lv['turn.ttfa_ms']['p50']:.0f}" and p95 == f"{lv['turn.ttfa_ms']['p95']:.0f}"
+        assert answered == str(lv["turn.ttfa_ms"]["count"])
+        assert missed == f"{100 * lv['turn.miss_rate']['value']:.1f}%"
+        assert per_call == f"{lv['call.false_barge_in_count']['mean']:.2f}"
+        assert share == f"{100 * lv['call.false_barge_in_rate']['value']:.1f}%"
+        assert talk_over == f"{lv['turn.talk_over_ms']['mean']:.0f}"
+        assert per_min == f"{lv['audio.underflow_per_min']['value']:.2f}"
+    # The noisiest level is the one that missed turns, and the table says so.
+    assert rows["snr=0dB"][4] != "0.0%" and rows["snr=30dB"][4] == "0.0%"
+    assert len(re.findall(r'aria-label="[^"]* by impairment level"', section)) == len(plots.LEVEL_FIGURES)
+
+
+def test_a_run_without_impairment_levels_has_no_such_section(tmp_path):
+    text = render_html(tmp_path, _synthetic(12), {})
+    assert 'id="levels"' not in text and "#levels" not in text and "by impairment level" not in text
+    # One impairment for every call is no sweep: nothing to plot against.
+    same = [_impaired(n, caller="snr=10dB", ttfa=700.0) for n in range(6)]
+    text = render_html(tmp_path, same, {})
+    assert 'id="levels"' not in text
+
+
+def test_level_plots_are_numeric_along_a_matrix_axis_and_categorical_otherwise(figures, tmp_path):
+    numeric = _snr_by_jitter(jitters=(0,))
+    render_html(tmp_path, numeric, {})
+    drawn = {label: fig for label, fig, _ in figures if label.endswith("by impairment level")}
+    assert len(drawn) == len(plots.LEVEL_FIGURES)
+    ax = drawn["turn latency by impairment level"].axes[0]
+    assert ax.xaxis_inverted() and "caller.noise.snr_db" in ax.get_xlabel()  # 30 dB left, 0 dB right
+    x = sorted(ax.lines[0].get_xdata())
+    assert x == [0, 10, 20, 30]
+    figures.clear()
+    labels = ["snr=10dB+ulaw+reverb=0.4s", "clean", "snr=0dB+gain=-12dB+a-long-telephone-chain"]
+    categorical = [_impaired(n, caller=labels[n % 3], ttfa=700.0 + n) for n in range(12)]
+    text = render_html(tmp_path, categorical, {})
+    assert "in the order the run first met them" in text
+    drawn = {label: fig for label, fig, _ in figures if label.endswith("by impairment level")}
+    ax = drawn["turn latency by impairment level"].axes[0]
+    assert not ax.xaxis_inverted() and ax.get_xlabel() == "caller level"
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks[:2] == ["snr=10dB+ulaw+reverb=0.4s", "clean"] and ticks[2].endswith("…")
+    assert [label for label, _, faults in figures if faults] == []
+
+
+def test_both_dimensions_draw_a_line_per_level_of_the_other(figures, tmp_path):
+    records = _snr_by_jitter()
+    for r in records[::5]:
+        r["barge_ins"] = [{"index": 0, "success": True, "metrics": {"interrupt.talk_over_ms": 120.0}}]
+    text = render_html(tmp_path, records, {})
+    drawn = {label: fig for label, fig, _ in figures if label.endswith("by impairment level")}
+    ax = drawn["turn latency by impairment level"].axes[0]
+    # SNR (4 levels) along x, a line per jitter level (3), p50 and p95 each.
+    assert len(ax.lines) == 2 * 3 and all(len(line.get_xdata()) == 4 for line in ax.lines)
+    (legend,) = drawn["turn latency by impairment level"].legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "jitter=0ms",
+        "jitter=40ms",
+        "jitter=120ms",
+        "p50",
+        "p95",
+    ]
+    talk = drawn["talk-over by impairment level"]
+    assert len(talk.axes[0].lines) == 2 * 3  # turns and barge-ins
+    section = text[text.index('<section id="levels">') : text.index('<section id="scenarios">')]
+    assert "A line per network level." in section and "barge-in talk-over" in section
+    assert "Every caller level crossed with every network level (12)" in section
+    assert [label for label, _, faults in figures if faults] == []
+
+
+def test_no_label_of_a_level_plot_meets_another_at_the_bound(figures, tmp_path):
+    """Every level kept in both dimensions, with long labels: legends, ticks and titles stay apart."""
+    from uvbench.metrics.levels import MAX_LEVELS
+
+    records = []
+    for c in range(MAX_LEVELS + 2):
+        for j in range(MAX_LEVELS):
+            records.append(
+                _impaired(
+                    len(records),
+                    caller=f"snr={c}dB+ulaw+a-rather-long-reverb-chain-{c}",
+                    network=f"jitter={10 * j}ms,max=120ms+bursts=300ms/1000ms",
+                    variant={"network.jitter.mean_ms": 10 * j},
+                    ttfa=700.0 + c * 10 + j,
+                )
+            )
+    text = render_html(tmp_path, records, {})
+    assert "2 more caller levels with fewer calls are left out" in text
+    drawn = [(label, faults) for label, _, faults in figures if label.endswith("by impairment level")]
+    assert len(drawn) == len(plots.LEVEL_FIGURES)
+    assert [(label, faults) for label, faults in drawn if faults] == []
+
+
+def test_chromium_opens_a_page_with_levels_cleanly(chromium, tmp_path):
+    path = tmp_path / "report.html"
+    path.write_text(render_html(tmp_path, _snr_by_jitter(), {}))
+    chromium.open(path)
+    assert chromium.problems() == []
+    assert chromium.evaluate("document.querySelectorAll('#levels svg.plot').length") == len(
+        plots.LEVEL_FIGURES
+    )
+    widths = chromium.evaluate(
+        "[...document.querySelectorAll('#levels svg.plot')].map(s => s.getBoundingClientRect().width)"
+    )
+    assert all(w > 300 for w in widths), widths

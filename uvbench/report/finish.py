@@ -11,6 +11,7 @@ from typing import Any
 
 from uvbench.metrics.aggregate import UNDERFLOW_MIN_AUDIO_S, Aggregate, TurnFigures, aggregate
 from uvbench.metrics.checks import Checks
+from uvbench.metrics.levels import impairment_levels
 from uvbench.metrics.thresholds import Threshold, ThresholdResult, evaluate
 from uvbench.report.csv_report import calls_csv, stats_csv, wall_span_s
 from uvbench.report.history import history_for_run, record_finished_run
@@ -319,6 +320,11 @@ def finish_run(
     summary["checks"] = overall.checks.to_json()  # top level, as k6's summary export; ahead of the load
     summary.update(extra or {})
     summary["aggregate"] = overall.to_json()
+    levels = impairment_levels(records)  # a run with caller or network impairments: figures per level
+    if levels is not None:
+        summary["levels"] = levels.to_json()
+    else:  # `uvbench report` of a folder whose calls no longer carry them
+        summary.pop("levels", None)
     summary["thresholds"] = [r.to_json() for r in finished.results]
     summary_path.write_text(json.dumps(summary, indent=2))
     if side is None:

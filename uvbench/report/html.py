@@ -9,7 +9,8 @@ The page, top to bottom: any warning (invalid calls, many figures set apart, an 
 the run's name, time, target and load, the calls' outcomes (and the figures set apart), the
 headline figures and a glossary; the thresholds, breaches first; the checks, failed first with
 their failed calls; charts over the run's time (latency, calls in flight, outcomes, underflows and
-barge-ins); the distributions; per-scenario and per-turn statistics; a few calls in detail
+barge-ins); the distributions; the figures per impairment level (a run whose scenarios set
+`caller:` or `network:`); per-scenario and per-turn statistics; a few calls in detail
 (timeline, transcript, recording); the table of calls, failed first. Everything is bounded so a
 500-call run opens as fast as a 5-call one: `MAX_CALL_ROWS` rows in the call table,
 `TIMELINE_CALLS` calls in detail, `MAX_PLAYERS` audio players, `MAX_SCENARIOS` scenarios in the
@@ -36,6 +37,7 @@ from urllib.parse import quote
 
 from uvbench.metrics import GLOSSARY
 from uvbench.metrics.aggregate import UNDERFLOW_MIN_AUDIO_S, Aggregate, aggregate, is_invalid
+from uvbench.metrics.levels import impairment_levels
 from uvbench.report.finish import HEADLINE
 from uvbench.report.run_folder import generator_failures, load_timeline, write_text
 
@@ -574,11 +576,14 @@ def _figure_jobs(
     history: list[dict] | None,
     plots_mod: Any,
     thresholds: list[dict[str, Any]] | None = None,
+    levels: dict[str, Any] | None = None,
 ) -> dict[str, Callable[[], Any]]:
     """Every figure of the page, each to draw, by name: the run's plots, the charts over the run's
     time (`run:*`, drawing `thresholds` where they apply), each shown call's timeline
-    (`timeline:<its position in records>`), and the history. The names in `RECORDS_ONLY` and the
-    timelines need nothing but the records (`start_figures` draws them ahead)."""
+    (`timeline:<its position in records>`), the figures per impairment level (`level:*`, of
+    summary.json's `levels` when it has a dimension that varies), and the history. The names in
+    `RECORDS_ONLY` and the timelines need nothing but the records (`start_figures` draws them
+    ahead)."""
     valid = [r for r in records if not is_invalid(r)]
     computed: list[Aggregate] = [] if overall is None else [overall]
     placed: list[Any] = []
@@ -609,6 +614,9 @@ def _figure_jobs(
     position = {id(r): k for k, r in enumerate(records)}
     for call in shown:
         jobs[f"timeline:{position[id(call.record)]}"] = _timeline_job(folder, call.record, plots_mod)
+    if plots_mod.level_layout(levels) is not None:
+        for name in plots_mod.LEVEL_FIGURES:
+            jobs[f"level:{name}"] = lambda name=name: plots_mod.level_plot(levels, name)
     if history is not None:
         jobs["history"] = lambda: plots_mod.history_plot(history)
     return jobs
@@ -721,6 +729,133 @@ def _plots(svgs: list[str | None]) -> str:
         ),
     ]
     return '<div class="plots">' + "".join(parts) + "</div>"
+
+
+def _levels_of(records: list[dict[str, Any]], summary: dict[str, Any]) -> dict[str, Any] | None:
+    """The figures per impairment level: summary.json's `levels` (the page shows the summary's
+    numbers), else computed from the records; None for a run without impairments."""
+    stated = summary.get("levels")
+    if isinstance(stated, dict):
+        return stated
+    levels = impairment_levels(records)
+    return levels.to_json() if levels is not None else None
+
+
+LEVEL_CAPTIONS = {
+    "turn.ttfa_ms": "p50 (solid) and p95 (dashed) of turn.ttfa_ms, answered turns.",
+    "turn.miss_rate": "turn.miss_rate: turns with no reply heard, of all turns.",
+    "call.false_barge_in_count": "Mean of call.false_barge_in_count: clears no scripted speech or message "
+    "explains.",
+    "talk_over": "Mean of turn.talk_over_ms (solid) and interrupt.talk_over_ms (dashed, runs with "
+    "barge-ins): agent audio heard while the user spoke.",
+    "underflows": "audio.underflow_per_min: none under "
+    f"{UNDERFLOW_MIN_AUDIO_S:g} s of agent audio at a level.",
+}
+"""Each figure per impairment level's caption."""
+LEVEL_NONE = {
+    "turn.ttfa_ms": "No answered turn at any level.",
+    "turn.miss_rate": "No turn at any level.",
+    "call.false_barge_in_count": "No call measured call.false_barge_in_count.",
+    "talk_over": "No talk-over measured at any level.",
+    "underflows": "Too little agent audio at every level for an underflow rate.",
+}
+
+
+def _levels_section(levels: dict[str, Any], drawn: dict[str, Any], plots_mod: Any) -> str:
+    """The figures per level of the caller's audio (`caller:`) and the network (`network:`): a plot
+    per figure against the levels, and the table of the same numbers (summary.json's `levels`)."""
+    layout = plots_mod.level_layout(levels)
+    dims = levels.get("dimensions") or {}
+    notes = []
+    if layout.descending:
+        notes.append("SNR runs from high to low: clean on the left, noisier to the right.")
+    elif layout.axis is None:
+        notes.append(f"The {_esc(layout.dimension)} levels are in the order the run first met them.")
+    if layout.lines[0][0] is not None:
+        other = next(n for n in dims if n != layout.dimension)
+        notes.append(f"A line per {_esc(other)} level.")
+    for name, label in (levels.get("constant") or {}).items():
+        notes.append(f"Every call had {_esc(name)} <code>{_esc(label)}</code>.")
+    for name, d in dims.items():
+        if isinstance(d, dict) and d.get("left_out"):
+            notes.append(
+                f"{_fmt(d['left_out'], 'count')} more {_esc(name)} levels with fewer calls are left out "
+                f"(at most {_fmt(levels.get('max_levels'), 'count')}); their calls are in the other figures."
+            )
+    parts = [
+        _figure(drawn.get(f"level:{name}"), LEVEL_NONE[name], LEVEL_CAPTIONS[name])
+        for name in plots_mod.LEVEL_FIGURES
+    ]
+    tables = [
+        f'<h3>{_esc(name)} <span class="hint">({_esc(d.get("axis") or "categorical")})</span></h3>'
+        + _levels_table(
+            [(lv, [lv.get("label")]) for lv in d.get("levels") or () if isinstance(lv, dict)], [name]
+        )
+        for name, d in dims.items()
+        if isinstance(d, dict)
+    ]
+    cross = [c for c in levels.get("cross") or () if isinstance(c, dict)]
+    if cross:
+        tables.append(
+            f"<details><summary>Every caller level crossed with every network level ({len(cross)})</summary>"
+            + _levels_table([(c, [c.get("caller"), c.get("network")]) for c in cross], ["caller", "network"])
+            + "</details>"
+        )
+    return (
+        f'<p class="hint">{" ".join(notes)}</p>'
+        + '<div class="plots">'
+        + "".join(parts)
+        + "</div>"
+        + "".join(tables)
+    )
+
+
+def _levels_table(rows: list[tuple[dict[str, Any], list[Any]]], heads: list[str]) -> str:
+    """A row of figures per level (or pair of levels), named by `heads`' cells."""
+    barge_ins = any("interrupt.talk_over_ms" in figures for figures, _ in rows)
+
+    def value(figures: dict[str, Any], key: str, stat: str) -> Any:
+        entry = figures.get(key)
+        return entry.get(stat) if isinstance(entry, dict) else None
+
+    body = []
+    for figures, names in rows:
+        cells = [f'<td class="l"><code>{_esc(n)}</code></td>' for n in names]
+        invalid = figures.get("invalid") or 0
+        cells += [
+            f"<td>{_fmt(figures.get('calls'), 'count')}"
+            + (f' <span class="hint">({_fmt(invalid, "count")} invalid)</span>' if invalid else "")
+            + "</td>",
+            f"<td>{_fmt(value(figures, 'turn.ttfa_ms', 'p50'))}</td>",
+            f"<td>{_fmt(value(figures, 'turn.ttfa_ms', 'p95'))}</td>",
+            f"<td>{_fmt(value(figures, 'turn.ttfa_ms', 'count'), 'count')}</td>",
+            f"<td>{_pct(value(figures, 'turn.miss_rate', 'value'))}</td>",
+            f"<td>{_fmt2(value(figures, 'call.false_barge_in_count', 'mean'))}</td>",
+            f"<td>{_pct(value(figures, 'call.false_barge_in_rate', 'value'))}</td>",
+            f"<td>{_fmt(value(figures, 'turn.talk_over_ms', 'mean'))}</td>",
+        ]
+        if barge_ins:
+            cells.append(f"<td>{_fmt(value(figures, 'interrupt.talk_over_ms', 'mean'))}</td>")
+        cells.append(f"<td>{_fmt2(value(figures, 'audio.underflow_per_min', 'value'))}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    head = "".join(f'<th class="l">{_esc(h)}</th>' for h in heads)
+    head += (
+        "<th>calls</th><th>TTFA p50<br>ms</th><th>TTFA p95<br>ms</th><th>turns<br>answered</th>"
+        "<th>turns<br>missed</th><th>false barge-ins<br>per call</th><th>calls with a<br>false barge-in</th>"
+        "<th>talk-over<br>mean ms</th>"
+        + ("<th>barge-in talk-over<br>mean ms</th>" if barge_ins else "")
+        + "<th>underflows<br>per min</th>"
+    )
+    return (
+        f'<div class="scroll"><table class="levels"><thead><tr>{head}</tr></thead><tbody>'
+        + "".join(body)
+        + "</tbody></table></div>"
+    )
+
+
+def _fmt2(value: Any) -> str:
+    """A small figure (a mean count, a rate per minute) to two decimals."""
+    return f"{value:.2f}" if _num(value) else "—"
 
 
 RUN_CHARTS = ("run:latency", "run:load", "run:outcomes", "run:audio")
@@ -1208,7 +1343,9 @@ def render_html(
     run = _run_info(folder, records, summary, overall)
     thresholds = [t for t in summary.get("thresholds") or () if isinstance(t, dict)]
     shown = _pick_calls(records)
-    jobs = _figure_jobs(folder, records, shown, run.overall, history, plots_mod, thresholds)
+    levels = _levels_of(records, summary)
+    by_level = plots_mod.level_layout(levels) is not None
+    jobs = _figure_jobs(folder, records, shown, run.overall, history, plots_mod, thresholds, levels)
     ahead = figures.take() if figures is not None else {}
     drawn = {name: ahead[name] if name in ahead else job() for name, job in jobs.items()}
     plot_svgs = [drawn[n] for n in ("histogram", "cdf", "by_concurrency", "by_buffer", "barge_ins")]
@@ -1217,7 +1354,8 @@ def render_html(
         f'<section id="summary">{_banners(run)}{_header(run)}{_verdict(run, thresholds)}'
         '<nav><a href="#thresholds">thresholds</a><a href="#checks">checks</a>'
         '<a href="#over-the-run">over the run</a><a href="#plots">plots</a>'
-        '<a href="#scenarios">per scenario</a><a href="#turns">per turn</a>'
+        + ('<a href="#levels">by impairment level</a>' if by_level else "")
+        + '<a href="#scenarios">per scenario</a><a href="#turns">per turn</a>'
         '<a href="#shown">calls in detail</a>'
         '<a href="#calls">all calls</a>'
         + ('<a href="#history">history</a>' if history else "")
@@ -1231,6 +1369,11 @@ def render_html(
         f"{_over_the_run(records, drawn, plots_mod)}</section>",
         f'<section id="plots"><h2>Latency and audio</h2>{_plots(plot_svgs)}</section>',
     ]
+    if by_level:
+        sections.append(
+            '<section id="levels"><h2>By impairment level <span class="hint">(valid calls)</span></h2>'
+            f"{_levels_section(levels, drawn, plots_mod)}</section>"
+        )
     if history is not None:
         svg = drawn["history"]
         sections.append(

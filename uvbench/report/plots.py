@@ -1348,3 +1348,214 @@ def history_plot(history: Sequence[dict[str, Any]] | None) -> str | None:
         return fig
 
     return _render(build, "figures across runs")
+
+
+# ------------------------------------------------------------------------------------------------
+# Figures per impairment level (`uvbench.metrics.levels`)
+
+
+LEVEL_FIGURES = ("turn.ttfa_ms", "turn.miss_rate", "call.false_barge_in_count", "talk_over", "underflows")
+"""The figures drawn per impairment level, one plot each."""
+LEVEL_LABEL_CHARS = 28
+"""A level's label is cut to this many characters on an axis or in a legend (the table has it whole)."""
+LEVEL_COLORS = (
+    "#1f6fb4",
+    "#e07b1a",
+    "#2e9e44",
+    "#d62728",
+    "#7b3fb0",
+    "#8c564b",
+    "#d4539b",
+    "#6f6f6f",
+    "#a8a21c",
+    "#17a2b8",
+)
+"""One color per line (a level of the other dimension); as many as `levels.MAX_LEVELS`."""
+LEGEND_W_PT = 400
+"""About how wide a legend below a SMALL figure may be, in points."""
+LEGEND_ROW_IN = 0.2
+"""Inches a legend row takes."""
+LOG_X_RATIO = 20
+"""A numeric axis of positive values spanning this ratio or more is drawn on a log scale."""
+
+
+def _short(label: str) -> str:
+    label = _text(label)
+    return label if len(label) <= LEVEL_LABEL_CHARS else label[: LEVEL_LABEL_CHARS - 1] + "…"
+
+
+def _level_value(figures: dict[str, Any], key: str, stat: str) -> float:
+    """A level's figure (`key`'s `stat`) as a float, NaN when it has none (a gap in its line)."""
+    entry = figures.get(key)
+    value = entry.get(stat) if isinstance(entry, dict) else None
+    return float(value) if _number(value) else math.nan
+
+
+_LEVEL_SERIES: dict[str, tuple[tuple[str, str, str, float, str], ...]] = {
+    # figure -> (legend name, key, stat, scale, line style) per series
+    "turn.ttfa_ms": (("p50", "turn.ttfa_ms", "p50", 1, "-"), ("p95", "turn.ttfa_ms", "p95", 1, "--")),
+    "turn.miss_rate": (("missed", "turn.miss_rate", "value", 100, "-"),),
+    "call.false_barge_in_count": (("per call", "call.false_barge_in_count", "mean", 1, "-"),),
+    "talk_over": (
+        ("turns", "turn.talk_over_ms", "mean", 1, "-"),
+        ("barge-ins", "interrupt.talk_over_ms", "mean", 1, "--"),
+    ),
+    "underflows": (("per min", "audio.underflow_per_min", "value", 1, "-"),),
+}
+_LEVEL_TEXT = {
+    # figure -> (title, y label, what the plot is called in the page)
+    "turn.ttfa_ms": ("Turn latency (TTFA) p50 / p95", "turn.ttfa_ms (ms)", "turn latency"),
+    "turn.miss_rate": ("Missed turns", "turns missed (%)", "missed turns"),
+    "call.false_barge_in_count": ("False barge-ins", "false barge-ins per call", "false barge-ins"),
+    "talk_over": ("Talk-over (mean)", "agent heard over the user (ms)", "talk-over"),
+    "underflows": ("Underflows", "underflows per min of agent audio", "underflows"),
+}
+
+
+@dataclass(frozen=True)
+class LevelLayout:
+    """How figures per impairment level are laid out: one dimension along x, a line per level of
+    the other (or a single line)."""
+
+    dimension: str
+    """Along x."""
+    axis: str | None
+    """Its numeric matrix axis ("caller.noise.snr_db"), None when categorical."""
+    x: list[float]
+    labels: list[str]
+    """The x levels' labels, in x order."""
+    lines: list[tuple[str | None, list[dict[str, Any]]]]
+    """(the other dimension's level or None for a single line, each x level's figures or {})."""
+
+    @property
+    def descending(self) -> bool:
+        """An SNR axis: drawn high to low, so noisier calls are to the right."""
+        return bool(self.axis) and str(self.axis).endswith("snr_db")
+
+    @property
+    def log(self) -> bool:
+        return bool(self.axis) and min(self.x) > 0 and max(self.x) / min(self.x) >= LOG_X_RATIO
+
+
+def level_layout(levels: dict[str, Any] | None) -> LevelLayout | None:
+    """The layout of summary.json's `levels`: along x the dimension that varies (both vary: the
+    numeric one, else the one with more levels, the caller's on a tie), a line per level of the
+    other; None when no dimension varies."""
+    dims = (levels or {}).get("dimensions")
+    if not isinstance(dims, dict):
+        return None
+    dims = {n: d for n, d in dims.items() if isinstance(d, dict) and isinstance(d.get("levels"), list)}
+    if not dims:
+        return None
+
+    def rank(name: str) -> tuple[bool, int, bool]:
+        d = dims[name]
+        return (bool(d.get("axis")), len(d["levels"]), name == "caller")
+
+    along = max(dims, key=rank)
+    d = dims[along]
+    kept = [lv for lv in d["levels"] if isinstance(lv, dict) and _number(lv.get("x"))]
+    x = [float(lv["x"]) for lv in kept]
+    labels = [str(lv.get("label")) for lv in kept]
+    other = next((n for n in dims if n != along), None)
+    cells = [c for c in (levels or {}).get("cross") or () if isinstance(c, dict)]
+    if other is None or not cells:
+        lines: list[tuple[str | None, list[dict[str, Any]]]] = [(None, kept)]
+    else:
+        at = {(str(c.get(along)), str(c.get(other))): c for c in cells}
+        lines = [
+            (str(lv.get("label")), [at.get((label, str(lv.get("label"))), {}) for label in labels])
+            for lv in dims[other]["levels"]
+            if isinstance(lv, dict)
+        ]
+    return LevelLayout(along, d.get("axis"), x, labels, lines)
+
+
+def level_x_label(layout: LevelLayout) -> str:
+    """The x axis's label: the matrix axis (SNR and jitter named plainly), else the dimension."""
+    if not layout.axis:
+        return f"{layout.dimension} level"
+    axis = _text(layout.axis)
+    if layout.descending:
+        return f"SNR (dB), noisier to the right: {axis}"
+    if axis.endswith("_ms"):
+        plain = "jitter" if "jitter" in axis else axis.rsplit(".", 1)[-1][:-3].replace("_", " ")
+        return f"{plain} (ms): {axis}"
+    return axis
+
+
+def level_plot(levels: dict[str, Any] | None, figure: str) -> str | None:
+    """One figure (`LEVEL_FIGURES`) against the impairment levels of summary.json's `levels`;
+    None when there is no level or no value of it at any level."""
+    layout = level_layout(levels)
+    if layout is None or figure not in _LEVEL_SERIES:
+        return None
+    series = _LEVEL_SERIES[figure]
+    ys = {
+        (k, s): [scale * _level_value(f, key, stat) for f in points]
+        for k, (_, points) in enumerate(layout.lines)
+        for s, (_, key, stat, scale, _) in enumerate(series)
+    }
+    drawn = [
+        s
+        for s in range(len(series))
+        if any(not math.isnan(v) for k in range(len(layout.lines)) for v in ys[(k, s)])
+    ]
+    if not drawn:
+        return None
+    title, ylabel, name = _LEVEL_TEXT[figure]
+    categorical = layout.axis is None
+    ticks = [_short(label) for label in layout.labels]
+    slanted = categorical and sum(_text_pt(t, 8) + 6 for t in ticks) > AXES_W_PT
+    several = layout.lines[0][0] is not None
+    names = [_short(level or "") for level, _ in layout.lines] if several else []
+    names += [series[s][0] for s in drawn] if len(drawn) > 1 else []
+    ncols = max(1, min(len(names), int(LEGEND_W_PT // (max(map(len, names), default=0) * 0.64 * 8 + 30))))
+    legend_rows = math.ceil(len(names) / ncols)
+
+    def build(Figure):
+        from matplotlib.lines import Line2D
+
+        # Each legend row past the first makes the figure taller, not its axes smaller.
+        fig = Figure(
+            figsize=(SMALL[0], SMALL[1] + LEGEND_ROW_IN * max(0, legend_rows - 1)), layout="constrained"
+        )
+        ax = fig.add_subplot()
+        for k in range(len(layout.lines)):
+            color = LEVEL_COLORS[k % len(LEVEL_COLORS)] if several else COLORS["turn.ttfa_ms"]
+            for s in drawn:
+                ax.plot(
+                    layout.x,
+                    ys[(k, s)],
+                    marker="o" if series[s][4] == "-" else "^",
+                    markersize=4,
+                    color=color,
+                    linestyle=series[s][4],
+                    linewidth=1.4,
+                )
+        handles = []
+        if several:
+            for k in range(len(layout.lines)):
+                handles.append(Line2D([], [], color=LEVEL_COLORS[k % len(LEVEL_COLORS)], marker="o"))
+        if len(drawn) > 1:
+            for s in drawn:
+                handles.append(Line2D([], [], color="#444444", linestyle=series[s][4]))
+        if handles:
+            fig.legend(handles, names, loc="outside lower center", ncols=ncols)
+        if categorical:
+            ax.set_xticks(layout.x, ticks, rotation=30 if slanted else 0, ha="right" if slanted else "center")
+            ax.set_xlim(min(layout.x) - 0.5, max(layout.x) + 0.5)
+        else:
+            if layout.log:
+                ax.set_xscale("log")
+            if layout.descending:
+                ax.invert_xaxis()
+        top = max((v for values in ys.values() for v in values if not math.isnan(v)), default=0.0)
+        ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)
+        other = next((n for n in ("caller", "network") if n != layout.dimension), "")
+        ax.set_title(f"{title}{f', a line per {other} level' if several else ''}")
+        ax.set_xlabel(level_x_label(layout))
+        ax.set_ylabel(ylabel)
+        return fig
+
+    return _render(build, f"{name} by impairment level")
