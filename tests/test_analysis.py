@@ -3,7 +3,9 @@ as recomputing the saved timeline), what the live script knew replayed, the reco
 
 from __future__ import annotations
 
+import pickle
 import textwrap
+from array import array
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +124,21 @@ def test_the_spool_gives_back_the_call_as_it_was_handed_over(tmp_path):
         result.samples_sent,
     )
     assert not path.with_name("1.call.tmp").exists()
+
+
+def test_the_spool_keeps_the_network_impairments_releases_and_refuses_another_version(tmp_path):
+    result = call(tmp_path)
+    rows = len(result.timeline.audio_out) // 4
+    result.timeline.audio_out_release = array("q", range(1000, 1000 + rows))
+    path = tmp_path / "1.call"
+    spool.save(result, path)
+    back = spool.load(path, result.plan)
+    # Without them the analysis would read the link's delay as the generator's lateness.
+    assert back.timeline.impaired and list(back.timeline.audio_out_release) == list(range(1000, 1000 + rows))
+    assert back.timeline.to_json() == result.timeline.to_json()
+    path.write_bytes(pickle.dumps((2, "an older layout")))
+    with pytest.raises(ValueError, match="spool version 2, expected 3"):
+        spool.load(path, result.plan)
 
 
 def test_figures_and_checks_in_one_pass_are_what_the_saved_timeline_computes_to(tmp_path):

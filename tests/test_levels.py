@@ -116,7 +116,10 @@ def test_a_numeric_matrix_axis_gives_each_level_its_value_and_the_aggregates_fig
     assert levels is not None and list(levels.dimensions) == ["caller"] and not levels.cross
     caller = levels.dimensions["caller"]
     assert caller.axis == "caller.noise.snr_db" and caller.left_out == 0
-    assert [(lv.label, lv.x) for lv in caller.levels] == [(f"snr={s}dB", s) for s in sorted(SNRS)]
+    # From the cleanest level: a higher SNR is a quieter room.
+    assert [(lv.label, lv.x) for lv in caller.levels] == [
+        (f"snr={s}dB", s) for s in sorted(SNRS, reverse=True)
+    ]
     out = levels.to_json()["dimensions"]["caller"]
     assert out["scale"] == "numeric"
     for level in out["levels"]:
@@ -221,9 +224,9 @@ def test_both_dimensions_are_crossed_cell_by_cell():
     out = levels.to_json()
     assert len(out["cross"]) == 6
     assert [(c["caller"], c["network"]) for c in out["cross"]][:3] == [
-        ("snr=0dB", "jitter=0ms"),
-        ("snr=0dB", "jitter=40ms"),
-        ("snr=0dB", "jitter=120ms"),
+        ("snr=20dB", "jitter=0ms"),
+        ("snr=20dB", "jitter=40ms"),
+        ("snr=20dB", "jitter=120ms"),
     ]
     for cell in out["cross"]:
         mine = [
@@ -258,7 +261,7 @@ def test_past_the_bound_the_levels_with_the_fewest_calls_are_left_out():
         ]
     caller = impairment_levels(records).dimensions["caller"]
     assert caller.left_out == 3 and len(caller.levels) == MAX_LEVELS
-    assert [lv.x for lv in caller.levels] == list(range(3, MAX_LEVELS + 3))
+    assert [lv.x for lv in caller.levels] == list(range(MAX_LEVELS + 2, 2, -1))
     assert impairment_levels(records).to_json()["dimensions"]["caller"]["left_out"] == 3
 
 

@@ -44,7 +44,12 @@ def add_parser(sub) -> None:
     load.add_argument("--arrival-rate", type=float, default=None, help="open model: calls started per second")
     load.add_argument("--max-in-flight", type=int, default=None, help="open model: cap on calls at once")
     load.add_argument("--repeat", type=int, default=1, help="run each scenario this many times")
-    load.add_argument("--seed", type=int, default=None, help="seed the order of calls, to repeat a run")
+    load.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed the order of calls and each call's noise start and network impairment, to repeat a run",
+    )
     load.add_argument(
         "--workers",
         type=int,

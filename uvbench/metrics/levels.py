@@ -14,7 +14,8 @@ caller sounds) and `network:` (what the uplink does) tag its calls with a label 
 - A level gets a numeric `x` when exactly one matrix axis of its dimension (`caller.*` for the
   caller, `network.*` for the network) varies, its values are numbers and each label has one value;
   the axis name is the x label. Otherwise `x` is the level's position in first-seen order
-  (categorical).
+  (categorical). Levels are listed from the cleanest to the most impaired: a numeric axis by x,
+  descending for an SNR (a higher SNR is a quieter room).
 - When both dimensions vary, `cross` holds the figures of every (caller level, network level) pair
   with calls, so a plot can draw one line per level of the other dimension.
 - At most `MAX_LEVELS` levels per dimension: those with the most calls (first seen first on a tie);
@@ -194,8 +195,14 @@ def _dimension(records: list[dict[str, Any]], name: str, seen: dict[str, int], m
     axis, values = _numeric_axis(records, name, kept)
     figures = _figures(records, lambda r: level_of(r, name))
     levels = [Level(label, values[label] if axis else k, figures[label]) for k, label in enumerate(kept)]
-    levels.sort(key=lambda level: level.x)
+    # From the cleanest level to the most impaired: a higher SNR is cleaner, a longer delay is not.
+    levels.sort(key=lambda level: -level.x if is_snr_axis(axis) else level.x)
     return Dimension(name, axis, levels, left_out=len(order) - len(kept))
+
+
+def is_snr_axis(axis: str | None) -> bool:
+    """Whether `axis` is a signal-to-noise ratio, on which a higher value is a cleaner call."""
+    return bool(axis) and str(axis).endswith("snr_db")
 
 
 def _numeric_axis(

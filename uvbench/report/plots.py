@@ -34,6 +34,7 @@ import numpy as np
 
 from uvbench.listener import Playback
 from uvbench.metrics.aggregate import Aggregate, aggregate, group_metrics, group_rates, percentile
+from uvbench.metrics.levels import is_snr_axis
 
 NS = 1_000_000_000
 MAX_BINS = 60
@@ -1430,7 +1431,7 @@ class LevelLayout:
     @property
     def descending(self) -> bool:
         """An SNR axis: drawn high to low, so noisier calls are to the right."""
-        return bool(self.axis) and str(self.axis).endswith("snr_db")
+        return is_snr_axis(self.axis)
 
     @property
     def log(self) -> bool:
@@ -1546,8 +1547,17 @@ def level_plot(levels: dict[str, Any] | None, figure: str) -> str | None:
             ax.set_xticks(layout.x, ticks, rotation=30 if slanted else 0, ha="right" if slanted else "center")
             ax.set_xlim(min(layout.x) - 0.5, max(layout.x) + 0.5)
         else:
+            # Every plot spans every level, with a tick at each, so the plots line up whatever
+            # levels a figure has values at.
+            lo, hi = min(layout.x), max(layout.x)
             if layout.log:
                 ax.set_xscale("log")
+                ax.minorticks_off()
+                ax.set_xlim(lo / 1.2, hi * 1.2)
+            else:
+                pad = 0.05 * (hi - lo) if hi > lo else 1.0
+                ax.set_xlim(lo - pad, hi + pad)
+            ax.set_xticks(layout.x, [f"{v:g}" for v in layout.x])
             if layout.descending:
                 ax.invert_xaxis()
         top = max((v for values in ys.values() for v in values if not math.isnan(v)), default=0.0)

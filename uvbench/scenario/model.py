@@ -738,7 +738,8 @@ class CallerNoise(_Model):
     snr_db: float
     """Speech to noise ratio in dB (-10..60)."""
     seed: int = 0
-    """Where in the noise loop the call starts (same seed, same noise)."""
+    """With the run's `--seed` and each call's number, where in the noise loop each call starts
+    (the same seed, the same start for the n-th call of a rerun)."""
     _path: Path | None = PrivateAttr(default=None)
 
     @property
@@ -948,7 +949,8 @@ class Network(_Model):
     stalls: NetworkStalls | None = None
     """{rate_per_min, duration_ms}."""
     seed: int | None = None
-    """The impairment's seed; unset = from the run's seed and the call's identity."""
+    """With the run's `--seed` and each call's number, each call's impairment schedule (the same
+    seed, the same schedule for the n-th call of a rerun); unset: the run's seed and the call alone."""
 
     @model_validator(mode="after")
     def _valid(self) -> Network:
