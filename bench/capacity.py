@@ -64,43 +64,85 @@ TURN_S = 9.0
 MEDIUM = "{inputSampleRate: 16000, outputSampleRate: 16000, clientBufferSizeMs: 60}"
 
 
-def scenario_text(name: str, chunk_ms: int, steps: str) -> str:
-    """A capacity call: the greeting heard to its end, then `steps`."""
+def scenario_text(name: str, chunk_ms: int, steps: str, sound: str = "") -> str:
+    """A capacity call: the greeting heard to its end, then `steps`; `sound` is its top-level
+    `caller:` / `network:` lines (`sound_lines`), if any."""
     head = textwrap.dedent(
         f"""\
         name: {name}
         call:
           medium: {{serverWebSocket: {MEDIUM}}}
         client: {{chunk_ms: {chunk_ms}}}
+        """
+    )
+    greeting = textwrap.dedent(
+        """\
         script:
           - wait_for: agent_done
             timeout: 30s"""
     )
-    return head + steps
+    return head + sound + greeting + steps
 
 
-def turns_text(chunk_ms: int, turns: int) -> str:
+def turns_text(chunk_ms: int, turns: int, sound: str = "") -> str:
     """Spoken turns, each answered by the simulated agent."""
     steps = "".join(
         "\n  - say: hello_16k.wav\n  - wait_for: agent_done\n    timeout: 30s" for _ in range(turns)
     )
-    return scenario_text("capacity", chunk_ms, steps)
+    return scenario_text("capacity", chunk_ms, steps, sound)
 
 
-def sink_text(chunk_ms: int, hold_s: float) -> str:
+def sink_text(chunk_ms: int, hold_s: float, sound: str = "") -> str:
     """hello_16k.wav (3.4 s) and a second of silence in turn, the sink speaking on its own."""
     steps = "".join("\n  - say: hello_16k.wav\n  - silence: 1s" for _ in range(max(1, int(hold_s // 4.5))))
-    return scenario_text("capacity-sink", chunk_ms, steps)
+    return scenario_text("capacity-sink", chunk_ms, steps, sound)
+
+
+def sound_lines(caller: str | None, network: str | None) -> str:
+    """The scenario's `caller:` and `network:` lines from `--caller` / `--network` (inline YAML
+    mappings), or a ValueError naming the option and how to write it. What the keys may be is
+    the scenario loader's to check."""
+    import yaml
+
+    lines = ""
+    for key, given in (("caller", caller), ("network", network)):
+        if given is None:
+            continue
+        try:
+            value = yaml.safe_load(given)
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ValueError(
+                f"--{key}: not valid YAML ({where}); expected an inline mapping such as "
+                + (
+                    "'{noise: {file: cafe.flac, snr_db: 20}}'"
+                    if key == "caller"
+                    else "'{jitter: {mean_ms: 40}}'"
+                )
+            ) from None
+        if not isinstance(value, dict):
+            raise ValueError(f"--{key}: expected an inline YAML mapping ({{...}}), got {given!r}")
+        lines += f"{key}: {json.dumps(value, default=str)}\n"
+    return lines
+
+
+def level_text(args: argparse.Namespace) -> str:
+    """The scenario every call of a level runs."""
+    sound = sound_lines(args.caller, args.network)
+    if args.agent == "sink":
+        return sink_text(args.chunk_ms, args.hold, sound)
+    return turns_text(args.chunk_ms, max(1, int(args.hold // TURN_S)), sound)
 
 
 WARM_UP = f"""\
 name: warm-up
 call: {{medium: {{serverWebSocket: {MEDIUM}}}}}
-script:
+{{sound}}script:
   - say: yes_16k.wav
   - hang_up
 """
-"""One call before the level: the imports and caches of a first call are not the level's cost."""
+"""One call before the level, with the level's caller and network (`{sound}`): the imports and
+caches of a first call are not the level's cost."""
 
 
 def cpu_pressure_us() -> int | None:
@@ -126,29 +168,26 @@ def cpu_seconds(pid: int) -> float:
 
 async def client_level(args: argparse.Namespace) -> dict:
     from uvbench.analysis import spool
-    from uvbench.audio.source import load_pcm
     from uvbench.call.engine import run_call, warm_up
     from uvbench.call.plan import Endpoint, plan_for
     from uvbench.call.rest import UltravoxApi
     from uvbench.call.script import ScriptRun, make_script
     from uvbench.eventloop import settle_for_pacing
     from uvbench.metrics import compute
+    from uvbench.runner.run import warm_audio
     from uvbench.scenario import parse_scenarios
 
     level = args.level
-    if args.agent == "sink":
-        text = sink_text(args.chunk_ms, args.hold)
-    else:
-        text = turns_text(args.chunk_ms, max(1, int(args.hold // TURN_S)))
-    (scenario,) = parse_scenarios(text, source="capacity.yaml", base_dir=".")
+    (scenario,) = parse_scenarios(level_text(args), source="capacity.yaml", base_dir=".")
     endpoint = Endpoint(args.api_url, args.api_key, "local", True)
     api = UltravoxApi(args.api_url, args.api_key)
     folder = Path(tempfile.mkdtemp(prefix="uvbench-capacity-"))
-    # Warm what every call shares (the clip's decode cache, lazy imports, the HTTP client's
-    # connection), as a pacing process does before the load.
+    # Warm what every call shares (the clips as the caller sends them and the noise bed, lazy
+    # imports, the HTTP client's connection), as a pacing process does before the load.
     warm_up()
-    load_pcm(scenario.script[1].path, 16000)
-    (warm,) = parse_scenarios(WARM_UP, source="warm-up.yaml", base_dir=".")
+    warm_audio([scenario])
+    warm_text = WARM_UP.replace("{sound}", sound_lines(args.caller, args.network))
+    (warm,) = parse_scenarios(warm_text, source="warm-up.yaml", base_dir=".")
     spool.save(await run_call(plan_for(warm, endpoint), make_script(warm, ScriptRun()), api=api),
                folder / "warm.call")  # fmt: skip
     settle_for_pacing()  # as `uvbench run`'s pacing processes do
@@ -208,13 +247,20 @@ async def client_level(args: argparse.Namespace) -> dict:
     await api.close()
 
     # The analysis, after the measured window (in `uvbench run` it is another process's work).
-    lateness, outcomes, set_apart, details = [], [], 0, set()
+    lateness, delay, outcomes, set_apart, details = [], [], [], 0, set()
     expected = "failed:missed_turn" if args.agent == "sink" else "completed"
     plan = plan_for(scenario, endpoint)
     for path in paths:
         result = spool.load(path, plan)
         rows = np.frombuffer(result.timeline.audio_out, dtype=np.int64).reshape(-1, 4)
-        lateness.append((rows[:, 1] - rows[:, 0]) / 1e6)
+        # With a network impairment a chunk is late from its release, as the call's metrics
+        # count it: the link's delay (release - due) is no fault of the pacer.
+        release = np.frombuffer(result.timeline.audio_out_release, dtype=np.int64)
+        if release.size and release.size == len(rows):
+            lateness.append((rows[:, 1] - release) / 1e6)
+            delay.append((release - rows[:, 0]) / 1e6)
+        else:
+            lateness.append((rows[:, 1] - rows[:, 0]) / 1e6)
         metrics = compute(result.timeline)
         outcomes.append(metrics)
         set_apart += sum(len(t.get("set_apart") or {}) for t in metrics.turns) + len(metrics.set_apart)
@@ -222,6 +268,7 @@ async def client_level(args: argparse.Namespace) -> dict:
             details.add(f"{metrics.outcome} ({metrics.outcome_detail})"[:160])
     shutil.rmtree(folder, ignore_errors=True)
     late = np.concatenate(lateness) if lateness else np.zeros(0)
+    held = np.concatenate(delay) if delay else np.zeros(0)
     # The sink speaks on its own clock, not in answer to a turn: its calls miss turns by design.
     outcome = ["completed" if m.outcome == expected else m.outcome for m in outcomes]
     call_p99 = [m.metrics.get("pacer.lateness_p99_ms") for m in outcomes]
@@ -241,6 +288,9 @@ async def client_level(args: argparse.Namespace) -> dict:
         "max_ms": round(float(late.max()), 3) if late.size else None,
         "min_ms": round(float(late.min()), 3) if late.size else None,
         "worst_call_p99_ms": round(max(call_p99), 3) if call_p99 else None,
+        "network_p50_ms": round(float(np.percentile(held, 50)), 1) if held.size else None,
+        "network_p99_ms": round(float(np.percentile(held, 99)), 1) if held.size else None,
+        "network_max_ms": round(float(held.max()), 1) if held.size else None,
         "loop_lag_max_ms": round(max(loop_lag), 2) if loop_lag else None,
         "client_cpu_pct": round(100 * cpu / wall, 1),
         "cpu_us_per_call_s": round(1e6 * cpu / (wall * level), 1),
@@ -264,6 +314,20 @@ def client_main(args: argparse.Namespace) -> None:
 
 
 # -- the ramp, from the parent ---------------------------------------------------------------------
+
+
+def level_problem(args: argparse.Namespace) -> str | None:
+    """Why the level's scenario (with `--caller` / `--network`) cannot run, in one line; None when
+    it can. Checked before the server starts."""
+    from uvbench.scenario import ScenarioError, parse_scenarios
+
+    try:
+        parse_scenarios(level_text(args), source="capacity.yaml", base_dir=".")
+    except ValueError as exc:
+        return str(exc)
+    except ScenarioError as exc:
+        return "; ".join(exc.problems)
+    return None
 
 
 def machine() -> str:
@@ -295,6 +359,19 @@ def main() -> None:
         default=0.0,
         help="(sink) its agent.read_batch_ms: read each connection that often only (0 = as data comes)",
     )
+    parser.add_argument(
+        "--caller",
+        default=None,
+        metavar="YAML",
+        help="the scenario's caller: as an inline YAML mapping, e.g. "
+        "'{noise: {file: cafe.flac, snr_db: 20}, telephone: ulaw}'",
+    )
+    parser.add_argument(
+        "--network",
+        default=None,
+        metavar="YAML",
+        help="the scenario's network: as an inline YAML mapping, e.g. '{jitter: {mean_ms: 40}}'",
+    )
     # Internal: one level in a child process.
     parser.add_argument("--level", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--api-url", default=None, help=argparse.SUPPRESS)
@@ -306,13 +383,17 @@ def main() -> None:
 
     from uvbench.server.process import ServerProcess
 
+    problem = level_problem(args)
+    if problem is not None:
+        raise SystemExit(f"capacity.py: {problem}")
     load = os.getloadavg()
     print(f"machine: {machine()}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     pinning = "server on CPU 0, client on CPU 1" if args.pin else "not pinned"
     print(
         f"hold {args.hold:g} s after a {args.ramp:g} s ramp, {args.chunk_ms} ms chunks, "
-        f"{args.event_loop} client loop, {args.agent} agent, {pinning}\n"
+        f"{args.event_loop} client loop, {args.agent} agent, {pinning}"
     )
+    print(f"caller: {args.caller or 'clean'}; network: {args.network or 'none'}\n")
     header = (
         f"{'calls':>5} {'done':>5} {'inval':>5} {'fail':>4} {'chunks':>8} "
         f"{'min ms':>7} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'worst':>7} "
@@ -354,6 +435,9 @@ def main() -> None:
             ]
             if args.profile:
                 cmd += ["--profile", f"{args.profile}.{level}"]
+            for option, given in (("--caller", args.caller), ("--network", args.network)):
+                if given is not None:
+                    cmd += [option, given]
             pin = (lambda: os.sched_setaffinity(0, {1})) if args.pin else None
             server_cpu0, t0 = cpu_seconds(server_pid), time.monotonic()
             done = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=pin, cwd=ROOT)
@@ -376,6 +460,12 @@ def main() -> None:
                 f"{row['cpu_pressure_pct']:>4.0f}% {row['preempted']:>7}",
                 flush=True,
             )
+            if row["network_p50_ms"] is not None:
+                print(
+                    f"      network delay (release - due, not in the lateness): p50 "
+                    f"{row['network_p50_ms']:.1f} ms, p99 {row['network_p99_ms']:.1f} ms, "
+                    f"max {row['network_max_ms']:.1f} ms"
+                )
             if row["details"]:
                 print(f"      not completed: {', '.join(row['details'])}")
             time.sleep(2.0)  # let the server finish the last calls' teardown

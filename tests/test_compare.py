@@ -191,6 +191,28 @@ def test_direction_success_down_is_a_regression_and_invalid_calls_are_left_out()
     assert comparison.verdict == REGRESSED
 
 
+def test_false_barge_ins_at_one_noise_level_regress_that_level() -> None:
+    """A sweep's levels are its matrix variants: compare judges each like any scenario."""
+    quiet, loud = "room[caller.noise.snr_db=30]", "room[caller.noise.snr_db=0]"
+
+    def sweep(seed: int, loud_false_barge_ins: list[int]) -> list[dict[str, Any]]:
+        records = run_records(seed, 30, scenario=quiet) + run_records(seed + 1, 30, scenario=loud)
+        counts = [0] * 30 + loud_false_barge_ins
+        for r, count in zip(records, counts, strict=True):
+            r["metrics"]["call.false_barge_in_count"] = count
+        return records
+
+    comparison = compare(sweep(20, [0] * 27 + [1] * 3), sweep(22, [0] * 12 + [2] * 18))
+    assert row(comparison, "call.false_barge_in_pct", "value", scope=quiet).verdict == NO_CHANGE
+    worse = row(comparison, "call.false_barge_in_pct", "value", scope=loud)
+    assert worse.verdict == REGRESSED and worse.diff == pytest.approx(50.0)  # 10 % -> 60 % of calls
+    assert comparison.verdict == REGRESSED
+    by_count = compare(
+        sweep(20, [0] * 30), sweep(22, [0] * 3 + [2] * 27), metrics=["call.false_barge_in_count"]
+    )
+    assert row(by_count, "call.false_barge_in_count", scope=loud).verdict == REGRESSED  # p50: 0 -> 2
+
+
 def test_per_scenario_rows_catch_a_regression_in_one_scenario() -> None:
     base = run_records(10, 30, scenario="a") + run_records(11, 30, scenario="b")
     cur = run_records(12, 30, scenario="a") + run_records(13, 30, scenario="b", shift=400)
