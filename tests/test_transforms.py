@@ -111,6 +111,49 @@ def test_stream_chunked_equals_whole_and_wraps_the_loop():
     np.testing.assert_array_equal(long, whole[:rate])
 
 
+def test_the_integer_mix_is_the_rounded_float_sum_and_silence_is_the_bed_itself():
+    from uvbench.audio.transforms import loop_start
+
+    rate, snr, level, seed = 16000, 6, 0.1, 2
+    noise = Noise(snr, samples=_white(0.5, rate), sample_rate=rate, seed=seed)
+    chain = Chain((noise,))
+    speech = np.random.default_rng(5).normal(0, 6000, 2 * rate).clip(-32768, 32767).astype(np.int16)
+    # The float mix, written out: the bed at its SNR from its seeded start, added, rounded, clipped.
+    bed = noise.loop(rate) * (level / 10 ** (snr / 20)) * 32768
+    at = np.arange(speech.size) + loop_start(seed, bed.size)
+    float_sum = speech + bed[at % bed.size]
+    assert not np.any(np.abs(float_sum - np.floor(float_sum) - 0.5) < 1e-9)  # no exact halves here
+    expected = np.clip(np.round(float_sum), -32768, 32767).astype(np.int16)
+    stream = chain.stream(rate, level)
+    np.testing.assert_array_equal(stream.process(speech), expected)
+    rounded = np.round(float_sum)
+    assert stream.clipped == int(np.count_nonzero((rounded > 32767) | (rounded < -32768)))
+    # A silent chunk takes the int16 bed as is: the same samples as mixing zeros, in any chunking.
+    a, b = chain.stream(rate, level), chain.stream(rate, level)
+    by_silence = np.concatenate([a.silence(320) for _ in range(100)])
+    by_mix = np.concatenate([b.process(np.zeros(320, dtype=np.int16)) for _ in range(100)])
+    np.testing.assert_array_equal(by_silence, by_mix)
+    assert a.position == b.position
+
+
+def test_a_composer_with_a_room_sends_the_bed_in_its_silences_and_the_mix_under_speech():
+    from uvbench.audio.pacer import Composer
+
+    rate = 16000
+    chain = Chain((Noise(10, samples=_white(0.5, rate), sample_rate=rate, seed=1),))
+    clip = np.random.default_rng(3).normal(0, 3000, 1000).astype(np.int16)  # not a whole chunk
+    composer = Composer(320, stream=chain.stream(rate, 0.1))
+    sent = []
+    for k in range(12):
+        if k == 3:
+            composer.enqueue(clip)
+        sent.append(composer.chunk(k))
+    plain = np.zeros(12 * 320, dtype=np.int16)
+    plain[960 : 960 + clip.size] = clip
+    expected = chain.stream(rate, 0.1).process(plain)
+    np.testing.assert_array_equal(np.frombuffer(b"".join(sent), dtype=np.int16), expected)
+
+
 def test_noise_is_deterministic_and_seeded():
     rate = 16000
     noise = _white(1.0, rate)

@@ -82,8 +82,10 @@ class Composer:
 
     def _mixed_chunk(self, k: int) -> bytes:
         assert self.stream is not None
-        plain = np.frombuffer(Composer.chunk(self, k), dtype=np.int16)
-        return self.stream.process(plain).tobytes()
+        plain = Composer.chunk(self, k)
+        if plain is self._silence:  # most of a call: the room alone
+            return self.stream.silence(self.chunk_samples).tobytes()
+        return self.stream.process(np.frombuffer(plain, dtype=np.int16)).tobytes()
 
     @property
     def samples_sent(self) -> int:

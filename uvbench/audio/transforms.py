@@ -33,6 +33,7 @@ whole (looped, resampled) noise bed at the mixing point, before any transform li
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 from collections.abc import Iterable
@@ -342,24 +343,70 @@ def speech_rms(clips: Iterable[tuple[np.ndarray, int, int]]) -> float:
 class Stream:
     """The stream side of a chain over one call: `process(chunk)` adds the next stretch of the
     noise bed to each chunk (clip-side output or silence) and returns int16; `clipped` counts
-    samples that hit the int16 limits so far. O(chunk) per chunk; chunking does not change the
-    output (the bed position carries over)."""
+    samples that hit the int16 limits so far. Chunking does not change the output (the bed
+    position carries over).
+
+    The bed is quantized to integer samples once, so mixing it into a chunk is integer arithmetic:
+    an add, a range check and a cast, a few microseconds per 20 ms chunk (the float mix it
+    replaced cost ten times that on the pacing loop: docs/benchmarks.md). A chunk's samples are
+    integers, so chunk + round(bed) is the rounded float sum, but for the bed's exact .5 values,
+    which it rounds half to even on their own. A silent chunk (`silence`) is the bed itself."""
 
     def __init__(self, bed: np.ndarray | None, start: int) -> None:
-        self._bed = bed
+        self._bed: np.ndarray | None = None
+        self._bed16: np.ndarray | None = None
+        self._bed_fits = True
+        if bed is not None:
+            scaled = np.round(np.asarray(bed, dtype=np.float64) * INT16_SCALE)
+            self._bed = scaled.astype(np.int32)
+            self._bed16 = np.clip(scaled, -32768, 32767).astype(np.int16)
+            self._bed_fits = bool(np.array_equal(self._bed16, self._bed))
         self._pos = start
         self.clipped = 0
 
-    def process(self, chunk: np.ndarray) -> np.ndarray:
-        x = mono_float(chunk)
-        if self._bed is not None:
-            x = x + self._take(x.size)
-        out = _render(x)
-        self.clipped += out.clipped
-        return out.pcm
+    @property
+    def position(self) -> int:
+        """Where in the loop the next chunk's noise starts."""
+        return self._pos
 
-    def _take(self, n: int) -> np.ndarray:
-        bed, pos = self._bed, self._pos
+    @property
+    def loop_size(self) -> int:
+        """Samples in the noise loop (0 without noise)."""
+        return 0 if self._bed is None else self._bed.size
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the quantized bed holds (shared by the copies `at` makes)."""
+        return 0 if self._bed is None else self._bed.nbytes + self._bed16.nbytes  # type: ignore[union-attr]
+
+    def at(self, position: int) -> Stream:
+        """A stream over the same (shared, never written) bed, from `position` in its loop, with
+        nothing clipped yet: one call's, from a bed built once."""
+        other = copy.copy(self)
+        other._pos = position % self.loop_size if self.loop_size else 0
+        other.clipped = 0
+        return other
+
+    def process(self, chunk: np.ndarray) -> np.ndarray:
+        x = np.asarray(chunk)
+        if x.dtype != np.int16:
+            x = _render(mono_float(x)).pcm
+        if self._bed is None:
+            return x.copy()
+        mixed = self._take(self._bed, x.size) + x
+        if mixed.min() < -32768 or mixed.max() > 32767:
+            self.clipped += int(np.count_nonzero((mixed > 32767) | (mixed < -32768)))
+            np.clip(mixed, -32768, 32767, out=mixed)
+        return mixed.astype(np.int16)
+
+    def silence(self, n: int) -> np.ndarray:
+        """`process` of `n` samples of silence: the bed itself, cut from its int16 copy."""
+        if self._bed16 is None or not self._bed_fits:
+            return self.process(np.zeros(n, dtype=np.int16))
+        return self._take(self._bed16, n)
+
+    def _take(self, bed: np.ndarray, n: int) -> np.ndarray:
+        pos = self._pos
         end = pos + n
         if end <= bed.size:
             part = bed[pos:end]

@@ -18,7 +18,6 @@ chain. Blocking (decoding, effects): from asyncio, call through `asyncio.to_thre
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import threading
@@ -37,11 +36,11 @@ CLIP_CACHE_BYTES = 256 * 1024 * 1024
 """Transformed clips kept (least recently used dropped first): as many bytes as 256 one-minute
 clips at 16 kHz; a load run plays a few clips under a few chains."""
 BED_CACHE_BYTES = 64 * 1024 * 1024
-"""Noise beds kept: a 12 s loop at 48 kHz is 4.6 MB (float64)."""
+"""Noise beds kept: a 12 s loop at 48 kHz is 3.5 MB (int32 to mix, int16 for silent chunks)."""
 
 _clips: SizedLru[Rendered] = SizedLru(CLIP_CACHE_BYTES, lambda r: r.pcm.nbytes)
-# A stream prototype per bed; its bed is a private of Stream, sized here for the bound only.
-_beds: SizedLru[Stream] = SizedLru(BED_CACHE_BYTES, lambda s: s._bed.nbytes if s._bed is not None else 0)
+# A stream prototype per bed, which every call's stream shares (`Stream.at`).
+_beds: SizedLru[Stream] = SizedLru(BED_CACHE_BYTES, lambda s: s.nbytes)
 _levels: dict[tuple[Any, ...], float] = {}
 _levels_lock = threading.Lock()
 LEVELS_KEPT = 1024
@@ -142,10 +141,9 @@ def call_stream(
         raise ValueError("a chain with noise needs the speech level of its call (speech_level)")
     proto = _beds.get_or_make((chain, rate, level), lambda: chain.stream(rate, level))
     # The copy shares the bed (never written) and starts at the prototype's position, clipped 0.
-    stream = copy.copy(proto)
-    if seed is not None and stream._bed is not None:
-        stream._pos = loop_start(seed, stream._bed.size)
-    return stream
+    if seed is None:
+        return proto.at(proto.position)
+    return proto.at(loop_start(seed, proto.loop_size))
 
 
 def plan_stream(plan: CallPlan) -> Stream | None:
