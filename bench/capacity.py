@@ -24,12 +24,19 @@ Two targets, each `uvbench serve` in its own process pinned to CPU 0 (the client
   machine would cost the client nothing to wake: on loopback each chunk sent to a sleeping reader
   also pays for waking it, on the client's CPU.
 
+`--caller` and `--network` give the calls a caller (noise, telephone line, codec, reverb, gain)
+and a network impairment, as inline YAML mappings of the scenario's `caller:` and `network:`. The
+level warms the caller's audio before its load, as a run does; with an impairment a chunk's
+lateness counts from its release (as `pacer.lateness_*` does) and the link's delay is printed apart.
+
 The verdict is the largest level whose pacer p99 stays at or under the limit (default 5 ms) with
 no invalid (and no failed) call. Figures and the machine they came from: docs/benchmarks.md.
 
     .venv/bin/python bench/capacity.py                          # 50,100,...,300, 30 s hold each
     .venv/bin/python bench/capacity.py --levels 200 --hold 30
     .venv/bin/python bench/capacity.py --agent sink --levels 500,1000 --read-batch-ms 20
+    .venv/bin/python bench/capacity.py --agent sink --levels 300 --read-batch-ms 20 \
+        --caller '{noise: {file: cafe.flac, snr_db: 20}, telephone: ulaw}' --network '{jitter: {mean_ms: 40}}'
     .venv/bin/python bench/capacity.py --no-pin                 # let the kernel place both processes
     .venv/bin/python bench/capacity.py --levels 200 --profile /tmp/cap   # cProfile: /tmp/cap.200
 """
@@ -163,6 +170,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def chunk_lateness_ms(timeline) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each chunk's pacer lateness in ms, and the network impairment's delay of each (None without
+    one). With an impairment a chunk is late from its release, as the call's metrics count it
+    (pacer.lateness_*): the link's delay (release - due) is no fault of the pacer."""
+    rows = np.frombuffer(timeline.audio_out, dtype=np.int64).reshape(-1, 4)
+    release = np.frombuffer(timeline.audio_out_release, dtype=np.int64)
+    if release.size and release.size == len(rows):
+        return (rows[:, 1] - release) / 1e6, (release - rows[:, 0]) / 1e6
+    return (rows[:, 1] - rows[:, 0]) / 1e6, None
+
+
 # -- one level, in a client process of its own ---------------------------------------------------
 
 
@@ -252,15 +270,10 @@ async def client_level(args: argparse.Namespace) -> dict:
     plan = plan_for(scenario, endpoint)
     for path in paths:
         result = spool.load(path, plan)
-        rows = np.frombuffer(result.timeline.audio_out, dtype=np.int64).reshape(-1, 4)
-        # With a network impairment a chunk is late from its release, as the call's metrics
-        # count it: the link's delay (release - due) is no fault of the pacer.
-        release = np.frombuffer(result.timeline.audio_out_release, dtype=np.int64)
-        if release.size and release.size == len(rows):
-            lateness.append((rows[:, 1] - release) / 1e6)
-            delay.append((release - rows[:, 0]) / 1e6)
-        else:
-            lateness.append((rows[:, 1] - rows[:, 0]) / 1e6)
+        late, held = chunk_lateness_ms(result.timeline)
+        lateness.append(late)
+        if held is not None:
+            delay.append(held)
         metrics = compute(result.timeline)
         outcomes.append(metrics)
         set_apart += sum(len(t.get("set_apart") or {}) for t in metrics.turns) + len(metrics.set_apart)

@@ -22,6 +22,7 @@ AGREE_NS = 12 * MS
 """How close a client stamp and the server's stamp of one message are (tests/test_call_accuracy.py)."""
 FRAME_MS = 32
 """The server VAD's frame: its decisions fall on these boundaries."""
+VAD_FRAME_SAMPLES = 16000 * FRAME_MS // 1000
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ NOISY_ROOM = """
     name: room
     caller: {noise: {file: pink.flac, snr_db: %(snr)s}}
     script:
-      - silence: 4s          # the greeting plays over the room; nobody speaks
+      - silence: 5s          # the greeting plays over the room; nobody speaks
       - say: hello_16k.wav
       - silence: 2s
       - hang_up
@@ -64,9 +65,13 @@ def test_a_loud_room_cuts_the_agent_off_and_a_quiet_one_does_not(server):
     for result in (loud_result, quiet_result):
         assert result.failure is None and result.ground_truth is not None
 
-    # Quiet: the greeting plays out, the turn is answered, nothing is cut.
+    # Quiet: the greeting plays out, the turn is answered, nothing is cut for the room. (On a busy
+    # machine the greeting may start late enough for the caller's speech to cut its end: that
+    # clear is the caller's doing, from the scripted speech on, and not a false one.)
     assert quiet.metrics["call.false_barge_in_count"] == 0 and quiet.false_barge_ins == []
-    assert quiet_result.ground_truth["clears"] == []
+    (said,) = quiet_result.timeline.of_kind("utterance.queued")
+    for clear in quiet_result.ground_truth["clears"]:
+        assert clear["speech_start_sample"] >= said.data["speech_start_sample"] - VAD_FRAME_SAMPLES
     assert not quiet.turns[0]["missed"]
 
     # Loud: the server hears the room as a caller talking over its greeting and stops; the

@@ -94,7 +94,7 @@ class Dimension:
     axis: str | None
     """The numeric matrix axis the levels' `x` come from ("caller.noise.snr_db"); None: categorical."""
     levels: list[Level]
-    """Ascending `x`."""
+    """From the cleanest to the most impaired (`x` ascending, descending on an SNR axis)."""
     left_out: int = 0
     """Levels beyond `MAX_LEVELS` (fewest calls), in no figure here."""
 
