@@ -320,8 +320,12 @@ def test_the_example_suite_loads_and_matches_its_schema():
     shared, late = plan.load_json
     assert shared["scenarios"] == {"order-status": 1, "buffers": 2} and late["startTime"] == "10s"
     assert len(plan.thresholds) == 5 and plan.total_calls is None
-    # `uvbench run scenarios/` runs the two scenario files and skips the suite
-    assert {s.base_name for s in plan_run(SCENARIOS).scenarios} == {"order-status", "buffer-matrix"}
+    # `uvbench run scenarios/` runs the scenario files and skips the suite
+    assert {s.base_name for s in plan_run(SCENARIOS).scenarios} == {
+        "order-status",
+        "buffer-matrix",
+        "noisy-callers",
+    }
 
 
 def test_uvbench_schema_suite_prints_the_suite_schema(capsys):
