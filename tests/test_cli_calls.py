@@ -31,8 +31,14 @@ def _create(base_url: str, key: str, **body) -> str:
     return response.json()["callId"]
 
 
-async def _talk(join_url: str, joined: threading.Event | None = None, linger_s: float = 0.0) -> None:
-    """A short text-mode call: 200 ms of silence, one user text, the agent's two replies, hang up."""
+async def _talk(
+    join_url: str,
+    joined: threading.Event | None = None,
+    linger_s: float = 0.0,
+    until: threading.Event | None = None,
+) -> None:
+    """A short text-mode call: 200 ms of silence, one user text, the agent's two replies, hang up
+    (after `linger_s`, or once `until` is set, 10 s at most)."""
     async with websockets.connect(join_url) as ws:
         if joined is not None:
             joined.set()
@@ -45,6 +51,8 @@ async def _talk(join_url: str, joined: threading.Event | None = None, linger_s: 
                 data = json.loads(message)
                 finals += data.get("type") == "transcript" and data["role"] == "agent" and data["final"]
         await asyncio.sleep(linger_s)
+        if until is not None:
+            await asyncio.to_thread(until.wait, 10)
 
 
 def _talked_call(base_url: str, key: str, **body) -> dict:
@@ -241,6 +249,7 @@ def test_recording_wait_retries_until_the_call_ends(cli, spare, tmp_path, monkey
     from uvbench.call.rest import ApiRequestError, UltravoxApi
 
     answers: list[int] = []
+    asked = threading.Event()
     save = UltravoxApi.save_recording
 
     async def counted(self, call_id, path):
@@ -249,13 +258,15 @@ def test_recording_wait_retries_until_the_call_ends(cli, spare, tmp_path, monkey
         except ApiRequestError as exc:
             answers.append(exc.status)
             raise
+        finally:
+            asked.set()  # the call hangs up once asked: however slow the CLI was to ask
         answers.append(200)
         return size
 
     monkeypatch.setattr(UltravoxApi, "save_recording", counted)
     call = _talked_call(spare.url, spare.key)
     joined = threading.Event()
-    talker = threading.Thread(target=lambda: asyncio.run(_talk(call["joinUrl"], joined, linger_s=0.4)))
+    talker = threading.Thread(target=lambda: asyncio.run(_talk(call["joinUrl"], joined, until=asked)))
     talker.start()
     try:
         assert joined.wait(5)
