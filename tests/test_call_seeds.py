@@ -160,7 +160,7 @@ def noise_of(plan: CallPlan) -> np.ndarray:
 
 def releases_of(plan: CallPlan) -> list[int]:
     schedule = Schedule(plan.input_rate, plan.chunk_samples, 0)
-    impairment = network_impairment(plan, 0, seed=plan.call_network_seed)
+    impairment = network_impairment(plan, 0)
     assert impairment is not None
     return [impairment.release_ns(k, schedule.due_ns(k)) for k in range(100)]
 
@@ -216,7 +216,7 @@ async def test_the_call_config_records_the_seeds_and_a_plain_call_is_unchanged()
     one = noisy()
     plain_plan = plan_for(plain, NOWHERE, run_seed=7, call_identity="attempt 3")
     assert plain_plan.call_noise_seed is None and plain_plan.call_network_seed is None
-    assert network_impairment(plain_plan, 0, seed=plain_plan.call_network_seed) is None
+    assert network_impairment(plain_plan, 0) is None
     ctx = CallContext(plain_plan, Timeline(0, 0), CallResult(plain_plan, Timeline(0, 0)))
     assert ctx.caller_stream is None
     assert set(await config_of(plain_plan, plain)) == {

@@ -160,21 +160,31 @@ async def test_no_impairment_is_todays_sender() -> None:
         assert list(rows[0::4]) == [t0 + 20 * (k + 1) * MS for k in range(10)]
     assert network_impairment(SimpleNamespace(scenario="s"), t0) is None
     assert network_impairment(SimpleNamespace(scenario="s", network=None), t0) is None
-    assert network_impairment(SimpleNamespace(scenario="s", network=Jitter(mean_ms=0, max_ms=0)), t0) is None
+    assert (
+        network_impairment(SimpleNamespace(network=Jitter(mean_ms=0, max_ms=0), call_network_seed=1), t0)
+        is None
+    )
 
 
 def test_network_impairment_from_a_plan_repeats() -> None:
-    plan = SimpleNamespace(scenario="s", network=Jitter(mean_ms=20))
+    from uvbench.call.plan import Endpoint, plan_for
+    from uvbench.scenario import parse_scenarios
+
+    (one,) = parse_scenarios(
+        "name: s\nnetwork: {jitter: {mean_ms: 20}}\nscript: [say: yes_16k.wav]", source="t.yaml", base_dir="."
+    )
+    endpoint = Endpoint("http://127.0.0.1:9/api", "key", "local", True)
     schedule = Schedule(RATE, CHUNK, 0)
 
     def releases(**kw: Any) -> list[int]:
-        impairment = network_impairment(plan, 0, **kw)
+        impairment = network_impairment(plan_for(one, endpoint, **kw), 0)
         assert impairment is not None
         return [impairment.release_ns(k, schedule.due_ns(k)) for k in range(50)]
 
     assert releases(run_seed=1) == releases(run_seed=1)
-    assert releases(run_seed=1) != releases(run_seed=2)
-    assert releases(run_seed=1, call_key="a") != releases(run_seed=1, call_key="b")
+    assert releases(run_seed=1, call_identity="a") == releases(run_seed=1, call_identity="a")
+    assert releases(run_seed=1, call_identity="a") != releases(run_seed=2, call_identity="a")
+    assert releases(run_seed=1, call_identity="a") != releases(run_seed=1, call_identity="b")
 
 
 # -- the timeline ---------------------------------------------------------------------------------

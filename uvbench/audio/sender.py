@@ -54,7 +54,7 @@ from typing import Any, Protocol
 import numpy as np
 from websockets.exceptions import ConnectionClosed
 
-from uvbench.audio.impairment import Impairment, impairment_for, impairment_seed
+from uvbench.audio.impairment import Impairment, impairment_for
 from uvbench.audio.pacer import NS, Composer, Schedule
 from uvbench.audio.timer import FineTimer
 
@@ -440,24 +440,16 @@ class PacedSender:
             self.scheduler.add(self)
 
 
-def network_impairment(
-    plan: Any,
-    t0_ns: int,
-    *,
-    run_seed: int | None = None,
-    call_key: str | None = None,
-    seed: int | None = None,
-) -> Impairment | None:
+def network_impairment(plan: Any, t0_ns: int, *, seed: int | None = None) -> Impairment | None:
     """The impairment of a call's outgoing stream from its plan's `network` spec (None: no
-    impairment, and the sender pays nothing per chunk). Seeded with `seed` when given (the call's
-    own, `CallPlan.call_network_seed`), else from the run's seed and the call's identity
-    (`call_key`, by default the scenario's name), so a run repeats; burst windows and stalls are
+    impairment, and the sender pays nothing per chunk), seeded with the call's own seed
+    (`CallPlan.call_network_seed`: the plan says how a call's seed comes from the scenario's, the
+    run's and the call's number), or `seed` to replay a recorded one. Burst windows and stalls are
     placed from the stream's epoch `t0_ns`. The sender keeps the releases itself, so the
     impairment keeps no record of its own."""
     spec = getattr(plan, "network", None)
     if spec is None:
         return None
-    if seed is None:
-        key = call_key if call_key is not None else str(getattr(plan, "scenario", ""))
-        seed = impairment_seed(run_seed, key)
-    return impairment_for(spec, seed=seed, t0_ns=t0_ns, record=False)
+    return impairment_for(
+        spec, seed=plan.call_network_seed if seed is None else seed, t0_ns=t0_ns, record=False
+    )

@@ -251,7 +251,7 @@ async def _converse(ctx: CallContext, join_url: str, script: Script) -> None:
         opened, "pacer.started", t0_ns=t0, sample_rate=plan.input_rate, chunk_samples=plan.chunk_samples
     )
     # A network impairment delays chunks after the pacer's deadlines (audio/impairment.py).
-    impairment = network_impairment(plan, t0, seed=plan.call_network_seed)
+    impairment = network_impairment(plan, t0)
     sender = ctx.sender = PacedSender(
         schedule, ctx.composer, ws, watch=ctx.live, scheduler=scheduler, phase=phase, impairment=impairment
     )
